@@ -1,0 +1,46 @@
+# Tocsin's interface: every workflow is one of these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+PACKAGES := libs/common libs/client services/gateway services/ingest services/processor \
+	services/notifier services/scheduler
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+SOURCES := libs services tests
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint fmt bench clean image
+
+setup: $(STAMP)
+
+# Re-run the install whenever the pins or any distribution's metadata change.
+$(STAMP): constraints.txt requirements-dev.txt $(PYPROJECTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install --quiet \
+		--disable-pip-version-check -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/tocsin dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/mypy libs/common/src libs/client/src services/*/src
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix $(SOURCES)
+	$(BIN)/ruff format $(SOURCES)
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.load
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+image:
+	docker build -t tocsin:dev .

@@ -1,0 +1,126 @@
+"""Fixtures shared by every test: a private Redis-compatible server and real service processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tocsin.common.auth import mint_token
+from tocsin.common.server import RedisServer, free_port
+
+TEST_JWT_SECRET = "test-secret-for-tocsin-integration-tests"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh Redis-compatible server on a free loopback port, for one test."""
+    with RedisServer() as server:
+        yield server
+
+
+@dataclass
+class ServiceProcess:
+    """A Tocsin service running as a real OS process (`python -m tocsin.client <name>`)."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} not ready within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+ServiceFactory = Callable[..., ServiceProcess]
+
+
+@pytest.fixture
+def start_service(
+    redis_server: RedisServer, tmp_path: Path
+) -> Iterator[ServiceFactory]:
+    """Start services as real processes against `redis_server`; all are stopped after the test."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, *, wait: bool = True, **env_overrides: str) -> ServiceProcess:
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=redis_server.url,
+            TOCSIN_PORT=str(port),
+            TOCSIN_LOG_FORMAT="json",
+            TOCSIN_JWT_SECRET=TEST_JWT_SECRET,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(env_overrides)
+        log_path = tmp_path / f"{name}-{port}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tocsin.client", name],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        service = ServiceProcess(name, port, process, log_path, env)
+        started.append(service)
+        if wait:
+            service.wait_ready()
+        return service
+
+    yield start
+    for service in reversed(started):
+        service.stop()
+
+
+@pytest.fixture
+def user_token() -> Callable[..., str]:
+    """Mint a user JWT signed with the secret the test services use."""
+
+    def mint(**kwargs: object) -> str:
+        kwargs.setdefault("scopes", ("read", "write"))
+        return mint_token(TEST_JWT_SECRET, "tester", **kwargs)  # type: ignore[arg-type]
+
+    return mint

@@ -1,0 +1,3 @@
+from tocsin.client.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""The Dramatiq broker with Tocsin's middleware, and the queue contract.
+
+Services never import each other: they agree on queue and actor names here.
+Ingest enqueues `process_alerts` on `alerts`; the processor declares the actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Middleware
+
+from tocsin.common import keys
+from tocsin.common.redis import sync_client
+
+__all__ = [
+    "ALERTS_QUEUE",
+    "NOTIFICATIONS_QUEUE",
+    "PROCESS_ALERTS_ACTOR",
+    "build_broker",
+    "build_message",
+]
+
+ALERTS_QUEUE = "alerts"
+NOTIFICATIONS_QUEUE = "notifications"
+PROCESS_ALERTS_ACTOR = "process_alerts"
+
+
+def build_broker(
+    redis_url: str,
+    *,
+    middleware: Iterable[Middleware] = (),
+    queues: Iterable[str] = (ALERTS_QUEUE, NOTIFICATIONS_QUEUE),
+) -> RedisBroker:
+    """A Redis broker under the `tocsin:dramatiq` namespace with `queues` declared."""
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
+        client=sync_client(redis_url), namespace=keys.DRAMATIQ_NAMESPACE
+    )
+    for extra in middleware:
+        broker.add_middleware(extra)
+    for queue in queues:
+        broker.declare_queue(queue)
+    return broker
+
+
+def build_message(
+    queue: str, actor: str, args: tuple[Any, ...], options: dict[str, Any] | None = None
+) -> dramatiq.Message[Any]:
+    """A message for an actor that this process does not declare."""
+    return dramatiq.Message(
+        queue_name=queue, actor_name=actor, args=args, kwargs={}, options=options or {}
+    )

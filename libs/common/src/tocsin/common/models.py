@@ -1,0 +1,167 @@
+"""The alert and event envelopes, validated with msgspec.
+
+`AlertIn` is what a producer sends in Tocsin's own format (strict: unknown
+fields are refused). `QueuedAlert` is what ingest puts on the `alerts` queue,
+and `StoredAlert` what the processor keeps and publishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "AlertIn",
+    "FieldError",
+    "InvalidBodyError",
+    "QueuedAlert",
+    "Severity",
+    "Status",
+    "StoredAlert",
+    "decode_alerts",
+    "fingerprint",
+    "new_alert_id",
+    "utc_now",
+]
+
+Severity = Literal["critical", "error", "warning", "info"]
+Status = Literal["firing", "resolved"]
+
+MAX_LABELS = 64
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+LabelName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=1024)]
+Labels = Annotated[dict[LabelName, LabelValue], msgspec.Meta(max_length=MAX_LABELS)]
+Annotations = Annotated[
+    dict[LabelName, Annotated[str, msgspec.Meta(max_length=8192)]],
+    msgspec.Meta(max_length=MAX_LABELS),
+]
+
+
+class AlertIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One alert in Tocsin's native producer format."""
+
+    name: Name
+    severity: Severity
+    status: Status = "firing"
+    source: ShortText = ""
+    service: ShortText = ""
+    summary: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    labels: Labels = msgspec.field(default_factory=dict)
+    annotations: Annotations = msgspec.field(default_factory=dict)
+    dedup_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    generator_url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+
+
+class QueuedAlert(msgspec.Struct, kw_only=True):
+    """An accepted alert as it travels on the `alerts` queue."""
+
+    id: str
+    fingerprint: str
+    received_at: float
+    producer: str
+    alert: AlertIn
+
+
+class StoredAlert(msgspec.Struct, kw_only=True):
+    """The alert record the processor stores and publishes."""
+
+    id: str
+    fingerprint: str
+    name: str
+    severity: Severity
+    status: str
+    source: str
+    service: str
+    summary: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    producer: str
+    count: int
+    first_seen: str
+    last_seen: str
+    starts_at: str | None = None
+    ends_at: str | None = None
+    generator_url: str | None = None
+
+
+class FieldError(msgspec.Struct):
+    """One reason a request body was refused, with the JSON path it concerns."""
+
+    path: str
+    reason: str
+
+
+_PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
+_alerts_decoder = msgspec.json.Decoder(AlertIn | list[AlertIn])
+
+
+def decode_alerts(body: bytes) -> tuple[list[AlertIn], bool]:
+    """Decode one alert or a batch; return the alerts and whether it was a batch.
+
+    Raises `FieldError`-carrying `InvalidBodyError` on malformed JSON or schema errors.
+    """
+    try:
+        decoded = _alerts_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidBodyError([_field_error(str(exc))]) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidBodyError([FieldError(path="$", reason=f"malformed JSON: {exc}")]) from None
+    if isinstance(decoded, list):
+        return decoded, True
+    return [decoded], False
+
+
+class InvalidBodyError(ValueError):
+    """A request body that does not decode into the expected model."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.path}: {e.reason}" for e in errors))
+        self.errors = errors
+
+
+def _field_error(message: str) -> FieldError:
+    match = _PATH.search(message)
+    if match is None:
+        return FieldError(path="$", reason=message)
+    return FieldError(path=match["path"], reason=message[: match.start()])
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_alert_id() -> str:
+    """A time-ordered, unique id: 48-bit milliseconds then 80 random bits, hex."""
+    millis = time.time_ns() // 1_000_000
+    return f"{millis:012x}{os.urandom(10).hex()}"
+
+
+def fingerprint(alert: AlertIn) -> str:
+    """The dedup identity of an alert.
+
+    The producer's `dedup_key` wins verbatim; otherwise a `v1:` hash of the
+    source, the name and the labels in canonical order, so the rule can change
+    later without regrouping old alerts.
+    """
+    if alert.dedup_key:
+        return alert.dedup_key
+    digest = hashlib.sha256()
+    digest.update(alert.source.encode())
+    digest.update(b"\0")
+    digest.update(alert.name.encode())
+    for key in sorted(alert.labels):
+        digest.update(b"\0")
+        digest.update(key.encode())
+        digest.update(b"=")
+        digest.update(alert.labels[key].encode())
+    return "v1:" + digest.hexdigest()[:32]

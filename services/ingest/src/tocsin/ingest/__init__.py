@@ -1,0 +1,1 @@
+"""Tocsin ingest: the producer API. Authenticates, validates and enqueues alerts."""

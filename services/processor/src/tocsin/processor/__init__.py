@@ -1,0 +1,1 @@
+"""Tocsin processor: the single writer of alert state."""
