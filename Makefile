@@ -36,7 +36,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format $(SOURCES)
 
 bench: $(STAMP)
-	$(BIN)/python -m tests.load
+	$(BIN)/python -m tests.load $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

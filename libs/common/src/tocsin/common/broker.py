@@ -18,6 +18,8 @@ from tocsin.common.redis import sync_client
 
 __all__ = [
     "ALERTS_QUEUE",
+    "APPLY_ACTION_ACTOR",
+    "DELIVER_NOTIFICATION_ACTOR",
     "NOTIFICATIONS_QUEUE",
     "PROCESS_ALERTS_ACTOR",
     "build_broker",
@@ -26,7 +28,13 @@ __all__ = [
 
 ALERTS_QUEUE = "alerts"
 NOTIFICATIONS_QUEUE = "notifications"
+# process_alerts(batch: list[QueuedAlert as builtins]) -- ingest -> processor
 PROCESS_ALERTS_ACTOR = "process_alerts"
+# apply_action(action: AlertAction as builtins) -- gateway API and ingest (PagerDuty
+# acknowledge) -> processor, on the alerts queue so it is ordered with alerts.
+APPLY_ACTION_ACTOR = "apply_action"
+# deliver_notification(notification: NotificationRequest as builtins) -- processor -> notifier
+DELIVER_NOTIFICATION_ACTOR = "deliver_notification"
 
 
 def build_broker(

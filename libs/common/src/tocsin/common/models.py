@@ -17,9 +17,11 @@ from typing import Annotated, Literal
 import msgspec
 
 __all__ = [
+    "AlertAction",
     "AlertIn",
     "FieldError",
     "InvalidBodyError",
+    "NotificationRequest",
     "QueuedAlert",
     "Severity",
     "Status",
@@ -92,6 +94,35 @@ class StoredAlert(msgspec.Struct, kw_only=True):
     starts_at: str | None = None
     ends_at: str | None = None
     generator_url: str | None = None
+
+
+class AlertAction(msgspec.Struct, kw_only=True):
+    """A user's (or a producer's) action on an alert, applied by the processor.
+
+    The alert is named by `alert_id`, or by `fingerprint` when the sender only
+    knows the dedup key (a PagerDuty acknowledge).
+    """
+
+    id: str
+    action: Literal["acknowledge", "unacknowledge", "resolve"]
+    alert_id: str | None = None
+    fingerprint: str | None = None
+    by: str = ""
+    comment: str = ""
+    at: float = 0.0
+
+
+class NotificationRequest(msgspec.Struct, kw_only=True):
+    """One notifying transition of one alert, enqueued by the processor for the notifier.
+
+    `id` is unique per transition (alert id plus its transition sequence), so a
+    redelivered message is recognisable.
+    """
+
+    id: str
+    transition: Literal["firing", "resolved", "acknowledged", "flapping", "escalated"]
+    alert: StoredAlert
+    at: float
 
 
 class FieldError(msgspec.Struct):
