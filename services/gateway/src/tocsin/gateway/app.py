@@ -16,9 +16,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tocsin.common import keys
 from tocsin.common.auth import TokenError, TokenVerifier
+from tocsin.common.broker import build_broker
 from tocsin.common.events import InvalidChannelError, check_channel
 from tocsin.common.ops import ops_routes
 from tocsin.common.redis import async_client
+from tocsin.gateway.api import ApiContext, dashboard_routes
 from tocsin.gateway.hub import Hub
 from tocsin.gateway.settings import GatewaySettings
 
@@ -132,5 +134,6 @@ def build_app(settings: GatewaySettings) -> Starlette:
             return False, {"redis": f"unreachable: {exc}"}
         return True, {"redis": "ok"}
 
-    routes = [WebSocketRoute("/ws", ws_endpoint), *ops_routes(ready)]
+    context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
+    routes = [WebSocketRoute("/ws", ws_endpoint), *dashboard_routes(context), *ops_routes(ready)]
     return Starlette(routes=routes, lifespan=lifespan)
