@@ -78,9 +78,7 @@ ServiceFactory = Callable[..., ServiceProcess]
 
 
 @pytest.fixture
-def start_service(
-    redis_server: RedisServer, tmp_path: Path
-) -> Iterator[ServiceFactory]:
+def start_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[ServiceFactory]:
     """Start services as real processes against `redis_server`; all are stopped after the test."""
     started: list[ServiceProcess] = []
 

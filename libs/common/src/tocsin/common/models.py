@@ -59,8 +59,9 @@ class AlertIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     labels: Labels = msgspec.field(default_factory=dict)
     annotations: Annotations = msgspec.field(default_factory=dict)
     dedup_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    # RFC 3339 with an offset; ingest normalises to UTC before enqueueing.
+    starts_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    ends_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     generator_url: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 
 

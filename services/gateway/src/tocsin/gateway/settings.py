@@ -1,4 +1,4 @@
-"""Gateway settings."""
+"""Gateway settings, read once from `TOCSIN_*` environment variables."""
 
 from __future__ import annotations
 
@@ -15,5 +15,37 @@ DEFAULT_PORT = 8080
 class GatewaySettings(CommonSettings):
     """Settings of the gateway service."""
 
-    outbound_queue_frames: int = setting(1000, "Most frames queued for one slow socket.")
+    outbound_queue_frames: int = setting(1000, "Most frames queued for one socket.")
+    outbound_queue_bytes: int = setting(
+        4 * 1024 * 1024, "Most bytes queued for one socket before it is a slow consumer."
+    )
     max_subscriptions: int = setting(128, "Most channel subscriptions per socket.")
+    max_connections: int = setting(20_000, "Most open sockets per gateway process.")
+    max_frame_bytes: int = setting(64 * 1024, "Largest inbound WebSocket frame accepted.")
+    allowed_origins: tuple[str, ...] = setting(
+        (), "Browser origins allowed to connect, comma-separated (empty: any origin)."
+    )
+    auth_timeout: float = setting(10.0, "Seconds a socket may take to send its `auth` frame.")
+    heartbeat_interval: float = setting(25.0, "Seconds between WebSocket pings to each socket.")
+    heartbeat_timeout: float = setting(10.0, "Seconds to wait for a pong before closing.")
+    token_warning: float = setting(
+        60.0, "Seconds before a token's expiry at which the socket is warned to refresh."
+    )
+    token_grace: float = setting(
+        10.0, "Seconds after a token's expiry before an unrefreshed socket is closed."
+    )
+    history_batch: int = setting(500, "Stream entries read per XRANGE call during recovery.")
+    probe_interval: float = setting(1.0, "Seconds between pub/sub health probes.")
+    probe_timeout: float = setting(
+        5.0, "Seconds without a probe coming back through pub/sub before /readyz fails."
+    )
+    drain_window: float = setting(
+        10.0, "Seconds over which sockets are closed on SIGTERM (keep below the grace period)."
+    )
+    close_timeout: float = setting(
+        10.0, "Seconds to wait for a close frame to be written before dropping the socket."
+    )
+    ws_implementation: str = setting(
+        "websockets-sansio",
+        "uvicorn WebSocket implementation: websockets-sansio, websockets or wsproto.",
+    )

@@ -1,0 +1,68 @@
+"""Generate the README's configuration table from the settings classes.
+
+`python -m tests.docs.config_table` rewrites the table in README.md between
+the `config-table` markers; the test beside it fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+from tocsin.common.config import CommonSettings, env_name
+
+SERVICES = ("gateway", "ingest", "processor", "notifier", "scheduler")
+README = Path(__file__).resolve().parents[2] / "README.md"
+BEGIN = "<!-- config-table:begin -->"
+END = "<!-- config-table:end -->"
+
+
+def settings_classes() -> dict[str, type[CommonSettings]]:
+    found: dict[str, type[CommonSettings]] = {}
+    for service in SERVICES:
+        module = importlib.import_module(f"tocsin.{service}.settings")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, CommonSettings)
+                and value is not CommonSettings
+                and value.__module__ == module.__name__
+            ):
+                found[service] = value
+    return found
+
+
+def render_table() -> str:
+    rows: dict[str, tuple[str, str, list[str]]] = {}
+    common = {f.name for f in dataclasses.fields(CommonSettings)}
+    for service, cls in settings_classes().items():
+        for field in dataclasses.fields(cls):
+            name = env_name(field)
+            default = field.default if field.default is not dataclasses.MISSING else ""
+            shown = ",".join(default) if isinstance(default, tuple) else default
+            entry = rows.setdefault(name, (f"`{shown}`", field.metadata.get("doc", ""), []))
+            entry[2].append("all" if field.name in common else service)
+    lines = ["| Variable | Used by | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for name, (default, doc, users) in sorted(
+        rows.items(), key=lambda r: (r[0] != "REDIS_URL", r[0])
+    ):
+        used = "all" if "all" in users else ", ".join(sorted(set(users)))
+        lines.append(f"| `{name}` | {used} | {default} | {doc} |")
+    return "\n".join(lines)
+
+
+def readme_table() -> str:
+    text = README.read_text()
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+
+
+def write_table() -> None:
+    text = README.read_text()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    README.write_text(f"{head}{BEGIN}\n{render_table()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    write_table()
