@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tocsin.common.config import CommonSettings
+from tocsin.common.config import CommonSettings, setting
 
 __all__ = ["DEFAULT_PORT", "NotifierSettings"]
 
@@ -14,3 +14,40 @@ DEFAULT_PORT = 8083
 @dataclasses.dataclass(frozen=True)
 class NotifierSettings(CommonSettings):
     """Settings of the notifier service."""
+
+    routes_file: str = setting(
+        "", "Path of the routing YAML (routes, receivers, inhibit rules); reloaded on change."
+    )
+    routes_poll_seconds: float = setting(
+        1.0, "How often the routing file is checked for changes, in seconds."
+    )
+    worker_threads: int = setting(8, "Dramatiq worker threads in the notifier process.")
+    idle_poll_ms: int = setting(
+        20, "Longest wait between queue polls when idle (Dramatiq's worker timeout), in ms."
+    )
+    send_timeout_seconds: float = setting(10.0, "Timeout of one send to a receiver, in seconds.")
+    max_attempts: int = setting(
+        8, "Send attempts per notification before it is dead-lettered (timeouts, 5xx, 429)."
+    )
+    retry_min_backoff_ms: int = setting(500, "Backoff before the first retry, in ms.")
+    retry_max_backoff_ms: int = setting(300_000, "Cap of the exponential retry backoff, in ms.")
+    max_deliveries: int = setting(
+        10, "Deliveries of one queue message (crash redeliveries included) before dead-lettering."
+    )
+    digest_threshold: int = setting(
+        20, "A group with more alerts than this is sent as a digest (counts plus the first N)."
+    )
+    digest_sample: int = setting(10, "Alerts listed in a digest (the N above).")
+    heartbeat_timeout_ms: int = setting(
+        30_000,
+        "Silence after which a crashed worker's in-flight messages are requeued, in ms.",
+    )
+    claim_lease_seconds: float = setting(
+        0.0, "Lease of an in-progress send claim, in seconds (0: send timeout plus 5 s)."
+    )
+    log_retention_seconds: int = setting(
+        7 * 86400, "How long the per-alert notification log is kept, in seconds."
+    )
+    shutdown_timeout_seconds: float = setting(
+        25.0, "On SIGTERM, how long in-flight sends may take before the worker stops, in s."
+    )
