@@ -45,3 +45,15 @@ def test_every_bad_variable_is_named_in_one_error() -> None:
         load_settings(ExampleSettings, {"TOCSIN_WORKERS": "many", "TOCSIN_ENABLED": "maybe"})
     assert "TOCSIN_WORKERS" in str(caught.value)
     assert "TOCSIN_ENABLED" in str(caught.value)
+
+
+def test_sentinel_settings_become_the_redis_url() -> None:
+    settings = load_settings(
+        ExampleSettings,
+        {
+            "TOCSIN_REDIS_SENTINELS": "s1:26379,s2:26379",
+            "TOCSIN_REDIS_SENTINEL_MASTER": "main",
+            "TOCSIN_REDIS_PASSWORD": "p@ss",
+        },
+    )
+    assert settings.redis_url == "redis+sentinel://:p%40ss@s1:26379,s2:26379/main/0"

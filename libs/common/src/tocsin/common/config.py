@@ -14,6 +14,7 @@ import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 __all__ = [
     "CommonSettings",
@@ -52,6 +53,20 @@ class CommonSettings:
     jwt_public_key: str = setting("", "PEM public key for RS256/ES256 JWTs.")
     jwt_audience: str = setting("tocsin", "Required `aud` claim of JWTs.")
     jwt_issuer: str = setting("", "Required `iss` claim of JWTs (empty: not checked).")
+    redis_sentinels: tuple[str, ...] = setting(
+        (), "Sentinel `host:port` list, comma-separated; when set, used instead of REDIS_URL."
+    )
+    redis_sentinel_master: str = setting("tocsin", "Primary name the Sentinels monitor.")
+    redis_password: str = setting("", "Password of the Redis primary and Sentinels.")
+
+    def __post_init__(self) -> None:
+        # Everything downstream reads one URL; Sentinel settings become a
+        # redis+sentinel:// URL (see tocsin.common.redis) so no caller branches.
+        if self.redis_sentinels:
+            credentials = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+            hosts = ",".join(self.redis_sentinels)
+            url = f"redis+sentinel://{credentials}{hosts}/{self.redis_sentinel_master}/0"
+            object.__setattr__(self, "redis_url", url)
 
 
 def env_name(field: dataclasses.Field[Any]) -> str:

@@ -1,37 +1,103 @@
-"""Redis connection factories: plain or TLS URLs, sync and asyncio clients."""
+"""Redis connection factories: plain, TLS and Sentinel, sync and asyncio clients.
+
+A URL names the target: `redis://` and `rediss://` (TLS) as redis-py reads them,
+or `redis+sentinel://[:password@]host:port,host:port/<master>[/<db>]`, which asks
+the Sentinels for the current primary on every reconnect, so a failover is
+followed without a restart.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
 import redis as redis_sync
 import redis.asyncio as redis_async
+import redis.asyncio.sentinel as sentinel_async
+import redis.sentinel as sentinel_sync
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-__all__ = ["async_client", "sync_client"]
+__all__ = ["SENTINEL_SCHEME", "SentinelTarget", "async_client", "parse_sentinel_url", "sync_client"]
 
+SENTINEL_SCHEME = "redis+sentinel://"
 _RETRY_ERRORS = (redis_sync.ConnectionError, redis_sync.TimeoutError)
 
 
-def sync_client(url: str, **options: object) -> redis_sync.Redis:
+@dataclass(frozen=True)
+class SentinelTarget:
+    """Where the Sentinels are and which primary they watch."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    password: str | None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Read a `redis+sentinel://` URL; raises ValueError naming what is wrong."""
+    if not url.startswith(SENTINEL_SCHEME):
+        raise ValueError(f"not a {SENTINEL_SCHEME} URL")
+    rest = url[len(SENTINEL_SCHEME) :]
+    password: str | None = None
+    if "@" in rest:
+        credentials, rest = rest.rsplit("@", 1)
+        password = unquote(credentials.split(":", 1)[-1]) or None
+    hosts_part, _, path = rest.partition("/")
+    segments = [s for s in path.split("/") if s]
+    if not hosts_part or not segments:
+        raise ValueError(
+            "a Sentinel URL needs hosts and a master name: redis+sentinel://h:26379/mymaster"
+        )
+    sentinels = []
+    for host_port in hosts_part.split(","):
+        host, _, port = host_port.rpartition(":")
+        sentinels.append((host or host_port, int(port) if host else 26379))
+    db = int(segments[1]) if len(segments) > 1 else 0
+    return SentinelTarget(tuple(sentinels), unquote(segments[0]), db, password)
+
+
+def _common_options() -> dict[str, Any]:
+    return {
+        "retry_on_error": list(_RETRY_ERRORS),
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+    }
+
+
+def sync_client(url: str, **options: Any) -> redis_sync.Redis:
     """A blocking client that retries briefly across a reconnect."""
-    return redis_sync.Redis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=list(_RETRY_ERRORS),
-        health_check_interval=30,
-        socket_keepalive=True,
-        **options,
-    )
+    settings = _common_options() | {"retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)}
+    settings.update(options)
+    if url.startswith(SENTINEL_SCHEME):
+        target = parse_sentinel_url(url)
+        sentinel = sentinel_sync.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels),
+            sentinel_kwargs={"password": target.password, "socket_timeout": 2},
+            password=target.password,
+            db=target.db,
+        )
+        primary: redis_sync.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.master, **settings
+        )
+        return primary
+    return redis_sync.Redis.from_url(url, **settings)
 
 
-def async_client(url: str, **options: object) -> redis_async.Redis:
+def async_client(url: str, **options: Any) -> redis_async.Redis:
     """An asyncio client that retries briefly across a reconnect."""
-    return redis_async.Redis.from_url(
-        url,
-        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=list(_RETRY_ERRORS),
-        health_check_interval=30,
-        socket_keepalive=True,
-        **options,  # type: ignore[arg-type]
-    )
+    settings = _common_options() | {"retry": AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)}
+    settings.update(options)
+    if url.startswith(SENTINEL_SCHEME):
+        target = parse_sentinel_url(url)
+        sentinel = sentinel_async.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels),
+            sentinel_kwargs={"password": target.password, "socket_timeout": 2},
+            password=target.password,
+            db=target.db,
+        )
+        primary: redis_async.Redis = sentinel.master_for(target.master, **settings)
+        return primary
+    return redis_async.Redis.from_url(url, **settings)

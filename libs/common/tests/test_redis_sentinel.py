@@ -1,0 +1,69 @@
+"""Connecting through Sentinel, against a real primary and a real Sentinel process."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tocsin.common.redis import async_client, parse_sentinel_url, sync_client
+from tocsin.common.server import RedisServer, free_port
+
+
+def test_sentinel_urls_name_hosts_master_db_and_password() -> None:
+    target = parse_sentinel_url("redis+sentinel://:s%40cret@a:26379,b:26380/prod-main/2")
+    assert target.sentinels == (("a", 26379), ("b", 26380))
+    assert target.master == "prod-main"
+    assert target.db == 2
+    assert target.password == "s@cret"
+
+
+def test_a_sentinel_url_without_master_is_refused() -> None:
+    with pytest.raises(ValueError, match="master name"):
+        parse_sentinel_url("redis+sentinel://a:26379")
+
+
+@pytest.fixture
+def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor tocsin 127.0.0.1 {redis_server.port} 1\n"
+    )
+    process = subprocess.Popen(
+        [redis_server.binary, str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    probe = RedisServer(binary=redis_server.binary, port=port)
+    deadline = time.monotonic() + 10
+    while not probe.ping() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_clients_reach_the_primary_through_sentinel(sentinel_port: int) -> None:
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/tocsin/0"
+    client = sync_client(url)
+    client.set("tocsin:probe", "through-sentinel")
+    assert client.get("tocsin:probe") == b"through-sentinel"
+
+    async def read_async() -> bytes | None:
+        async_redis = async_client(url)
+        try:
+            value: bytes | None = await async_redis.get("tocsin:probe")
+            return value
+        finally:
+            await async_redis.aclose()
+
+    import asyncio
+
+    assert asyncio.run(read_async()) == b"through-sentinel"
