@@ -45,6 +45,8 @@ def test_posted_alert_reaches_a_subscribed_websocket_client(start_service, user_
     processor = start_service("processor")
     ingest = start_service("ingest")
     gateway = start_service("gateway")
+    # Ingest takes an API key or a JWT with the `ingest` scope.
+    producer = {"authorization": f"Bearer {user_token(scopes=('ingest',))}"}
     alert = {
         "name": "DiskFull",
         "severity": "critical",
@@ -54,7 +56,7 @@ def test_posted_alert_reaches_a_subscribed_websocket_client(start_service, user_
     accepted: list[dict] = []
 
     def post() -> None:
-        response = httpx.post(f"{ingest.url}/v1/alerts", json=alert, timeout=10)
+        response = httpx.post(f"{ingest.url}/v1/alerts", json=alert, headers=producer, timeout=10)
         assert response.status_code == 202, response.text
         accepted.extend(response.json()["accepted"])
 
@@ -85,6 +87,7 @@ def test_posted_alert_reaches_a_subscribed_websocket_client(start_service, user_
 )
 def test_bad_alert_bodies_get_problem_details_and_enqueue_nothing(
     start_service,
+    user_token,
     redis_server: RedisServer,
     body: bytes,
     content_type: str,
@@ -93,7 +96,13 @@ def test_bad_alert_bodies_get_problem_details_and_enqueue_nothing(
 ) -> None:
     ingest = start_service("ingest")
     response = httpx.post(
-        f"{ingest.url}/v1/alerts", content=body, headers={"content-type": content_type}, timeout=10
+        f"{ingest.url}/v1/alerts",
+        content=body,
+        headers={
+            "content-type": content_type,
+            "authorization": f"Bearer {user_token(scopes=('ingest',))}",
+        },
+        timeout=10,
     )
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -106,11 +115,12 @@ def test_bad_alert_bodies_get_problem_details_and_enqueue_nothing(
 
 
 def test_a_body_over_the_limit_is_refused_with_413(
-    start_service, redis_server: RedisServer
+    start_service, user_token, redis_server: RedisServer
 ) -> None:
     ingest = start_service("ingest", TOCSIN_MAX_BODY_BYTES="1024")
     alert = {"name": "x", "severity": "info", "summary": "y" * 1000, "labels": {"a": "b" * 200}}
-    response = httpx.post(f"{ingest.url}/v1/alerts", json=alert, timeout=10)
+    producer = {"authorization": f"Bearer {user_token(scopes=('ingest',))}"}
+    response = httpx.post(f"{ingest.url}/v1/alerts", json=alert, headers=producer, timeout=10)
     assert response.status_code == 413
     assert response.headers["content-type"].startswith("application/problem+json")
     client = redis.Redis.from_url(redis_server.url)

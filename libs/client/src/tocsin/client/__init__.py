@@ -1,21 +1,30 @@
 """Tocsin's Python SDK: send alerts to ingest, stream events from the gateway."""
 
 from tocsin.client._exceptions import (
+    AuthenticationError,
     ConfigurationError,
     FatalCloseError,
+    ProtocolError,
     RequestError,
+    SubscriptionError,
     TocsinError,
+    TokenExpiredError,
 )
 from tocsin.client._ingest import IngestClient
-from tocsin.client._stream import Backoff, Event, EventStream
+from tocsin.client._stream import Backoff, Event, EventStream, Reset
 
 __all__ = [
+    "AuthenticationError",
     "Backoff",
     "ConfigurationError",
     "Event",
     "EventStream",
     "FatalCloseError",
     "IngestClient",
+    "ProtocolError",
     "RequestError",
+    "Reset",
+    "SubscriptionError",
     "TocsinError",
+    "TokenExpiredError",
 ]

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tocsin.client._devstate import dev_state_path, write_dev_state
+from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.auth import mint_token
+from tocsin.common.redis import sync_client
 from tocsin.common.server import RedisServer, free_port
 
 __all__ = ["SERVICES", "run_dev"]
@@ -149,12 +151,17 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
                 PYTHONUNBUFFERED="1",
             )
             supervisor.start(name, env)
-        state_path = write_dev_state({"urls": urls, "token": token, "redis_url": redis_url,
-                                      "ports": ports, "pid": os.getpid()})  # fmt: skip
+        # Ingest requires a producer credential; `tocsin send` reads this one.
+        api_key, _ = ApiKeyStore(sync_client(redis_url)).create("dev", description="tocsin dev")
+        state_path = write_dev_state({"urls": urls, "token": token, "api_key": api_key,
+                                      "redis_url": redis_url, "ports": ports,
+                                      "pid": os.getpid()})  # fmt: skip
         supervisor.say("dev", f"console   {urls['gateway']}/")
         supervisor.say("dev", f"ingest    {urls['ingest']}/v1/alerts")
         supervisor.say("dev", f"websocket {urls['ws']}")
         supervisor.say("dev", f"metrics   http://127.0.0.1:<port>/metrics on ports {ports}")
+        supervisor.say("dev", f"health    {urls['gateway']}/v1/health (dev token as bearer)")
+        supervisor.say("dev", f"api key   {api_key}")
         supervisor.say("dev", f"dev token and URLs saved in {state_path}")
         supervisor.say("dev", "try: tocsin send --name DiskFull --severity critical; tocsin watch")
         while not stop.wait(0.2):

@@ -3,14 +3,27 @@
 TocsinError
 ├── ConfigurationError   the client was not told where or how to connect
 ├── RequestError         an HTTP call to ingest failed (status and problem body)
-└── FatalCloseError      the gateway closed with a do-not-reconnect code
+├── FatalCloseError      the gateway closed with a do-not-reconnect code (4400-4499)
+│   ├── AuthenticationError   the token was missing or invalid (4401, 4402)
+│   ├── TokenExpiredError     the token expired and there is no way to get a new one
+│   └── ProtocolError         the client broke the protocol or a limit (4400, 4403, 4413)
+└── SubscriptionError    the gateway refused a subscription (`forbidden`, ...)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ConfigurationError", "FatalCloseError", "RequestError", "TocsinError"]
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "FatalCloseError",
+    "ProtocolError",
+    "RequestError",
+    "SubscriptionError",
+    "TocsinError",
+    "TokenExpiredError",
+]
 
 
 class TocsinError(Exception):
@@ -37,3 +50,24 @@ class FatalCloseError(TocsinError):
         super().__init__(f"closed with {code}: {reason}")
         self.code = code
         self.reason = reason
+
+
+class AuthenticationError(FatalCloseError):
+    """The gateway refused the token (missing, malformed, bad signature, audience...)."""
+
+
+class TokenExpiredError(FatalCloseError):
+    """The token expired and the stream was given a fixed token, not a token source."""
+
+
+class ProtocolError(FatalCloseError):
+    """The gateway closed for a protocol violation, a too large frame or a forbidden origin."""
+
+
+class SubscriptionError(TocsinError):
+    """The gateway answered a subscribe with an `error` frame; `code` is its stable code."""
+
+    def __init__(self, channel: str, code: str, message: str) -> None:
+        super().__init__(f"{channel}: {code}: {message}")
+        self.channel = channel
+        self.code = code

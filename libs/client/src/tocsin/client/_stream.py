@@ -1,8 +1,17 @@
-"""An async WebSocket client that reconnects and resumes from its last offsets."""
+"""An async WebSocket client that reconnects and resumes from its last offsets.
+
+`EventStream` speaks the gateway protocol (docs/protocol.md): it authenticates
+with a bearer token, subscribes, yields `Event`s, renews its token in band when
+the gateway warns of expiry, and on any reconnect-class close or network error
+backs off (exponential, full jitter), reconnects to the next gateway URL and
+resubscribes every channel from its last offset, skipping any offset it has
+already yielded. Do-not-reconnect closes raise typed errors.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
@@ -12,13 +21,25 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from tocsin.client._exceptions import FatalCloseError
+from tocsin.client._exceptions import (
+    AuthenticationError,
+    FatalCloseError,
+    ProtocolError,
+    SubscriptionError,
+    TokenExpiredError,
+)
 
-__all__ = ["Backoff", "Event", "EventStream"]
+__all__ = ["Backoff", "Event", "EventStream", "Reset", "is_reconnect_class"]
 
-# Close codes after which reconnecting cannot help (bad token, forbidden,
-# protocol violation); everything else is retried with back-off.
-FATAL_CLOSE_CODES = frozenset({4400, 4401, 4403, 4413})
+SUBPROTOCOL = "tocsin.v1"
+TOKEN_EXPIRED = 4003
+_AUTH_CODES = frozenset({4401, 4402})
+_SUBSCRIBE_ERRORS = frozenset({"forbidden", "bad_channel", "too_many_subscriptions"})
+
+
+def is_reconnect_class(code: int) -> bool:
+    """Whether a close code asks the client to reconnect (everything outside 4400-4499)."""
+    return not 4400 <= code <= 4499
 
 
 @dataclass(frozen=True)
@@ -31,9 +52,21 @@ class Event:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Reset:
+    """The gateway could not replay what a channel missed (trimmed, or a new epoch).
+
+    Reload the state through the REST API; events after `offset` follow.
+    """
+
+    channel: str
+    epoch: str
+    offset: int
+
+
 @dataclass
 class Backoff:
-    """Exponential back-off with full jitter."""
+    """Exponential back-off with full jitter: uniform in [0, min(cap, base * factor**n)]."""
 
     base: float = 0.5
     factor: float = 2.0
@@ -50,13 +83,15 @@ class Backoff:
 
 
 TokenSource = Callable[[], Awaitable[str]]
+ResetHandler = Callable[[Reset], Awaitable[None] | None]
 
 
 class EventStream:
     """Connects to a gateway, subscribes, and yields events across reconnects.
 
-    The last offset and epoch of every channel are kept, so a reconnect asks
-    for exactly what was missed.
+    `token` is a string or an async callable returning a fresh token; the
+    callable is asked on every connect and whenever the gateway warns that the
+    token is about to expire. `positions` holds each channel's (epoch, offset).
     """
 
     def __init__(
@@ -65,13 +100,27 @@ class EventStream:
         token: str | TokenSource,
         channels: Iterable[str] = ("alerts",),
         backoff: Backoff | None = None,
+        *,
+        on_reset: ResetHandler | None = None,
+        heartbeat_interval: float = 25.0,
+        heartbeat_timeout: float = 10.0,
+        open_timeout: float = 10.0,
     ) -> None:
         self._urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self._urls:
+            raise ValueError("at least one gateway URL is required")
         self._token = token
         self._channels = list(channels)
         self._backoff = backoff or Backoff()
+        self._on_reset = on_reset
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+        self._open_timeout = open_timeout
         self.positions: dict[str, tuple[str, int]] = {}
         self.reconnects = 0
+        self.close_codes: list[int] = []
+        self.resets: list[Reset] = []
+        self.url: str | None = None
 
     async def _current_token(self) -> str:
         if isinstance(self._token, str):
@@ -93,31 +142,45 @@ class EventStream:
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else 1006
                 reason = exc.rcvd.reason if exc.rcvd else ""
-                if code in FATAL_CLOSE_CODES:
-                    raise FatalCloseError(code, reason) from None
-            except (TimeoutError, OSError, websockets.InvalidHandshake):
-                pass
+                self.close_codes.append(code)
+                self._raise_if_fatal(code, reason)
+            except (TimeoutError, OSError, websockets.InvalidHandshake, json.JSONDecodeError):
+                self.close_codes.append(1006)
             self.reconnects += 1
             await asyncio.sleep(self._backoff.next_delay())
+
+    def _raise_if_fatal(self, code: int, reason: str) -> None:
+        if code == TOKEN_EXPIRED and isinstance(self._token, str):
+            raise TokenExpiredError(code, reason or "token_expired")
+        if is_reconnect_class(code):
+            return
+        if code in _AUTH_CODES:
+            raise AuthenticationError(code, reason)
+        if code in (4400, 4403, 4413):
+            raise ProtocolError(code, reason)
+        raise FatalCloseError(code, reason)
 
     async def _session(self, url: str) -> AsyncIterator[Event]:
         token = await self._current_token()
         async with websockets.connect(
             url,
             additional_headers={"authorization": f"Bearer {token}"},
-            open_timeout=10,
+            subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
+            open_timeout=self._open_timeout,
+            ping_interval=self._heartbeat_interval,
+            ping_timeout=self._heartbeat_timeout,
             max_size=2**22,
         ) as socket:
-            welcome = json.loads(await socket.recv())
-            if welcome.get("type") != "welcome":
-                raise OSError(f"unexpected first frame {welcome!r}")
+            self.url = url
+            # Frames before `welcome` can only be an error explaining the close to come.
+            while json.loads(await socket.recv()).get("type") != "welcome":
+                pass
+            self._backoff.reset()
             for channel in self._channels:
                 request: dict[str, Any] = {"type": "subscribe", "channel": channel}
                 if channel in self.positions:
-                    request["since"] = self.positions[channel][1]
-                    request["epoch"] = self.positions[channel][0]
+                    request["epoch"], request["since"] = self.positions[channel]
                 await socket.send(json.dumps(request))
-            self._backoff.reset()
             async for raw in socket:
                 frame = json.loads(raw)
                 kind = frame.get("type")
@@ -127,10 +190,29 @@ class EventStream:
                     epoch = str(frame["epoch"])
                     last = self.positions.get(channel)
                     if last is not None and last[0] == epoch and offset <= last[1]:
-                        continue
+                        continue  # already yielded, before a reconnect
                     self.positions[channel] = (epoch, offset)
                     yield Event(channel, offset, epoch, frame["data"])
                 elif kind == "subscribed":
-                    channel = frame["channel"]
-                    if channel not in self.positions or not frame.get("recovered", True):
-                        self.positions[channel] = (str(frame["epoch"]), int(frame["offset"]))
+                    await self._subscribed(frame)
+                elif kind == "token_expiring" and not isinstance(self._token, str):
+                    fresh = await self._token()
+                    await socket.send(json.dumps({"type": "refresh", "token": fresh}))
+                elif kind == "error" and frame.get("code") in _SUBSCRIBE_ERRORS:
+                    raise SubscriptionError(
+                        str(frame.get("channel", "")), str(frame["code"]), str(frame["message"])
+                    )
+
+    async def _subscribed(self, frame: dict[str, Any]) -> None:
+        channel = str(frame["channel"])
+        position = (str(frame["epoch"]), int(frame["offset"]))
+        if frame.get("recovered", True):
+            self.positions.setdefault(channel, position)
+            return
+        self.positions[channel] = position
+        reset = Reset(channel, *position)
+        self.resets.append(reset)
+        if self._on_reset is not None:
+            outcome = self._on_reset(reset)
+            if inspect.isawaitable(outcome):
+                await outcome

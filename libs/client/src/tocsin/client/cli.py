@@ -14,6 +14,9 @@ from typing import Any
 from tocsin.client._devstate import read_dev_state
 from tocsin.client._exceptions import ConfigurationError, TocsinError
 from tocsin.client._ingest import IngestClient
+from tocsin.client._keys import add_keys_parser
+from tocsin.client._notifier_cli import add_notifier_commands
+from tocsin.client._schedules_cli import add_schedules_parser
 from tocsin.client._stream import Event, EventStream
 
 __all__ = ["main"]
@@ -142,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="print raw event JSON")
     watch.add_argument("--count", type=int, default=0, help="exit after this many events")
     watch.set_defaults(handler=cmd_watch)
+
+    add_keys_parser(commands)
+    add_schedules_parser(commands)
+    add_notifier_commands(commands)
     return parser
 
 

@@ -136,7 +136,7 @@ class ApiKeyStore:
             created_at=time.time(),
             description=description,
         )
-        self._redis.hset(keys.api_key(key_id), mapping=record.to_hash())
+        self._redis.hset(keys.api_key(key_id), mapping=record.to_hash())  # type: ignore[arg-type]
         return f"{KEY_PREFIX}{key_id}_{secret}", record
 
     def get(self, key_id: str) -> ApiKeyRecord | None:

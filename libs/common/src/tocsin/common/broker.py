@@ -11,10 +11,12 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, Retries
 
 from tocsin.common import keys
+from tocsin.common.metrics import JobMetrics
 from tocsin.common.redis import sync_client
+from tocsin.common.telemetry import TracingMiddleware, tracing_enabled
 
 __all__ = [
     "ALERTS_QUEUE",
@@ -47,6 +49,11 @@ def build_broker(
     broker = RedisBroker(  # type: ignore[no-untyped-call]
         client=sync_client(redis_url), namespace=keys.DRAMATIQ_NAMESPACE
     )
+    # Both sit before Retries: "after" hooks run in reverse order, so they see
+    # its retry/dead-letter verdict. Tracing is only added when it is on.
+    broker.add_middleware(JobMetrics(), before=Retries)
+    if tracing_enabled():
+        broker.add_middleware(TracingMiddleware(), before=Retries)
     for extra in middleware:
         broker.add_middleware(extra)
     for queue in queues:

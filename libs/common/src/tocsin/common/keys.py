@@ -6,10 +6,34 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | key | type | holds |
 | --- | --- | --- |
 | `tocsin:alert:{id}` | string (JSON) | the stored alert record |
-| `tocsin:dedup:{fingerprint}` | string | the id of the alert that owns the fingerprint |
+| `tocsin:dedup:{fingerprint}` | hash | `id` (current alert), `flips`, `flapping`, `pub` |
+| `tocsin:applied:{message_id}` | string | a message or action already applied (expiring) |
+| `tocsin:timeline:{id}` | list | an alert's transitions (JSON), capped |
+| `tocsin:idx:all` | sorted set | every alert id by last change (epoch s): retention reads it |
+| `tocsin:idx:{dimension}:{value}` | sorted set | ids by last change, per status, severity, service or team |
+| `tocsin:open` | sorted set | unresolved alert ids by `last_seen` (auto-resolve reads it) |
+| `tocsin:services`, `tocsin:teams` | set | service and team values seen on alerts |
+| `tocsin:stats:minute:{epoch_minute}` | string | alert messages received that minute (2 h) |
+| `tocsin:silence:all` | hash | silence id -> silence (JSON), written by the gateway API |
+| `tocsin:silence:version` | string | incremented on every silence change |
+| `tocsin:cache:tag:{tag}` | string | generation of a cache tag; writes increment it |
+| `tocsin:cache:entry:{digest}` | string | a cached response by query + tag generations |
 | `tocsin:chan:{channel}` | hash | `offset` (last assigned) and `epoch` of a channel |
 | `tocsin:stream:{channel}` | stream | the capped delivery log of a channel, entry id `{offset}-1` |
 | `tocsin:live:{channel}` | pub/sub | live events of a channel |
+| `tocsin:health` | string (JSON) | the last computed health score and its components |
+| `tocsin:health:signals:{minute}` | hash | health inputs counted by every process in one minute |
+| `tocsin:health:dead-letters` | sorted set | dead-letter totals sampled by the health job |
+| `tocsin:probe:{node}` | pub/sub | a gateway process's own pub/sub health probes |
+| `tocsin:sched:catalog` | hash | schedule name -> its definition (JSON), written by the scheduler |
+| `tocsin:sched:state:{schedule}` | hash | `last_fired`, `next_fire`, last run and outcome |
+| `tocsin:sched:claim:{schedule}:{fire}` | string | the replica that claimed a fire time |
+| `tocsin:sched:pending` | hash | run id -> run (JSON) claimed but not yet handed to its queue |
+| `tocsin:sched:run:{run_id}` | string | `running` or `done`: a job run's idempotency record |
+| `tocsin:sched:history` | stream | one entry per finished job run (capped) |
+| `tocsin:analytics:daily:{date}` | string (JSON) | the daily analytics of one UTC day |
+| `tocsin:patterns` | string (JSON) | the latest pattern findings |
+| `tocsin:health:cache` | string (JSON) | the latest cache health check |
 | `tocsin:apikey:{key_id}` | hash | a producer API key: salted hash, producer, label defaults |
 | `tocsin:ratelimit:{producer}` | hash | a producer's ingest token bucket (`tokens`, `at`) |
 | `tocsin:idempotency:{producer}:{key}` | string | the first answer to an `Idempotency-Key` (24 h) |
@@ -19,19 +43,48 @@ from __future__ import annotations
 
 __all__ = [
     "DRAMATIQ_NAMESPACE",
+    "HEALTH",
+    "HEALTH_DEAD_LETTER_SAMPLES",
     "PREFIX",
     "alert",
+    "alert_index",
+    "analytics_daily",
     "api_key",
+    "applied",
+    "cache_entry",
+    "cache_health",
+    "cache_tag",
     "channel_meta",
     "channel_stream",
     "dedup",
+    "health_signals",
     "idempotency",
+    "known_values",
     "live",
+    "open_alerts",
+    "pattern_findings",
     "rate_bucket",
+    "schedule_catalog",
+    "schedule_claim",
+    "schedule_history",
+    "schedule_pending",
+    "schedule_run",
+    "schedule_state",
+    "silences",
+    "silences_version",
+    "stats_minute",
+    "timeline",
 ]
 
 PREFIX = "tocsin:"
 DRAMATIQ_NAMESPACE = "tocsin:dramatiq"
+HEALTH = f"{PREFIX}health"
+HEALTH_DEAD_LETTER_SAMPLES = f"{PREFIX}health:dead-letters"
+
+
+def health_signals(minute: int) -> str:
+    """The hash of health inputs counted during `minute` (Unix time // 60)."""
+    return f"{PREFIX}health:signals:{minute}"
 
 
 def alert(alert_id: str) -> str:
@@ -40,6 +93,48 @@ def alert(alert_id: str) -> str:
 
 def dedup(fingerprint: str) -> str:
     return f"{PREFIX}dedup:{fingerprint}"
+
+
+def applied(message_id: str) -> str:
+    return f"{PREFIX}applied:{message_id}"
+
+
+def timeline(alert_id: str) -> str:
+    return f"{PREFIX}timeline:{alert_id}"
+
+
+def alert_index(dimension: str = "all", value: str = "") -> str:
+    """`tocsin:idx:all`, or the index of one status, severity, service or team value."""
+    return f"{PREFIX}idx:all" if dimension == "all" else f"{PREFIX}idx:{dimension}:{value}"
+
+
+def open_alerts() -> str:
+    return f"{PREFIX}open"
+
+
+def known_values(dimension: str) -> str:
+    """`tocsin:services` or `tocsin:teams`."""
+    return f"{PREFIX}{dimension}"
+
+
+def stats_minute(epoch_minute: int) -> str:
+    return f"{PREFIX}stats:minute:{epoch_minute}"
+
+
+def silences() -> str:
+    return f"{PREFIX}silence:all"
+
+
+def silences_version() -> str:
+    return f"{PREFIX}silence:version"
+
+
+def cache_tag(tag: str) -> str:
+    return f"{PREFIX}cache:tag:{tag}"
+
+
+def cache_entry(digest: str) -> str:
+    return f"{PREFIX}cache:entry:{digest}"
 
 
 def channel_meta(channel: str) -> str:
@@ -64,3 +159,45 @@ def rate_bucket(producer: str) -> str:
 
 def idempotency(producer: str, key: str) -> str:
     return f"{PREFIX}idempotency:{producer}:{key}"
+
+
+# The scheduler's keys (see docs/scheduler.md); the gateway reads them for /v1/schedules.
+def schedule_catalog() -> str:
+    return f"{PREFIX}sched:catalog"
+
+
+def schedule_state(schedule: str) -> str:
+    return f"{PREFIX}sched:state:{schedule}"
+
+
+def schedule_claim(schedule: str, fire: int) -> str:
+    return f"{PREFIX}sched:claim:{schedule}:{fire}"
+
+
+def schedule_pending() -> str:
+    return f"{PREFIX}sched:pending"
+
+
+def schedule_run(run_id: str) -> str:
+    return f"{PREFIX}sched:run:{run_id}"
+
+
+def schedule_history() -> str:
+    return f"{PREFIX}sched:history"
+
+
+def analytics_daily(day: str) -> str:
+    """The daily analytics of `day` (YYYY-MM-DD, UTC)."""
+    return f"{PREFIX}analytics:daily:{day}"
+
+
+def pattern_findings() -> str:
+    return f"{PREFIX}patterns"
+
+
+def cache_health() -> str:
+    return f"{PREFIX}health:cache"
+
+
+def probe(node: str) -> str:
+    return f"{PREFIX}probe:{node}"

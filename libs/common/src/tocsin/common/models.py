@@ -76,7 +76,14 @@ class QueuedAlert(msgspec.Struct, kw_only=True):
 
 
 class StoredAlert(msgspec.Struct, kw_only=True):
-    """The alert record the processor stores and publishes."""
+    """The alert record the processor stores and publishes.
+
+    `status` is `firing`, `acknowledged` or `resolved`; `silenced` and
+    `flapping` are flags beside it. `count` is the number of producer messages
+    deduplicated into this record. The `*_ts` fields are epoch seconds, for
+    arithmetic (time-to-ack, retention); `transitions` is the length of the
+    alert's timeline, so `{id}:{n}` names its n-th transition.
+    """
 
     id: str
     fingerprint: str
@@ -95,6 +102,17 @@ class StoredAlert(msgspec.Struct, kw_only=True):
     starts_at: str | None = None
     ends_at: str | None = None
     generator_url: str | None = None
+    acknowledged_at: str | None = None
+    acknowledged_by: str | None = None
+    resolved_at: str | None = None
+    resolved_by: str | None = None
+    silenced: bool = False
+    flapping: bool = False
+    fingerprint_rule: str = ""
+    first_seen_ts: float = 0.0
+    last_seen_ts: float = 0.0
+    updated_ts: float = 0.0
+    transitions: int = 0
 
 
 class AlertAction(msgspec.Struct, kw_only=True):

@@ -1,54 +1,189 @@
-"""The gateway app: the `/ws` endpoint and the ops routes."""
+"""The gateway app: the `/ws` endpoint, the browser SDK, the dashboard API and ops routes.
+
+`/ws` is a plain ASGI endpoint (no per-message Starlette wrapper on the hot
+path): it admits the socket (drain, origin, connection limit), authenticates
+it by one of four paths, then hands it to a `Session`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from importlib import resources
+from urllib.parse import parse_qs
 
+import msgspec
+import redis.asyncio as redis_async
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
-from tocsin.common import keys
-from tocsin.common.auth import TokenError, TokenVerifier
+from tocsin.common.auth import Claims, TokenError, TokenVerifier
 from tocsin.common.broker import build_broker
-from tocsin.common.events import InvalidChannelError, check_channel
 from tocsin.common.ops import ops_routes
 from tocsin.common.redis import async_client
 from tocsin.gateway.api import ApiContext, dashboard_routes
+from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub
+from tocsin.gateway.metrics import Stats, StatsCollector, register
+from tocsin.gateway.node import Node
+from tocsin.gateway.protocol import CloseCode, encode
+from tocsin.gateway.session import Session, wire_of
 from tocsin.gateway.settings import GatewaySettings
 
-__all__ = ["build_app"]
+__all__ = ["CLIENT_SCRIPT_PATH", "SUBPROTOCOL", "build_app"]
 
-CLOSE_SLOW_CONSUMER = 4008
-CLOSE_BAD_TOKEN = 4401
+SUBPROTOCOL = "tocsin.v1"
+# Browsers cannot set headers on a WebSocket; they may offer the token as a
+# second subprotocol, `bearer.<jwt>`, next to `tocsin.v1`.
+_BEARER_SUBPROTOCOL = "bearer."
+CLIENT_SCRIPT_PATH = "/sdk/tocsin-client.js"
 
-
-class Connection:
-    """One socket's outbound queue; a full queue marks it as a slow consumer."""
-
-    def __init__(self, limit: int) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
-        self.overflowed = asyncio.Event()
-
-    def offer(self, frame: bytes) -> None:
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.overflowed.set()
+_auth_decoder = msgspec.json.Decoder(dict[str, object])
 
 
-def _token_from(websocket: WebSocket) -> str:
-    header = websocket.headers.get("authorization", "")
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _offered_subprotocols(scope: Scope) -> list[str]:
+    offered = scope.get("subprotocols") or []
+    return [str(p).strip() for p in offered]
+
+
+def _token_at_upgrade(scope: Scope) -> str:
+    """The token the upgrade request carries, by header, subprotocol or query, or ""."""
+    header = _header(scope, b"authorization")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return websocket.query_params.get("token", "")
+    for offered in _offered_subprotocols(scope):
+        if offered.startswith(_BEARER_SUBPROTOCOL):
+            return offered[len(_BEARER_SUBPROTOCOL) :]
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return str(query.get("token", [""])[0])
+
+
+class SocketEndpoint:
+    """The ASGI endpoint of `/ws`."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        node = self._node
+        settings = node.settings
+        connect = await receive()
+        if connect["type"] != "websocket.connect":
+            return
+        if node.draining:
+            await self._deny(scope, send, 503, "draining")
+            return
+        origin = _header(scope, b"origin")
+        if origin and settings.allowed_origins and origin not in settings.allowed_origins:
+            node.stats.limit_breaches["origin"] += 1
+            await self._accept_and_close(scope, send, CloseCode.ORIGIN_FORBIDDEN)
+            return
+        if len(node.sessions) >= settings.max_connections:
+            node.stats.limit_breaches["connections"] += 1
+            await self._accept_and_close(scope, send, CloseCode.TOO_MANY_CONNECTIONS)
+            return
+        token = _token_at_upgrade(scope)
+        await send({"type": "websocket.accept", "subprotocol": self._subprotocol(scope)})
+        if not token:
+            framed = await self._token_from_auth_frame(receive)
+            if framed is None:
+                await self._close(send, CloseCode.TOKEN_MISSING, "token_missing", "no token")
+                return
+            token = framed
+        try:
+            claims: Claims = node.verifier.verify(token)
+        except TokenError as exc:
+            code = {
+                "token_missing": CloseCode.TOKEN_MISSING,
+                "token_expired": CloseCode.TOKEN_EXPIRED,
+            }.get(exc.code, CloseCode.TOKEN_INVALID)
+            await self._close(send, code, exc.code, str(exc))
+            return
+        await Session(node, claims, send, receive, wire_of(scope)).run()
+
+    def _subprotocol(self, scope: Scope) -> str | None:
+        return SUBPROTOCOL if SUBPROTOCOL in _offered_subprotocols(scope) else None
+
+    async def _token_from_auth_frame(self, receive: Receive) -> str | None:
+        """The token of the first frame, `{"type": "auth", "token": ...}`, if it comes in time."""
+        try:
+            message = await asyncio.wait_for(receive(), self._node.settings.auth_timeout)
+        except TimeoutError:
+            return None
+        raw = message.get("text") or message.get("bytes") or ""
+        try:
+            frame = _auth_decoder.decode(raw)
+        except msgspec.DecodeError:
+            return None
+        token = frame.get("token")
+        if frame.get("type") != "auth" or not isinstance(token, str) or not token:
+            return None
+        return token
+
+    async def _close(self, send: Send, code: CloseCode, error: str, message: str) -> None:
+        """Tell the client why (an `error` frame with the precise code), then close."""
+        self._node.stats.disconnects[code.reason] += 1
+        with contextlib.suppress(Exception):
+            await send({"type": "websocket.send", "text": error_frame_text(error, message)})
+            await send({"type": "websocket.close", "code": int(code), "reason": code.reason})
+
+    async def _accept_and_close(self, scope: Scope, send: Send, code: CloseCode) -> None:
+        # Accepting first lets browsers see the close code, which a refused
+        # handshake would hide from them.
+        await send({"type": "websocket.accept", "subprotocol": self._subprotocol(scope)})
+        await self._close(send, code, code.reason, code.reason)
+
+    async def _deny(self, scope: Scope, send: Send, status: int, reason: str) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body = reason.encode()
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"1")],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": int(CloseCode.SERVER_RESTART)})
+
+
+def error_frame_text(code: str, message: str) -> str:
+    """An `error` frame for a token or admission failure (codes beyond `ErrorCode`)."""
+    return encode({"type": "error", "code": code, "message": message})
+
+
+def build_node(
+    settings: GatewaySettings, verifier: TokenVerifier, redis: redis_async.Redis
+) -> Node:
+    stats = Stats()
+    pubsub_redis = redis_async.Redis.from_url(
+        settings.redis_url,
+        retry=AsyncRetry(NoBackoff(), 0),
+        retry_on_error=[],
+        socket_keepalive=True,
+    )
+    hub = Hub(
+        redis,
+        pubsub_redis,
+        stats,
+        probe_interval=settings.probe_interval,
+        probe_timeout=settings.probe_timeout,
+    )
+    return Node(settings, hub, ChannelLog(redis), verifier, stats)
 
 
 def build_app(settings: GatewaySettings) -> Starlette:
@@ -59,81 +194,46 @@ def build_app(settings: GatewaySettings) -> Starlette:
         issuer=settings.jwt_issuer,
     )
     redis = async_client(settings.redis_url)
-    hub = Hub(redis)
+    node = build_node(settings, verifier, redis)
+    collector = StatsCollector(node.stats, node.queue_depths)
+    register(collector)
+    client_script = (
+        resources.files("tocsin.gateway").joinpath("static/tocsin-client.js").read_bytes()
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await hub.start()
+        app.state.node = node
+        await node.hub.start()
         yield
-        await hub.stop()
+        await node.hub.stop()
         await redis.aclose()
 
-    async def ws_endpoint(websocket: WebSocket) -> None:
-        try:
-            claims = verifier.verify(_token_from(websocket))
-        except TokenError as exc:
-            await websocket.close(CLOSE_BAD_TOKEN, exc.code)
-            return
-        await websocket.accept()
-        connection = Connection(settings.outbound_queue_frames)
-        channels: set[str] = set()
-        await websocket.send_json(
-            {
-                "type": "welcome",
-                "connection_id": uuid.uuid4().hex,
-                "server_time": time.time(),
-                "subject": claims.subject,
-            }
-        )
-
-        async def write() -> None:
-            while True:
-                frame = await connection.queue.get()
-                await websocket.send_text(frame.decode())
-
-        writer = asyncio.create_task(write())
-        try:
-            while True:
-                message = await websocket.receive_json()
-                kind = message.get("type")
-                channel = str(message.get("channel", ""))
-                try:
-                    check_channel(channel)
-                except InvalidChannelError as exc:
-                    await websocket.send_json(
-                        {"type": "error", "code": "bad_channel", "message": str(exc)}
-                    )
-                    continue
-                if kind == "subscribe":
-                    await hub.join(channel, connection)
-                    channels.add(channel)
-                    meta: dict[Any, Any] = await redis.hgetall(keys.channel_meta(channel))
-                    await websocket.send_json(
-                        {
-                            "type": "subscribed",
-                            "channel": channel,
-                            "offset": int(meta.get(b"offset", 0)),
-                            "epoch": meta.get(b"epoch", b"").decode(),
-                            "recovered": True,
-                        }
-                    )
-                elif kind == "unsubscribe":
-                    await hub.leave(channel, connection)
-                    channels.discard(channel)
-        except (WebSocketDisconnect, json.JSONDecodeError):
-            pass
-        finally:
-            writer.cancel()
-            for channel in channels:
-                await hub.leave(channel, connection)
-
     async def ready() -> tuple[bool, dict[str, str]]:
+        if node.draining:
+            return False, {"gateway": "draining"}
         try:
             await redis.ping()
         except Exception as exc:
             return False, {"redis": f"unreachable: {exc}"}
-        return True, {"redis": "ok"}
+        if not node.hub.healthy:
+            return False, {"redis": "ok", "pubsub": "probes are not coming back"}
+        return True, {"redis": "ok", "pubsub": "ok"}
+
+    async def sdk(request: Request) -> Response:
+        return Response(
+            client_script,
+            media_type="text/javascript",
+            headers={"cache-control": "public, max-age=300"},
+        )
 
     context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
-    routes = [WebSocketRoute("/ws", ws_endpoint), *dashboard_routes(context), *ops_routes(ready)]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/ws", SocketEndpoint(node)),
+        Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
+        *dashboard_routes(context),
+        *ops_routes(ready),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.node = node
+    return app

@@ -32,6 +32,7 @@ class CloseCode(enum.IntEnum):
     HEARTBEAT_TIMEOUT = 4002
     TOKEN_EXPIRED = 4003
     TOO_MANY_CONNECTIONS = 4004
+    BACKEND_UNAVAILABLE = 4005
     # Do not reconnect: the same request would be refused again.
     PROTOCOL_VIOLATION = 4400
     TOKEN_INVALID = 4401

@@ -20,6 +20,9 @@ class GatewaySettings(CommonSettings):
         4 * 1024 * 1024, "Most bytes queued for one socket before it is a slow consumer."
     )
     max_subscriptions: int = setting(128, "Most channel subscriptions per socket.")
+    api_cache_ttl_seconds: float = setting(
+        60.0, "Longest life of a cached /v1/alerts or /v1/stats response (writes invalidate it)."
+    )
     max_connections: int = setting(20_000, "Most open sockets per gateway process.")
     max_frame_bytes: int = setting(64 * 1024, "Largest inbound WebSocket frame accepted.")
     allowed_origins: tuple[str, ...] = setting(

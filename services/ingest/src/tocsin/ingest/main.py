@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from tocsin.common.broker import build_broker
+from tocsin.common.auth import TokenVerifier
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import serve
+from tocsin.common.redis import async_client
+from tocsin.common.telemetry import instrument_app, setup_observability
 from tocsin.ingest.app import build_app
 from tocsin.ingest.settings import DEFAULT_PORT, IngestSettings
 
@@ -15,6 +17,17 @@ __all__ = ["run"]
 def run() -> None:
     settings = load_settings(IngestSettings)
     configure_logging("ingest", settings.log_format, settings.log_level)
-    broker = build_broker(settings.redis_url)
-    app = build_app(settings, broker)
-    serve(app, settings.host, settings.port or DEFAULT_PORT)
+    setup_observability("ingest", settings.redis_url)
+    verifier = None
+    if settings.jwt_secret or settings.jwt_public_key:
+        verifier = TokenVerifier(
+            secret=settings.jwt_secret,
+            public_key=settings.jwt_public_key,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+    # The client is created here but connects lazily, on the server's event loop.
+    redis = async_client(settings.redis_url)
+    app = instrument_app(build_app(settings, redis, verifier))
+    # Producers' addresses are not used, so no X-Forwarded-* rewriting on the hot path.
+    serve(app, settings.host, settings.port or DEFAULT_PORT, proxy_headers=False)

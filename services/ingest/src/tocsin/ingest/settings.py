@@ -27,7 +27,8 @@ class IngestSettings(CommonSettings):
         5.0, "How long a verified API key is trusted without asking Redis again (0: never)."
     )
     rate_per_second: float = setting(
-        20_000.0, "Alerts per second each producer may send (token bucket refill rate)."
+        20_000.0,
+        "Alerts per second each producer may send (token bucket refill rate; 0: no limit).",
     )
     rate_burst: int = setting(40_000, "Token bucket size: alerts a producer may send at once.")
     max_backlog: int = setting(

@@ -1,16 +1,139 @@
-"""`tocsin notifier`: run the notifier."""
+"""`tocsin notifier`: run the notifier worker."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import dramatiq
+import httpx
+import msgspec
+from dramatiq import Worker
+
+from tocsin.common import broker as queues
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
-from tocsin.common.ops import run_idle_service
+from tocsin.common.models import NotificationRequest
+from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, tune_gc
+from tocsin.common.redis import sync_client
+from tocsin.common.telemetry import setup_observability
+from tocsin.notifier.deadletters import DeadLetters
+from tocsin.notifier.dispatch import FLUSH_ACTOR, SEND_ACTOR, DeliveryPolicy, Notifier
+from tocsin.notifier.grouping import GroupFlush
+from tocsin.notifier.message import Notification
+from tocsin.notifier.middleware import DeliveryLimit
+from tocsin.notifier.notificationlog import NotificationLog
+from tocsin.notifier.routesource import RoutingSource
+from tocsin.notifier.routing import RoutesError
 from tocsin.notifier.settings import DEFAULT_PORT, NotifierSettings
+from tocsin.notifier.templating import Templates
 
 __all__ = ["run"]
+
+log = logging.getLogger(__name__)
+# Maintenance (requeueing the messages of dead workers) runs on this share of broker
+# calls, per million; Dramatiq's default makes recovery after a crash take minutes.
+_MAINTENANCE_CHANCE = 20_000
+# A settled claim only has to outlive redeliveries and duplicate flushes (minutes);
+# a day is ample and keeps the claim keys from piling up.
+_KEEP_CLAIMS_SECONDS = 86_400
 
 
 def run() -> None:
     settings = load_settings(NotifierSettings)
     configure_logging("notifier", settings.log_format, settings.log_level)
-    run_idle_service(settings.redis_url, settings.host, settings.port or DEFAULT_PORT)
+    setup_observability("notifier", settings.redis_url)
+    redis = sync_client(settings.redis_url)
+    dead_letters = DeadLetters(redis)
+    broker = queues.build_broker(
+        settings.redis_url,
+        middleware=[DeliveryLimit(redis, dead_letters, settings.max_deliveries)],
+        queues=(queues.NOTIFICATIONS_QUEUE,),
+    )
+    broker.heartbeat_timeout = settings.heartbeat_timeout_ms
+    broker.maintenance_chance = _MAINTENANCE_CHANCE
+    http = httpx.Client(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    try:
+        routing = RoutingSource(
+            settings.routes_file,
+            settings.routes_poll_seconds,
+            Templates(),
+            http,
+            settings.send_timeout_seconds,
+        )
+    except (RoutesError, OSError) as exc:
+        # Refuse to start rather than run with no routing: the probe shows it at once.
+        log.error("cannot load the routing file: %s", exc)
+        sys.exit(2)
+    lease = settings.claim_lease_seconds or settings.send_timeout_seconds + 5
+
+    def enqueue(actor: str, args: list[Any], delay: float) -> None:
+        message = queues.build_message(queues.NOTIFICATIONS_QUEUE, actor, tuple(args))
+        broker.enqueue(message, delay=int(delay * 1000) or None)
+
+    notifier = Notifier(
+        redis=redis,
+        routing=routing,
+        notification_log=NotificationLog(
+            redis,
+            lease=lease,
+            retention=settings.log_retention_seconds,
+            keep_claims=_KEEP_CLAIMS_SECONDS,
+        ),
+        dead_letters=dead_letters,
+        enqueue=enqueue,
+        policy=DeliveryPolicy(
+            max_attempts=settings.max_attempts,
+            min_backoff=settings.retry_min_backoff_ms / 1000,
+            max_backoff=settings.retry_max_backoff_ms / 1000,
+            digest_threshold=settings.digest_threshold,
+            digest_sample=settings.digest_sample,
+        ),
+    )
+
+    def deliver_notification(notification: dict[str, Any]) -> None:
+        notifier.accept(msgspec.convert(notification, NotificationRequest))
+
+    def flush_notification_group(flush: dict[str, Any]) -> None:
+        notifier.flush(msgspec.convert(flush, GroupFlush))
+
+    def send_notification(notification: dict[str, Any], attempt: int) -> None:
+        notifier.send(msgspec.convert(notification, Notification), attempt)
+
+    # Delivery failures are handled by the pipeline itself; Dramatiq's retries only
+    # cover infrastructure errors (Redis unreachable), hence the modest count.
+    for name, function in (
+        (queues.DELIVER_NOTIFICATION_ACTOR, deliver_notification),
+        (FLUSH_ACTOR, flush_notification_group),
+        (SEND_ACTOR, send_notification),
+    ):
+        dramatiq.actor(
+            actor_name=name,
+            queue_name=queues.NOTIFICATIONS_QUEUE,
+            broker=broker,
+            max_retries=10,
+            min_backoff=500,
+            max_backoff=30_000,
+        )(function)
+
+    serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
+    worker = Worker(
+        broker,
+        queues={queues.NOTIFICATIONS_QUEUE},
+        worker_threads=settings.send_threads,
+        worker_timeout=settings.idle_poll_ms,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    tune_gc()
+    worker.start()
+    log.info("notifier started", extra={"routes_file": settings.routes_file})
+    stop.wait()
+    # In-flight sends finish within the shutdown timeout; unstarted messages go back.
+    worker.stop(timeout=int(settings.shutdown_timeout_seconds * 1000))
+    broker.close()
+    http.close()

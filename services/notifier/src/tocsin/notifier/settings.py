@@ -21,9 +21,11 @@ class NotifierSettings(CommonSettings):
     routes_poll_seconds: float = setting(
         1.0, "How often the routing file is checked for changes, in seconds."
     )
-    worker_threads: int = setting(8, "Dramatiq worker threads in the notifier process.")
+    send_threads: int = setting(
+        8, "Concurrent sends: Dramatiq worker threads of the notifier process."
+    )
     idle_poll_ms: int = setting(
-        20, "Longest wait between queue polls when idle (Dramatiq's worker timeout), in ms."
+        5, "Longest wait between queue polls when idle (Dramatiq's worker timeout), in ms."
     )
     send_timeout_seconds: float = setting(10.0, "Timeout of one send to a receiver, in seconds.")
     max_attempts: int = setting(

@@ -11,34 +11,61 @@ from dramatiq import Worker
 
 from tocsin.common import broker as queues
 from tocsin.common.config import load_settings
-from tocsin.common.events import EventPublisher
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import ops_app, serve_in_thread, tune_gc
 from tocsin.common.redis import sync_client
+from tocsin.common.telemetry import current_traceparent, setup_observability
+from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
+from tocsin.processor.processing import AlertProcessor, AutoResolveSweep, Silences
 from tocsin.processor.settings import DEFAULT_PORT, ProcessorSettings
-from tocsin.processor.store import AlertStore
 
-__all__ = ["run"]
+__all__ = ["lifecycle_config", "run"]
+
+
+def lifecycle_config(settings: ProcessorSettings) -> LifecycleConfig:
+    return LifecycleConfig(
+        window=settings.dedup_window_seconds,
+        flap_count=settings.flap_threshold,
+        flap_window=settings.flap_window_seconds,
+        applied_ttl=settings.applied_ttl_seconds,
+        state_ttl=settings.retention_days * 86_400,
+        timeline_cap=settings.timeline_cap,
+        stream_cap=settings.stream_cap,
+        update_interval=settings.update_event_interval_seconds,
+    )
 
 
 def run() -> None:
     settings = load_settings(ProcessorSettings)
     configure_logging("processor", settings.log_format, settings.log_level)
+    setup_observability("processor", settings.redis_url)
     broker = queues.build_broker(settings.redis_url)
+    # Read per command by the broker: how soon a killed worker's messages come back.
+    broker.heartbeat_timeout = settings.queue_heartbeat_timeout_ms
+    broker.maintenance_chance = settings.queue_maintenance_chance
     redis = sync_client(settings.redis_url)
-    store = AlertStore(
-        redis, EventPublisher(redis, settings.stream_cap), settings.dedup_window_seconds
+    lifecycle = AlertLifecycle(redis, lifecycle_config(settings))
+    processor = AlertProcessor(lifecycle, Silences(redis))
+    sweep = AutoResolveSweep(
+        lifecycle, settings.auto_resolve_seconds, settings.sweep_interval_seconds
     )
 
     def process_alerts(batch: list[Any]) -> None:
-        store.apply(batch)
+        processor.process_alerts(batch, current_traceparent())
 
-    dramatiq.actor(
-        actor_name=queues.PROCESS_ALERTS_ACTOR,
-        queue_name=queues.ALERTS_QUEUE,
-        broker=broker,
-        max_retries=20,
-    )(process_alerts)
+    def apply_action(action: Any) -> None:
+        processor.apply_action(action, current_traceparent())
+
+    for actor_name, function in (
+        (queues.PROCESS_ALERTS_ACTOR, process_alerts),
+        (queues.APPLY_ACTION_ACTOR, apply_action),
+    ):
+        dramatiq.actor(
+            actor_name=actor_name,
+            queue_name=queues.ALERTS_QUEUE,
+            broker=broker,
+            max_retries=20,
+        )(function)
 
     async def ready() -> tuple[bool, dict[str, str]]:
         try:
@@ -61,6 +88,8 @@ def run() -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     tune_gc()
     worker.start()
+    sweep.start()
     stop.wait()
+    sweep.stop()
     worker.stop()
     broker.close()

@@ -45,8 +45,10 @@ class SchedulerSettings(CommonSettings):
     job_max_retries: int = setting(3, "Retries of a failed job run (same run id).")
     run_record_days: int = setting(7, "How long a finished run id is remembered, in days.")
     history_cap: int = setting(10_000, "Approximate number of run records kept in the history.")
-    alert_retention_days: float = setting(
-        30.0, "Alerts, timelines and notification logs older than this are removed."
+    retention_days: int = setting(
+        30,
+        "Alerts (with their timelines and notification logs) unchanged for longer than this "
+        "are removed, in days; the same variable sets the processor's dedup state lifetime.",
     )
     stream_retention_days: float = setting(
         7.0, "Channel stream entries older than this are trimmed."
@@ -58,8 +60,8 @@ class SchedulerSettings(CommonSettings):
     pattern_window_seconds: int = setting(
         3600, "Recent window examined for flapping, storms and noisy sources, in seconds."
     )
-    flap_threshold: int = setting(
-        4, "Episodes (fire then resolve) of one fingerprint in the window that count as flapping."
+    pattern_flap_episodes: int = setting(
+        4, "Times one fingerprint fired, resolving in between, in the window to count as flapping."
     )
     storm_window_seconds: int = setting(300, "Window whose alert rate is compared to baseline.")
     storm_factor: float = setting(5.0, "Rate over baseline rate that makes a storm.")

@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from tocsin.gateway.api import (
+    alerts,
+    analytics,
+    health,
+    notifications,
+    patterns,
+    schedules,
+    silences,
+    stats,
+)
 from tocsin.gateway.api.context import ApiContext
 
 __all__ = ["ApiContext", "dashboard_routes"]
@@ -18,4 +28,12 @@ __all__ = ["ApiContext", "dashboard_routes"]
 def dashboard_routes(context: ApiContext) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     # Resource modules register here, one line each.
+    routes += alerts.routes(context)
+    routes += silences.routes(context)
+    routes += stats.routes(context)
+    routes += health.routes(context)
+    routes += schedules.routes(context)
+    routes += analytics.routes(context)
+    routes += patterns.routes(context)
+    routes += notifications.routes(context)
     return routes

@@ -1,0 +1,105 @@
+"""`tocsin keys create|list|revoke`: manage producer API keys in Redis.
+
+The Redis URL comes from `--redis-url`, `REDIS_URL`, or the running `tocsin dev`.
+A new key is printed once; only its salted hash is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+
+from tocsin.client._devstate import read_dev_state
+from tocsin.client._exceptions import ConfigurationError
+from tocsin.common.apikeys import ApiKeyStore, InvalidKeyError
+from tocsin.common.redis import sync_client
+
+__all__ = ["add_keys_parser"]
+
+
+def _store(args: argparse.Namespace) -> ApiKeyStore:
+    url = args.redis_url or os.environ.get("REDIS_URL") or read_dev_state().get("redis_url")
+    if not isinstance(url, str) or not url:
+        raise ConfigurationError("no Redis: pass --redis-url, set REDIS_URL, or run `tocsin dev`")
+    return ApiKeyStore(sync_client(url))
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigurationError(f"labels are key=value, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    try:
+        key, record = _store(args).create(args.producer, _labels(args.label), args.description)
+    except InvalidKeyError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"key": key, "key_id": record.key_id, "producer": record.producer}))
+    else:
+        print(f"created key {record.key_id} for producer {record.producer}")
+        print(f"api key (shown once): {key}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    records = _store(args).list_keys()
+    if args.json:
+        rows = [{"key_id": r.key_id, "producer": r.producer, "labels": r.labels,
+                 "description": r.description, "created_at": r.created_at,
+                 "revoked_at": r.revoked_at} for r in records]  # fmt: skip
+        print(json.dumps(rows))
+        return 0
+    print(f"{'KEY ID':<17} {'PRODUCER':<24} {'CREATED':<21} {'REVOKED':<21} LABELS")
+    for r in records:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(r.labels.items()))
+        print(f"{r.key_id:<17} {r.producer:<24} {_when(r.created_at):<21} "
+              f"{_when(r.revoked_at):<21} {labels}")  # fmt: skip
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    try:
+        revoked = _store(args).revoke(args.key_id)
+    except InvalidKeyError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if not revoked:
+        raise ConfigurationError(f"no key {args.key_id!r}")
+    print(f"revoked key {args.key_id}")
+    return 0
+
+
+def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `keys` and its subcommands to the `tocsin` parser."""
+    keys = commands.add_parser("keys", help="manage producer API keys")
+    keys.add_argument("--redis-url", help="Redis URL (default: REDIS_URL or tocsin dev's)")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+
+    create = actions.add_parser("create", help="create a key for a producer (printed once)")
+    create.add_argument("producer", help="producer name the key authenticates as")
+    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="default label of this producer's alerts (repeatable)")  # fmt: skip
+    create.add_argument("--description", default="")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(handler=cmd_create)
+
+    listing = actions.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_list)
+
+    revoke = actions.add_parser("revoke", help="revoke a key by its id (or the key itself)")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=cmd_revoke)

@@ -1,0 +1,117 @@
+"""Silences in Alertmanager's shape, and the rule that decides whether one mutes an alert.
+
+A silence holds label matchers (`=`, `!=`, `=~`, `!~`; regexes are anchored
+and evaluated in Python, since Redis's Lua has none) and a time span. Its state
+is derived from the clock: `pending` before `startsAt`, `active` until
+`endsAt`, `expired` after. The gateway API writes silences; the processor reads
+them and passes the verdict into its lifecycle script.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from functools import lru_cache
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "Matcher",
+    "Silence",
+    "SilenceIn",
+    "SilenceSet",
+    "silence_state",
+]
+
+MatchOp = Literal["=", "!=", "=~", "!~"]
+
+
+@lru_cache(maxsize=4096)
+def _anchored(pattern: str) -> re.Pattern[str]:
+    # Anchored at both ends, as Alertmanager's regex matchers are.
+    return re.compile(f"(?:{pattern})\\Z")
+
+
+class Matcher(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One label matcher, as in Alertmanager's API (`isRegex`/`isEqual` or `op`)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    value: Annotated[str, msgspec.Meta(max_length=1024)]
+    isRegex: bool = False  # noqa: N815 -- Alertmanager's field name
+    isEqual: bool = True  # noqa: N815 -- Alertmanager's field name
+
+    @property
+    def op(self) -> MatchOp:
+        if self.isRegex:
+            return "=~" if self.isEqual else "!~"
+        return "=" if self.isEqual else "!="
+
+    def check(self) -> None:
+        """Raise `ValueError` when the regex does not compile."""
+        if self.isRegex:
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ValueError(f"matcher {self.name}: invalid regex: {exc}") from None
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        # A missing label matches as the empty string, as in Prometheus.
+        value = labels.get(self.name, "")
+        if self.isRegex:
+            found = _anchored(self.value).match(value) is not None
+        else:
+            found = value == self.value
+        return found == self.isEqual
+
+
+class SilenceIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A silence as a client posts it."""
+
+    matchers: Annotated[list[Matcher], msgspec.Meta(min_length=1, max_length=64)]
+    startsAt: datetime  # noqa: N815 -- Alertmanager's field name
+    endsAt: datetime  # noqa: N815 -- Alertmanager's field name
+    createdBy: Annotated[str, msgspec.Meta(max_length=256)] = ""  # noqa: N815
+    comment: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+
+
+class Silence(msgspec.Struct, kw_only=True, dict=True):
+    """A stored silence."""
+
+    id: str
+    matchers: list[Matcher]
+    startsAt: str  # noqa: N815 -- Alertmanager's field name
+    endsAt: str  # noqa: N815 -- Alertmanager's field name
+    starts_ts: float
+    ends_ts: float
+    createdBy: str = ""  # noqa: N815 -- Alertmanager's field name
+    comment: str = ""
+    updatedAt: str = ""  # noqa: N815 -- Alertmanager's field name
+
+    def mutes(self, labels: Mapping[str, str], now: float) -> bool:
+        """Whether this silence mutes an alert with `labels` at `now`."""
+        if not self.starts_ts <= now < self.ends_ts:
+            return False
+        return all(matcher.matches(labels) for matcher in self.matchers)
+
+
+def silence_state(silence: Silence, now: float) -> Literal["pending", "active", "expired"]:
+    if now < silence.starts_ts:
+        return "pending"
+    if now < silence.ends_ts:
+        return "active"
+    return "expired"
+
+
+class SilenceSet:
+    """The silences in force, asked one question: does any mute these labels now?"""
+
+    def __init__(self, silences: Iterable[Silence] = ()) -> None:
+        self._silences = list(silences)
+
+    def __len__(self) -> int:
+        return len(self._silences)
+
+    def mutes(self, labels: Mapping[str, str], now: float) -> bool:
+        return any(silence.mutes(labels, now) for silence in self._silences)

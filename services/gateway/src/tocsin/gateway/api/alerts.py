@@ -1,0 +1,371 @@
+"""`/v1/alerts`: list and read stored alerts (cached), and enqueue user actions on them.
+
+Listing reads the processor's indexes (`tocsin:idx:*`), filters by status,
+severity, service, team, label matchers and a time range on the last change,
+and pages with an opaque cursor. Pages are served through the read-through
+cache under the `alerts` tag, which the processor's script increments on every
+change. Actions (ack, unack, resolve) are `AlertAction` messages for the
+processor's `apply_action`; the gateway never writes alert state.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis_async
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from tocsin.common import broker as queues
+from tocsin.common import keys
+from tocsin.common.cache import ReadThroughCache, normalised_query
+from tocsin.common.models import AlertAction
+from tocsin.common.problems import problem
+from tocsin.common.silences import Matcher
+from tocsin.gateway.api.context import ApiContext, Unauthorized
+
+__all__ = [
+    "AlertQuery",
+    "InvalidQueryError",
+    "list_alerts",
+    "parse_query",
+    "routes",
+]
+
+ALERTS_TAG = "alerts"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+STATUSES = ("firing", "acknowledged", "resolved")
+SEVERITIES = ("critical", "error", "warning", "info")
+_MATCHER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>=~|!~|!=|=)(?P<value>.*)$")
+
+
+class InvalidQueryError(ValueError):
+    """A query parameter that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    """A normalised `GET /v1/alerts` query."""
+
+    filters: tuple[tuple[str, tuple[str, ...]], ...]
+    matchers: tuple[Matcher, ...]
+    since: float | None
+    until: float | None
+    newest_first: bool
+    limit: int
+    cursor: tuple[float, str] | None
+
+
+def _time(raw: str, name: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InvalidQueryError(f"{name}: expected RFC 3339 or epoch seconds") from None
+
+
+def _values(request_params: Any, name: str) -> tuple[str, ...]:
+    values: list[str] = []
+    for raw in request_params.getlist(name):
+        values.extend(part.strip() for part in raw.split(",") if part.strip())
+    return tuple(sorted(set(values)))
+
+
+def encode_cursor(score: float, alert_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score!r}|{alert_id}".encode()).decode()
+
+
+def _decode_cursor(raw: str) -> tuple[float, str]:
+    try:
+        score, _, alert_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
+        return float(score), alert_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidQueryError("cursor: not a cursor this API returned") from None
+
+
+def parse_query(params: Any) -> AlertQuery:
+    """Validate and normalise query parameters (a Starlette `QueryParams`)."""
+    filters: list[tuple[str, tuple[str, ...]]] = []
+    for dimension, allowed in (
+        ("status", STATUSES),
+        ("severity", SEVERITIES),
+        ("service", None),
+        ("team", None),
+    ):
+        values = _values(params, dimension)
+        if allowed is not None:
+            unknown = [value for value in values if value not in allowed]
+            if unknown:
+                raise InvalidQueryError(f"{dimension}: unknown value(s) {', '.join(unknown)}")
+        if values:
+            filters.append((dimension, values))
+    matchers: list[Matcher] = []
+    for raw in params.getlist("label"):
+        match = _MATCHER.match(raw)
+        if match is None:
+            raise InvalidQueryError(f"label: expected name(=|!=|=~|!~)value, got {raw!r}")
+        op = match["op"]
+        matcher = Matcher(
+            name=match["name"], value=match["value"], isRegex="~" in op, isEqual=op[0] == "="
+        )
+        try:
+            matcher.check()
+        except ValueError as exc:
+            raise InvalidQueryError(f"label: {exc}") from None
+        matchers.append(matcher)
+    sort = params.get("sort", "-updated")
+    if sort not in ("-updated", "updated"):
+        raise InvalidQueryError("sort: expected updated or -updated")
+    try:
+        limit = int(params.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        raise InvalidQueryError("limit: expected an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQueryError(f"limit: expected 1..{MAX_LIMIT}")
+    since = _time(params["since"], "since") if "since" in params else None
+    until = _time(params["until"], "until") if "until" in params else None
+    cursor = _decode_cursor(params["cursor"]) if params.get("cursor") else None
+    return AlertQuery(
+        tuple(filters), tuple(matchers), since, until, sort == "-updated", limit, cursor
+    )
+
+
+def _pairs(raw: Any) -> list[tuple[str, float]]:
+    """Decode a `WITHSCORES` reply."""
+    return [(member.decode(), float(score)) for member, score in raw]
+
+
+def _single_index(query: AlertQuery) -> str | None:
+    """The one sorted set that answers `query` alone, if there is one."""
+    if not query.filters:
+        return keys.alert_index()
+    if len(query.filters) == 1 and len(query.filters[0][1]) == 1:
+        dimension, (value,) = query.filters[0]
+        return keys.alert_index(dimension, value)
+    return None
+
+
+async def _candidates(redis: redis_async.Redis, query: AlertQuery) -> list[tuple[str, float]]:
+    """Alert ids with last-change scores passing the index filters and time range, in order."""
+    found: dict[str, float] | None = None
+    for dimension, values in query.filters:
+        index_keys = [keys.alert_index(dimension, value) for value in values]
+        scored = dict(_pairs(await redis.zunion(index_keys, withscores=True)))
+        found = scored if found is None else {k: v for k, v in found.items() if k in scored}
+    if found is None:
+        found = dict(_pairs(await redis.zrange(keys.alert_index(), 0, -1, withscores=True)))
+    kept = [
+        (alert_id, score)
+        for alert_id, score in found.items()
+        if (query.since is None or score >= query.since)
+        and (query.until is None or score <= query.until)
+    ]
+    kept.sort(key=lambda item: (item[1], item[0]), reverse=query.newest_first)
+    return kept
+
+
+async def _indexed_page(
+    redis: redis_async.Redis, index: str, query: AlertQuery
+) -> tuple[list[tuple[str, float]], int | None]:
+    """One page straight from a sorted set: O(log n + page), no scan of the index."""
+    low: float | str = "-inf" if query.since is None else query.since
+    high: float | str = "+inf" if query.until is None else query.until
+    ties = 0
+    if query.cursor is not None:
+        # Resume at the cursor's score, inclusive; members sharing it are skipped below.
+        if query.newest_first:
+            high = query.cursor[0]
+        else:
+            low = query.cursor[0]
+        ties = await redis.zcount(index, query.cursor[0], query.cursor[0])
+    take = query.limit + 1 + ties
+    if query.newest_first:
+        raw = await redis.zrevrangebyscore(index, high, low, start=0, num=take, withscores=True)
+    else:
+        raw = await redis.zrangebyscore(index, low, high, start=0, num=take, withscores=True)
+    items = _pairs(raw)
+    if query.cursor is not None:
+        position = (query.cursor[0], query.cursor[1])
+        if query.newest_first:
+            items = [(i, s) for i, s in items if (s, i) < position]
+        else:
+            items = [(i, s) for i, s in items if (s, i) > position]
+    total = None
+    if query.cursor is None:
+        total = await redis.zcount(index, low, high)
+    return items, total
+
+
+async def list_alerts(redis: redis_async.Redis, query: AlertQuery) -> dict[str, Any]:
+    """One page of alerts for `query`, with the total (first page) and the next page's cursor.
+
+    Only the records of the page are read, except with label matchers, which
+    are checked on the records in order until the page is full.
+    """
+    index = _single_index(query)
+    total: int | None
+    if index is not None and not query.matchers:
+        ordered, total = await _indexed_page(redis, index, query)
+    else:
+        ordered = await _candidates(redis, query)
+        if query.cursor is not None:
+            position = query.cursor
+            if query.newest_first:
+                ordered = [(i, s) for i, s in ordered if (s, i) < position]
+            else:
+                ordered = [(i, s) for i, s in ordered if (s, i) > position]
+        total = len(ordered) if query.cursor is None and not query.matchers else None
+    page: list[tuple[dict[str, Any], float]] = []
+    chunk = query.limit + 1 if not query.matchers else 500
+    for start in range(0, len(ordered), chunk):
+        part = ordered[start : start + chunk]
+        raw = await redis.mget([keys.alert(alert_id) for alert_id, _ in part])
+        for (_, score), body in zip(part, raw, strict=True):
+            if body is None:
+                continue
+            record = json.loads(body)
+            if query.matchers:
+                labels = {"alertname": record["name"], **record["labels"]}
+                if not all(matcher.matches(labels) for matcher in query.matchers):
+                    continue
+            page.append((record, score))
+        if len(page) > query.limit:
+            break
+    next_cursor = None
+    if len(page) > query.limit:
+        page = page[: query.limit]
+        last, score = page[-1]
+        next_cursor = encode_cursor(score, last["id"])
+    return {"alerts": [record for record, _ in page], "total": total, "next_cursor": next_cursor}
+
+
+async def alert_with_timeline(redis: redis_async.Redis, alert_id: str) -> dict[str, Any] | None:
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(keys.alert(alert_id))
+    pipe.lrange(keys.timeline(alert_id), 0, -1)
+    body, timeline = await pipe.execute()
+    if body is None:
+        return None
+    record: dict[str, Any] = json.loads(body)
+    record["timeline"] = [json.loads(entry) for entry in timeline]
+    return record
+
+
+class _ActionBody(msgspec.Struct, forbid_unknown_fields=True):
+    comment: str = ""
+
+
+def _guard(
+    context: ApiContext, scope: str
+) -> Callable[[Callable[[Request], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
+    def wrap(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            try:
+                request.state.claims = context.authorize(request, scope)
+            except Unauthorized as refused:
+                return refused.response
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def routes(context: ApiContext) -> list[BaseRoute]:
+    cache = ReadThroughCache(context.redis, "alerts", context.settings.api_cache_ttl_seconds)
+
+    @_guard(context, "read")
+    async def list_endpoint(request: Request) -> Response:
+        try:
+            query = parse_query(request.query_params)
+        except InvalidQueryError as exc:
+            return problem(400, "invalid-query", "Invalid query", str(exc))
+        params = {name: request.query_params.getlist(name) for name in request.query_params}
+
+        async def load() -> bytes:
+            page = await list_alerts(context.redis, query)
+            page["alerts"] = [record["id"] for record in page["alerts"]]
+            return json.dumps(page).encode()
+
+        # The cache holds the page's ids (the costly part: filters, order,
+        # total); the records are read fresh, so a duplicate's new count and
+        # last_seen need no invalidation. Only transitions increment the tag.
+        cached, hit = await cache.get(normalised_query(params), [ALERTS_TAG], load)
+        page = json.loads(cached)
+        ids: list[str] = page.pop("alerts")
+        raw = await context.redis.mget([keys.alert(alert_id) for alert_id in ids]) if ids else []
+        # Stored records are JSON already: spliced in, not decoded and encoded again.
+        records = b",".join(
+            body if isinstance(body, bytes) else body.encode() for body in raw if body is not None
+        )
+        tail = json.dumps(page).encode()
+        return Response(
+            b'{"alerts":[' + records + b"]," + tail[1:],
+            media_type="application/json",
+            headers={"x-cache": "hit" if hit else "miss"},
+        )
+
+    @_guard(context, "read")
+    async def get_endpoint(request: Request) -> Response:
+        alert_id = request.path_params["alert_id"]
+        record = await alert_with_timeline(context.redis, alert_id)
+        if record is None:
+            return problem(404, "alert-not-found", "Not found", f"no alert {alert_id}")
+        return JSONResponse(record)
+
+    def action_endpoint(kind: str) -> Callable[[Request], Awaitable[Response]]:
+        @_guard(context, "write")
+        async def endpoint(request: Request) -> Response:
+            alert_id = request.path_params["alert_id"]
+            raw = await request.body()
+            try:
+                body = msgspec.json.decode(raw, type=_ActionBody) if raw.strip() else _ActionBody()
+            except msgspec.DecodeError as exc:
+                return problem(400, "invalid-body", "Invalid body", str(exc))
+            if not await context.redis.exists(keys.alert(alert_id)):
+                return problem(404, "alert-not-found", "Not found", f"no alert {alert_id}")
+            action = AlertAction(
+                id=uuid.uuid4().hex,
+                action=kind,  # type: ignore[arg-type]
+                alert_id=alert_id,
+                by=request.state.claims.subject,
+                comment=body.comment,
+                at=time.time(),
+            )
+            context.broker.enqueue(
+                queues.build_message(
+                    queues.ALERTS_QUEUE,
+                    queues.APPLY_ACTION_ACTOR,
+                    (msgspec.to_builtins(action),),
+                )
+            )
+            return JSONResponse(
+                {"action_id": action.id, "action": kind, "alert_id": alert_id}, status_code=202
+            )
+
+        return endpoint
+
+    return [
+        Route("/v1/alerts", list_endpoint, methods=["GET"]),
+        Route("/v1/alerts/{alert_id}", get_endpoint, methods=["GET"]),
+        Route("/v1/alerts/{alert_id}/ack", action_endpoint("acknowledge"), methods=["POST"]),
+        Route("/v1/alerts/{alert_id}/unack", action_endpoint("unacknowledge"), methods=["POST"]),
+        Route("/v1/alerts/{alert_id}/resolve", action_endpoint("resolve"), methods=["POST"]),
+    ]

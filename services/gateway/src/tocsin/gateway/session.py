@@ -1,0 +1,522 @@
+"""`Session`: one authenticated socket's protocol state.
+
+A session owns a bounded outbound queue drained by one writer task, the
+position (epoch, offset) of each subscribed channel, and its token's expiry
+timers. Frames reach it from the hub through `deliver`, which never awaits:
+a queue that outgrows its bounds closes the socket as a slow consumer.
+
+A subscription that is recovering (a `since` on subscribe, or a catch-up after
+a pub/sub reconnect) buffers live frames while the stream is read, then merges
+them by offset, so the client sees every offset once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+import redis.asyncio as redis_async
+
+from tocsin.common.auth import Claims, TokenError
+from tocsin.common.events import CHANNEL_PATTERN
+from tocsin.common.metrics import health_signals
+from tocsin.gateway.access import ChannelGrant
+from tocsin.gateway.frames import Frame, control_frame
+from tocsin.gateway.hub import SubscribeTimeoutError
+from tocsin.gateway.metrics import e2e_latency, publish_to_send
+from tocsin.gateway.node import Node
+from tocsin.gateway.protocol import CloseCode, ErrorCode, encode, error_frame
+from tocsin.gateway.wire import WIRE_EXTENSION, Wire
+
+__all__ = ["Position", "Session", "wire_of"]
+
+log = logging.getLogger(__name__)
+
+# Closes that say nothing about Tocsin's health (see the health score's disconnect rate).
+_ORDINARY_DISCONNECTS = frozenset({"client_closed", "server_restart", "token_expired"})
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+
+_decoder = msgspec.json.Decoder(dict[str, Any])
+_REDIS_ERRORS = (redis_async.RedisError, OSError)
+
+
+def wire_of(scope: MutableMapping[str, Any]) -> Wire | None:
+    """The server's direct frame writer for this connection, when it offers one."""
+    extension = scope.get("extensions", {}).get(WIRE_EXTENSION)
+    return extension.get("wire") if extension else None
+
+
+class ProtocolViolationError(Exception):
+    """The client sent something the protocol does not allow; the socket is closed."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Position:
+    """Where a subscription stands; `buffer` holds live frames while it recovers."""
+
+    __slots__ = ("buffer", "epoch", "offset")
+
+    def __init__(self) -> None:
+        self.epoch = ""
+        self.offset = 0
+        self.buffer: list[Frame] | None = []
+
+
+class Session:
+    """One socket: its subscriptions, outbound queue, writer and token lifetime."""
+
+    def __init__(
+        self, node: Node, claims: Claims, send: Send, receive: Receive, wire: Wire | None = None
+    ) -> None:
+        self.node = node
+        self.claims = claims
+        self.grant = ChannelGrant(claims.channels)
+        self.id = uuid.uuid4().hex
+        self.positions: dict[str, Position] = {}
+        self._send = send
+        self._receive = receive
+        self._wire = wire
+        settings = node.settings
+        self._max_frames = settings.outbound_queue_frames
+        self._max_bytes = settings.outbound_queue_bytes
+        self._queue: deque[Frame] = deque()
+        self._queued_bytes = 0
+        self._closing: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
+        self._sending = False
+        self._writer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self.close_code: CloseCode | None = None
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._queue)
+
+    # -- delivery (called by the hub; never awaits) ---------------------------
+
+    def deliver(self, frame: Frame) -> None:
+        position = self.positions.get(frame.channel)
+        if position is None or self.close_code is not None:
+            return
+        buffer = position.buffer
+        if buffer is not None:
+            buffer.append(frame)
+            if len(buffer) > self._max_frames:
+                self.close(CloseCode.SLOW_CONSUMER)
+            return
+        if frame.epoch == position.epoch:
+            if frame.offset <= position.offset:
+                return
+            if frame.offset > position.offset + 1 and position.epoch:
+                # A hole in the live flow: fetch it from the stream first.
+                position.buffer = [frame]
+                self._start_recovery(frame.channel, initial=False)
+                return
+        self._accept(position, frame)
+
+    def resume(self, channel: str) -> None:
+        position = self.positions.get(channel)
+        if position is None or position.buffer is not None or self.close_code is not None:
+            return
+        position.buffer = []
+        self._start_recovery(channel, initial=False)
+
+    def _accept(self, position: Position, frame: Frame) -> None:
+        """Queue `frame` if it is new to this subscription (the merge by offset)."""
+        if frame.epoch != position.epoch:
+            if position.epoch:
+                # The stream was lost and restarted under a new epoch.
+                self._announce(frame.channel, frame.epoch, frame.offset - 1, recovered=False)
+            position.epoch = frame.epoch
+        elif frame.offset <= position.offset:
+            return
+        position.offset = frame.offset
+        self.node.stats.deliveries += 1
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: Frame) -> None:
+        if self.close_code is not None:
+            return
+        wire = self._wire
+        if wire is not None and not self._queue and not self._sending and wire.write(frame.wire):
+            # The common case: nothing waiting, the socket takes it now; no task involved.
+            if frame.unobserved:
+                self._observe(frame)
+            return
+        if (
+            len(self._queue) >= self._max_frames
+            or self._queued_bytes + frame.size > self._max_bytes
+        ):
+            self.close(CloseCode.SLOW_CONSUMER)
+            return
+        self._queue.append(frame)
+        self._queued_bytes += frame.size
+        if self._writer is None:
+            # A writer task exists only while there is a backlog to work off.
+            self._writer = asyncio.create_task(self._drain())
+
+    def send_control(self, text: str) -> None:
+        self._enqueue(control_frame(text))
+
+    def _announce(self, channel: str, epoch: str, offset: int, *, recovered: bool) -> None:
+        self.node.stats.recoveries["true" if recovered else "false"] += 1
+        self.send_control(
+            encode(
+                {
+                    "type": "subscribed",
+                    "channel": channel,
+                    "offset": offset,
+                    "epoch": epoch,
+                    "recovered": recovered,
+                }
+            )
+        )
+
+    # -- closing ------------------------------------------------------------------
+
+    def close(self, code: CloseCode) -> None:
+        """Ask for the socket to close with `code`; queued frames are sent first,
+        except for a slow consumer, whose queue is dropped at once."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        stats = self.node.stats
+        # Counted when decided, not when done: a stalled socket may take long to close.
+        self._count_disconnect(code.reason)
+        if code is CloseCode.SLOW_CONSUMER:
+            stats.dropped["slow_consumer"] += len(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+            for position in self.positions.values():
+                position.buffer = None
+            if self._sending and self._writer is not None:
+                # The writer waits on a socket that does not drain; stop it here.
+                self._writer.cancel()
+        closing = self._closing
+        if closing is not None and not closing.done():
+            closing.set_result(None)
+
+    # -- the socket's life ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the socket until either side closes it."""
+        node = self.node
+        node.sessions.add(self)
+        node.stats.connections += 1
+        self._closing = asyncio.get_running_loop().create_future()
+        self._schedule_expiry()
+        self.send_control(self._welcome())
+        reader = asyncio.create_task(self._read_forever())
+        try:
+            await asyncio.wait({self._closing, reader}, return_when=asyncio.FIRST_COMPLETED)
+            writer = self._writer
+            if self.close_code is not None and writer is not None:
+                # Let the writer flush what precedes the close (an error frame, say).
+                await asyncio.wait({writer}, timeout=node.settings.close_timeout)
+            if self.close_code is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        self._send(
+                            {
+                                "type": "websocket.close",
+                                "code": int(self.close_code),
+                                "reason": self.close_code.reason,
+                            }
+                        ),
+                        node.settings.close_timeout,
+                    )
+        finally:
+            self._queue.clear()
+            for task in (self._writer, reader, *self._tasks):
+                if task is not None:
+                    task.cancel()
+            for timer in self._timers:
+                timer.cancel()
+            for channel in list(self.positions):
+                await self._leave(channel)
+            node.forget(self)
+            node.stats.connections -= 1
+            if self.close_code is None:
+                self._count_disconnect("client_closed")
+
+    def _count_disconnect(self, reason: str) -> None:
+        self.node.stats.disconnects[reason] += 1
+        if reason not in _ORDINARY_DISCONNECTS:
+            health_signals.add("ws_disconnects_abnormal")
+
+    def _welcome(self) -> str:
+        settings = self.node.settings
+        return encode(
+            {
+                "type": "welcome",
+                "protocol": "tocsin.v1",
+                "connection_id": self.id,
+                "server_time": time.time(),
+                "subject": self.claims.subject,
+                "expires_at": self.claims.expires_at,
+                "heartbeat_interval": settings.heartbeat_interval,
+                "heartbeat_timeout": settings.heartbeat_timeout,
+                "limits": {
+                    "max_subscriptions": settings.max_subscriptions,
+                    "max_frame_bytes": settings.max_frame_bytes,
+                    "outbound_queue_frames": settings.outbound_queue_frames,
+                    "outbound_queue_bytes": settings.outbound_queue_bytes,
+                },
+            }
+        )
+
+    async def _drain(self) -> None:
+        """Work off the outbound queue, waiting on the socket when it applies back-pressure."""
+        queue = self._queue
+        send = self._send
+        half = self._max_frames // 2
+        try:
+            while queue:
+                frame = queue.popleft()
+                self._queued_bytes -= frame.size
+                wire = self._wire
+                if wire is None or not wire.write(frame.wire):
+                    self._sending = True
+                    try:
+                        await send({"type": "websocket.send", "text": frame.text})
+                    except Exception:
+                        # The client is gone; the reader sees the disconnect.
+                        queue.clear()
+                        self._queued_bytes = 0
+                        return
+                    finally:
+                        self._sending = False
+                if frame.unobserved:
+                    self._observe(frame)
+                room = self._room
+                if room is not None and len(queue) <= half and not room.done():
+                    room.set_result(None)
+        finally:
+            self._writer = None
+
+    def _observe(self, frame: Frame) -> None:
+        frame.unobserved = False
+        now = time.time()
+        publish_to_send.observe(now - frame.received_at)
+        ingested = frame.ingest_time()
+        if ingested is not None:
+            e2e_latency.observe(max(0.0, now - ingested))
+            health_signals.observe_latency(max(0.0, now - ingested))
+
+    async def _has_room(self) -> None:
+        """Wait until the outbound queue is at most half full."""
+        if len(self._queue) <= self._max_frames // 2 or self.close_code is not None:
+            return
+        self._room = asyncio.get_running_loop().create_future()
+        await self._room
+
+    async def _read_forever(self) -> None:
+        limit = self.node.settings.max_frame_bytes
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            data = raw.encode() if raw is not None else message.get("bytes") or b""
+            try:
+                if len(data) > limit:
+                    self.node.stats.limit_breaches["frame_size"] += 1
+                    raise ProtocolViolationError(
+                        CloseCode.FRAME_TOO_LARGE, f"frames are limited to {limit} bytes"
+                    )
+                await self._handle(data)
+            except ProtocolViolationError as exc:
+                self.send_control(error_frame(ErrorCode.BAD_REQUEST, str(exc)))
+                self.close(exc.code)
+                return
+
+    async def _handle(self, data: bytes) -> None:
+        try:
+            request = _decoder.decode(data)
+        except msgspec.DecodeError:
+            raise ProtocolViolationError(
+                CloseCode.PROTOCOL_VIOLATION, "frames are JSON objects"
+            ) from None
+        kind = request.get("type")
+        if kind == "subscribe":
+            await self._subscribe(request)
+        elif kind == "unsubscribe":
+            channel = str(request.get("channel", ""))
+            if channel not in self.positions:
+                self.send_control(
+                    error_frame(ErrorCode.NOT_SUBSCRIBED, "not subscribed", channel=channel)
+                )
+                return
+            await self._leave(channel)
+            self.send_control(encode({"type": "unsubscribed", "channel": channel}))
+        elif kind == "refresh":
+            self._refresh(str(request.get("token", "")))
+        elif kind == "ping":
+            self.send_control(encode({"type": "pong", "server_time": time.time()}))
+        else:
+            raise ProtocolViolationError(
+                CloseCode.PROTOCOL_VIOLATION, f"unknown frame type {kind!r}"
+            )
+
+    # -- subscriptions ------------------------------------------------------------
+
+    async def _subscribe(self, request: dict[str, Any]) -> None:
+        channel = request.get("channel")
+        since = request.get("since")
+        epoch = request.get("epoch", "")
+        if not isinstance(channel, str) or not CHANNEL_PATTERN.match(channel):
+            self.send_control(error_frame(ErrorCode.BAD_CHANNEL, f"invalid channel {channel!r}"))
+            return
+        if since is not None and (not isinstance(since, int) or since < 0):
+            self.send_control(
+                error_frame(ErrorCode.BAD_REQUEST, "since is an offset >= 0", channel=channel)
+            )
+            return
+        if not self.grant.allows(channel):
+            self.send_control(
+                error_frame(ErrorCode.FORBIDDEN, "the token does not grant it", channel=channel)
+            )
+            return
+        if channel in self.positions:
+            self.send_control(
+                error_frame(ErrorCode.ALREADY_SUBSCRIBED, "already subscribed", channel=channel)
+            )
+            return
+        if len(self.positions) >= self.node.settings.max_subscriptions:
+            self.node.stats.limit_breaches["subscriptions"] += 1
+            self.send_control(
+                error_frame(
+                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                    f"at most {self.node.settings.max_subscriptions} subscriptions",
+                    channel=channel,
+                )
+            )
+            return
+        self.positions[channel] = Position()
+        self.node.stats.subscriptions += 1
+        try:
+            await self.node.hub.join(channel, self)
+        except SubscribeTimeoutError:
+            self.close(CloseCode.BACKEND_UNAVAILABLE)
+            return
+        await self._recover(channel, since, str(epoch or ""), initial=True)
+
+    async def _leave(self, channel: str) -> None:
+        if self.positions.pop(channel, None) is not None:
+            self.node.stats.subscriptions -= 1
+            await self.node.hub.leave(channel, self)
+
+    def _start_recovery(self, channel: str, *, initial: bool) -> None:
+        position = self.positions[channel]
+        task = asyncio.create_task(
+            self._recover(channel, position.offset, position.epoch, initial=initial)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recover(self, channel: str, since: int | None, epoch: str, *, initial: bool) -> None:
+        """Replay what `since` missed, then merge the buffered live frames.
+
+        The reply to a subscribe is `subscribed` with `offset` = the offset after
+        which events follow; `recovered` is false when the missed events are gone
+        (trimmed, or a new epoch) and the client must reload its state.
+        """
+        position = self.positions.get(channel)
+        if position is None:
+            return
+        node = self.node
+        batch = node.settings.history_batch
+        try:
+            async with node.recovery_slots:
+                head = await node.log.head(channel)
+                recovered = True
+                start = head.offset
+                history: list[Frame] = []
+                if since is not None:
+                    if (epoch and head.epoch and epoch != head.epoch) or since > head.offset:
+                        recovered = False
+                    elif since < head.offset:
+                        history = await node.log.read(channel, since, batch)
+                        if history and history[0].offset == since + 1:
+                            start = since
+                        else:
+                            recovered = False
+                    else:
+                        start = since
+                if initial or not recovered:
+                    self._announce(channel, head.epoch, start, recovered=recovered)
+                position.epoch, position.offset = head.epoch, start
+                if not recovered:
+                    history = []
+                while history:
+                    for frame in history:
+                        self._accept(position, frame)
+                    if len(history) < batch or self.close_code is not None:
+                        break
+                    await self._has_room()
+                    history = await node.log.read(channel, position.offset, batch)
+        except _REDIS_ERRORS as exc:
+            log.warning("recovery of %s failed: %s", channel, exc)
+            self.close(CloseCode.BACKEND_UNAVAILABLE)
+            return
+        buffered, position.buffer = position.buffer or [], None
+        for frame in buffered:
+            self._accept(position, frame)
+
+    # -- token lifetime -------------------------------------------------------------
+
+    def _schedule_expiry(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = []
+        expires_at = self.claims.expires_at
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        settings = self.node.settings
+        now = time.time()
+        warn_in = max(0.0, expires_at - settings.token_warning - now)
+        close_in = max(0.0, expires_at + settings.token_grace - now)
+        self._timers.append(loop.call_later(warn_in, self._warn_expiry, expires_at))
+        self._timers.append(loop.call_later(close_in, self.close, CloseCode.TOKEN_EXPIRED))
+
+    def _warn_expiry(self, expires_at: float) -> None:
+        self.send_control(
+            encode(
+                {
+                    "type": "token_expiring",
+                    "expires_at": expires_at,
+                    "grace": self.node.settings.token_grace,
+                }
+            )
+        )
+
+    def _refresh(self, token: str) -> None:
+        try:
+            claims = self.node.verifier.verify(token)
+        except TokenError as exc:
+            self.send_control(error_frame(ErrorCode.TOKEN_INVALID, str(exc), reason=exc.code))
+            return
+        if claims.subject != self.claims.subject:
+            self.send_control(
+                error_frame(ErrorCode.TOKEN_INVALID, "a refresh must keep the subject")
+            )
+            return
+        self.claims = claims
+        self.grant = ChannelGrant(claims.channels)
+        self._schedule_expiry()
+        self.send_control(encode({"type": "refreshed", "expires_at": claims.expires_at}))

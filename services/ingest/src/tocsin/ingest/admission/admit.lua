@@ -1,0 +1,58 @@
+-- admit.lua: admit one ingest request atomically -- replay, backlog, rate limit, enqueue.
+--
+-- KEYS[1]  tocsin:ratelimit:{producer}            hash {tokens, at}: the producer's bucket
+-- KEYS[2]  tocsin:dramatiq:{queue}                list of message ids (Dramatiq's queue)
+-- KEYS[3]  tocsin:dramatiq:{queue}.msgs           hash message id -> message JSON
+-- KEYS[4]  tocsin:idempotency:{producer}:{key}    string: the first answer (unused unless ARGV[9])
+--
+-- ARGV[1] refill rate, tokens per second (<= 0: no rate limit)
+-- ARGV[2] bucket size             ARGV[3] cost of this request (alerts)
+-- ARGV[4] backlog bound, messages ARGV[5] message id        ARGV[6] message JSON
+-- ARGV[7] answer body to replay   ARGV[8] idempotency TTL, s ARGV[9] "1": idempotency key given
+--
+-- Returns {0, ""} enqueued, {1, first answer} replayed, {2, wait ms} rate limited,
+-- {3, backlog} queue too long. The enqueue is exactly Dramatiq's own (dispatch.lua
+-- "enqueue": HSET the message, RPUSH its id), so any Dramatiq worker consumes it.
+
+local use_idempotency = ARGV[9] == "1"
+if use_idempotency then
+    local first = redis.call("GET", KEYS[4])
+    if first then
+        return {1, first}
+    end
+end
+
+-- Checked before the bucket so that refused work costs the producer no tokens.
+local backlog = redis.call("LLEN", KEYS[2])
+if backlog >= tonumber(ARGV[4]) then
+    return {3, tostring(backlog)}
+end
+
+local rate = tonumber(ARGV[1])
+if rate > 0 then
+    local burst = tonumber(ARGV[2])
+    -- A batch larger than the bucket would never fit; it may take the whole bucket.
+    local cost = math.min(tonumber(ARGV[3]), burst)
+    -- Server time, so that every ingest replica agrees on one clock.
+    local time = redis.call("TIME")
+    local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+    local state = redis.call("HMGET", KEYS[1], "tokens", "at")
+    local tokens = tonumber(state[1]) or burst
+    local at = tonumber(state[2]) or now
+    if now > at then
+        tokens = math.min(burst, tokens + (now - at) * rate)
+    end
+    if tokens < cost then
+        return {2, tostring(math.ceil((cost - tokens) / rate * 1000))}
+    end
+    redis.call("HSET", KEYS[1], "tokens", string.format("%.6f", tokens - cost),
+        "at", string.format("%.6f", now))
+    redis.call("PEXPIRE", KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+end
+
+redis.call("HSET", KEYS[3], ARGV[5], ARGV[6])
+redis.call("RPUSH", KEYS[2], ARGV[5])
+if use_idempotency then
+    redis.call("SET", KEYS[4], ARGV[7], "EX", ARGV[8])
+end
+return {0, ""}

@@ -1,0 +1,245 @@
+"""One pipelined Redis connection for ingest's hot path (the admission script).
+
+Every request's admission is one EVALSHA. A pooled client would take a
+connection per concurrent request and pay its bookkeeping on every call; here all
+requests share one connection: commands issued during one event-loop turn go out
+in one write, and replies come back in order, parsed by hiredis. Redis answers
+pipelined commands in the order sent, so a FIFO of futures per connection is all
+the matching needed. A broken or stalled connection fails its calls in flight
+(`ConnectionError`, an `OSError`) and the next call opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import hiredis
+from redis.asyncio.sentinel import Sentinel
+
+from tocsin.common.redis import SENTINEL_SCHEME, parse_sentinel_url
+
+__all__ = ["PipelinedRedis", "RedisReplyError", "bulk", "encode_command"]
+
+Arg = bytes | str | int | float
+
+
+class RedisReplyError(Exception):
+    """Redis answered a command with an error reply."""
+
+
+def bulk(data: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def encode_command(*args: Arg) -> bytes:
+    """A command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            data = str(arg).encode()
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: its outgoing buffer, its calls in flight, its stall detector."""
+
+    def __init__(self, reply_timeout: float) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.closed = False
+        self._reader = hiredis.Reader()
+        self._outgoing: list[bytes] = []
+        self._flush_scheduled = False
+        # A stall detector rather than a timer per command: when commands are in
+        # flight and no reply at all came for `reply_timeout`, the connection is dead.
+        self._reply_timeout = reply_timeout
+        self._replies = 0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self.closed:
+            future.set_exception(ConnectionError("connection to Redis closed"))
+            return future
+        self.pending.append(future)
+        self._outgoing.append(command)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data, self._outgoing = b"".join(self._outgoing), []
+        if self.closed or self.transport is None or not data:
+            return
+        self.transport.write(data)
+        if self._watchdog is None:
+            self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self._reply_timeout, self._watch, self._replies
+        )
+
+    def _watch(self, replies_when_armed: int) -> None:
+        self._watchdog = None
+        if not self.pending or self.closed:
+            return
+        if self._replies == replies_when_armed:
+            self.close(TimeoutError(f"no reply from Redis in {self._reply_timeout} s"))
+            return
+        self._arm_watchdog()
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            reply = self._reader.gets()
+            if reply is False:
+                return
+            self._replies += 1
+            if not self.pending:
+                continue
+            future = self.pending.popleft()
+            if future.done():  # its caller gave up waiting
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(RedisReplyError(str(reply)))
+                if str(reply).startswith("READONLY"):
+                    # A failover made this server a replica: a new connection finds
+                    # (with Sentinel) whichever server is the primary now.
+                    self.close(ConnectionError("Redis server became read-only"))
+                    return
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close(exc)
+
+    def close(self, exc: Exception | None = None) -> None:
+        """Fail the calls in flight and close; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self.transport is not None:
+            # A stalled peer may never read what is buffered: abort rather than wait.
+            if isinstance(exc, TimeoutError):
+                self.transport.abort()
+            else:
+                self.transport.close()
+        error = ConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        pending, self.pending = self.pending, deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)
+
+
+class PipelinedRedis:
+    """A single auto-pipelining connection to the Redis at `url`.
+
+    `url` is `redis://`, `rediss://` (TLS) or `redis+sentinel://` (see
+    `tocsin.common.redis`); with Sentinel, every new connection asks the
+    Sentinels which server is the primary.
+    """
+
+    def __init__(self, url: str, connect_timeout: float = 5.0, reply_timeout: float = 5.0) -> None:
+        self._sentinel: Sentinel | None = None
+        self._master = ""
+        self._host = "127.0.0.1"
+        self._port = 6379
+        self._tls = False
+        self._username = ""
+        self._password = ""
+        self._db = 0
+        if url.startswith(SENTINEL_SCHEME):
+            target = parse_sentinel_url(url)
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                list(target.sentinels),
+                sentinel_kwargs={"password": target.password, "socket_timeout": 2},
+            )
+            self._master = target.master
+            self._password = target.password or ""
+            self._db = target.db
+        else:
+            parsed = urlparse(url)
+            self._host = parsed.hostname or self._host
+            self._port = parsed.port or self._port
+            self._tls = parsed.scheme == "rediss"
+            self._username = unquote(parsed.username) if parsed.username else ""
+            self._password = unquote(parsed.password) if parsed.password else ""
+            path = parsed.path.strip("/")
+            self._db = int(path) if path.isdigit() else 0
+        self._connect_timeout = connect_timeout
+        self._reply_timeout = reply_timeout
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def _connect(self) -> _Connection:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            current = self._connection
+            if current is not None and not current.closed:
+                return current
+            host, port = self._host, self._port
+            if self._sentinel is not None:
+                host, port = await self._sentinel.discover_master(self._master)
+            context = ssl.create_default_context() if self._tls else None
+            loop = asyncio.get_running_loop()
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(self._reply_timeout), host, port, ssl=context
+                ),
+                self._connect_timeout,
+            )
+            setup: list[tuple[Arg, ...]] = []
+            if self._password:
+                setup.append(("AUTH", self._username, self._password) if self._username
+                             else ("AUTH", self._password))  # fmt: skip
+            if self._db:
+                setup.append(("SELECT", self._db))
+            try:
+                for command in setup:
+                    await connection.send(encode_command(*command))
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+            return connection
+
+    async def execute(self, *args: Arg) -> Any:
+        """Send one command (pipelined with others of this loop turn) and await its reply."""
+        return await self.execute_encoded(encode_command(*args))
+
+    async def execute_encoded(self, command: bytes) -> Any:
+        """As `execute`, for a command already in RESP (see `encode_command`, `bulk`)."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = await self._connect()
+        return await connection.send(command)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

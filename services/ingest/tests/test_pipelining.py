@@ -1,0 +1,98 @@
+"""The pipelined connection against a real Redis-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tocsin.common.server import RedisServer, free_port
+from tocsin.ingest.pipelining import PipelinedRedis, RedisReplyError, encode_command
+
+
+def test_commands_are_encoded_as_resp_bulk_string_arrays() -> None:
+    assert encode_command("SET", "k", 1.5, b"\x00") == (
+        b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n1.5\r\n$1\r\n\x00\r\n"
+    )
+
+
+async def test_concurrent_commands_get_their_own_replies_in_order(
+    redis_server: RedisServer,
+) -> None:
+    connection = PipelinedRedis(redis_server.url)
+    try:
+        replies = await asyncio.gather(
+            *(connection.execute("INCRBY", "counter", n) for n in range(1, 101))
+        )
+        assert replies == [n * (n + 1) // 2 for n in range(1, 101)]
+        with pytest.raises(RedisReplyError):
+            await connection.execute("NOSUCHCOMMAND")
+        assert await connection.execute("PING") == b"PONG", "an error reply breaks nothing"
+    finally:
+        await connection.close()
+
+
+async def test_connection_recovers_after_a_redis_restart(redis_server: RedisServer) -> None:
+    connection = PipelinedRedis(redis_server.url)
+    try:
+        assert await connection.execute("PING") == b"PONG"
+        await asyncio.to_thread(redis_server.restart)
+        # The call in flight when the connection broke may fail; the next one reconnects.
+        with contextlib.suppress(OSError):
+            await connection.execute("PING")
+        assert await connection.execute("PING") == b"PONG"
+    finally:
+        await connection.close()
+
+
+async def test_a_server_that_stops_answering_fails_the_calls_in_flight() -> None:
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass  # reads every command and answers none, like a hung Redis
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = PipelinedRedis(f"redis://127.0.0.1:{port}/0", reply_timeout=0.2)
+    try:
+        with pytest.raises(OSError, match="no reply"):
+            # The outer bound only keeps a broken detector from hanging the suite.
+            await asyncio.wait_for(connection.execute("PING"), 30)
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
+    """A real Sentinel (the same binary in sentinel mode) watching `redis_server` as `tocsin`."""
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor tocsin 127.0.0.1 {redis_server.port} 1\n")  # fmt: skip
+    process = subprocess.Popen([redis_server.binary, str(conf), "--sentinel"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    probe = RedisServer(binary=redis_server.binary, port=port)
+    deadline = time.monotonic() + 20
+    while not probe.ping() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_sentinel_url_reaches_the_primary(sentinel_port: int) -> None:
+    connection = PipelinedRedis(f"redis+sentinel://127.0.0.1:{sentinel_port}/tocsin/0")
+    try:
+        assert await connection.execute("SET", "tocsin:probe", "pipelined") == b"OK"
+        assert await connection.execute("GET", "tocsin:probe") == b"pipelined"
+    finally:
+        await connection.close()

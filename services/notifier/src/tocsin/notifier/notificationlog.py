@@ -1,0 +1,123 @@
+"""The notification log shared by every notifier replica: claims, and the record of attempts.
+
+A send is claimed first with an atomic set-if-absent on receiver + group key +
+group sequence + state hash. The claim is a lease while the send runs, so a
+replica that dies mid-send leaves a claim that lapses and the redelivered
+message sends it; a second replica, or a duplicate flush, finds the claim
+and sends nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from redis import Redis
+
+from tocsin.notifier import keys
+from tocsin.notifier.message import Notification
+
+__all__ = ["Attempt", "ClaimOutcome", "NotificationLog"]
+
+_CLAIM = (Path(__file__).parent / "notificationlog" / "claim.lua").read_text()
+_encoder = msgspec.json.Encoder()
+
+Final = Literal["sent", "retrying", "failed", "dead"]
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """What a claim attempt found: `acquired`, `busy` (retry after `wait`) or a final state."""
+
+    state: str
+    wait: float = 0.0
+
+    @property
+    def acquired(self) -> bool:
+        return self.state == "acquired"
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    """One record of the log: what happened to a notification at one attempt."""
+
+    notification_id: str
+    receiver: str
+    receiver_type: str
+    group_key: str
+    status: str
+    outcome: str
+    attempt: int
+    at: float
+    error: str = ""
+
+
+def claim_key(notification: Notification) -> str:
+    return keys.claim(
+        notification.receiver, notification.group_key, notification.seq, notification.state_hash
+    )
+
+
+class NotificationLog:
+    """Claims sends and records their outcomes per alert."""
+
+    def __init__(self, redis: Redis, *, lease: float, retention: int, keep_claims: int) -> None:
+        self._redis = redis
+        self._claim = redis.register_script(_CLAIM)
+        self._lease_ms = max(1, int(lease * 1000))
+        self._retention = retention
+        self._keep_claims_ms = keep_claims * 1000
+
+    def claim(self, notification: Notification) -> ClaimOutcome:
+        state, pttl = self._claim(
+            keys=[claim_key(notification)], args=[notification.id, self._lease_ms]
+        )
+        state = state.decode() if isinstance(state, bytes) else str(state)
+        return ClaimOutcome(state, max(0, int(pttl)) / 1000)
+
+    def settle(self, notification: Notification, state: Final) -> None:
+        """Replace the in-progress claim with its outcome, kept long enough to stop repeats."""
+        self._redis.set(
+            claim_key(notification), f"{state}|{notification.id}", px=self._keep_claims_ms
+        )
+
+    def record(
+        self,
+        notification: Notification,
+        outcome: str,
+        attempt: int,
+        error: str = "",
+        *,
+        settle: Final | None = None,
+    ) -> None:
+        """Log an attempt against every alert of the notification, settling its claim too."""
+        entry = _encoder.encode(
+            Attempt(
+                notification_id=notification.id,
+                receiver=notification.receiver,
+                receiver_type=notification.receiver_type,
+                group_key=notification.group_key,
+                status=notification.status,
+                outcome=outcome,
+                attempt=attempt,
+                at=time.time(),
+                error=error[:500],
+            )
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        if settle is not None:
+            pipe.set(
+                claim_key(notification), f"{settle}|{notification.id}", px=self._keep_claims_ms
+            )
+        for alert_id in notification.alert_ids:
+            pipe.lpush(keys.alert_log(alert_id), entry)
+            pipe.ltrim(keys.alert_log(alert_id), 0, 99)
+            pipe.expire(keys.alert_log(alert_id), self._retention)
+        pipe.execute()
+
+    def attempts(self, alert_id: str) -> list[dict[str, Any]]:
+        """The log of one alert, newest first (what `GET /v1/alerts/{id}` shows)."""
+        raw = self._redis.lrange(keys.alert_log(alert_id), 0, -1)
+        return [msgspec.json.decode(item) for item in raw]

@@ -1,0 +1,5 @@
+"""The email receiver: SMTP (plain, STARTTLS or TLS, with auth), multipart text + HTML."""
+
+from tocsin.notifier.receivers.email._receiver import EmailReceiver
+
+__all__ = ["EmailReceiver"]

@@ -1,0 +1,81 @@
+"""PagerDuty Events API v2 events, one per alert, keyed by the alert's dedup key.
+
+PagerDuty deduplicates on `dedup_key`, so resending an event after a partial
+failure of a group is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import msgspec
+
+from tocsin.notifier.message import GroupedAlert, Notification
+from tocsin.notifier.receivers._http import post, require
+from tocsin.notifier.receivers._options import template_overrides
+from tocsin.notifier.templating import Templates, template_context
+
+__all__ = ["DEFAULT_URL", "PagerDutyReceiver"]
+
+DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
+_encoder = msgspec.json.Encoder()
+
+
+def _action(item: GroupedAlert) -> str:
+    if item.status == "resolved":
+        return "resolve"
+    return "acknowledge" if item.transition == "acknowledged" else "trigger"
+
+
+class PagerDutyReceiver:
+    """Sends each listed alert of a notification as one Events API v2 event."""
+
+    kind = "pagerduty"
+
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        templates: Templates,
+        http: httpx.Client,
+        timeout: float,
+    ) -> None:
+        self.name = name
+        self._routing_key = require(options, "routing_key", self.kind)
+        self._url = str(options.get("url") or DEFAULT_URL)
+        self._overrides = template_overrides(options, templates)
+        self._templates = templates
+        self._http = http
+        self._timeout = float(options.get("timeout_seconds") or timeout)
+
+    def event(self, notification: Notification, item: GroupedAlert) -> dict[str, Any]:
+        alert = item.alert
+        event: dict[str, Any] = {
+            "routing_key": self._routing_key,
+            "event_action": _action(item),
+            "dedup_key": alert.fingerprint,
+        }
+        if event["event_action"] == "trigger":
+            context = template_context(notification, alert=msgspec.to_builtins(alert))
+            summary = self._templates.render(self.kind, "summary", context, self._overrides)
+            payload: dict[str, Any] = {
+                "summary": summary.strip()[:1024] or alert.name,
+                "source": alert.source or alert.service or "tocsin",
+                "severity": alert.severity,
+                "custom_details": {"labels": alert.labels, "annotations": alert.annotations},
+            }
+            if alert.service:
+                payload["component"] = alert.service
+            event["payload"] = payload
+            event["client"] = "Tocsin"
+            if alert.generator_url:
+                event["client_url"] = alert.generator_url
+        return event
+
+    def notify(self, notification: Notification) -> None:
+        # A digest still sends every listed alert; the rest keep their last state.
+        for item in notification.alerts:
+            body = _encoder.encode(self.event(notification, item))
+            post(self._http, self._url, body, {"content-type": "application/json"}, self._timeout)

@@ -1,0 +1,159 @@
+"""The processor's work, free of Dramatiq: batches, actions, the silence set and the sweep."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+from redis import Redis
+
+from tocsin.common import keys
+from tocsin.common.cache import CACHE_INVALIDATIONS
+from tocsin.common.models import AlertAction, QueuedAlert
+from tocsin.common.silences import Silence, SilenceSet
+from tocsin.processor import metrics
+from tocsin.processor.lifecycle import AlertLifecycle, Outcome, fingerprint_rule
+
+__all__ = ["AlertProcessor", "AutoResolveSweep", "Silences"]
+
+log = logging.getLogger(__name__)
+
+# Outcomes that change nothing a reader can see.
+_NO_CHANGE = frozenset({"replayed", "unchanged", "unknown"})
+_silence_decoder = msgspec.json.Decoder(Silence)
+
+
+class Silences:
+    """The silences as last loaded, and the version they were loaded at.
+
+    Nothing is read per batch: the lifecycle script compares the version with
+    `tocsin:silence:version` and answers `stale` when they differ, and only
+    then are the silences reloaded.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._lock = threading.Lock()
+        self.version = ""
+        self.active = SilenceSet()
+        self.reload()
+
+    def reload(self) -> None:
+        with self._lock:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.get(keys.silences_version())
+            pipe.hgetall(keys.silences())
+            version, raw = pipe.execute()
+            loaded = []
+            for silence_id, body in raw.items():
+                try:
+                    loaded.append(_silence_decoder.decode(body))
+                except msgspec.DecodeError:
+                    log.warning("unreadable silence %s skipped", silence_id.decode())
+            self.active = SilenceSet(loaded)
+            self.version = version.decode() if version else ""
+            metrics.SILENCES.set(len(loaded))
+
+
+def _count(outcomes: Sequence[Outcome]) -> None:
+    changed = 0
+    for outcome in outcomes:
+        metrics.MESSAGES.labels(outcome.outcome).inc()
+        if outcome.outcome == "duplicate":
+            metrics.DEDUPLICATED.inc()
+        elif outcome.outcome not in _NO_CHANGE:
+            metrics.TRANSITIONS.labels(outcome.outcome).inc()
+        for transition in outcome.notified:
+            metrics.NOTIFICATIONS.labels(transition).inc()
+        if outcome.outcome not in _NO_CHANGE and outcome.outcome != "duplicate":
+            changed += 1  # the script incremented the `alerts` cache tag
+    if changed:
+        CACHE_INVALIDATIONS.labels("alerts").inc(changed)
+
+
+class AlertProcessor:
+    """Decodes queue payloads and applies them, with metrics."""
+
+    def __init__(self, lifecycle: AlertLifecycle, silences: Silences) -> None:
+        self._lifecycle = lifecycle
+        self._silences = silences
+
+    def process_alerts(self, batch: list[Any], traceparent: str = "") -> list[Outcome]:
+        started = time.perf_counter()
+        queued = msgspec.convert(batch, list[QueuedAlert])
+        outcomes = self._apply(queued, traceparent)
+        metrics.PROCESSING_SECONDS.labels("alerts").observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(queued))
+        for item in queued:
+            metrics.FINGERPRINT_RULE.labels(fingerprint_rule(item)).inc()
+        _count(outcomes)
+        return outcomes
+
+    def _apply(self, queued: list[QueuedAlert], traceparent: str) -> list[Outcome]:
+        silences = self._silences
+        outcomes = self._lifecycle.apply_alerts(
+            queued, silences.active, traceparent, silences.version
+        )
+        for _ in range(5):
+            # Stale outcomes form a suffix: the version only moves forward.
+            stale = [n for n, outcome in enumerate(outcomes) if outcome.outcome == "stale"]
+            if not stale:
+                return outcomes
+            silences.reload()
+            again = self._lifecycle.apply_alerts(
+                [queued[n] for n in stale], silences.active, traceparent, silences.version
+            )
+            for n, outcome in zip(stale, again, strict=True):
+                outcomes[n] = outcome
+        raise RuntimeError("silences kept changing while a batch was applied; retrying it")
+
+    def apply_action(self, action: Any, traceparent: str = "") -> Outcome:
+        started = time.perf_counter()
+        decoded = msgspec.convert(action, AlertAction)
+        outcome = self._lifecycle.apply_action(decoded, time.time(), traceparent)
+        metrics.PROCESSING_SECONDS.labels("action").observe(time.perf_counter() - started)
+        _count([outcome])
+        return outcome
+
+
+class AutoResolveSweep:
+    """A thread resolving alerts whose producer went quiet (like `resolve_timeout`)."""
+
+    def __init__(
+        self,
+        lifecycle: AlertLifecycle,
+        timeout: float,
+        interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._timeout = timeout
+        self._interval = interval
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="auto-resolve", daemon=True)
+
+    def start(self) -> None:
+        if self._timeout > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def sweep_once(self) -> list[Outcome]:
+        outcomes = self._lifecycle.expire_stale(self._clock(), self._timeout)
+        resolved = sum(1 for outcome in outcomes if outcome.outcome == "resolved")
+        metrics.AUTO_RESOLVED.inc(resolved)
+        _count(outcomes)
+        return outcomes
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.sweep_once()
+            except Exception:
+                log.exception("auto-resolve sweep failed; retrying next interval")

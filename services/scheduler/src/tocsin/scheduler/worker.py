@@ -1,0 +1,100 @@
+"""The job actors: each job kind bound to its Dramatiq actor, queue and time limit.
+
+A job receives its `Run` (as builtins) and returns a short summary that the
+run ledger keeps in the history. Jobs read Redis's clock, not the host's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import msgspec
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
+
+from tocsin.scheduler.analytics import run_daily_analytics
+from tocsin.scheduler.cachehealth import check_cache_health
+from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
+from tocsin.scheduler.ledger import RunLedger
+from tocsin.scheduler.patterns import PatternRules, run_pattern_detection
+from tocsin.scheduler.retention import RetentionPolicy, enforce_retention
+from tocsin.scheduler.settings import SchedulerSettings
+
+__all__ = ["declare_job_actors", "job_bodies"]
+
+log = logging.getLogger(__name__)
+
+JobBody = Callable[[Run], Any]
+
+
+def _redis_now(redis: Redis) -> float:
+    seconds, micros = redis.time()
+    return float(seconds) + float(micros) / 1e6
+
+
+def _health_score(redis: Redis) -> dict[str, Any]:
+    # The health score belongs to the observability area; until its module
+    # exists this slot runs and reports that there was nothing to compute.
+    try:
+        from tocsin.common.health import compute_and_store
+    except ImportError:
+        return {"computed": False}
+    report = compute_and_store(redis)
+    return {"computed": True, "score": getattr(report, "score", None)}
+
+
+def job_bodies(redis: Redis, settings: SchedulerSettings) -> dict[str, JobBody]:
+    """What each job kind does, given the process's Redis client and settings."""
+    rules = PatternRules(
+        window_seconds=settings.pattern_window_seconds,
+        flap_episodes=settings.pattern_flap_episodes,
+        storm_window_seconds=settings.storm_window_seconds,
+        storm_factor=settings.storm_factor,
+        storm_min_alerts=settings.storm_min_alerts,
+        noisy_duplicate_ratio=settings.noisy_duplicate_ratio,
+        noisy_min_occurrences=settings.noisy_min_occurrences,
+        recurring_days=settings.recurring_days,
+        recurring_lookback_days=settings.recurring_lookback_days,
+    )
+    policy = RetentionPolicy(
+        alert_seconds=settings.retention_days * 86400,
+        stream_seconds=settings.stream_retention_days * 86400,
+        batch=settings.retention_batch,
+    )
+    batch = settings.retention_batch
+    return {
+        "daily_analytics": lambda run: run_daily_analytics(
+            redis, run.fire, run.params, top_n=settings.analytics_top_n, batch=batch
+        ),
+        "pattern_detection": lambda run: run_pattern_detection(
+            redis, _redis_now(redis), rules, batch=batch, run_id=run.run_id
+        ),
+        "cache_health": lambda run: check_cache_health(redis, _redis_now(redis)),
+        "health_score": lambda run: _health_score(redis),
+        "retention": lambda run: enforce_retention(redis, _redis_now(redis), policy),
+    }
+
+
+def declare_job_actors(
+    broker: RedisBroker, redis: Redis, settings: SchedulerSettings, ledger: RunLedger
+) -> None:
+    """Declare one actor per job kind on `broker`, with its queue, time limit and retries."""
+    for job, body in job_bodies(redis, settings).items():
+
+        def perform(raw: dict[str, Any], body: JobBody = body) -> None:
+            run = msgspec.convert(raw, Run)
+            ledger.note_summary(run.run_id, body(run))
+
+        perform.__name__ = actor_name(job)
+        dramatiq.actor(
+            actor_name=actor_name(job),
+            queue_name=JOB_QUEUES[job],
+            broker=broker,
+            time_limit=settings.job_time_limit_seconds * 1000,
+            max_retries=settings.job_max_retries,
+            min_backoff=1000,
+            max_backoff=30_000,
+        )(perform)

@@ -1,0 +1,236 @@
+"""One alert, one trace: ingest, queue, processor, notifier and gateway delivery spans.
+
+The services export with their real OTLP/HTTP exporter to a receiver started
+here, which decodes the protobuf `ExportTraceServiceRequest`s they send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import websockets
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """A span as decoded from an export request, with the service that sent it."""
+
+    service: str
+    name: str
+    kind: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    links: tuple[tuple[str, str], ...]
+    attributes: dict[str, object]
+
+
+class OtlpReceiver:
+    """A minimal OTLP/HTTP traces endpoint on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver._add(request)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _add(self, request: ExportTraceServiceRequest) -> None:
+        for resource_spans in request.resource_spans:
+            service = next(
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
+                "",
+            )
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes: dict[str, object] = {}
+                    for attribute in span.attributes:
+                        value = attribute.value
+                        kind = value.WhichOneof("value")
+                        attributes[attribute.key] = getattr(value, kind) if kind else None
+                    with self._lock:
+                        self.spans.append(
+                            ReceivedSpan(
+                                service=service,
+                                name=span.name,
+                                kind=span.kind,
+                                trace_id=span.trace_id.hex(),
+                                span_id=span.span_id.hex(),
+                                parent_span_id=span.parent_span_id.hex(),
+                                links=tuple(
+                                    (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                                ),
+                                attributes=attributes,
+                            )
+                        )
+
+    def wait_for(
+        self, found: Callable[[list[ReceivedSpan]], bool], timeout: float = 30.0
+    ) -> list[ReceivedSpan]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                spans = list(self.spans)
+            if found(spans):
+                return spans
+            time.sleep(0.1)
+        with self._lock:
+            return list(self.spans)
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+async def _deliver_one_alert(ws_url: str, token: str, post: Callable[[], None]) -> dict:
+    async with websockets.connect(
+        ws_url, additional_headers={"authorization": f"Bearer {token}"}
+    ) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "channel": "alerts"}))
+        while json.loads(await asyncio.wait_for(ws.recv(), 20)).get("type") != "subscribed":
+            pass
+        await asyncio.to_thread(post)
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            if frame.get("type") == "event":
+                return frame
+
+
+def _one_trace(
+    spans: list[ReceivedSpan], trace_id: str
+) -> tuple[ReceivedSpan, ReceivedSpan, ReceivedSpan, ReceivedSpan] | None:
+    """(ingest SERVER, processor CONSUMER, gateway CONSUMER, gateway fan-out) of one trace."""
+    mine = [span for span in spans if span.trace_id == trace_id]
+
+    def first(service: str, kind: int, prefix: str) -> ReceivedSpan | None:
+        matching = (s for s in mine if s.service == service and s.kind == kind)
+        return next((s for s in matching if s.name.startswith(prefix)), None)
+
+    server = first("tocsin-ingest", SpanProto.SPAN_KIND_SERVER, "POST")
+    processed = first("tocsin-processor", SpanProto.SPAN_KIND_CONSUMER, "process alerts")
+    delivered = first("tocsin-gateway", SpanProto.SPAN_KIND_CONSUMER, "process alerts")
+    fanout = first("tocsin-gateway", SpanProto.SPAN_KIND_INTERNAL, "fan-out alerts")
+    if server and processed and delivered and fanout:
+        return server, processed, delivered, fanout
+    return None
+
+
+def test_one_alert_is_one_trace_from_ingest_request_to_gateway_fan_out_and_notifier(
+    start_service, user_token, receiver: OtlpReceiver
+) -> None:
+    tracing = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+    start_service("processor", **tracing)
+    start_service("notifier", **tracing)
+    ingest = start_service("ingest", **tracing)
+    gateway = start_service("gateway", **tracing)
+    # The producer's own trace: ingest must continue it, not start another.
+    producer_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {
+        "authorization": f"Bearer {user_token(scopes=('ingest',))}",
+        "traceparent": f"00-{producer_trace}-00f067aa0ba902b7-01",
+    }
+    alert = {"name": "TraceMe", "severity": "warning", "service": "db"}
+
+    def post() -> None:
+        response = httpx.post(f"{ingest.url}/v1/alerts", json=alert, headers=headers, timeout=10)
+        assert response.status_code == 202, response.text
+
+    frame = asyncio.run(_deliver_one_alert(gateway.ws_url, user_token(), post))
+    assert frame.get("traceparent", "").split("-")[1] == producer_trace
+
+    spans = receiver.wait_for(lambda spans: _one_trace(spans, producer_trace) is not None)
+    found = _one_trace(spans, producer_trace)
+    assert found is not None, sorted({(s.service, s.name, s.trace_id) for s in spans})
+    server, processed, delivered, fanout = found
+    by_id = {span.span_id: span for span in spans if span.trace_id == producer_trace}
+
+    # ingest: the SERVER span continues the producer's span.
+    assert server.parent_span_id == "00f067aa0ba902b7"
+    # queue: the processor's CONSUMER span descends from the ingest request,
+    # directly or through a PRODUCER `send alerts` span.
+    parent = by_id[processed.parent_span_id]
+    if parent.kind == SpanProto.SPAN_KIND_PRODUCER:
+        assert parent.name == "send alerts"
+        parent = by_id[parent.parent_span_id]
+    assert parent.span_id == server.span_id
+    assert processed.attributes["messaging.destination.name"] == "alerts"
+    # gateway: a CONSUMER span per event under the publishing processor span,
+    # linked to it, with one fan-out child for all the process's sockets.
+    publisher = by_id[delivered.parent_span_id]
+    assert publisher.service == "tocsin-processor"
+    chain = publisher
+    while chain.span_id != processed.span_id:
+        chain = by_id[chain.parent_span_id]
+    assert (producer_trace, publisher.span_id) in delivered.links
+    assert fanout.parent_span_id == delivered.span_id
+    assert fanout.attributes["tocsin.fanout.recipients"] == 1
+    assert int(str(fanout.attributes["tocsin.fanout.bytes"])) > 0
+    # notification: the notifier's CONSUMER span continues the processor's.
+    spans = receiver.wait_for(
+        lambda spans: any(
+            s.trace_id == producer_trace and s.service == "tocsin-notifier" for s in spans
+        )
+    )
+    notified = next(
+        s for s in spans if s.trace_id == producer_trace and s.service == "tocsin-notifier"
+    )
+    assert notified.kind == SpanProto.SPAN_KIND_CONSUMER
+    assert notified.name == "process notifications"
+    assert notified.parent_span_id == processed.span_id
+    # Not one span per socket and none for the WebSocket's frames.
+    gateway_spans = [s for s in spans if s.service == "tocsin-gateway"]
+    assert not [s for s in gateway_spans if s.kind == SpanProto.SPAN_KIND_SERVER]

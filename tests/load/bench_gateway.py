@@ -1,0 +1,338 @@
+"""Gateway benchmark: idle sockets, fan-out throughput and latency (loopback, about a minute).
+
+One gateway process pinned to core 0; the load generator (this process), the
+publisher process and the Redis-compatible server pinned to core 1.
+
+1. Idle: sockets held (each authenticated and subscribed to `alerts`), the
+   gateway's resident memory per socket, and the time to connect them, at
+   1,000 / 5,000 / 10,000 sockets.
+2. Fan-out: 1,000 sockets on `alerts`; the publish rate rises step by step;
+   deliveries per second, events lost, sockets closed, and publish-to-receive
+   latency p50/p95/p99 (sampled on 100 sockets); the first rate whose p99
+   exceeds 100 ms.
+3. The uvicorn WebSocket implementations (websockets-sansio, wsproto,
+   websockets) against each other at 1,000 sockets.
+
+The load side speaks WebSocket by hand over asyncio protocols, so that it stays
+cheaper than the server it measures. `BENCH_GATEWAY_STEP_SECONDS` sets the
+length of each publish step (default 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import psutil
+
+from tocsin.common.auth import mint_token
+from tocsin.common.server import RedisServer, free_port
+
+SECRET = "bench-secret-for-the-gateway-benchmark-run"
+IMPLEMENTATIONS = ("websockets-sansio", "wsproto", "websockets")
+RATES = (25, 50, 100, 150, 200, 300)
+COMPARE_RATE = 100
+SAMPLE_EVERY = 10
+STEP_SECONDS = float(os.environ.get("BENCH_GATEWAY_STEP_SECONDS", "2"))
+EVENT_MARK = b'{"type":"event"'
+
+PUBLISHER = """
+import json, sys, time
+import redis
+from tocsin.common.events import EventPublisher
+url, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+publisher = EventPublisher(redis.Redis.from_url(url))
+filler = "x" * 300
+count = int(rate * seconds)
+start = time.perf_counter()
+for n in range(count):
+    due = start + n / rate
+    delay = due - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+    publisher.publish(["alerts"], '{"ts":%r,"n":%d,"filler":"%s"}' % (time.time(), n, filler))
+print(count)
+"""
+
+
+def _cores() -> tuple[int, int]:
+    available = sorted(os.sched_getaffinity(0))
+    return (available[0], available[1]) if len(available) > 1 else (available[0], available[0])
+
+
+@contextlib.contextmanager
+def gateway(redis_url: str, implementation: str, core: int) -> Iterator[tuple[int, int]]:
+    """A gateway process pinned to `core`; yields (port, pid)."""
+    port = free_port()
+    environ = dict(os.environ)
+    environ.update(
+        REDIS_URL=redis_url,
+        TOCSIN_PORT=str(port),
+        TOCSIN_JWT_SECRET=SECRET,
+        TOCSIN_LOG_LEVEL="WARNING",
+        TOCSIN_WS_IMPLEMENTATION=implementation,
+        TOCSIN_MAX_CONNECTIONS="20000",
+        TOCSIN_DRAIN_WINDOW="0",
+        TOCSIN_CLOSE_TIMEOUT="1",
+        TOCSIN_HEARTBEAT_INTERVAL="3600",  # the hand-made load clients answer no pings
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tocsin.client", "gateway"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"gateway ({implementation}) did not start")
+            time.sleep(0.05)
+        yield port, process.pid
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _mask(text: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
+    return bytes([0x81, 0x80 | len(text)]) + mask + masked
+
+
+@dataclass
+class Probe(asyncio.Protocol):
+    """One hand-made WebSocket client: counts events, and on sampled sockets, latencies."""
+
+    request: bytes
+    sample: bool
+    subscribed: asyncio.Future[float] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    events: int = 0
+    closed: bool = False
+    latencies: list[float] = field(default_factory=list)
+    _buffer: bytes = b""
+    _upgraded: bool = False
+    _tail: bytes = b""
+    _transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError("closed before subscribing"))
+
+    def data_received(self, data: bytes) -> None:
+        if not self.subscribed.done():
+            self._buffer += data
+            if not self._upgraded and b"\r\n\r\n" in self._buffer:
+                self._upgraded = True
+                assert self._transport is not None
+                self._transport.write(_mask(b'{"type":"subscribe","channel":"alerts"}'))
+            if b'"subscribed"' in self._buffer:
+                self.subscribed.set_result(time.perf_counter())
+                self._buffer = b""
+            return
+        now = time.time()
+        window = self._tail + data
+        self.events += window.count(EVENT_MARK)
+        self._tail = data[-(len(EVENT_MARK) - 1) :]
+        if self.sample:
+            start = window.find(b'"ts":')
+            while start >= 0:
+                end = window.find(b",", start)
+                if end < 0:
+                    break
+                with contextlib.suppress(ValueError):
+                    self.latencies.append(now - float(window[start + 5 : end]))
+                start = window.find(b'"ts":', end)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def open_sockets(
+    port: int, count: int, start_index: int = 0
+) -> tuple[list[Probe], list[float]]:
+    """Connect `count` subscribed sockets, at most 200 handshakes in flight."""
+    loop = asyncio.get_running_loop()
+    token = mint_token(SECRET, "bench", ttl=3600)
+    slots = asyncio.Semaphore(200)
+    handshakes: list[float] = []
+
+    async def one(index: int) -> Probe:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        async with slots:
+            started = time.perf_counter()
+            _, probe = await loop.create_connection(
+                lambda: Probe(request, sample=index % SAMPLE_EVERY == 0), "127.0.0.1", port
+            )
+            handshakes.append(await probe.subscribed - started)
+        return probe
+
+    probes = await asyncio.gather(*(one(start_index + i) for i in range(count)))
+    return list(probes), handshakes
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class Step:
+    rate: int
+    published: int
+    delivered_per_second: float
+    lost: int
+    closed: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+async def publish_step(redis_url: str, probes: list[Probe], rate: int, core: int) -> Step:
+    for probe in probes:
+        probe.events = 0
+        probe.latencies.clear()
+    started = time.perf_counter()
+    publisher = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PUBLISHER, redis_url, str(rate), str(STEP_SECONDS),
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+    )  # fmt: skip
+    out, _ = await publisher.communicate()
+    published = int(out.decode().strip() or 0)
+    expected = published * len(probes)
+    # Wait for the tail to arrive: until everything came, or nothing more comes.
+    last_total, quiet_since = -1, time.perf_counter()
+    while True:
+        total = sum(p.events for p in probes)
+        if total >= expected or time.perf_counter() - quiet_since > 1.0:
+            break
+        if total != last_total:
+            last_total, quiet_since = total, time.perf_counter()
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    latencies = [x for p in probes if p.sample for x in p.latencies]
+    return Step(
+        rate=rate,
+        published=published,
+        delivered_per_second=total / elapsed,
+        lost=expected - total,
+        closed=sum(p.closed for p in probes),
+        p50_ms=_percentile(latencies, 0.50) * 1000,
+        p95_ms=_percentile(latencies, 0.95) * 1000,
+        p99_ms=_percentile(latencies, 0.99) * 1000,
+    )
+
+
+def _rss(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+async def run(redis_url: str, server_core: int, load_core: int) -> None:
+    idle_rows = []
+    fanout_rows: list[Step] = []
+    compare_rows = []
+    for implementation in IMPLEMENTATIONS:
+        main = implementation == IMPLEMENTATIONS[0]
+        with gateway(redis_url, implementation, server_core) as (port, pid):
+            baseline = _rss(pid)
+            probes: list[Probe] = []
+            for target in (1000, 5000, 10000) if main else (1000,):
+                started = time.perf_counter()
+                more, handshakes = await open_sockets(port, target - len(probes), len(probes))
+                elapsed = time.perf_counter() - started
+                probes += more
+                await asyncio.sleep(0.5)
+                per_socket = (_rss(pid) - baseline) / len(probes) / 1024
+                idle_rows.append(
+                    (implementation, len(probes), sum(not p.closed for p in probes),
+                     per_socket, elapsed, _percentile(handshakes, 0.99) * 1000)
+                )  # fmt: skip
+                if target == 1000:
+                    rates = RATES if main else (COMPARE_RATE,)
+                    for rate in rates:
+                        step = await publish_step(redis_url, probes, rate, load_core)
+                        (fanout_rows if main else compare_rows).append((implementation, step))
+                        if main and rate == COMPARE_RATE:
+                            compare_rows.append((implementation, step))
+            for probe in probes:
+                probe.close()
+            await asyncio.sleep(0.5)
+
+    print(f"\nserver: one gateway process on core {server_core}; "
+          f"load generator, publisher and Redis on core {load_core}")  # fmt: skip
+    print("\nIdle sockets (subscribed to `alerts`, no traffic)")
+    print(f"{'implementation':<18} {'sockets':>8} {'open':>8} {'KiB/socket':>11} "
+          f"{'connect s':>10} {'handshake p99 ms':>17}")  # fmt: skip
+    for impl, count, alive, per_socket, elapsed, p99 in idle_rows:
+        print(f"{impl:<18} {count:>8} {alive:>8} {per_socket:>11.1f} {elapsed:>10.2f} {p99:>17.1f}")
+
+    print(
+        f"\nFan-out to 1,000 sockets on one channel ({IMPLEMENTATIONS[0]}, {STEP_SECONDS:g} s steps)"
+    )
+    header = (f"{'msg/s':>6} {'published':>9} {'deliveries/s':>13} {'lost':>6} {'closed':>6} "
+              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")  # fmt: skip
+    print(header)
+    crossing = None
+    for _, s in fanout_rows:
+        print(f"{s.rate:>6} {s.published:>9} {s.delivered_per_second:>13.0f} {s.lost:>6} "
+              f"{s.closed:>6} {s.p50_ms:>7.1f} {s.p95_ms:>7.1f} {s.p99_ms:>7.1f}")  # fmt: skip
+        if crossing is None and s.p99_ms > 100:
+            crossing = s.rate
+    print("p99 crosses 100 ms at:",
+          f"{crossing} msg/s" if crossing else f"not within {RATES[-1]} msg/s")  # fmt: skip
+
+    print(f"\nImplementations at {COMPARE_RATE} msg/s to 1,000 sockets")
+    print(f"{'implementation':<18} {'deliveries/s':>13} {'lost':>6} {'p50 ms':>7} {'p99 ms':>7}")
+    for impl, s in compare_rows:
+        print(f"{impl:<18} {s.delivered_per_second:>13.0f} {s.lost:>6} {s.p50_ms:>7.1f} "
+              f"{s.p99_ms:>7.1f}")  # fmt: skip
+
+
+def main() -> None:
+    server_core, load_core = _cores()
+    os.sched_setaffinity(0, {load_core})
+    with RedisServer() as redis_server:
+        if redis_server.pid is not None:
+            psutil.Process(redis_server.pid).cpu_affinity([load_core])
+        asyncio.run(run(redis_server.url, server_core, load_core))
+
+
+if __name__ == "__main__":
+    main()
