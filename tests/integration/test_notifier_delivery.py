@@ -556,7 +556,7 @@ receivers:
 
 
 def test_alert_posted_to_ingest_is_notified_and_pagerduty_out_is_accepted_by_tocsin_ingest(
-    redis_server: Any, start_service: Any, receivers: Any, tmp_path: Path
+    redis_server: Any, start_service: Any, receivers: Any, tmp_path: Path, user_token: Any
 ) -> None:
     from tocsin.common.apikeys import ApiKeyStore
 
@@ -611,6 +611,15 @@ receivers:
         f"tocsin:notify:alertlog:{accepted['id']}", 0, -1
     )
     assert sorted(json.loads(e)["receiver"] for e in log) == ["hook", "pager"]
+    # The dashboard API shows an alert's notifications beside its timeline.
+    gateway = start_service("gateway")
+    shown = httpx.get(
+        f"{gateway.url}/v1/alerts/{accepted['id']}",
+        headers={"authorization": f"Bearer {user_token()}"},
+        timeout=10,
+    )
+    assert shown.status_code == 200, shown.text
+    assert sorted(n["receiver"] for n in shown.json()["notifications"]) == ["hook", "pager"]
 
 
 def test_unchanged_group_repeats_after_repeat_interval_and_resolution_is_notified(

@@ -20,6 +20,7 @@ import pytest
 import redis
 from conftest import ServiceFactory
 
+from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.server import RedisServer
 from tocsin.scheduler import alertdata
@@ -300,11 +301,11 @@ def test_retention_removes_exactly_what_is_past_retention_in_small_batches(
     for alert_id in old:
         assert not client.exists(
             f"tocsin:alert:{alert_id}", f"tocsin:timeline:{alert_id}",
-            alertdata.notification_log(alert_id),
+            keys.notification_log(alert_id),
         )  # fmt: skip
     for alert_id in recent:
         assert client.exists(f"tocsin:alert:{alert_id}", f"tocsin:timeline:{alert_id}") == 2
-        assert client.exists(alertdata.notification_log(alert_id))
+        assert client.exists(keys.notification_log(alert_id))
     for index in ("tocsin:idx:all", "tocsin:idx:service:api", "tocsin:idx:team:core",
                   "tocsin:idx:severity:warning"):  # fmt: skip
         assert sorted(m.decode() for m in client.zrange(index, 0, -1)) == sorted(recent)

@@ -17,7 +17,7 @@ from tocsin.client._ingest import IngestClient
 from tocsin.client._keys import add_keys_parser
 from tocsin.client._notifier_cli import add_notifier_commands
 from tocsin.client._schedules_cli import add_schedules_parser
-from tocsin.client._stream import Event, EventStream
+from tocsin.client._stream import Event, EventStream, Reset
 
 __all__ = ["main"]
 
@@ -84,7 +84,12 @@ async def _watch(args: argparse.Namespace) -> int:
     token = _setting(args.token, "TOCSIN_TOKEN", ("token",))
     if not token:
         raise ConfigurationError("no token: pass --token, set TOCSIN_TOKEN, or run `tocsin dev`")
-    stream = EventStream(url, token, channels=args.channel or ["alerts"])
+
+    def report_reset(reset: Reset) -> None:
+        print(f"tocsin: {reset.channel}: missed events are gone; reload the state "
+              f"(events after offset {reset.offset} follow)", file=sys.stderr)  # fmt: skip
+
+    stream = EventStream(url, token, channels=args.channel or ["alerts"], on_reset=report_reset)
     count = 0
     async with contextlib.aclosing(stream.events()) as events:
         async for event in events:

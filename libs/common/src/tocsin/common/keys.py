@@ -9,8 +9,9 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:dedup:{fingerprint}` | hash | `id` (current alert), `flips`, `flapping`, `pub` |
 | `tocsin:applied:{message_id}` | string | a message or action already applied (expiring) |
 | `tocsin:timeline:{id}` | list | an alert's transitions (JSON), capped |
+| `tocsin:notify:alertlog:{id}` | list | the notifier's attempts for an alert (JSON, newest first) |
 | `tocsin:idx:all` | sorted set | every alert id by last change (epoch s): retention reads it |
-| `tocsin:idx:{dimension}:{value}` | sorted set | ids by last change, per status, severity, service or team |
+| `tocsin:idx:{dim}:{value}` | sorted set | ids by last change per status/severity/service/team |
 | `tocsin:open` | sorted set | unresolved alert ids by `last_seen` (auto-resolve reads it) |
 | `tocsin:services`, `tocsin:teams` | set | service and team values seen on alerts |
 | `tocsin:stats:minute:{epoch_minute}` | string | alert messages received that minute (2 h) |
@@ -61,6 +62,7 @@ __all__ = [
     "idempotency",
     "known_values",
     "live",
+    "notification_log",
     "open_alerts",
     "pattern_findings",
     "rate_bucket",
@@ -97,6 +99,11 @@ def dedup(fingerprint: str) -> str:
 
 def applied(message_id: str) -> str:
     return f"{PREFIX}applied:{message_id}"
+
+
+def notification_log(alert_id: str) -> str:
+    """Written by the notifier; read by the gateway API, analytics and retention."""
+    return f"{PREFIX}notify:alertlog:{alert_id}"
 
 
 def timeline(alert_id: str) -> str:

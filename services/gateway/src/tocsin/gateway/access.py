@@ -9,6 +9,7 @@ character, `[...]` a set. `alerts.team.*` allows every team channel;
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable
 
@@ -20,8 +21,14 @@ class ChannelGrant:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        translated = "|".join(fnmatch.translate(p) for p in self.patterns)
-        self._regex = re.compile(translated) if translated else None
+        self._regex = _compile(self.patterns)
 
     def allows(self, channel: str) -> bool:
         return self._regex is not None and self._regex.match(channel) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    # Most tokens carry one of a few claim sets: compile each set once.
+    translated = "|".join(fnmatch.translate(p) for p in patterns)
+    return re.compile(translated) if translated else None

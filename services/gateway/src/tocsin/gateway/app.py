@@ -195,7 +195,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
     )
     redis = async_client(settings.redis_url)
     node = build_node(settings, verifier, redis)
-    collector = StatsCollector(node.stats, node.queue_depths)
+    collector = StatsCollector(node.stats, node.queue_depths, node.deliveries)
     register(collector)
     client_script = (
         resources.files("tocsin.gateway").joinpath("static/tocsin-client.js").read_bytes()

@@ -117,8 +117,11 @@ class Hub:
             self._confirmed[channel] = asyncio.Event()
             await self._subscribe(channel)
         members.add(member)
+        confirmed = self._confirmed[channel]
+        if confirmed.is_set():
+            return
         try:
-            await asyncio.wait_for(self._confirmed[channel].wait(), self._subscribe_timeout)
+            await asyncio.wait_for(confirmed.wait(), self._subscribe_timeout)
         except TimeoutError:
             raise SubscribeTimeoutError(channel) from None
 

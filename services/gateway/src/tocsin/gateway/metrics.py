@@ -38,7 +38,7 @@ class Stats:
     connections: int = 0
     subscriptions: int = 0
     events_received: int = 0
-    deliveries: int = 0
+    deliveries: int = 0  # of closed sessions; open ones count their own
     dropped: Counter[str] = field(default_factory=Counter)
     disconnects: Counter[str] = field(default_factory=Counter)
     recoveries: Counter[str] = field(default_factory=Counter)
@@ -53,9 +53,10 @@ QueueDepths = Callable[[], Iterable[int]]
 class StatsCollector(Collector):
     """Exposes `Stats` and the outbound queue depths at scrape time."""
 
-    def __init__(self, stats: Stats, depths: QueueDepths) -> None:
+    def __init__(self, stats: Stats, depths: QueueDepths, deliveries: Callable[[], int]) -> None:
         self._stats = stats
         self._depths = depths
+        self._deliveries = deliveries
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
@@ -67,7 +68,7 @@ class StatsCollector(Collector):
             "tocsin_gateway_events_received", "Events read from pub/sub.", s.events_received
         )
         yield CounterMetricFamily(
-            "tocsin_ws_events_delivered", "Event frames queued to sockets.", s.deliveries
+            "tocsin_ws_events_delivered", "Event frames handed to sockets.", self._deliveries()
         )
         yield _labelled(
             "tocsin_ws_deliveries_dropped", "Frames not delivered.", "reason", s.dropped

@@ -46,6 +46,10 @@ class Node:
         if not self.sessions:
             self._idle.set()
 
+    def deliveries(self) -> int:
+        """Event frames handed to sockets, by closed and open sessions."""
+        return self.stats.deliveries + sum(s.delivered for s in list(self.sessions))
+
     def queue_depths(self) -> list[int]:
         return [session.queued_frames for session in list(self.sessions)]
 

@@ -46,7 +46,9 @@ class GatewaySettings(CommonSettings):
         10.0, "Seconds over which sockets are closed on SIGTERM (keep below the grace period)."
     )
     close_timeout: float = setting(
-        10.0, "Seconds to wait for a close frame to be written before dropping the socket."
+        5.0,
+        "Seconds to wait for a close frame to be written before dropping the socket "
+        "(drain_window + 2 x close_timeout must stay below the termination grace period).",
     )
     ws_implementation: str = setting(
         "websockets-sansio",

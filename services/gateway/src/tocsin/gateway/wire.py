@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
 
 __all__ = ["WIRE_EXTENSION", "Wire", "WireSansIOProtocol", "text_frame_header"]
 
@@ -44,12 +43,9 @@ class Wire:
     def write(self, data: bytes) -> bool:
         """Write one complete pre-encoded frame; False if it must go the slow way."""
         protocol = self._protocol
-        if (
-            protocol.close_sent
-            or not protocol.writable.is_set()
-            or protocol.conn.state is not State.OPEN
-            or protocol.transport.is_closing()
-        ):
+        # A close from the peer closes the transport (uvicorn answers it at once),
+        # so `is_closing` covers the connection's state too.
+        if protocol.close_sent or not protocol.writable.is_set() or protocol.transport.is_closing():
             return False
         protocol.transport.write(data)
         return True

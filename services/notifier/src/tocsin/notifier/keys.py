@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from tocsin.common import keys as common_keys
+
 __all__ = [
     "DEAD_LETTERS",
     "FIRING",
@@ -52,7 +54,8 @@ def claim(receiver: str, group_key: str, seq: int, state_hash: str) -> str:
 
 
 def alert_log(alert_id: str) -> str:
-    return f"{_PREFIX}alertlog:{alert_id}"
+    # Others read this log too, so its name lives in the common key layout.
+    return common_keys.notification_log(alert_id)
 
 
 def rate(receiver: str) -> str:

@@ -37,7 +37,6 @@ __all__ = [
     "decode_alert",
     "delete_alerts",
     "notification_attempts",
-    "notification_log",
     "timeline_kinds",
 ]
 
@@ -169,11 +168,6 @@ class NotificationAttempt:
     at: float | None
 
 
-def notification_log(alert_id: str) -> str:
-    """The notifier's log of attempts for one alert."""
-    return f"{keys.PREFIX}notify:alertlog:{alert_id}"
-
-
 def _attempt_result(outcome: str) -> str:
     if outcome == "sent":
         return "sent"
@@ -186,7 +180,7 @@ def notification_attempts(redis: Redis, alert_ids: list[str]) -> Iterator[Notifi
     """The logged delivery attempts of `alert_ids`."""
     pipe = redis.pipeline(transaction=False)
     for alert_id in alert_ids:
-        pipe.lrange(notification_log(alert_id), 0, -1)
+        pipe.lrange(keys.notification_log(alert_id), 0, -1)
     for entries in pipe.execute():
         for entry in entries:
             try:
@@ -214,7 +208,7 @@ def delete_alerts(redis: Redis, alert_ids: list[str]) -> int:
     )
     pipe = redis.pipeline(transaction=False)
     for alert_id, raw in zip(alert_ids, raws, strict=True):
-        pipe.unlink(keys.alert(alert_id), keys.timeline(alert_id), notification_log(alert_id))
+        pipe.unlink(keys.alert(alert_id), keys.timeline(alert_id), keys.notification_log(alert_id))
         pipe.zrem(keys.alert_index(), alert_id)
         pipe.zrem(keys.open_alerts(), alert_id)
         record = None if raw is None else decode_alert(raw)

@@ -258,11 +258,13 @@ async def alert_with_timeline(redis: redis_async.Redis, alert_id: str) -> dict[s
     pipe = redis.pipeline(transaction=False)
     pipe.get(keys.alert(alert_id))
     pipe.lrange(keys.timeline(alert_id), 0, -1)
-    body, timeline = await pipe.execute()
+    pipe.lrange(keys.notification_log(alert_id), 0, -1)
+    body, timeline, notifications = await pipe.execute()
     if body is None:
         return None
     record: dict[str, Any] = json.loads(body)
     record["timeline"] = [json.loads(entry) for entry in timeline]
+    record["notifications"] = [json.loads(entry) for entry in notifications]
     return record
 
 
