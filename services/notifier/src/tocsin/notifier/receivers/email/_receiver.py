@@ -8,33 +8,23 @@ from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
 
-import httpx
-
 from tocsin.notifier.message import Notification
+from tocsin.notifier.receivers._base import TemplatedReceiver
 from tocsin.notifier.receivers._errors import PermanentDeliveryError, TemporaryDeliveryError
 from tocsin.notifier.receivers._http import require
-from tocsin.notifier.receivers._options import template_overrides
-from tocsin.notifier.templating import Templates, template_context
+from tocsin.notifier.templating import template_context
 
 __all__ = ["EmailReceiver"]
 
 _TLS_MODES = ("none", "starttls", "tls")
 
 
-class EmailReceiver:
+class EmailReceiver(TemplatedReceiver):
     """Sends a multipart/alternative message (text and HTML) to `to` through `host:port`."""
 
     kind = "email"
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, Any],
-        templates: Templates,
-        http: httpx.Client,
-        timeout: float,
-    ) -> None:
-        self.name = name
+    def configure(self, options: Mapping[str, Any]) -> None:
         self._host = require(options, "host", self.kind)
         self._port = int(options.get("port") or 587)
         self._sender = require(options, "from", self.kind)
@@ -49,22 +39,18 @@ class EmailReceiver:
         self._ca_file = str(options.get("ca_file") or "")
         self._username = str(options.get("username") or "")
         self._password = str(options.get("password") or "")
-        self._overrides = template_overrides(options, templates)
-        self._templates = templates
-        self._timeout = float(options.get("timeout_seconds") or timeout)
 
     def message(self, notification: Notification) -> EmailMessage:
         context = template_context(notification)
-        render = self._templates.render
-        subject = render(self.kind, "subject", context, self._overrides).strip()
+        subject = self.render("subject", context).strip()
         context["title"] = subject
         message = EmailMessage()
         message["Subject"] = subject.replace("\n", " ")
         message["From"] = self._sender
         message["To"] = ", ".join(self._to)
         message["X-Tocsin-Notification-Id"] = notification.id
-        message.set_content(render(self.kind, "text", context, self._overrides))
-        message.add_alternative(render(self.kind, "html", context, self._overrides), subtype="html")
+        message.set_content(self.render("text", context))
+        message.add_alternative(self.render("html", context), subtype="html")
         return message
 
     def notify(self, notification: Notification) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import msgspec
 
 from tocsin.notifier.message import GroupedAlert, Notification
+from tocsin.notifier.receivers._base import TemplatedReceiver
 from tocsin.notifier.receivers._http import post, require
-from tocsin.notifier.receivers._options import template_overrides
-from tocsin.notifier.templating import Templates, template_context
+from tocsin.notifier.templating import template_context
 
 __all__ = ["DEFAULT_URL", "PagerDutyReceiver"]
 
@@ -29,26 +28,14 @@ def _action(item: GroupedAlert) -> str:
     return "acknowledge" if item.transition == "acknowledged" else "trigger"
 
 
-class PagerDutyReceiver:
+class PagerDutyReceiver(TemplatedReceiver):
     """Sends each listed alert of a notification as one Events API v2 event."""
 
     kind = "pagerduty"
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, Any],
-        templates: Templates,
-        http: httpx.Client,
-        timeout: float,
-    ) -> None:
-        self.name = name
+    def configure(self, options: Mapping[str, Any]) -> None:
         self._routing_key = require(options, "routing_key", self.kind)
         self._url = str(options.get("url") or DEFAULT_URL)
-        self._overrides = template_overrides(options, templates)
-        self._templates = templates
-        self._http = http
-        self._timeout = float(options.get("timeout_seconds") or timeout)
 
     def event(self, notification: Notification, item: GroupedAlert) -> dict[str, Any]:
         alert = item.alert
@@ -59,7 +46,7 @@ class PagerDutyReceiver:
         }
         if event["event_action"] == "trigger":
             context = template_context(notification, alert=msgspec.to_builtins(alert))
-            summary = self._templates.render(self.kind, "summary", context, self._overrides)
+            summary = self.render("summary", context)
             payload: dict[str, Any] = {
                 "summary": summary.strip()[:1024] or alert.name,
                 "source": alert.source or alert.service or "tocsin",

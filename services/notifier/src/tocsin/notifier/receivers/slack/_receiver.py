@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import msgspec
 
 from tocsin.notifier.message import Notification
+from tocsin.notifier.receivers._base import TemplatedReceiver
 from tocsin.notifier.receivers._http import post, require
-from tocsin.notifier.receivers._options import template_overrides
-from tocsin.notifier.templating import Templates, template_context
+from tocsin.notifier.templating import template_context
 
 __all__ = ["SlackReceiver"]
 
@@ -20,31 +19,19 @@ _encoder = msgspec.json.Encoder()
 _SECTION_LIMIT = 3000
 
 
-class SlackReceiver:
+class SlackReceiver(TemplatedReceiver):
     """Posts a header block, a section with the alert lines, and `text` as the fallback."""
 
     kind = "slack"
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, Any],
-        templates: Templates,
-        http: httpx.Client,
-        timeout: float,
-    ) -> None:
-        self.name = name
+    def configure(self, options: Mapping[str, Any]) -> None:
         self._url = require(options, "url", self.kind)
         self._channel = str(options.get("channel") or "")
-        self._overrides = template_overrides(options, templates)
-        self._templates = templates
-        self._http = http
-        self._timeout = float(options.get("timeout_seconds") or timeout)
 
     def payload(self, notification: Notification) -> dict[str, Any]:
         context = template_context(notification)
-        title = self._templates.render(self.kind, "title", context, self._overrides).strip()
-        text = self._templates.render(self.kind, "text", context, self._overrides).strip()
+        title = self.render("title", context).strip()
+        text = self.render("text", context).strip()
         payload: dict[str, Any] = {
             "text": f"{title}\n{text}",
             "blocks": [

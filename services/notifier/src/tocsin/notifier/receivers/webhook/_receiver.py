@@ -13,13 +13,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import msgspec
 
 from tocsin.notifier.message import Notification
+from tocsin.notifier.receivers._base import TemplatedReceiver
 from tocsin.notifier.receivers._http import post, require
-from tocsin.notifier.receivers._options import template_overrides
-from tocsin.notifier.templating import Templates, template_context
+from tocsin.notifier.templating import template_context
 
 __all__ = ["SIGNATURE_HEADER", "WebhookReceiver", "sign", "verify"]
 
@@ -46,20 +45,12 @@ def verify(secret: str, body: bytes, header: str, tolerance: float = 300.0) -> b
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-class WebhookReceiver:
+class WebhookReceiver(TemplatedReceiver):
     """POSTs the notification to `url`, with custom `headers` and an optional `secret`."""
 
     kind = "webhook"
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, Any],
-        templates: Templates,
-        http: httpx.Client,
-        timeout: float,
-    ) -> None:
-        self.name = name
+    def configure(self, options: Mapping[str, Any]) -> None:
         self._url = require(options, "url", self.kind)
         self._secret = str(options.get("secret") or "")
         headers = options.get("headers") or {}
@@ -67,15 +58,11 @@ class WebhookReceiver:
             raise ValueError("webhook `headers` must be a mapping")
         self._headers = {str(k): str(v) for k, v in headers.items()}
         self._content_type = str(options.get("content_type") or "application/json")
-        self._overrides = template_overrides(options, templates)
-        self._templates = templates
-        self._http = http
-        self._timeout = float(options.get("timeout_seconds") or timeout)
 
     def body(self, notification: Notification) -> bytes:
         if "body" in self._overrides:
             context = template_context(notification)
-            return self._templates.render(self.kind, "body", context, self._overrides).encode()
+            return self.render("body", context).encode()
         return _encoder.encode(notification)
 
     def notify(self, notification: Notification) -> None:
