@@ -1,11 +1,12 @@
 import pytest
 
+from tocsin.client._args import parse_labels
 from tocsin.client._exceptions import ConfigurationError
-from tocsin.client.cli import _parse_labels, build_parser
+from tocsin.client.cli import build_parser
 
 
 def test_labels_are_parsed_from_key_value_pairs() -> None:
-    assert _parse_labels(["host=db-1", "team=ops", "empty="]) == {
+    assert parse_labels(["host=db-1", "team=ops", "empty="]) == {
         "host": "db-1",
         "team": "ops",
         "empty": "",
@@ -15,7 +16,7 @@ def test_labels_are_parsed_from_key_value_pairs() -> None:
 @pytest.mark.parametrize("bad", ["novalue", "=x"])
 def test_a_label_without_key_or_equals_is_a_configuration_error(bad: str) -> None:
     with pytest.raises(ConfigurationError):
-        _parse_labels([bad])
+        parse_labels([bad])
 
 
 def test_every_service_is_a_subcommand() -> None:

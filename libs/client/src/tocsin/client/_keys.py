@@ -7,11 +7,9 @@ A new key is printed once; only its salted hash is stored.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 
-from tocsin.client._devstate import read_dev_state
+from tocsin.client._args import format_time, parse_labels, redis_url
 from tocsin.client._exceptions import ConfigurationError
 from tocsin.common.apikeys import ApiKeyStore, InvalidKeyError
 from tocsin.common.redis import sync_client
@@ -20,31 +18,12 @@ __all__ = ["add_keys_parser"]
 
 
 def _store(args: argparse.Namespace) -> ApiKeyStore:
-    url = args.redis_url or os.environ.get("REDIS_URL") or read_dev_state().get("redis_url")
-    if not isinstance(url, str) or not url:
-        raise ConfigurationError("no Redis: pass --redis-url, set REDIS_URL, or run `tocsin dev`")
-    return ApiKeyStore(sync_client(url))
-
-
-def _labels(pairs: list[str]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigurationError(f"labels are key=value, got {pair!r}")
-        labels[key] = value
-    return labels
-
-
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ApiKeyStore(sync_client(redis_url(args.redis_url)))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
     try:
-        key, record = _store(args).create(args.producer, _labels(args.label), args.description)
+        key, record = _store(args).create(args.producer, parse_labels(args.label), args.description)
     except InvalidKeyError as exc:
         raise ConfigurationError(str(exc)) from None
     if args.json:
@@ -66,8 +45,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'KEY ID':<17} {'PRODUCER':<24} {'CREATED':<21} {'REVOKED':<21} LABELS")
     for r in records:
         labels = ",".join(f"{k}={v}" for k, v in sorted(r.labels.items()))
-        print(f"{r.key_id:<17} {r.producer:<24} {_when(r.created_at):<21} "
-              f"{_when(r.revoked_at):<21} {labels}")  # fmt: skip
+        print(f"{r.key_id:<17} {r.producer:<24} {format_time(r.created_at):<21} "
+              f"{format_time(r.revoked_at):<21} {labels}")  # fmt: skip
     return 0
 
 

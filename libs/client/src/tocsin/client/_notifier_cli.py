@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any
 
+from tocsin.client._args import parse_labels, redis_url
 from tocsin.client._exceptions import ConfigurationError
 
 __all__ = ["add_notifier_commands"]
@@ -28,21 +29,11 @@ def _tool(name: str) -> Any:
     raise ConfigurationError(f"this command needs the notifier installed (`{name}` not found)")
 
 
-def _labels(pairs: list[str]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigurationError(f"labels are key=value, got {pair!r}")
-        labels[key] = value
-    return labels
-
-
 def cmd_routes_test(args: argparse.Namespace) -> int:
     path = args.file or os.environ.get("TOCSIN_ROUTES_FILE", "")
     if not path:
         raise ConfigurationError("no routing file: pass --file or set TOCSIN_ROUTES_FILE")
-    labels = _labels([*args.labels, *args.label])
+    labels = parse_labels([*args.labels, *args.label])
     try:
         reached = _tool("routes_test")(path, labels)
     except (OSError, ValueError) as exc:
@@ -56,12 +47,8 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redis_url(args: argparse.Namespace) -> str:
-    return args.redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    letters = _tool("dlq_list")(_redis_url(args))
+    letters = _tool("dlq_list")(redis_url(args.redis_url))
     if args.json:
         print(json.dumps(letters, indent=2))
         return 0
@@ -85,13 +72,13 @@ def _ids(args: argparse.Namespace) -> list[str] | None:
 
 
 def cmd_dlq_retry(args: argparse.Namespace) -> int:
-    done = _tool("dlq_retry")(_redis_url(args), _ids(args))
+    done = _tool("dlq_retry")(redis_url(args.redis_url), _ids(args))
     print(f"requeued {len(done)}")
     return 0
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    count = _tool("dlq_purge")(_redis_url(args), _ids(args))
+    count = _tool("dlq_purge")(redis_url(args.redis_url), _ids(args))
     print(f"purged {count}")
     return 0
 
@@ -127,4 +114,4 @@ def add_notifier_commands(commands: Any) -> None:
         sub.add_argument("--all", action="store_true")
         sub.set_defaults(handler=handler)
     for sub in (listing, *[dlq_commands.choices[n] for n in ("retry", "purge")]):
-        sub.add_argument("--redis-url", help="default: $REDIS_URL")
+        sub.add_argument("--redis-url", help="default: $REDIS_URL or tocsin dev's")

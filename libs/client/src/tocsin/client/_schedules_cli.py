@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from datetime import UTC, datetime
 from typing import Any
 
-from tocsin.client._devstate import read_dev_state
-from tocsin.client._exceptions import ConfigurationError
+from tocsin.client._args import format_time, redis_url
 from tocsin.common import keys
 from tocsin.common.redis import sync_client
 
 __all__ = ["add_schedules_parser", "schedule_rows"]
 
 COLUMNS = ("name", "job", "cron", "tz", "catch_up", "last_fire", "last_outcome", "next_fire")
-
-
-def _when(raw: Any) -> str:
-    if not raw:
-        return "-"
-    return datetime.fromtimestamp(int(raw), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def schedule_rows(
@@ -42,23 +33,16 @@ def schedule_rows(
                 "cron": definition["cron"],
                 "tz": definition.get("timezone", "UTC"),
                 "catch_up": definition.get("catch_up", "once"),
-                "last_fire": _when(state.get(b"last_run_fire")),
+                "last_fire": format_time(state.get(b"last_run_fire")),
                 "last_outcome": (state.get(b"last_outcome") or b"-").decode(),
-                "next_fire": _when(state.get(b"next_fire")),
+                "next_fire": format_time(state.get(b"next_fire")),
             }
         )
     return rows
 
 
-def _redis_url(flag: str | None) -> str:
-    url = flag or os.environ.get("REDIS_URL") or read_dev_state().get("redis_url", "")
-    if not url:
-        raise ConfigurationError("no Redis: pass --redis-url, set REDIS_URL, or run `tocsin dev`")
-    return str(url)
-
-
 def cmd_schedules_list(args: argparse.Namespace) -> int:
-    redis = sync_client(_redis_url(args.redis_url))
+    redis = sync_client(redis_url(args.redis_url))
     catalog: dict[bytes, bytes] = redis.hgetall(keys.schedule_catalog())  # type: ignore[assignment]
     pipe = redis.pipeline(transaction=False)
     for name in sorted(catalog):

@@ -11,6 +11,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import Any
 
+from tocsin.client._args import parse_labels
 from tocsin.client._devstate import read_dev_state
 from tocsin.client._exceptions import ConfigurationError, TocsinError
 from tocsin.client._ingest import IngestClient
@@ -26,16 +27,6 @@ SERVICE_GROUP = "tocsin.services"
 
 def _services() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=SERVICE_GROUP)}
-
-
-def _parse_labels(pairs: list[str]) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigurationError(f"labels are key=value, got {pair!r}")
-        labels[key] = value
-    return labels
 
 
 def _setting(flag: str | None, env: str, state_path: tuple[str, ...], default: str = "") -> str:
@@ -56,7 +47,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         "name": args.name,
         "severity": args.severity,
         "status": args.status,
-        "labels": _parse_labels(args.label),
+        "labels": parse_labels(args.label),
     }
     for field in ("service", "source", "summary", "dedup_key"):
         value = getattr(args, field)
