@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import httpx
 import psutil
@@ -138,9 +139,8 @@ class Probe(asyncio.Protocol):
     _transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(self.request)
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -335,6 +335,10 @@ def main() -> None:
     with RedisServer() as redis_server:
         if redis_server.pid is not None:
             psutil.Process(redis_server.pid).cpu_affinity([load_core])
+        with contextlib.suppress(ImportError):
+            import uvloop  # the load side must stay cheaper than the server it measures
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         asyncio.run(run(redis_server.url, server_core, load_core))
 
 

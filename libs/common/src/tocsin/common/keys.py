@@ -38,6 +38,7 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:apikey:{key_id}` | hash | a producer API key: salted hash, producer, label defaults |
 | `tocsin:ratelimit:{producer}` | hash | a producer's ingest token bucket (`tokens`, `at`) |
 | `tocsin:idempotency:{producer}:{key}` | string | the first answer to an `Idempotency-Key` (24 h) |
+| `tocsin:wake:{queue}` | list | wake-up tokens pushed on enqueue, popped by idle consumers |
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "notification_log",
     "open_alerts",
     "pattern_findings",
+    "queue_wakeup",
     "rate_bucket",
     "schedule_catalog",
     "schedule_claim",
@@ -158,6 +160,10 @@ def live(channel: str) -> str:
 
 def api_key(key_id: str) -> str:
     return f"{PREFIX}apikey:{key_id}"
+
+
+def queue_wakeup(queue: str) -> str:
+    return f"{PREFIX}wake:{queue}"
 
 
 def rate_bucket(producer: str) -> str:

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tocsin.common.auth import Claims, TokenError, TokenVerifier
 from tocsin.common.broker import build_broker
@@ -36,7 +36,7 @@ from tocsin.gateway.protocol import CloseCode, encode
 from tocsin.gateway.session import Session, wire_of
 from tocsin.gateway.settings import GatewaySettings
 
-__all__ = ["CLIENT_SCRIPT_PATH", "SUBPROTOCOL", "build_app"]
+__all__ = ["CLIENT_SCRIPT_PATH", "SUBPROTOCOL", "SocketsFirst", "build_app"]
 
 SUBPROTOCOL = "tocsin.v1"
 # Browsers cannot set headers on a WebSocket; they may offer the token as a
@@ -112,7 +112,10 @@ class SocketEndpoint:
             }.get(exc.code, CloseCode.TOKEN_INVALID)
             await self._close(send, code, exc.code, str(exc))
             return
-        await Session(node, claims, send, receive, wire_of(scope)).run()
+        session = Session(node, claims, send, receive, wire_of(scope))
+        # This frame lives as long as the socket: keep nothing of the handshake in it.
+        del claims, token, connect
+        await session.run()
 
     def _subprotocol(self, scope: Scope) -> str | None:
         return SUBPROTOCOL if SUBPROTOCOL in _offered_subprotocols(scope) else None
@@ -159,6 +162,24 @@ class SocketEndpoint:
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": int(CloseCode.SERVER_RESTART)})
+
+
+class SocketsFirst:
+    """Hands `/ws` upgrades straight to the socket endpoint, everything else to `app`.
+
+    Each middleware layer an upgrade passes through keeps a coroutine frame alive
+    for the socket's whole life; around Starlette's stack that is ~3 KiB a socket.
+    """
+
+    def __init__(self, app: ASGIApp, endpoint: SocketEndpoint) -> None:
+        self._app = app
+        self._endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await self._endpoint(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
 
 
 def error_frame_text(code: str, message: str) -> str:
@@ -228,12 +249,14 @@ def build_app(settings: GatewaySettings) -> Starlette:
         )
 
     context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
+    endpoint = SocketEndpoint(node)
     routes: list[BaseRoute] = [
-        WebSocketRoute("/ws", SocketEndpoint(node)),
+        WebSocketRoute("/ws", endpoint),
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
         *dashboard_routes(context),
         *ops_routes(ready),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.node = node
+    app.state.socket_endpoint = endpoint
     return app

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Protocol
 
 import redis.asyncio as redis_async
@@ -86,9 +85,6 @@ class Hub:
     def healthy(self) -> bool:
         """Pub/sub is connected and the last probe came back recently."""
         return self.connected and time.monotonic() - self._last_probe < self._probe_timeout
-
-    def channels(self) -> Iterator[tuple[str, set[Member]]]:
-        return iter(self._members.items())
 
     async def start(self) -> None:
         self._last_probe = time.monotonic()

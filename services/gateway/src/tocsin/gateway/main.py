@@ -17,7 +17,7 @@ from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import tune_gc
 from tocsin.common.telemetry import instrument_app, setup_observability
-from tocsin.gateway.app import build_app
+from tocsin.gateway.app import SocketsFirst, build_app
 from tocsin.gateway.node import Node
 from tocsin.gateway.settings import DEFAULT_PORT, GatewaySettings
 from tocsin.gateway.wire import WireSansIOProtocol
@@ -62,7 +62,7 @@ def run() -> None:
     app = build_app(settings)
     node: Node = app.state.node
     config = uvicorn.Config(
-        instrument_app(app),
+        SocketsFirst(instrument_app(app), app.state.socket_endpoint),
         host=settings.host,
         port=settings.port or DEFAULT_PORT,
         ws=WireSansIOProtocol

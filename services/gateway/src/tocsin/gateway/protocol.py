@@ -60,7 +60,6 @@ class ErrorCode(enum.StrEnum):
     NOT_SUBSCRIBED = "not_subscribed"
     ALREADY_SUBSCRIBED = "already_subscribed"
     TOKEN_INVALID = "token_invalid"
-    UNAVAILABLE = "unavailable"
 
 
 def encode(frame: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ refuses work when the queue backlog is past its bound or the producer's token
 bucket is empty, and otherwise enqueues one Dramatiq message -- written in
 Dramatiq's own Redis layout so the processor's worker consumes it unchanged,
 without a blocking client on ingest's event loop, over one pipelined connection.
+Each enqueue also pushes a wake-up token (`tocsin:wake:{queue}`) that an idle
+processor blocks on, so it starts on the message without polling.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ __all__ = ["Admission", "Outcome", "Verdict", "encode_message"]
 
 _ADMIT_LUA = resources.files("tocsin.ingest").joinpath("admission/admit.lua").read_text()
 _ADMIT_SHA = hashlib.sha1(_ADMIT_LUA.encode()).hexdigest()
-# `EVALSHA sha 4` / `EVAL script 4`: 4 keys then 9 arguments, 16 array items in all.
-_EVALSHA_HEAD = b"*16\r\n" + bulk(b"EVALSHA") + bulk(_ADMIT_SHA.encode()) + bulk(b"4")
-_EVAL_HEAD = b"*16\r\n" + bulk(b"EVAL") + bulk(_ADMIT_LUA.encode()) + bulk(b"4")
+# `EVALSHA sha 5` / `EVAL script 5`: 5 keys then 9 arguments, 17 array items in all.
+_EVALSHA_HEAD = b"*17\r\n" + bulk(b"EVALSHA") + bulk(_ADMIT_SHA.encode()) + bulk(b"5")
+_EVAL_HEAD = b"*17\r\n" + bulk(b"EVAL") + bulk(_ADMIT_LUA.encode()) + bulk(b"5")
 _encoder = msgspec.json.Encoder()
 
 
@@ -94,6 +96,7 @@ class Admission:
         self._queue_key = f"{keys.DRAMATIQ_NAMESPACE}:{queue}"
         self._messages_key = f"{self._queue_key}.msgs"
         self._queue_keys = bulk(self._queue_key.encode()) + bulk(self._messages_key.encode())
+        self._wakeup_key = bulk(keys.queue_wakeup(queue).encode())
         self._rate_and_burst = bulk(repr(float(rate_per_second)).encode()) + bulk(b"%d" % burst)
         self._backlog_bound = bulk(b"%d" % max_backlog)
         self._ttl = bulk(b"%d" % idempotency_ttl)
@@ -120,6 +123,7 @@ class Admission:
             bulk(keys.rate_bucket(producer).encode()),
             self._queue_keys,
             bulk(idempotency.encode() if idempotency else self._queue_key.encode()),
+            self._wakeup_key,
             self._rate_and_burst,
             bulk(b"%d" % cost),
             self._backlog_bound,

@@ -177,14 +177,18 @@ class AlertLifecycle:
         self,
         batch: Sequence[QueuedAlert],
         silences: SilenceSet,
-        traceparent: str = "",
+        traceparent: str | Sequence[str] = "",
         silence_version: str = "",
     ) -> list[Outcome]:
         """Apply `batch`; an outcome is `stale` (and nothing changed for that alert) when
         the silences moved on from `silence_version`: reload them and apply those again.
+
+        `traceparent` is one for the whole batch, or one per alert (a batch merged
+        from several queue messages).
         """
+        traces = [traceparent] * len(batch) if isinstance(traceparent, str) else traceparent
         calls: list[list[Any]] = []
-        for queued in batch:
+        for queued, trace in zip(batch, traces, strict=True):
             received = queued.received_at
             silenced = silences.mutes(matching_labels(queued), received) if silences else False
             calls.append(
@@ -196,7 +200,7 @@ class AlertLifecycle:
                     repr(received),
                     rfc3339(received),
                     "1" if silenced else "0",
-                    traceparent,
+                    trace,
                     repr(received),
                     silence_version,
                 ]

@@ -8,18 +8,23 @@ from typing import Any
 
 import dramatiq
 from dramatiq import Worker
+from prometheus_client import REGISTRY
 
 from tocsin.common import broker as queues
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
+from tocsin.common.metrics import QueueCollector
 from tocsin.common.ops import ops_app, serve_in_thread, tune_gc
 from tocsin.common.redis import sync_client
-from tocsin.common.telemetry import current_traceparent, setup_observability
+from tocsin.common.telemetry import current_traceparent, setup_observability, tracing_enabled
+from tocsin.processor.consumer import BatchConsumer
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
 from tocsin.processor.processing import AlertProcessor, AutoResolveSweep, Silences
 from tocsin.processor.settings import DEFAULT_PORT, ProcessorSettings
 
 __all__ = ["lifecycle_config", "run"]
+
+MAX_RETRIES = 20
 
 
 def lifecycle_config(settings: ProcessorSettings) -> LifecycleConfig:
@@ -64,7 +69,7 @@ def run() -> None:
             actor_name=actor_name,
             queue_name=queues.ALERTS_QUEUE,
             broker=broker,
-            max_retries=20,
+            max_retries=MAX_RETRIES,
         )(function)
 
     async def ready() -> tuple[bool, dict[str, str]]:
@@ -75,6 +80,30 @@ def run() -> None:
         return True, {"redis": "ok"}
 
     serve_in_thread(ops_app(ready), settings.host, settings.port or DEFAULT_PORT)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if settings.batch_consumer and not tracing_enabled():
+        # Queue depth and age, which Dramatiq's worker boot would otherwise register.
+        REGISTRY.register(QueueCollector(redis, {queues.ALERTS_QUEUE}))
+        consumer = BatchConsumer(
+            broker,
+            processor,
+            queues.ALERTS_QUEUE,
+            batch_size=settings.batch_max_messages,
+            wait=(settings.wakeup_wait_ms if settings.queue_wakeup else settings.idle_poll_ms)
+            / 1000,
+            wakeup=settings.queue_wakeup,
+            max_retries=MAX_RETRIES,
+        )
+        tune_gc()
+        consumer.start()
+        sweep.start()
+        stop.wait()
+        sweep.stop()
+        consumer.stop()
+        broker.close()
+        return
     # A short worker timeout bounds the consumer's idle back-off, which otherwise
     # grows to a second and sits in the enqueue-to-start tail.
     worker = Worker(
@@ -83,9 +112,6 @@ def run() -> None:
         worker_threads=settings.worker_threads,
         worker_timeout=settings.idle_poll_ms,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     tune_gc()
     worker.start()
     sweep.start()

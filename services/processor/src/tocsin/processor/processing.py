@@ -83,21 +83,39 @@ class AlertProcessor:
         self._silences = silences
 
     def process_alerts(self, batch: list[Any], traceparent: str = "") -> list[Outcome]:
+        [outcomes] = self.process_alert_messages([(batch, traceparent)])
+        return outcomes
+
+    def process_alert_messages(
+        self, messages: Sequence[tuple[list[Any], str]]
+    ) -> list[list[Outcome]]:
+        """Apply several queue messages' alerts in one pipeline; their outcomes, per message.
+
+        Each message is (its alerts as builtins, its traceparent); a message whose
+        alerts do not decode raises before anything is applied.
+        """
         started = time.perf_counter()
-        queued = msgspec.convert(batch, list[QueuedAlert])
-        outcomes = self._apply(queued, traceparent)
+        decoded = [msgspec.convert(batch, list[QueuedAlert]) for batch, _ in messages]
+        queued = [item for batch in decoded for item in batch]
+        traces = [trace for batch, (_, trace) in zip(decoded, messages, strict=True)
+                  for _ in batch]  # fmt: skip
+        outcomes = self._apply(queued, traces)
         metrics.PROCESSING_SECONDS.labels("alerts").observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(queued))
+        for batch in decoded:
+            metrics.BATCH_SIZE.observe(len(batch))
         for item in queued:
             metrics.FINGERPRINT_RULE.labels(fingerprint_rule(item)).inc()
         _count(outcomes)
-        return outcomes
+        split: list[list[Outcome]] = []
+        at = 0
+        for batch in decoded:
+            split.append(outcomes[at : at + len(batch)])
+            at += len(batch)
+        return split
 
-    def _apply(self, queued: list[QueuedAlert], traceparent: str) -> list[Outcome]:
+    def _apply(self, queued: list[QueuedAlert], traces: list[str]) -> list[Outcome]:
         silences = self._silences
-        outcomes = self._lifecycle.apply_alerts(
-            queued, silences.active, traceparent, silences.version
-        )
+        outcomes = self._lifecycle.apply_alerts(queued, silences.active, traces, silences.version)
         for _ in range(5):
             # Stale outcomes form a suffix: the version only moves forward.
             stale = [n for n, outcome in enumerate(outcomes) if outcome.outcome == "stale"]
@@ -105,7 +123,10 @@ class AlertProcessor:
                 return outcomes
             silences.reload()
             again = self._lifecycle.apply_alerts(
-                [queued[n] for n in stale], silences.active, traceparent, silences.version
+                [queued[n] for n in stale],
+                silences.active,
+                [traces[n] for n in stale],
+                silences.version,
             )
             for n, outcome in zip(stale, again, strict=True):
                 outcomes[n] = outcome

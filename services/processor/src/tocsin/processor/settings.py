@@ -45,6 +45,23 @@ class ProcessorSettings(CommonSettings):
     idle_poll_ms: int = setting(
         5, "Longest wait between queue polls when idle (Dramatiq's worker timeout), in ms."
     )
+    batch_consumer: bool = setting(
+        True,
+        "Consume the alerts queue in batches (one fetch, one lifecycle pipeline, one ack "
+        "pipeline per batch) instead of Dramatiq's per-message worker. With tracing on, "
+        "the per-message worker is used: it makes a span per message.",
+    )
+    batch_max_messages: int = setting(200, "Most queue messages the batch consumer takes at once.")
+    queue_wakeup: bool = setting(
+        True,
+        "When the alerts queue is empty, block on ingest's wake-up list instead of polling "
+        "every idle_poll_ms (batch consumer only).",
+    )
+    wakeup_wait_ms: int = setting(
+        100,
+        "Longest idle wait for a wake-up, in ms: bounds the start delay of messages "
+        "enqueued without one (gateway actions, retries, requeues).",
+    )
     stream_cap: int = setting(10_000, "Approximate number of events kept per channel stream.")
     queue_heartbeat_timeout_ms: int = setting(
         60_000,

@@ -4,6 +4,7 @@
 -- KEYS[2]  tocsin:dramatiq:{queue}                list of message ids (Dramatiq's queue)
 -- KEYS[3]  tocsin:dramatiq:{queue}.msgs           hash message id -> message JSON
 -- KEYS[4]  tocsin:idempotency:{producer}:{key}    string: the first answer (unused unless ARGV[9])
+-- KEYS[5]  tocsin:wake:{queue}                    list: wake-up tokens for idle consumers
 --
 -- ARGV[1] refill rate, tokens per second (<= 0: no rate limit)
 -- ARGV[2] bucket size             ARGV[3] cost of this request (alerts)
@@ -13,6 +14,8 @@
 -- Returns {0, ""} enqueued, {1, first answer} replayed, {2, wait ms} rate limited,
 -- {3, backlog} queue too long. The enqueue is exactly Dramatiq's own (dispatch.lua
 -- "enqueue": HSET the message, RPUSH its id), so any Dramatiq worker consumes it.
+-- A wake-up token is pushed as well (the list capped at a few tokens): an idle
+-- processor blocks on it instead of polling, so it starts within a round trip.
 
 local use_idempotency = ARGV[9] == "1"
 if use_idempotency then
@@ -52,6 +55,8 @@ end
 
 redis.call("HSET", KEYS[3], ARGV[5], ARGV[6])
 redis.call("RPUSH", KEYS[2], ARGV[5])
+redis.call("RPUSH", KEYS[5], "1")
+redis.call("LTRIM", KEYS[5], -8, -1)
 if use_idempotency then
     redis.call("SET", KEYS[4], ARGV[7], "EX", ARGV[8])
 end
