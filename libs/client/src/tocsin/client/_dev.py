@@ -156,7 +156,7 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
         state_path = write_dev_state({"urls": urls, "token": token, "api_key": api_key,
                                       "redis_url": redis_url, "ports": ports,
                                       "pid": os.getpid()})  # fmt: skip
-        supervisor.say("dev", f"console   {urls['gateway']}/")
+        supervisor.say("dev", f"console   {urls['gateway']}/#token={token}")
         supervisor.say("dev", f"ingest    {urls['ingest']}/v1/alerts")
         supervisor.say("dev", f"websocket {urls['ws']}")
         supervisor.say("dev", f"metrics   http://127.0.0.1:<port>/metrics on ports {ports}")

@@ -218,9 +218,9 @@ def build_app(settings: GatewaySettings) -> Starlette:
     node = build_node(settings, verifier, redis)
     collector = StatsCollector(node.stats, node.queue_depths, node.deliveries)
     register(collector)
-    client_script = (
-        resources.files("tocsin.gateway").joinpath("static/tocsin-client.js").read_bytes()
-    )
+    static = resources.files("tocsin.gateway").joinpath("static")
+    client_script = static.joinpath("tocsin-client.js").read_bytes()
+    console_page = static.joinpath("console.html").read_bytes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -248,11 +248,16 @@ def build_app(settings: GatewaySettings) -> Starlette:
             headers={"cache-control": "public, max-age=300"},
         )
 
+    async def console(request: Request) -> Response:
+        # The page holds no secret: the token stays in the URL fragment and the browser.
+        return Response(console_page, media_type="text/html", headers={"cache-control": "no-cache"})
+
     context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
     endpoint = SocketEndpoint(node)
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", endpoint),
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
+        Route("/", console, methods=["GET"]),
         *dashboard_routes(context),
         *ops_routes(ready),
     ]
