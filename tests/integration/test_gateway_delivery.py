@@ -7,33 +7,21 @@ import asyncio
 import base64
 import json
 import os
-import re
 import socket as sockets
 import time
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 import redis
 import websockets
+from tests.support import metric, next_frame, recv
 
 from tocsin.client import EventStream
 from tocsin.common.events import EventPublisher
 from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
-
-
-async def recv(socket: Any, within: float = 15.0) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(socket.recv(), within))  # type: ignore[no-any-return]
-
-
-async def next_frame(socket: Any, kind: str, within: float = 15.0) -> dict[str, Any]:
-    while True:
-        frame = await recv(socket, within)
-        if frame["type"] == kind:
-            return frame
 
 
 async def subscribe(socket: Any, channel: str, **extra: Any) -> dict[str, Any]:
@@ -54,12 +42,6 @@ def publish(publisher: EventPublisher, count: int, channel: str = "alerts", size
     filler = "x" * size
     for n in range(count):
         publisher.publish([channel], json.dumps({"n": n, "filler": filler}))
-
-
-def metric(gateway_url: str, name: str) -> float:
-    text = httpx.get(f"{gateway_url}/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 @pytest.fixture

@@ -17,22 +17,12 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from tests.support import next_frame, recv
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.integration
 
 ISSUER = "tocsin-tests"
-
-
-async def recv(socket: Any, within: float = 15.0) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(socket.recv(), within))  # type: ignore[no-any-return]
-
-
-async def next_frame(socket: Any, kind: str, within: float = 15.0) -> dict[str, Any]:
-    while True:
-        frame = await recv(socket, within)
-        if frame["type"] == kind:
-            return frame
 
 
 async def closed_with(socket: Any, within: float = 15.0) -> tuple[int, str, list[dict[str, Any]]]:

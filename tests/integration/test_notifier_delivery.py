@@ -24,6 +24,7 @@ import httpx
 import msgspec
 import pytest
 import redis
+from tests.support import metric, wait_until
 
 from tocsin.common import broker as queues
 from tocsin.common.models import NotificationRequest, StoredAlert
@@ -217,23 +218,6 @@ def routes_file(tmp_path: Path, text: str) -> str:
     path = tmp_path / "routes.yaml"
     path.write_text(text)
     return str(path)
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def test_webhook_gets_one_signed_notification_in_the_documented_format(

@@ -15,14 +15,8 @@ import httpx
 import pytest
 import redis
 from tests.integration import test_notifier_delivery as support
-from tests.integration.test_notifier_delivery import (
-    FAST,
-    Enqueuer,
-    alert,
-    metric,
-    routes_file,
-    wait_until,
-)
+from tests.integration.test_notifier_delivery import FAST, Enqueuer, alert, routes_file
+from tests.support import metric, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from tests.support import wait_until
 
 from tocsin.common import broker as queues
 from tocsin.common import keys
@@ -44,16 +45,6 @@ def enqueue(redis_url: str, batch: list[dict[str, Any]]) -> None:
     broker.close()
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 def test_ack_and_resolve_are_enqueued_answered_202_and_applied_with_timeline(
     start_service: Any, user_token: Callable[..., str]
 ) -> None:
@@ -62,14 +53,14 @@ def test_ack_and_resolve_are_enqueued_answered_202_and_applied_with_timeline(
     enqueue(processor.env["REDIS_URL"], [queued("db-1", service="db", labels={"team": "ops"})])
     auth = {"authorization": f"Bearer {user_token()}"}
     with httpx.Client(base_url=gateway.url, headers=auth, timeout=10) as http:
-        page = wait_for(lambda: http.get("/v1/alerts").json()["alerts"])
+        page = wait_until(lambda: http.get("/v1/alerts").json()["alerts"])
         alert_id = page[0]["id"]
         answer = http.post(f"/v1/alerts/{alert_id}/ack", json={"comment": "on it"})
         assert answer.status_code == 202
         assert answer.json()["action_id"]
-        wait_for(lambda: http.get(f"/v1/alerts/{alert_id}").json()["status"] == "acknowledged")
+        wait_until(lambda: http.get(f"/v1/alerts/{alert_id}").json()["status"] == "acknowledged")
         assert http.post(f"/v1/alerts/{alert_id}/resolve").status_code == 202
-        record = wait_for(
+        record = wait_until(
             lambda: (r := http.get(f"/v1/alerts/{alert_id}").json())["status"] == "resolved" and r
         )
         assert [entry["kind"] for entry in record["timeline"]] == [
@@ -122,7 +113,7 @@ def test_list_pages_with_a_cursor_newest_first_without_gaps_or_repeats(
     enqueue(processor.env["REDIS_URL"], [queued(f"page-{n}") for n in range(7)])
     auth = {"authorization": f"Bearer {user_token()}"}
     with httpx.Client(base_url=gateway.url, headers=auth, timeout=10) as http:
-        wait_for(lambda: http.get("/v1/alerts").json()["total"] == 7)
+        wait_until(lambda: http.get("/v1/alerts").json()["total"] == 7)
         seen: list[str] = []
         cursor = None
         while True:
@@ -153,6 +144,6 @@ def test_an_alert_whose_producer_goes_quiet_is_auto_resolved_and_notified(
         record = json.loads(body) if body else None
         return record if record and record["status"] == "resolved" else None
 
-    record = wait_for(resolved)
+    record = wait_until(resolved)
     assert record["resolved_by"] == "auto-resolve"
     assert redis.llen(f"{keys.DRAMATIQ_NAMESPACE}:notifications") == 2

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from tests.support import wait_until
 
 from tocsin.common import broker as queues
 from tocsin.common import keys
@@ -38,16 +39,6 @@ def send(redis_url: str, fingerprint: str, labels: dict[str, str]) -> None:
         )
     )
     broker.close()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def test_silenced_alert_is_stored_and_streamed_but_not_notified_until_the_silence_expires(
@@ -79,7 +70,7 @@ def test_silenced_alert_is_stored_and_streamed_but_not_notified_until_the_silenc
 
         send(url, "muted-1", {"env": "prod", "team": "db"})
         send(url, "loud-1", {"env": "prod", "team": "web"})  # the != matcher spares it
-        wait_for(lambda: redis.zcard(keys.alert_index()) == 2)
+        wait_until(lambda: redis.zcard(keys.alert_index()) == 2)
         muted_id = redis.hget(keys.dedup("muted-1"), "id").decode()
         record = json.loads(redis.get(keys.alert(muted_id)))
         assert record["silenced"] is True
@@ -87,15 +78,15 @@ def test_silenced_alert_is_stored_and_streamed_but_not_notified_until_the_silenc
         streamed = {frame["data"]["alert"]["fingerprint"]: frame["data"] for frame in frames}
         assert streamed["muted-1"]["alert"]["silenced"] is True
         assert streamed["loud-1"]["alert"]["silenced"] is False
-        wait_for(lambda: redis.llen(NOTIFICATIONS) == 1)
+        wait_until(lambda: redis.llen(NOTIFICATIONS) == 1)
         time.sleep(0.2)  # nothing else may arrive for the muted alert
         assert redis.llen(NOTIFICATIONS) == 1
 
         # Acknowledging a silenced alert still works.
         assert http.post(f"/v1/alerts/{muted_id}/ack").status_code == 202
-        wait_for(lambda: json.loads(redis.get(keys.alert(muted_id)))["status"] == "acknowledged")
+        wait_until(lambda: json.loads(redis.get(keys.alert(muted_id)))["status"] == "acknowledged")
         assert http.post(f"/v1/alerts/{muted_id}/unack").status_code == 202
-        wait_for(lambda: json.loads(redis.get(keys.alert(muted_id)))["status"] == "firing")
+        wait_until(lambda: json.loads(redis.get(keys.alert(muted_id)))["status"] == "firing")
         assert redis.llen(NOTIFICATIONS) == 1
 
         expired = http.delete(f"/v1/silences/{silence_id}")
@@ -104,7 +95,7 @@ def test_silenced_alert_is_stored_and_streamed_but_not_notified_until_the_silenc
         assert [s["id"] for s in listed] == [silence_id]
 
         send(url, "muted-1", {"env": "prod", "team": "db"})
-        wait_for(lambda: redis.llen(NOTIFICATIONS) == 2)
+        wait_until(lambda: redis.llen(NOTIFICATIONS) == 2)
         last = redis.lindex(NOTIFICATIONS, -1)
         request = json.loads(redis.hget(f"{NOTIFICATIONS}.msgs", last))["args"][0]
         assert request["alert"]["id"] == muted_id
