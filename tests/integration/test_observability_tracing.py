@@ -22,6 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
+from tests.integration.test_notifier_delivery import FAST, routes_file
+from tests.integration.test_notifier_delivery import receivers as notifier_receivers
 
 pytestmark = pytest.mark.integration
 
@@ -165,8 +167,11 @@ def _one_trace(
     return None
 
 
+receivers = notifier_receivers
+
+
 def test_one_alert_is_one_trace_from_ingest_request_to_gateway_fan_out_and_notifier(
-    start_service, user_token, receiver: OtlpReceiver
+    start_service, user_token, receiver: OtlpReceiver, receivers, tmp_path
 ) -> None:
     tracing = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
@@ -174,7 +179,18 @@ def test_one_alert_is_one_trace_from_ingest_request_to_gateway_fan_out_and_notif
         "OTEL_TRACES_SAMPLER": "always_on",
     }
     start_service("processor", **tracing)
-    start_service("notifier", **tracing)
+    hook = receivers()
+    routes = routes_file(
+        tmp_path,
+        f"""
+route:
+  receiver: hook
+  group_wait: 50ms
+receivers:
+  - {{name: hook, type: webhook, url: "{hook.url}"}}
+""",
+    )
+    start_service("notifier", TOCSIN_ROUTES_FILE=routes, **FAST, **tracing)
     ingest = start_service("ingest", **tracing)
     gateway = start_service("gateway", **tracing)
     # The producer's own trace: ingest must continue it, not start another.
@@ -219,18 +235,35 @@ def test_one_alert_is_one_trace_from_ingest_request_to_gateway_fan_out_and_notif
     assert fanout.parent_span_id == delivered.span_id
     assert fanout.attributes["tocsin.fanout.recipients"] == 1
     assert int(str(fanout.attributes["tocsin.fanout.bytes"])) > 0
+
     # notification: the notifier's CONSUMER span continues the processor's.
-    spans = receiver.wait_for(
-        lambda spans: any(
-            s.trace_id == producer_trace and s.service == "tocsin-notifier" for s in spans
+    def first_notifier_step(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
+        return next(
+            (
+                s
+                for s in spans
+                if s.trace_id == producer_trace
+                and s.service == "tocsin-notifier"
+                and s.parent_span_id == processed.span_id
+            ),
+            None,
         )
-    )
-    notified = next(
-        s for s in spans if s.trace_id == producer_trace and s.service == "tocsin-notifier"
-    )
+
+    spans = receiver.wait_for(lambda spans: first_notifier_step(spans) is not None)
+    notified = first_notifier_step(spans)
+    assert notified is not None
     assert notified.kind == SpanProto.SPAN_KIND_CONSUMER
     assert notified.name == "process notifications"
-    assert notified.parent_span_id == processed.span_id
+    # ... and the webhook send is a CLIENT span in the same trace, under a notifier step.
+    spans = receiver.wait_for(
+        lambda spans: any(s.trace_id == producer_trace and s.name == "send webhook" for s in spans)
+    )
+    by_id = {span.span_id: span for span in spans if span.trace_id == producer_trace}
+    sent = next(s for s in by_id.values() if s.name == "send webhook")
+    assert sent.kind == SpanProto.SPAN_KIND_CLIENT
+    assert sent.attributes["tocsin.receiver"] == "hook"
+    assert by_id[sent.parent_span_id].service == "tocsin-notifier"
+    assert len(hook.wait_for(1)) == 1
     # Not one span per socket and none for the WebSocket's frames.
     gateway_spans = [s for s in spans if s.service == "tocsin-gateway"]
     assert not [s for s in gateway_spans if s.kind == SpanProto.SPAN_KIND_SERVER]

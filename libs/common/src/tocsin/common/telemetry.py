@@ -22,10 +22,11 @@ Span names and attributes follow the OpenTelemetry messaging conventions:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -134,6 +135,19 @@ def current_traceparent() -> str:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier.get(TRACEPARENT, "")
+
+
+@contextlib.contextmanager
+def client_span(name: str, attributes: Mapping[str, str]) -> Iterator[None]:
+    """A CLIENT span around a call to another system when tracing is on; nothing otherwise.
+
+    An exception leaving the block is recorded on the span and re-raised.
+    """
+    if not _enabled:
+        yield
+        return
+    with _tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+        yield
 
 
 def traceparent_of_frame(frame: bytes) -> str:

@@ -29,6 +29,7 @@ import msgspec
 from redis import Redis
 
 from tocsin.common.models import NotificationRequest
+from tocsin.common.telemetry import client_span
 from tocsin.notifier import metrics
 from tocsin.notifier.deadletters import DeadLetters
 from tocsin.notifier.grouping import (
@@ -258,7 +259,14 @@ class Notifier:
                 return
         started = time.perf_counter()
         try:
-            receiver.notify(notification)
+            with client_span(
+                f"send {kind}",
+                {
+                    "tocsin.receiver": notification.receiver,
+                    "tocsin.notification.id": notification.id,
+                },
+            ):
+                receiver.notify(notification)
         except TemporaryDeliveryError as exc:
             metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
             metrics.FAILED.labels(kind, "temporary").inc()
