@@ -20,6 +20,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from tocsin.common.metrics import count_redis_error
+
 __all__ = ["SENTINEL_SCHEME", "SentinelTarget", "async_client", "parse_sentinel_url", "sync_client"]
 
 SENTINEL_SCHEME = "redis+sentinel://"
@@ -59,6 +61,28 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(tuple(sentinels), unquote(segments[0]), db, password)
 
 
+class _CountingRetry(Retry):
+    """Retries like redis-py, and counts a command that still fails in the metrics."""
+
+    def call_with_retry(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().call_with_retry(*args, **kwargs)
+        except redis_sync.RedisError as exc:
+            count_redis_error(exc)
+            raise
+
+
+class _CountingAsyncRetry(AsyncRetry):
+    """The asyncio counterpart of `_CountingRetry`."""
+
+    async def call_with_retry(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().call_with_retry(*args, **kwargs)
+        except redis_sync.RedisError as exc:
+            count_redis_error(exc)
+            raise
+
+
 def _common_options() -> dict[str, Any]:
     return {
         "retry_on_error": list(_RETRY_ERRORS),
@@ -69,7 +93,9 @@ def _common_options() -> dict[str, Any]:
 
 def sync_client(url: str, **options: Any) -> redis_sync.Redis:
     """A blocking client that retries briefly across a reconnect."""
-    settings = _common_options() | {"retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)}
+    settings = _common_options() | {
+        "retry": _CountingRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+    }
     settings.update(options)
     if url.startswith(SENTINEL_SCHEME):
         target = parse_sentinel_url(url)
@@ -88,7 +114,9 @@ def sync_client(url: str, **options: Any) -> redis_sync.Redis:
 
 def async_client(url: str, **options: Any) -> redis_async.Redis:
     """An asyncio client that retries briefly across a reconnect."""
-    settings = _common_options() | {"retry": AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)}
+    settings = _common_options() | {
+        "retry": _CountingAsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+    }
     settings.update(options)
     if url.startswith(SENTINEL_SCHEME):
         target = parse_sentinel_url(url)

@@ -1,4 +1,4 @@
-"""Connecting through Sentinel, against a real primary and a real Sentinel process."""
+"""Redis clients: Sentinel URLs against a real Sentinel, and failed commands in the metrics."""
 
 from __future__ import annotations
 
@@ -67,3 +67,17 @@ def test_clients_reach_the_primary_through_sentinel(sentinel_port: int) -> None:
     import asyncio
 
     assert asyncio.run(read_async()) == b"through-sentinel"
+
+
+def test_a_command_that_fails_after_its_retries_is_counted(redis_server: RedisServer) -> None:
+    import redis as redis_lib
+
+    from tocsin.common.metrics import REDIS_ERRORS
+
+    client = sync_client(redis_server.url)
+    assert client.ping()
+    redis_server.stop()
+    before = REDIS_ERRORS.labels("ConnectionError")._value.get()
+    with pytest.raises(redis_lib.ConnectionError):
+        client.ping()
+    assert REDIS_ERRORS.labels("ConnectionError")._value.get() == before + 1
