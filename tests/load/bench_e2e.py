@@ -9,11 +9,15 @@ ingest's receipt time), the events lost and duplicated, and the gateway's own
 `tocsin_e2e_latency_seconds` histogram over the step (upper bucket bounds).
 
 Layout (printed): Redis and the processor share one core, ingest and the
-gateway the other; the load generator runs on the processor's core.
+gateway the other; the load generator runs on the processor's core unless told.
 
 `BENCH_E2E_STEP_SECONDS` sets each step's length (default 6),
-`BENCH_E2E_IDLE_POLL_MS` the processor's idle poll (default: its own default),
-`BENCH_E2E_WAKE` "0" turns the processor's wake-up signal off (default on).
+`BENCH_E2E_LOAD_CORE` where the load generator runs: `first` (default, with
+Redis and the processor), `second` (with ingest and the gateway) or `any`. The services
+inherit the environment, so `TOCSIN_*` settings given to the run apply: e.g.
+`TOCSIN_BATCH_CONSUMER=false` for Dramatiq's per-message worker (the "before"),
+`TOCSIN_QUEUE_WAKEUP=false` for the batch consumer polling every
+`TOCSIN_IDLE_POLL_MS` instead of waiting for ingest's wake-up signal.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ STEP_SECONDS = float(os.environ.get("BENCH_E2E_STEP_SECONDS", "6"))
 STEPS = ((10, 250), (10, 500), (10, 1000), (10, 1500), (100, 1000))
 CONNECTIONS = 24  # keep-alive HTTP connections of the load generator
 SEQ_MARK = b'"bench_seq":"'
+EVENT_MARK = b'{"type":"event"'
+SAMPLED = 10  # sockets per step that parse every event (the others only count them)
 RECEIVED_MARK = b'"received_at":'
 
 
@@ -106,15 +112,24 @@ def _mask(text: bytes) -> bytes:
 
 @dataclass
 class Client(asyncio.Protocol):
-    """A hand-made WebSocket client: parses frames, records sequence numbers and latency."""
+    """A hand-made WebSocket client.
+
+    A sampled client parses every frame and records sequence numbers and latency;
+    the others only count event frames in the raw bytes, which keeps the load
+    generator cheaper than the gateway it measures.
+    """
 
     request: bytes
+    sample: bool
     subscribed: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     seen: dict[int, int] = field(default_factory=dict)  # sequence number -> times received
     latencies: list[float] = field(default_factory=list)
+    events: int = 0
     closed: bool = False
+    _counting: bool = False
+    _tail: bytes = b""
     _buffer: bytearray = field(default_factory=bytearray)
     _upgraded: bool = False
     _transport: asyncio.Transport | None = None
@@ -129,6 +144,11 @@ class Client(asyncio.Protocol):
             self.subscribed.set_exception(ConnectionError("closed before subscribing"))
 
     def data_received(self, data: bytes) -> None:
+        if self._counting:
+            window = self._tail + data
+            self.events += window.count(EVENT_MARK)
+            self._tail = data[-(len(EVENT_MARK) - 1) :]
+            return
         now = time.time()
         buffer = self._buffer
         buffer += data
@@ -156,12 +176,21 @@ class Client(asyncio.Protocol):
             payload = bytes(buffer[start : start + length])
             del buffer[: start + length]
             self._frame(payload, now)
+            if not self.sample and self.subscribed.done():
+                self.events += buffer.count(EVENT_MARK)
+                self._tail = bytes(buffer[-(len(EVENT_MARK) - 1) :])
+                buffer.clear()
+                self._counting = True
+                return
 
     def _frame(self, payload: bytes, now: float) -> None:
         at = payload.find(SEQ_MARK)
         if at < 0:
             if not self.subscribed.done() and b'"subscribed"' in payload:
                 self.subscribed.set_result(None)
+            return
+        if not self.sample:
+            self.events += 1
             return
         at += len(SEQ_MARK)
         seq = int(payload[at : payload.index(b'"', at)])
@@ -182,19 +211,22 @@ class Client(asyncio.Protocol):
 async def open_clients(port: int, count: int) -> list[Client]:
     loop = asyncio.get_running_loop()
     token = mint_token(SECRET, "bench", ttl=3600)
+    every = max(1, count // SAMPLED)  # sampled sockets spread over the connect order
 
-    async def one() -> Client:
+    async def one(index: int) -> Client:
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
-        _, client = await loop.create_connection(lambda: Client(request), "127.0.0.1", port)
+        _, client = await loop.create_connection(
+            lambda: Client(request, sample=index % every == 0), "127.0.0.1", port
+        )
         await asyncio.wait_for(client.subscribed, 10)
         return client
 
-    return list(await asyncio.gather(*(one() for _ in range(count))))
+    return list(await asyncio.gather(*(one(index) for index in range(count))))
 
 
 def _request(api_key: str, seq: int) -> bytes:
@@ -221,15 +253,23 @@ async def _read_answer(reader: asyncio.StreamReader) -> int:
     return int(head[9:12])
 
 
-async def drive(port: int, api_key: str, rate: int, first_seq: int) -> tuple[int, int, float]:
-    """Post `rate * STEP_SECONDS` alerts at `rate`/s; returns (accepted, refused, worst lag s)."""
+@dataclass
+class Load:
+    """What the generator saw of one step."""
+
+    accepted: int = 0
+    refused: int = 0
+    worst_lag: float = 0.0  # s, a request's worst delay behind its schedule
+    answers: list[float] = field(default_factory=list)  # s, request sent to answer read
+
+
+async def drive(port: int, api_key: str, rate: int, first_seq: int) -> Load:
+    """Post `rate * STEP_SECONDS` alerts at `rate`/s, one per request."""
     total = int(rate * STEP_SECONDS)
     started = time.monotonic() + 0.05
-    accepted = refused = 0
-    worst_lag = 0.0
+    load = Load()
 
     async def connection(index: int) -> None:
-        nonlocal accepted, refused, worst_lag
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for n in range(index, total, CONNECTIONS):
@@ -239,26 +279,35 @@ async def drive(port: int, api_key: str, rate: int, first_seq: int) -> tuple[int
                 if delay > 0:
                     await asyncio.sleep(delay)
                 else:
-                    worst_lag = max(worst_lag, -delay)
+                    load.worst_lag = max(load.worst_lag, -delay)
+                sent = time.monotonic()
                 writer.write(_request(api_key, first_seq + n))
                 status = await _read_answer(reader)
+                load.answers.append(time.monotonic() - sent)
                 if 200 <= status < 300:
-                    accepted += 1
+                    load.accepted += 1
                 else:
-                    refused += 1
+                    load.refused += 1
         finally:
             writer.close()
 
     await asyncio.gather(*(connection(i) for i in range(CONNECTIONS)))
-    return accepted, refused, worst_lag
+    return load
 
 
-_BUCKET = re.compile(r'^tocsin_e2e_latency_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+_BUCKET = re.compile(r'^(tocsin_\w+)_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
+E2E = "tocsin_e2e_latency_seconds"
+PUBLISH_TO_SEND = "tocsin_gateway_publish_to_send_seconds"
 
 
-def gateway_histogram(url: str) -> dict[float, float]:
+def gateway_histograms(url: str) -> dict[str, dict[float, float]]:
+    """The gateway's end-to-end and publish-to-send histograms: bucket bound -> count."""
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    return {float(le): float(count) for le, count in _BUCKET.findall(text)}
+    found: dict[str, dict[float, float]] = {E2E: {}, PUBLISH_TO_SEND: {}}
+    for name, le, count in _BUCKET.findall(text):
+        if name in found:
+            found[name][float(le)] = float(count)
+    return found
 
 
 def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> str:
@@ -286,6 +335,7 @@ class Row:
     accepted: int
     refused: int
     lag_ms: float
+    http_p99: float
     p50: float
     p95: float
     p99: float
@@ -294,6 +344,7 @@ class Row:
     duplicates: int
     gw_p50: str
     gw_p99: str
+    send_p99: str
     cpu: dict[str, float]
 
 
@@ -321,10 +372,12 @@ async def run(ingest_url: str, gateway_url: str, api_key: str, pids: dict[str, i
         for client in clients:
             client.seen.clear()
             client.latencies.clear()
-        before = await asyncio.to_thread(gateway_histogram, gateway_url)
+            client.events = 0
+        before = await asyncio.to_thread(gateway_histograms, gateway_url)
         cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         first = seq
-        accepted, refused, lag = await drive(ingest_port, api_key, rate, seq)
+        load = await drive(ingest_port, api_key, rate, seq)
+        accepted = load.accepted
         seq += int(rate * STEP_SECONDS)
         cpu = {name: (_cpu_seconds(pid) - cpu_before[name]) / STEP_SECONDS
                for name, pid in pids.items()}  # fmt: skip
@@ -332,30 +385,33 @@ async def run(ingest_url: str, gateway_url: str, api_key: str, pids: dict[str, i
         expected = accepted * len(clients)
         last, quiet_since = -1, time.monotonic()
         while True:
-            got = sum(len(c.seen) for c in clients)
+            got = sum(len(c.seen) + c.events for c in clients)
             if got >= expected or time.monotonic() - quiet_since > 2.0:
                 break
             if got != last:
                 last, quiet_since = got, time.monotonic()
             await asyncio.sleep(0.02)
-        after = await asyncio.to_thread(gateway_histogram, gateway_url)
+        after = await asyncio.to_thread(gateway_histograms, gateway_url)
         latencies = [x for c in clients for x in c.latencies]
         received = sum(1 for c in clients for s in c.seen if s >= first)
+        received += sum(min(c.events, accepted) for c in clients if not c.sample)
         rows.append(
             Row(
                 sockets=len(clients),
                 rate=rate,
                 accepted=accepted,
-                refused=refused,
-                lag_ms=lag * 1000,
+                refused=load.refused,
+                lag_ms=load.worst_lag * 1000,
+                http_p99=_percentile(load.answers, 0.99),
                 p50=_percentile(latencies, 0.50),
                 p95=_percentile(latencies, 0.95),
                 p99=_percentile(latencies, 0.99),
                 worst=max(latencies, default=float("nan")) * 1000,
                 lost=max(0, expected - received),
                 duplicates=sum(n - 1 for c in clients for n in c.seen.values()),
-                gw_p50=histogram_quantile(before, after, 0.50),
-                gw_p99=histogram_quantile(before, after, 0.99),
+                gw_p50=histogram_quantile(before[E2E], after[E2E], 0.50),
+                gw_p99=histogram_quantile(before[E2E], after[E2E], 0.99),
+                send_p99=histogram_quantile(before[PUBLISH_TO_SEND], after[PUBLISH_TO_SEND], 0.99),
                 cpu=cpu,
             )
         )
@@ -366,18 +422,18 @@ async def run(ingest_url: str, gateway_url: str, api_key: str, pids: dict[str, i
 
 def main() -> None:
     first_core, second_core = _cores()
-    processor_env: dict[str, str] = {}
-    if "BENCH_E2E_IDLE_POLL_MS" in os.environ:
-        processor_env["TOCSIN_IDLE_POLL_MS"] = os.environ["BENCH_E2E_IDLE_POLL_MS"]
-    if "BENCH_E2E_WAKE" in os.environ:
-        processor_env["TOCSIN_QUEUE_WAKEUP"] = os.environ["BENCH_E2E_WAKE"]
-    os.sched_setaffinity(0, {first_core})
+    settings = {name: value for name, value in os.environ.items() if name.startswith("TOCSIN_")}
+    placement = os.environ.get("BENCH_E2E_LOAD_CORE", "first")
+    load_cores = {"first": {first_core}, "second": {second_core}}.get(
+        placement, {first_core, second_core}
+    )
+    os.sched_setaffinity(0, load_cores)
     with RedisServer() as server:
         if server.pid is not None:
             _pin(server.pid, first_core)
         api_key, _ = ApiKeyStore(redis.Redis.from_url(server.url)).create("bench-e2e")
         with (
-            service("processor", server.url, first_core, **processor_env) as (_, processor),
+            service("processor", server.url, first_core) as (_, processor),
             service(
                 "ingest", server.url, second_core,
                 TOCSIN_RATE_PER_SECOND="0", TOCSIN_MAX_BACKLOG="1000000",
@@ -395,25 +451,30 @@ def main() -> None:
                     "gateway": gateway, "load": os.getpid()}  # fmt: skip
             rows = asyncio.run(run(ingest_url, gateway_url, api_key, pids))
     print(
-        f"\nlayout: Redis, processor and load generator on core {first_core}; "
-        f"ingest and gateway on core {second_core}; {STEP_SECONDS:g} s per step, "
-        f"{CONNECTIONS} keep-alive connections, one alert per request"
+        f"\nlayout: Redis and processor on core {first_core}; ingest and gateway on core "
+        f"{second_core}; load generator on core(s) {sorted(load_cores)}; "
+        f"{STEP_SECONDS:g} s per step, {CONNECTIONS} keep-alive connections, one alert per request"
     )
-    print(f"processor env: {processor_env or 'defaults'}")
+    print(f"settings given: {settings or 'defaults'}")
     print("latency = client receive time - ingest receipt (`received_at`), in ms;")
-    print("gw = the gateway's tocsin_e2e_latency_seconds over the step (bucket bound, ms)")
+    print("gw = the gateway's tocsin_e2e_latency_seconds over the step (bucket bound, ms);")
+    print("send = its tocsin_gateway_publish_to_send_seconds (pub/sub arrival to first send)")
     print(
         f"{'sockets':>7} {'alerts/s':>8} {'accepted':>8} {'refused':>7} {'lag ms':>7} "
+        f"{'http p99':>8} "
         f"{'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'lost':>6} {'dup':>4} "
-        f"{'gw p50':>7} {'gw p99':>7}"
+        f"{'gw p50':>7} {'gw p99':>7} {'send p99':>8}"
     )
     for r in rows:
         print(
             f"{r.sockets:>7} {r.rate:>8} {r.accepted:>8} {r.refused:>7} {r.lag_ms:>7.1f} "
+            f"{r.http_p99:>8.1f} "
             f"{r.p50:>7.1f} {r.p95:>7.1f} {r.p99:>7.1f} {r.worst:>7.1f} {r.lost:>6} "
-            f"{r.duplicates:>4} {r.gw_p50:>7} {r.gw_p99:>7}"
+            f"{r.duplicates:>4} {r.gw_p50:>7} {r.gw_p99:>7} {r.send_p99:>8}"
         )
-    print("(lag ms: worst delay of a request behind its schedule, from the generator)")
+    print("(lag ms: worst delay of a request behind its schedule, from the generator;")
+    print(" http p99: ingest's answer time, the enqueue included, seen by the generator;")
+    print(f" latency and dup from {SAMPLED} sampled sockets, lost from all)")
     print("\nCPU use during each step, in cores (1.0 = one core busy)")
     names = list(rows[0].cpu) if rows else []
     print(f"{'sockets':>7} {'alerts/s':>8} " + " ".join(f"{n:>9}" for n in names))

@@ -15,7 +15,11 @@ publisher process and the Redis-compatible server pinned to core 1.
 
 The load side speaks WebSocket by hand over asyncio protocols, so that it stays
 cheaper than the server it measures. `BENCH_GATEWAY_STEP_SECONDS` sets the
-length of each publish step (default 2).
+length of each publish step (default 2). Each socket has its own token, as real
+clients do (`BENCH_GATEWAY_TOKENS=shared` gives them all one, which the
+gateway's verifier then checks only once). Deliveries per second count from the
+first to the last event received in a step, so the publisher's start-up and the
+wait for stragglers do not dilute them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ RATES = (25, 50, 100, 150, 200, 300)
 COMPARE_RATE = 100
 SAMPLE_EVERY = 10
 STEP_SECONDS = float(os.environ.get("BENCH_GATEWAY_STEP_SECONDS", "2"))
+SHARED_TOKEN = os.environ.get("BENCH_GATEWAY_TOKENS", "distinct") == "shared"
 EVENT_MARK = b'{"type":"event"'
 
 PUBLISHER = """
@@ -131,6 +136,8 @@ class Probe(asyncio.Protocol):
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     events: int = 0
+    first_event_at: float = 0.0
+    last_event_at: float = 0.0
     closed: bool = False
     latencies: list[float] = field(default_factory=list)
     _buffer: bytes = b""
@@ -160,7 +167,12 @@ class Probe(asyncio.Protocol):
             return
         now = time.time()
         window = self._tail + data
-        self.events += window.count(EVENT_MARK)
+        events = window.count(EVENT_MARK)
+        if events:
+            self.events += events
+            if not self.first_event_at:
+                self.first_event_at = now
+            self.last_event_at = now
         self._tail = data[-(len(EVENT_MARK) - 1) :]
         if self.sample:
             start = window.find(b'"ts":')
@@ -177,19 +189,30 @@ class Probe(asyncio.Protocol):
             self._transport.close()
 
 
+_minted: list[str] = []
+
+
+def _tokens(count: int) -> list[str]:
+    """One token per socket (minted before any timing), or one for all when shared."""
+    while len(_minted) < count:
+        subject = "bench" if SHARED_TOKEN else f"bench-{len(_minted)}"
+        _minted.append(_minted[0] if SHARED_TOKEN and _minted else mint_token(SECRET, subject))
+    return _minted
+
+
 async def open_sockets(
     port: int, count: int, start_index: int = 0
 ) -> tuple[list[Probe], list[float]]:
     """Connect `count` subscribed sockets, at most 200 handshakes in flight."""
     loop = asyncio.get_running_loop()
-    token = mint_token(SECRET, "bench", ttl=3600)
+    tokens = _tokens(start_index + count)
     slots = asyncio.Semaphore(200)
     handshakes: list[float] = []
 
     async def one(index: int) -> Probe:
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
-            f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"GET /ws?token={tokens[index]} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
@@ -227,6 +250,7 @@ class Step:
 async def publish_step(redis_url: str, probes: list[Probe], rate: int, core: int) -> Step:
     for probe in probes:
         probe.events = 0
+        probe.first_event_at = probe.last_event_at = 0.0
         probe.latencies.clear()
     started = time.perf_counter()
     publisher = await asyncio.create_subprocess_exec(
@@ -246,12 +270,17 @@ async def publish_step(redis_url: str, probes: list[Probe], rate: int, core: int
         if total != last_total:
             last_total, quiet_since = total, time.perf_counter()
         await asyncio.sleep(0.02)
-    elapsed = time.perf_counter() - started
+    received = [p for p in probes if p.events]
+    elapsed = (
+        max(p.last_event_at for p in received) - min(p.first_event_at for p in received)
+        if received
+        else time.perf_counter() - started
+    )
     latencies = [x for p in probes if p.sample for x in p.latencies]
     return Step(
         rate=rate,
         published=published,
-        delivered_per_second=total / elapsed,
+        delivered_per_second=total / max(elapsed, 1e-3),
         lost=expected - total,
         closed=sum(p.closed for p in probes),
         p50_ms=_percentile(latencies, 0.50) * 1000,
@@ -268,6 +297,7 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
     idle_rows = []
     fanout_rows: list[Step] = []
     compare_rows = []
+    _tokens(10_000)  # minted up front, outside every timed step
     for implementation in IMPLEMENTATIONS:
         main = implementation == IMPLEMENTATIONS[0]
         with gateway(redis_url, implementation, server_core) as (port, pid):

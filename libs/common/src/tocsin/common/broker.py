@@ -24,6 +24,7 @@ __all__ = [
     "DELIVER_NOTIFICATION_ACTOR",
     "NOTIFICATIONS_QUEUE",
     "PROCESS_ALERTS_ACTOR",
+    "QueueWakeup",
     "build_broker",
     "build_message",
 ]
@@ -39,6 +40,32 @@ APPLY_ACTION_ACTOR = "apply_action"
 DELIVER_NOTIFICATION_ACTOR = "deliver_notification"
 
 
+# Queues whose consumers block on a wake-up list when idle (`keys.queue_wakeup`),
+# and how many tokens the list keeps: enough to wake every idle consumer.
+WAKEUP_QUEUES = frozenset({ALERTS_QUEUE})
+WAKEUP_TOKENS_KEPT = 8
+
+
+class QueueWakeup(Middleware):
+    """Pushes a wake-up token after each enqueue on a queue in `WAKEUP_QUEUES`.
+
+    The processor's idle consumer blocks on it (see `tocsin.processor.consumer`)
+    instead of polling; ingest's admission script pushes the same token itself.
+    """
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
+        if delay is not None or message.queue_name not in WAKEUP_QUEUES:
+            return
+        client = getattr(broker, "client", None)
+        if client is None:
+            return
+        key = keys.queue_wakeup(message.queue_name)
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(key, "1")
+        pipe.ltrim(key, -WAKEUP_TOKENS_KEPT, -1)
+        pipe.execute()
+
+
 def build_broker(
     redis_url: str,
     *,
@@ -52,6 +79,7 @@ def build_broker(
     # Both sit before Retries: "after" hooks run in reverse order, so they see
     # its retry/dead-letter verdict. Tracing is only added when it is on.
     broker.add_middleware(JobMetrics(), before=Retries)
+    broker.add_middleware(QueueWakeup())
     if tracing_enabled():
         broker.add_middleware(TracingMiddleware(), before=Retries)
     for extra in middleware:

@@ -113,6 +113,8 @@ class SocketEndpoint:
             await self._close(send, code, exc.code, str(exc))
             return
         session = Session(node, claims, send, receive, wire_of(scope))
+        # Nothing reads the upgrade's headers again; the scope lives as long as the socket.
+        scope["headers"] = []
         # This frame lives as long as the socket: keep nothing of the handshake in it.
         del claims, token, connect
         await session.run()

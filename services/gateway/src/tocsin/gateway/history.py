@@ -3,10 +3,19 @@
 The publish script keeps `tocsin:chan:{channel}` (offset, epoch) and the capped
 stream `tocsin:stream:{channel}` whose entry ids are `{offset}-1`, with the final
 frame in field `f`.
+
+Heads are read on every subscribe, and a mass reconnect asks for the same few
+channels thousands of times a second. Callers that ask for a channel's head
+before the read for it is issued share that read: each of them asked after
+joining the channel's live flow, and the shared read is issued after all of
+them asked, so its answer is as fresh as each caller needs (no event can fall
+between the head it gets and the live frames it buffers). A read already sent
+is never shared with a later caller.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +40,40 @@ class ChannelLog:
 
     def __init__(self, redis: redis_async.Redis) -> None:
         self._redis = redis
+        # Head reads asked for but not yet issued, by channel.
+        self._unsent: dict[str, asyncio.Future[ChannelHead]] = {}
+        self._reads: set[asyncio.Task[None]] = set()
 
     async def head(self, channel: str) -> ChannelHead:
-        meta: dict[Any, Any] = await self._redis.hgetall(keys.channel_meta(channel))
-        return ChannelHead(meta.get(b"epoch", b"").decode(), int(meta.get(b"offset", 0)))
+        """The channel's head as of a read issued after this call."""
+        answer = self._unsent.get(channel)
+        if answer is None:
+            answer = asyncio.get_running_loop().create_future()
+            self._unsent[channel] = answer
+            # Issued on the next loop turn, so that whoever asks in this turn joins it.
+            read = asyncio.create_task(self._read_head(channel, answer))
+            self._reads.add(read)
+            read.add_done_callback(self._reads.discard)
+        # A cancelled caller must not cancel the read the others wait for.
+        return await asyncio.shield(answer)
+
+    async def _read_head(self, channel: str, answer: asyncio.Future[ChannelHead]) -> None:
+        # From here on the read counts as sent: later callers start their own.
+        if self._unsent.get(channel) is answer:
+            del self._unsent[channel]
+        try:
+            meta: dict[Any, Any] = await self._redis.hgetall(keys.channel_meta(channel))
+        except asyncio.CancelledError:
+            answer.cancel()
+            raise
+        except Exception as exc:
+            answer.set_exception(exc)
+            answer.exception()  # retrieved here, so a failure nobody awaits logs nothing
+            return
+        if not answer.done():
+            answer.set_result(
+                ChannelHead(meta.get(b"epoch", b"").decode(), int(meta.get(b"offset", 0)))
+            )
 
     async def read(self, channel: str, after: int, count: int) -> list[Frame]:
         """Up to `count` frames with offsets above `after`, oldest first."""

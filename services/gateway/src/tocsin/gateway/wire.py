@@ -10,15 +10,35 @@ extension, `tocsin.wire`: a `Wire` whose `write` succeeds only while the
 connection is open and its transport is not applying back-pressure. Anything
 else (paused, closing, another server) falls back to the ordinary ASGI send,
 which waits, and the session's bounded queue takes over.
+
+It also keeps each connection small: uvicorn gives every connection an
+`asyncio.Queue` and an `asyncio.Event`, five empty deques of ~760 bytes between
+them; `Inbox` and `Writable` do the same jobs with a list and a future made on
+demand, and the handshake's request and response are dropped once accepted.
+
+And it owns the heartbeat's end: uvicorn sends the pings, and when a pong is
+late this protocol closes with the documented `4002 heartbeat_timeout` instead
+of uvicorn's 1011, and tells the application so through the disconnect event.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-__all__ = ["WIRE_EXTENSION", "Wire", "WireSansIOProtocol", "text_frame_header"]
+from tocsin.gateway.protocol import CloseCode
+
+__all__ = [
+    "WIRE_EXTENSION",
+    "Coalescer",
+    "Inbox",
+    "Wire",
+    "WireSansIOProtocol",
+    "Writable",
+    "text_frame_header",
+]
 
 WIRE_EXTENSION = "tocsin.wire"
 
@@ -33,28 +53,185 @@ def text_frame_header(length: int) -> bytes:
 
 
 class Wire:
-    """Synchronous frame writes to one connection, while it can take them at once."""
+    """Synchronous frame writes to one connection, while it can take them at once.
 
-    __slots__ = ("_protocol",)
+    Frames written during one loop turn are coalesced and reach the transport
+    in one write at the end of the turn (see `Coalescer`): when the hub works
+    off a burst of events, each socket costs one send() per burst instead of
+    one per event, and on loopback TCP that syscall is most of a delivery.
+    """
 
-    def __init__(self, protocol: WebSocketsSansIOProtocol) -> None:
+    __slots__ = ("_coalescer", "_pending", "_protocol", "_writable")
+
+    def __init__(self, protocol: WireSansIOProtocol, coalescer: Coalescer) -> None:
         self._protocol = protocol
+        self._writable: Writable = protocol.writable  # type: ignore[assignment]
+        self._coalescer = coalescer
+        self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> bool:
-        """Write one complete pre-encoded frame; False if it must go the slow way."""
+        """Take one complete pre-encoded frame; False if it must go the slow way."""
         protocol = self._protocol
         # A close from the peer closes the transport (uvicorn answers it at once),
         # so `is_closing` covers the connection's state too.
-        if protocol.close_sent or not protocol.writable.is_set() or protocol.transport.is_closing():
+        if protocol.close_sent or not self._writable.ready or protocol.transport.is_closing():
+            # What the slow way sends must follow what was already taken.
+            self.flush()
             return False
-        protocol.transport.write(data)
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self._coalescer.add(self)
+        else:
+            pending.append(data)
+        return True
+
+    def flush(self) -> None:
+        """Hand the frames taken so far to the transport, in one write."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        transport = self._protocol.transport
+        if not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+
+class Coalescer:
+    """Flushes every wire written to during a loop turn, once, when the turn ends."""
+
+    __slots__ = ("_wires",)
+
+    def __init__(self) -> None:
+        self._wires: list[Wire] = []
+
+    def add(self, wire: Wire) -> None:
+        if not self._wires:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._wires.append(wire)
+
+    def flush(self) -> None:
+        wires, self._wires = self._wires, []
+        for wire in wires:
+            wire.flush()
+
+
+class Inbox:
+    """A connection's ASGI receive queue: unbounded, one reader at a time (the app)."""
+
+    __slots__ = ("_messages", "_waiter")
+
+    def __init__(self) -> None:
+        self._messages: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, message: Any) -> None:
+        self._messages.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._messages
+
+    def qsize(self) -> int:
+        return len(self._messages)
+
+    async def get(self) -> Any:
+        while not self._messages:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._messages.pop(0)
+
+
+class Writable:
+    """Whether the transport takes writes now (cleared while it applies back-pressure)."""
+
+    __slots__ = ("_waiters", "ready")
+
+    def __init__(self) -> None:
+        # An attribute, not only `is_set()`: the per-delivery check reads it.
+        self.ready = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self.ready
+
+    def set(self) -> None:
+        self.ready = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self.ready = False
+
+    async def wait(self) -> bool:
+        if self.ready:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
         return True
 
 
 class WireSansIOProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol, offering the `tocsin.wire` extension."""
 
+    # One per process: each turn's writes, whatever socket they go to, flush together.
+    coalescer = Coalescer()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Writable()  # type: ignore[assignment]
+        self.wire: Wire | None = None
+
+    async def send(self, message: Any) -> None:
+        if self.wire is not None:
+            # Frames the wire took earlier go out before whatever this sends.
+            self.wire.flush()
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Only the handshake reads them. The request also stays referenced by the
+            # websockets parser's generator frame for the socket's life: empty its headers.
+            self.request.headers.clear()
+            self.response.headers.clear()
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         # The ASGI task is created but has not run yet: the scope can still grow.
-        self.scope["extensions"][WIRE_EXTENSION] = {"wire": Wire(self)}
+        self.wire = Wire(self, self.coalescer)
+        self.scope["extensions"][WIRE_EXTENSION] = {"wire": self.wire}
+
+    def keepalive_timeout(self) -> None:
+        """No pong came within `heartbeat_timeout`: close with 4002, not uvicorn's 1011."""
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        code = CloseCode.HEARTBEAT_TIMEOUT
+        if self.wire is not None:
+            self.wire.flush()
+        # Queued before the transport's own disconnect (1005), so the session
+        # learns why the socket went away.
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": int(code), "reason": code.reason}
+        )
+        self.conn.fail(int(code), code.reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()

@@ -7,7 +7,8 @@ on CPU. `BatchConsumer` keeps Dramatiq's Redis layout and scripts (the broker's
 `dispatch` script: fetch into this worker's ack set, heartbeats, requeue of a
 dead worker's messages, dead letters) but takes up to `batch_size` messages per
 fetch and applies all their alerts in one lifecycle pipeline, then acks them in
-one pipeline: three round trips per batch instead of three per message.
+one script call (`queue/ack.lua`, Dramatiq's ack for many ids): three round
+trips per batch instead of three per message.
 
 When the queue is empty it blocks on `tocsin:wake:{queue}`, the list ingest's
 admission script pushes a token to with every enqueue, so an idle consumer
@@ -25,12 +26,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
+from importlib import resources
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis, dq_name
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from tocsin.common import keys
 from tocsin.common.broker import APPLY_ACTION_ACTOR, PROCESS_ALERTS_ACTOR
@@ -40,6 +44,8 @@ from tocsin.processor.processing import AlertProcessor
 __all__ = ["BatchConsumer"]
 
 log = logging.getLogger(__name__)
+
+_ACK_LUA = resources.files("tocsin.processor").joinpath("queue/ack.lua").read_text()
 
 
 class BatchConsumer:
@@ -67,25 +73,44 @@ class BatchConsumer:
         self._max_retries = max_retries
         self._client: Redis = broker.client
         self._script: Any = broker.scripts["dispatch"]
+        self._ack_script = self._client.register_script(_ACK_LUA)
         self._stop = threading.Event()
         self._next_delay_sweep = 0.0
+        self._busy = False
+        self._outstanding: list[str] = []  # fetched, not yet acked or requeued
         self._thread = threading.Thread(target=self._run, name=f"consume-{queue}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in hand and stop."""
+        """Finish the batch in hand, if any, and stop.
+
+        An idle consumer is not waited for: it holds nothing, and its blocking
+        wait may last `wait`. Even a batch cut short by the process exiting is
+        safe: its messages are not acked, so they are requeued and applied again,
+        which changes nothing twice.
+        """
         self._stop.set()
-        if self._thread.is_alive():
+        if self._busy and self._thread.is_alive():
             self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if not self.step():
+                self._busy = True
+                if self._outstanding:
+                    # A batch interrupted by an error (Redis unreachable): its messages
+                    # are still in this worker's ack set, where nothing would requeue
+                    # them while it lives. Ids acked meanwhile are left alone.
+                    self._requeue(self._queue, self._outstanding)
+                    self._outstanding = []
+                handled = self.step()
+                self._busy = False
+                if not handled:
                     self._idle()
             except Exception as exc:
+                self._busy = False
                 count_redis_error(exc)
                 log.exception("consuming %s failed; retrying shortly", self._queue)
                 self._stop.wait(0.5)
@@ -113,20 +138,37 @@ class BatchConsumer:
             *args,
         ]
 
-    def _dispatch_many(self, command: str, queue: str, ids: list[str]) -> None:
+    def _ack(self, queue: str, ids: list[str]) -> None:
+        """Dramatiq's ack of each of `ids`, in one script call (see `queue/ack.lua`)."""
         if not ids:
             return
-        pipe = self._client.pipeline(transaction=False)
-        namespace = [self._broker.namespace]
-        for message_id in ids:
-            args = self._dispatch_args(command, queue, message_id)
-            self._script(keys=namespace, args=args, client=pipe)
-        pipe.execute()
+        namespace = self._broker.namespace
+        worker_id = self._broker.broker_id
+        self._ack_script(
+            keys=[
+                f"{namespace}:__acks__.{worker_id}.{queue}",
+                f"{namespace}:{queue}.msgs",
+                f"{namespace}:__heartbeats__",
+            ],
+            args=[current_millis(), worker_id, *ids],
+        )
 
     def _fetch(self, queue: str, count: int) -> list[dramatiq.Message[Any]]:
-        raw = self._script(
-            keys=[self._broker.namespace], args=self._dispatch_args("fetch", queue, count)
-        )
+        args = self._dispatch_args("fetch", queue, count)
+        raw: list[bytes | None]
+        if queue == self._queue and self._wakeup:
+            # Tokens pushed before this fetch are for messages it takes: dropped in
+            # the same round trip, so that they do not cause empty fetches later.
+            # One pushed after it stays, and wakes a consumer for its message.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(self._wakeup_key)
+            pipe.evalsha(self._script.sha, 1, self._broker.namespace, *args)
+            try:
+                _, raw = pipe.execute()
+            except NoScriptError:
+                raw = self._script(keys=[self._broker.namespace], args=args)  # loads it
+        else:
+            raw = self._script(keys=[self._broker.namespace], args=args)
         return [dramatiq.Message.decode(data) for data in raw if data is not None]
 
     def step(self) -> int:
@@ -138,6 +180,7 @@ class BatchConsumer:
         messages = self._fetch(self._queue, self._batch_size)
         if not messages:
             return 0
+        self._outstanding = [m.options["redis_message_id"] for m in messages]
         started = time.perf_counter()
         done: list[dramatiq.Message[Any]] = []
         try:
@@ -149,10 +192,16 @@ class BatchConsumer:
             if undone:
                 self._requeue(self._queue, undone)
         elapsed = time.perf_counter() - started
-        self._dispatch_many("ack", self._queue, [m.options["redis_message_id"] for m in done])
-        for message in done:
-            JOB_DURATION.labels(message.actor_name, self._queue).observe(elapsed / len(messages))
-            JOBS.labels(message.actor_name, self._queue, "success").inc()
+        self._ack(self._queue, [m.options["redis_message_id"] for m in done])
+        self._outstanding = []
+        # Counted per actor rather than per message: label lookups cost more than the rest.
+        # A message's duration is its share of the batch (they are applied together).
+        share = elapsed / len(messages)
+        for actor, count in Counter(m.actor_name for m in done).items():
+            duration = JOB_DURATION.labels(actor, self._queue)
+            for _ in range(count):
+                duration.observe(share)
+            JOBS.labels(actor, self._queue, "success").inc(count)
         health_signals.add("jobs_success", len(done))
         return len(messages)
 
@@ -216,7 +265,8 @@ class BatchConsumer:
         retries = int(message.options.get("retries", 0)) + 1
         redis_id = message.options["redis_message_id"]
         if retries > self._max_retries:
-            self._dispatch_many("nack", self._queue, [redis_id])
+            namespace = [self._broker.namespace]
+            self._script(keys=namespace, args=self._dispatch_args("nack", self._queue, redis_id))
             JOBS.labels(message.actor_name, self._queue, "dead_lettered").inc()
         else:
             backoff_ms = min(60_000, 100 * 2**retries)
@@ -236,7 +286,7 @@ class BatchConsumer:
             fresh = message.copy(queue_name=self._queue)
             fresh.options.pop("eta", None)
             self._broker.enqueue(fresh)
-        self._dispatch_many("ack", self._delay_queue, [m.options["redis_message_id"] for m in due])
+        self._ack(self._delay_queue, [m.options["redis_message_id"] for m in due])
         later = [
             m.options["redis_message_id"] for m in delayed if int(m.options.get("eta") or 0) > now
         ]

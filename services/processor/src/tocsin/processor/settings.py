@@ -60,7 +60,7 @@ class ProcessorSettings(CommonSettings):
     wakeup_wait_ms: int = setting(
         100,
         "Longest idle wait for a wake-up, in ms: bounds the start delay of messages "
-        "enqueued without one (gateway actions, retries, requeues).",
+        "enqueued without one (retries, a dead worker's requeued messages).",
     )
     stream_cap: int = setting(10_000, "Approximate number of events kept per channel stream.")
     queue_heartbeat_timeout_ms: int = setting(

@@ -1,0 +1,67 @@
+"""The token verifier's memory of accepted tokens: reuse, expiry and refusals."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from tocsin.common.auth import TokenError, TokenVerifier, mint_token
+
+SECRET = "unit-test-secret-of-at-least-32-bytes!"
+
+
+def test_a_token_seen_again_is_accepted_without_decoding_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = TokenVerifier(secret=SECRET)
+    token = mint_token(SECRET, "oncall", channels=["alerts"])
+    first = verifier.verify(token)
+    decodes = 0
+    real_decode = jwt.decode
+
+    def counting_decode(*args: object, **kwargs: object) -> object:
+        nonlocal decodes
+        decodes += 1
+        return real_decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    assert verifier.verify(token) == first
+    assert decodes == 0
+
+
+def test_a_remembered_token_is_refused_as_expired_once_its_expiry_passes() -> None:
+    verifier = TokenVerifier(secret=SECRET, leeway=0)
+    token = mint_token(SECRET, "oncall", ttl=1)
+    claims = verifier.verify(token)
+    assert claims.expires_at is not None
+    while time.time() < claims.expires_at:
+        time.sleep(0.05)
+    with pytest.raises(TokenError) as refused:
+        verifier.verify(token)
+    assert refused.value.code == "token_expired"
+
+
+def test_a_tampered_token_is_refused_even_when_its_header_was_seen() -> None:
+    verifier = TokenVerifier(secret=SECRET)
+    token = mint_token(SECRET, "oncall")
+    verifier.verify(token)
+    head, payload, signature = token.split(".")
+    forged_payload = mint_token(SECRET, "root").split(".")[1]
+    for forged in (
+        f"{head}.{forged_payload}.{signature}",
+        f"{head}.{payload}.{signature[:-4]}AAAA",
+    ):
+        for _ in range(2):  # a refusal is never remembered as an acceptance
+            with pytest.raises(TokenError) as refused:
+                verifier.verify(forged)
+            assert refused.value.code == "token_invalid"
+
+
+def test_the_memory_holds_at_most_cache_size_tokens() -> None:
+    verifier = TokenVerifier(secret=SECRET, cache_size=3)
+    tokens = [mint_token(SECRET, f"user-{n}") for n in range(5)]
+    for token in tokens:
+        verifier.verify(token)
+    assert list(verifier._accepted) == tokens[-3:]

@@ -1,0 +1,114 @@
+"""Per-connection pieces that keep an idle socket small and a burst cheap: the shared
+head read, the list-backed inbox, the writable flag and write coalescing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import redis
+import redis.asyncio as redis_async
+
+from tocsin.common.events import EventPublisher
+from tocsin.common.server import RedisServer
+from tocsin.gateway.history import ChannelLog
+from tocsin.gateway.wire import Coalescer, Inbox, Wire, Writable
+
+
+class CountingRedis:
+    """A real client that counts the head reads it is asked for."""
+
+    def __init__(self, client: redis_async.Redis) -> None:
+        self.client = client
+        self.head_reads = 0
+
+    async def hgetall(self, key: str) -> Any:
+        self.head_reads += 1
+        return await self.client.hgetall(key)
+
+
+async def test_heads_asked_in_one_turn_share_one_read_and_a_later_ask_reads_again(
+    redis_server: RedisServer,
+) -> None:
+    publisher = EventPublisher(redis.Redis.from_url(redis_server.url))
+    publisher.publish(["alerts"], '{"n":1}')
+    client = redis_async.Redis.from_url(redis_server.url)
+    counting = CountingRedis(client)
+    log = ChannelLog(counting)  # type: ignore[arg-type]
+    heads = await asyncio.gather(*(log.head("alerts") for _ in range(50)))
+    assert counting.head_reads == 1
+    assert {head.offset for head in heads} == {1}
+
+    publisher.publish(["alerts"], '{"n":2}')
+    assert (await log.head("alerts")).offset == 2
+    assert counting.head_reads == 2
+    await client.aclose()
+
+
+async def test_the_inbox_hands_messages_to_its_reader_in_order() -> None:
+    inbox = Inbox()
+    reader = asyncio.create_task(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait({"n": 1})
+    inbox.put_nowait({"n": 2})
+    assert await reader == {"n": 1}
+    assert not inbox.empty()
+    assert await inbox.get() == {"n": 2}
+    assert inbox.empty()
+
+
+async def test_a_cancelled_inbox_read_loses_no_message() -> None:
+    inbox = Inbox()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(inbox.get(), 0.01)
+    inbox.put_nowait("late")
+    assert await inbox.get() == "late"
+
+
+async def test_writable_wakes_every_waiter_when_set() -> None:
+    writable = Writable()
+    assert await writable.wait()
+    writable.clear()
+    waiters = [asyncio.create_task(writable.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(waiter.done() for waiter in waiters)
+    writable.set()
+    assert await asyncio.gather(*waiters) == [True, True, True]
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class FakeProtocol:
+    def __init__(self) -> None:
+        self.close_sent = False
+        self.writable = Writable()
+        self.transport = FakeTransport()
+
+
+async def test_frames_written_in_one_turn_reach_the_transport_in_one_write_in_order() -> None:
+    protocol = FakeProtocol()
+    wire = Wire(protocol, Coalescer())  # type: ignore[arg-type]
+    assert all([wire.write(b"a"), wire.write(b"b"), wire.write(b"c")])
+    assert protocol.transport.writes == []
+    await asyncio.sleep(0)
+    assert protocol.transport.writes == [b"abc"]
+
+
+async def test_a_write_refused_under_back_pressure_first_flushes_what_was_taken() -> None:
+    protocol = FakeProtocol()
+    wire = Wire(protocol, Coalescer())  # type: ignore[arg-type]
+    assert wire.write(b"taken")
+    protocol.writable.clear()
+    assert not wire.write(b"refused")
+    # The slow way sends next, so what the wire took is already on the transport.
+    assert protocol.transport.writes == [b"taken"]
