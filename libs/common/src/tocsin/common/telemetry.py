@@ -150,6 +150,28 @@ def client_span(name: str, attributes: Mapping[str, str]) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def producer_span(queue: str) -> Iterator[None]:
+    """A PRODUCER `send {queue}` span for an enqueue that bypasses Dramatiq's `enqueue`.
+
+    Inside it, `current_traceparent()` is the span's context, so the message carries it.
+    Nothing happens when tracing is off.
+    """
+    if not _enabled:
+        yield
+        return
+    attributes = {
+        "messaging.system": "dramatiq",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": queue,
+    }
+    with _tracer().start_as_current_span(
+        f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
+    ):
+        yield
+
+
 def traceparent_of_frame(frame: bytes) -> str:
     """The `traceparent` of a published event frame, found without decoding the JSON.
 

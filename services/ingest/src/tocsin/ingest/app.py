@@ -31,7 +31,7 @@ from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, QueuedAl
 from tocsin.common.models import new_alert_id as new_id
 from tocsin.common.ops import ops_routes
 from tocsin.common.problems import problem
-from tocsin.common.telemetry import current_traceparent
+from tocsin.common.telemetry import current_traceparent, producer_span
 from tocsin.ingest import alertmanager, pagerduty
 from tocsin.ingest.admission import Admission, Outcome, encode_message
 from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
@@ -197,7 +197,9 @@ class ProducerEndpoint:
         started = time.perf_counter()
         fmt = self._format
         try:
-            work, traceparent, replayed = await self._accept(scope, receive)
+            # The request's enqueue, as Dramatiq's tracing middleware would record it.
+            with producer_span(queues.ALERTS_QUEUE):
+                work, traceparent, replayed = await self._accept(scope, receive)
         except RefusedError as refused:
             REQUESTS_REJECTED.labels(fmt.name, refused.refusal.reason).inc()
             await fmt.answer_refusal(refused.refusal)(scope, receive, send)
@@ -337,7 +339,7 @@ def build_app(
         if producer is None:
             assert credential_in_body is not None
             producer = await _authenticate(credential_in_body(body))
-        # With tracing on, the message continues the request's SERVER span.
+        # With tracing on, the message continues the request's PRODUCER span.
         traceparent = current_traceparent() or continue_trace(headers.traceparent)
         try:
             work = parse(body, producer, traceparent)
