@@ -20,16 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tocsin.common.redis import sync_client
-
 __all__ = [
     "ReadyCheck",
     "ops_app",
     "ops_routes",
     "redis_ready",
-    "run_idle_service",
     "serve",
     "serve_in_thread",
+    "shutdown_event",
     "tune_gc",
 ]
 
@@ -111,12 +109,10 @@ def redis_ready(redis: Redis) -> ReadyCheck:
     return ready
 
 
-def run_idle_service(redis_url: str, host: str, port: int) -> None:
-    """Serve the ops routes of a service that has no work of its own yet, until SIGTERM."""
-    redis = sync_client(redis_url)
+def shutdown_event() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets; a worker's main thread waits on it, then stops
+    its parts in order (Kubernetes sends SIGTERM, a terminal Ctrl-C)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = serve_in_thread(ops_app(redis_ready(redis)), host, port)
-    stop.wait()
-    server.should_exit = True
+    return stop

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from typing import Any
 
 import dramatiq
@@ -17,7 +15,7 @@ from tocsin.common import broker as queues
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.models import NotificationRequest
-from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, tune_gc
+from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
 from tocsin.notifier.deadletters import DeadLetters
@@ -126,9 +124,7 @@ def run() -> None:
         worker_threads=settings.send_threads,
         worker_timeout=settings.idle_poll_ms,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = shutdown_event()
     tune_gc()
     worker.start()
     log.info("notifier started", extra={"routes_file": settings.routes_file})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Any
 
 import dramatiq
@@ -14,7 +12,7 @@ from tocsin.common import broker as queues
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.metrics import QueueCollector
-from tocsin.common.ops import ops_app, serve_in_thread, tune_gc
+from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import current_traceparent, setup_observability, tracing_enabled
 from tocsin.processor.consumer import BatchConsumer
@@ -72,17 +70,8 @@ def run() -> None:
             max_retries=MAX_RETRIES,
         )(function)
 
-    async def ready() -> tuple[bool, dict[str, str]]:
-        try:
-            redis.ping()
-        except Exception as exc:
-            return False, {"redis": f"unreachable: {exc}"}
-        return True, {"redis": "ok"}
-
-    serve_in_thread(ops_app(ready), settings.host, settings.port or DEFAULT_PORT)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
+    stop = shutdown_event()
     if settings.batch_consumer and not tracing_enabled():
         # Queue depth and age, which Dramatiq's worker boot would otherwise register.
         REGISTRY.register(QueueCollector(redis, {queues.ALERTS_QUEUE}))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -20,7 +19,7 @@ from redis import Redis
 from tocsin.common.broker import build_broker, build_message
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
-from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, tune_gc
+from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
 from tocsin.scheduler.claims import RunClaims
@@ -84,9 +83,7 @@ def run() -> None:
     dispatcher.publish_catalog()
     serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = shutdown_event()
     worker: Worker | None = None
     if settings.run_workers:
         worker = Worker(
