@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-stamp
 PACKAGES := libs/common libs/client services/gateway services/ingest services/processor \
 	services/notifier services/scheduler
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
-SOURCES := libs services tests
+SOURCES := libs services tests conftest.py
 PYTEST_ARGS ?=
 
 .PHONY: setup run test lint fmt bench clean image

@@ -289,6 +289,12 @@ async def publish_step(redis_url: str, probes: list[Probe], rate: int, core: int
     )
 
 
+def _cpu(pid: int) -> float:
+    """Seconds of CPU the process has used (user + system)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def _rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
@@ -306,15 +312,18 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
             connecting = 0.0
             for target in (1000, 5000, 10000) if main else (1000,):
                 started = time.perf_counter()
+                cpu_before = _cpu(pid)
                 more, handshakes = await open_sockets(port, target - len(probes), len(probes))
                 elapsed = time.perf_counter() - started
+                cpu_per_connect = (_cpu(pid) - cpu_before) / len(more) * 1e6
                 connecting += elapsed
                 probes += more
                 await asyncio.sleep(0.5)
                 per_socket = (_rss(pid) - baseline) / len(probes) / 1024
                 idle_rows.append(
                     (implementation, len(probes), sum(not p.closed for p in probes),
-                     per_socket, connecting, _percentile(handshakes, 0.99) * 1000)
+                     per_socket, connecting, _percentile(handshakes, 0.99) * 1000,
+                     cpu_per_connect)
                 )  # fmt: skip
                 if target == 1000:
                     rates = RATES if main else (COMPARE_RATE,)
@@ -332,11 +341,13 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
     print("\nIdle sockets (subscribed to `alerts`, no traffic)")
     print(
         f"{'implementation':<18} {'sockets':>8} {'open':>8} {'KiB/socket':>11} "
-        f"{'connect s':>10} {'handshake p99 ms':>17}"
+        f"{'connect s':>10} {'handshake p99 ms':>17} {'CPU us/connect':>15}"
     )
-    print("(connect s: time to open all sockets so far, 200 handshakes in flight)")  # fmt: skip
-    for impl, count, alive, per_socket, elapsed, p99 in idle_rows:
-        print(f"{impl:<18} {count:>8} {alive:>8} {per_socket:>11.1f} {elapsed:>10.2f} {p99:>17.1f}")
+    print("(connect s: time to open all sockets so far, 200 handshakes in flight; "
+          "CPU: the gateway's user+system time per socket opened in that step)")  # fmt: skip
+    for impl, count, alive, per_socket, elapsed, p99, cpu in idle_rows:
+        print(f"{impl:<18} {count:>8} {alive:>8} {per_socket:>11.1f} {elapsed:>10.2f} "
+              f"{p99:>17.1f} {cpu:>15.0f}")  # fmt: skip
 
     print(f"\nFan-out to 1,000 sockets on one channel ({IMPLEMENTATIONS[0]}, "
           f"{STEP_SECONDS:g} s steps)")  # fmt: skip
