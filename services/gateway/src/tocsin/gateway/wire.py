@@ -9,7 +9,8 @@ once per event (`Frame.wire`) and writes the same bytes to each transport.
 extension, `tocsin.wire`: a `Wire` whose `write` succeeds only while the
 connection is open and its transport is not applying back-pressure. Anything
 else (paused, closing, another server) falls back to the ordinary ASGI send,
-which waits, and the session's bounded queue takes over.
+which waits, and the session's bounded queue takes over. The frames a wire
+takes in one loop turn reach its transport in one write (`Coalescer`).
 
 It also keeps each connection small: uvicorn gives every connection an
 `asyncio.Queue` and an `asyncio.Event`, five empty deques of ~760 bytes between
@@ -213,6 +214,8 @@ class WireSansIOProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        if self.close_sent:
+            return  # a refused upgrade (a malformed request): no scope, no app
         # The ASGI task is created but has not run yet: the scope can still grow.
         self.wire = Wire(self, self.coalescer)
         self.scope["extensions"][WIRE_EXTENSION] = {"wire": self.wire}
