@@ -7,6 +7,7 @@ drives bounded load on loopback, prints a table, and stops by itself.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,11 @@ def main(names: list[str]) -> None:
     if not chosen:
         print("no benchmarks matched", names)
         return
+    every_core = os.sched_getaffinity(0)
     for module in chosen:
+        # A benchmark may pin this process (and so the processes it starts) to a core;
+        # the next one starts from the whole machine again.
+        os.sched_setaffinity(0, every_core)
         print(f"\n=== {module} ===", flush=True)
         importlib.import_module(f"tests.load.{module}").main()
 

@@ -27,11 +27,7 @@ import base64
 import contextlib
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -39,9 +35,10 @@ import httpx
 import psutil
 import redis
 
+from tests.load.harness import masked_text_frame, service
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer, free_port
+from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-end-to-end-benchmark-run"
 STEP_SECONDS = float(os.environ.get("BENCH_E2E_STEP_SECONDS", "6"))
@@ -62,52 +59,6 @@ def _cores() -> tuple[int, int]:
 def _pin(pid: int, core: int) -> None:
     with contextlib.suppress(psutil.Error):
         psutil.Process(pid).cpu_affinity([core])
-
-
-@contextlib.contextmanager
-def service(name: str, redis_url: str, core: int, **env: str) -> Iterator[tuple[str, int]]:
-    """A Tocsin service process pinned to `core`; yields its URL and pid."""
-    port = free_port()
-    environ = dict(os.environ)
-    environ.update(
-        REDIS_URL=redis_url,
-        TOCSIN_PORT=str(port),
-        TOCSIN_JWT_SECRET=SECRET,
-        TOCSIN_LOG_LEVEL="WARNING",
-        **env,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tocsin.client", name],
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start")
-            time.sleep(0.05)
-        yield url, process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _mask(text: bytes) -> bytes:
-    mask = os.urandom(4)
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
-    return bytes([0x81, 0x80 | len(text)]) + mask + masked
 
 
 @dataclass
@@ -159,7 +110,7 @@ class Client(asyncio.Protocol):
             del buffer[: end + 4]
             self._upgraded = True
             assert self._transport is not None
-            self._transport.write(_mask(b'{"type":"subscribe","channel":"alerts"}'))
+            self._transport.write(masked_text_frame(b'{"type":"subscribe","channel":"alerts"}'))
         while len(buffer) >= 2:
             length = buffer[1] & 0x7F
             start = 2
@@ -433,13 +384,13 @@ def main() -> None:
             _pin(server.pid, first_core)
         api_key, _ = ApiKeyStore(redis.Redis.from_url(server.url)).create("bench-e2e")
         with (
-            service("processor", server.url, first_core) as (_, processor),
+            service("processor", server.url, secret=SECRET, core=first_core) as (_, processor),
             service(
-                "ingest", server.url, second_core,
+                "ingest", server.url, secret=SECRET, core=second_core,
                 TOCSIN_RATE_PER_SECOND="0", TOCSIN_MAX_BACKLOG="1000000",
             ) as (ingest_url, ingest),
             service(
-                "gateway", server.url, second_core,
+                "gateway", server.url, secret=SECRET, core=second_core,
                 TOCSIN_HEARTBEAT_INTERVAL="3600",  # the hand-made clients answer no pings
             ) as (gateway_url, gateway),
         ):  # fmt: skip

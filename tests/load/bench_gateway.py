@@ -28,19 +28,17 @@ import asyncio
 import base64
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
-import httpx
 import psutil
 
+from tests.load.harness import masked_text_frame, service
 from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer, free_port
+from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-gateway-benchmark-run"
 IMPLEMENTATIONS = ("websockets-sansio", "wsproto", "websockets")
@@ -78,52 +76,18 @@ def _cores() -> tuple[int, int]:
 @contextlib.contextmanager
 def gateway(redis_url: str, implementation: str, core: int) -> Iterator[tuple[int, int]]:
     """A gateway process pinned to `core`; yields (port, pid)."""
-    port = free_port()
-    environ = dict(os.environ)
-    environ.update(
-        REDIS_URL=redis_url,
-        TOCSIN_PORT=str(port),
-        TOCSIN_JWT_SECRET=SECRET,
-        TOCSIN_LOG_LEVEL="WARNING",
+    with service(
+        "gateway",
+        redis_url,
+        secret=SECRET,
+        core=core,
         TOCSIN_WS_IMPLEMENTATION=implementation,
         TOCSIN_MAX_CONNECTIONS="20000",
         TOCSIN_DRAIN_WINDOW="0",
         TOCSIN_CLOSE_TIMEOUT="1",
         TOCSIN_HEARTBEAT_INTERVAL="3600",  # the hand-made load clients answer no pings
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tocsin.client", "gateway"],
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"gateway ({implementation}) did not start")
-            time.sleep(0.05)
-        yield port, process.pid
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _mask(text: bytes) -> bytes:
-    mask = os.urandom(4)
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
-    return bytes([0x81, 0x80 | len(text)]) + mask + masked
+    ) as (url, pid):
+        yield int(url.rsplit(":", 1)[1]), pid
 
 
 @dataclass
@@ -160,7 +124,7 @@ class Probe(asyncio.Protocol):
             if not self._upgraded and b"\r\n\r\n" in self._buffer:
                 self._upgraded = True
                 assert self._transport is not None
-                self._transport.write(_mask(b'{"type":"subscribe","channel":"alerts"}'))
+                self._transport.write(masked_text_frame(b'{"type":"subscribe","channel":"alerts"}'))
             if b'"subscribed"' in self._buffer:
                 self.subscribed.set_result(time.perf_counter())
                 self._buffer = b""

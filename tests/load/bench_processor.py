@@ -13,70 +13,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import msgspec
 
+from tests.load.harness import service
 from tocsin.common import broker as queues
 from tocsin.common import keys
 from tocsin.common.auth import mint_token
 from tocsin.common.cache import ReadThroughCache
 from tocsin.common.models import AlertIn, QueuedAlert
 from tocsin.common.redis import async_client, sync_client
-from tocsin.common.server import RedisServer, free_port
+from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-processor-benchmark-run"
-
-
-@contextlib.contextmanager
-def service(name: str, redis_url: str, **env: str) -> Iterator[str]:
-    port = free_port()
-    environ = dict(os.environ)
-    environ.update(
-        REDIS_URL=redis_url,
-        TOCSIN_PORT=str(port),
-        TOCSIN_JWT_SECRET=SECRET,
-        TOCSIN_LOG_LEVEL="WARNING",
-        **env,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tocsin.client", name],
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def metric(url: str, name: str, labels: str = "") -> float:
@@ -277,7 +234,10 @@ def main() -> None:
     row("measure", "value")
     with (
         RedisServer() as server,
-        service("processor", server.url, TOCSIN_AUTO_RESOLVE_SECONDS="0") as processor,
+        service("processor", server.url, secret=SECRET, TOCSIN_AUTO_RESOLVE_SECONDS="0") as (
+            processor,
+            _,
+        ),
     ):
         throughput(server.url, processor, 0.0, 2_000)  # warm-up
         for duplicates in (0.0, 0.5, 0.9):
@@ -285,7 +245,10 @@ def main() -> None:
             row(f"alerts/s, one process, {duplicates:.0%} duplicates", f"{rate:,.0f}")
     for label, poll in (("before: idle poll 1000 ms", "1000"), ("after: idle poll 5 ms", "5")):
         env = {"TOCSIN_AUTO_RESOLVE_SECONDS": "0", "TOCSIN_IDLE_POLL_MS": poll}
-        with RedisServer() as server, service("processor", server.url, **env) as processor:
+        with (
+            RedisServer() as server,
+            service("processor", server.url, secret=SECRET, **env) as (processor, _),
+        ):
             for rate in (100, 1000):
                 samples = latency(server.url, processor, rate, 3.0)
                 row(
@@ -296,8 +259,8 @@ def main() -> None:
     for repeats in (0.5, 0.9):
         with (
             RedisServer() as server,
-            service("processor", server.url, TOCSIN_AUTO_RESOLVE_SECONDS="0"),
-            service("gateway", server.url) as gateway,
+            service("processor", server.url, secret=SECRET, TOCSIN_AUTO_RESOLVE_SECONDS="0"),
+            service("gateway", server.url, secret=SECRET) as (gateway, _),
         ):
             asyncio.run(dashboard(gateway, server.url, 2.0, repeats))  # warm-up
             hits0 = metric(gateway, "tocsin_cache_hits_total")
