@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -30,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -95,65 +97,159 @@ def _requests(path: str, auth: str, batch: int, alertmanager: bool) -> list[byte
     return pool
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    lowered = head.lower()
-    marker = lowered.find(b"content-length:")
-    if marker >= 0:
-        length = int(lowered[marker + 15 : lowered.index(b"\r\n", marker)])
-        if length:
-            await reader.readexactly(length)
-    elif b"transfer-encoding: chunked" in lowered:
+class _Answers:
+    """Splits a stream of HTTP/1.1 answers into statuses, without copying it more than once."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[int]:
+        """The statuses of the answers completed by `data`."""
+        buffer = self._buffer
+        buffer += data
+        statuses = []
         while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
                 break
-    return status
+            head = bytes(buffer[:end]).lower()
+            body = end + 4
+            marker = head.find(b"content-length:")
+            if marker >= 0:
+                stop = head.find(b"\r\n", marker)
+                done = body + int(head[marker + 15 : stop if stop >= 0 else len(head)])
+            elif b"transfer-encoding: chunked" in head:
+                done = self._chunked_end(body)
+            else:
+                done = body
+            if done < 0 or done > len(buffer):
+                break
+            statuses.append(int(head[9:12]))
+            del buffer[:done]
+        return statuses
+
+    def _chunked_end(self, at: int) -> int:
+        """Where a chunked body starting at `at` ends, or -1 while incomplete."""
+        buffer = self._buffer
+        while True:
+            line_end = buffer.find(b"\r\n", at)
+            if line_end < 0:
+                return -1
+            size = int(bytes(buffer[at:line_end]).split(b";")[0], 16)
+            at = line_end + 2 + size + 2
+            if size == 0:
+                return at
+            if at > len(buffer):
+                return -1
+
+
+class _Client(asyncio.Protocol):
+    """One keep-alive connection, one request in flight, driven by callbacks.
+
+    A protocol rather than streams: the generator shares a core with Redis, and
+    waking a coroutine per answer cost it more than the server spent per request.
+    """
+
+    def __init__(self, driver: _Driver, index: int) -> None:
+        self._driver = driver
+        self._answers = _Answers()
+        self._transport: asyncio.Transport | None = None
+        self._next = index
+        self._scheduled = 0.0
+        self._sent_at = 0.0
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def start(self) -> None:
+        """Begin sending; open-loop connections are staggered over one interval."""
+        driver = self._driver
+        self._scheduled = driver.started + self._next * driver.interval / CONNECTIONS
+        self._send_next()
+
+    def _send_next(self) -> None:
+        driver = self._driver
+        now = time.perf_counter()
+        if driver.interval:
+            if self._scheduled > now:
+                asyncio.get_running_loop().call_later(self._scheduled - now, self._send_next)
+                return
+            send_time = self._scheduled
+            self._scheduled += driver.interval
+        else:
+            send_time = now
+        if send_time >= driver.stop_at:
+            self._finish()
+            return
+        assert self._transport is not None
+        self._transport.write(driver.pool[self._next % len(driver.pool)])
+        self._next += CONNECTIONS
+        self._sent_at = send_time
+
+    def data_received(self, data: bytes) -> None:
+        statuses = self._answers.feed(data)
+        if not statuses:
+            return
+        now = time.perf_counter()
+        for status in statuses:
+            self._driver.record(status, now - self._sent_at)
+        self._send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+        if self._transport is not None:
+            self._transport.close()
+
+
+class _Driver:
+    """What the connections of one run share: the requests, the schedule, the result."""
+
+    def __init__(self, pool: list[bytes], batch: int, duration: float, rate: float | None):
+        self.pool = pool
+        self.batch = batch
+        self.interval = CONNECTIONS / rate if rate else 0.0
+        self.duration = duration
+        self.result = Result()
+        self.started = self.stop_at = 0.0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self.stop_at = self.started + self.duration
+
+    def record(self, status: int, latency: float) -> None:
+        result = self.result
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+        if 200 <= status < 300:
+            result.ok += 1
+            result.alerts += self.batch
+            result.latencies.append(latency)
+        else:
+            result.failed += 1
 
 
 async def _drive(
     port: int, pool: list[bytes], batch: int, duration: float, rate: float | None
 ) -> Result:
     """Closed loop when `rate` is None; else open loop at `rate` requests/s in total."""
-    result = Result()
-    started = time.perf_counter()
-    stop_at = started + duration
-    interval = CONNECTIONS / rate if rate else 0.0
-
-    async def connection(index: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        n = index
-        scheduled = started + (index * interval / CONNECTIONS)
-        try:
-            while True:
-                now = time.perf_counter()
-                if rate:
-                    if scheduled > now:
-                        await asyncio.sleep(scheduled - now)
-                    send_time = scheduled
-                    scheduled += interval
-                else:
-                    send_time = now
-                if send_time >= stop_at:
-                    return
-                writer.write(pool[n % len(pool)])
-                n += CONNECTIONS
-                status = await _read_answer(reader)
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                if 200 <= status < 300:
-                    result.ok += 1
-                    result.alerts += batch
-                    result.latencies.append(time.perf_counter() - send_time)
-                else:
-                    result.failed += 1
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection(i) for i in range(CONNECTIONS)))
-    result.elapsed = time.perf_counter() - started
-    return result
+    loop = asyncio.get_running_loop()
+    driver = _Driver(pool, batch, duration, rate)
+    clients: list[_Client] = []
+    for index in range(CONNECTIONS):
+        _, client = await loop.create_connection(
+            functools.partial(_Client, driver, index), "127.0.0.1", port
+        )
+        clients.append(client)
+    driver.start()
+    for client in clients:
+        client.start()
+    await asyncio.gather(*(client.finished for client in clients))
+    driver.result.elapsed = time.perf_counter() - driver.started
+    return driver.result
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -165,6 +261,7 @@ def _cpu_seconds(pid: int) -> float:
 def _run(
     server: int, port: int, pool: list[bytes], batch: int, rate: float | None = None
 ) -> Result:
+    runner: Callable[[Coroutine[Any, Any, Result]], Result]
     try:
         import uvloop
 
@@ -187,11 +284,16 @@ def _best(
     return min(results, key=lambda r: r.percentile(99))
 
 
+# The cores this benchmark may use, taken before it pins itself: asked later, this
+# process would answer with the one core it pinned itself to, and every server
+# started after that would inherit it -- all of them on one core.
+_CORES = sorted(os.sched_getaffinity(0))
+
+
 def _pin(pid: int, cpu: int) -> None:
     """Keep a server on one core (the issue's "one process on one core"), when there are two."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(pid, {cpus[cpu % len(cpus)]})
+    if len(_CORES) >= 2:
+        os.sched_setaffinity(pid, {_CORES[cpu % len(_CORES)]})
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import dramatiq
@@ -100,3 +101,17 @@ async def test_backlog_past_its_bound_refuses_without_spending_tokens(
     sync = redis.Redis.from_url(redis_server.url)
     sync.delete("tocsin:dramatiq:alerts")  # the processor drained the queue
     assert (await _admit(admission)).outcome is Outcome.ENQUEUED, "the third token was kept"
+
+
+def test_message_ids_are_distinct_canonical_version_4_uuids() -> None:
+    seen: set[str] = set()
+    for _ in range(500):
+        redis_id, message = encode_message("alerts", "process_alerts", ([],), {})
+        message_id = dramatiq.Message.decode(message).message_id
+        for text in (redis_id, message_id):
+            parsed = uuid.UUID(text)
+            assert str(parsed) == text
+            assert parsed.version == 4
+            assert parsed.variant == uuid.RFC_4122
+            seen.add(text)
+    assert len(seen) == 1000

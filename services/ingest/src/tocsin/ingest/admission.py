@@ -15,7 +15,6 @@ import enum
 import hashlib
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -53,9 +52,18 @@ class Verdict:
     retry_after: int = 0
 
 
+# The version (4) and variant (RFC 4122) bits of a version-4 UUID.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def _unique_id() -> str:
-    """A random version-4 UUID string, from the seeded PRNG rather than a system call."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    """A random version-4 UUID string, from the seeded PRNG rather than a system call.
+
+    Formatted directly rather than through `uuid.UUID`: two are made per request.
+    """
+    digits = f"{random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def encode_message(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -31,7 +32,7 @@ from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, QueuedAl
 from tocsin.common.models import new_alert_id as new_id
 from tocsin.common.ops import ops_routes
 from tocsin.common.problems import problem
-from tocsin.common.telemetry import current_traceparent, producer_span
+from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest import alertmanager, pagerduty
 from tocsin.ingest.admission import Admission, Outcome, encode_message
 from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
@@ -46,6 +47,7 @@ __all__ = [
     "PROBLEM_TYPES",
     "BodyTooLargeError",
     "ClientGoneError",
+    "IngestApp",
     "ProducerEndpoint",
     "ProducerHeaders",
     "ProducerPosts",
@@ -197,8 +199,11 @@ class ProducerEndpoint:
         started = time.perf_counter()
         fmt = self._format
         try:
-            # The request's enqueue, as Dramatiq's tracing middleware would record it.
-            with producer_span(queues.ALERTS_QUEUE):
+            if tracing_enabled():
+                # The request's enqueue, as Dramatiq's tracing middleware would record it.
+                with producer_span(queues.ALERTS_QUEUE):
+                    work, traceparent, replayed = await self._accept(scope, receive)
+            else:
                 work, traceparent, replayed = await self._accept(scope, receive)
         except RefusedError as refused:
             REQUESTS_REJECTED.labels(fmt.name, refused.refusal.reason).inc()
@@ -298,6 +303,9 @@ def build_app(
         max_backlog=settings.max_backlog,
         idempotency_ttl=settings.idempotency_ttl_seconds,
     )
+    # The counter's child per (format, producer), kept here rather than looked up
+    # through `labels()` (which validates and locks) on every request.
+    alerts_received: dict[tuple[str, str], Counter] = {}
     native = Format("native", settings.max_body_bytes, 422, _problem_answer)
     webhook = Format("alertmanager", settings.max_body_bytes, 400, _alertmanager_answer)
     prometheus = Format("prometheus", settings.max_body_bytes, 400, _alertmanager_answer)
@@ -395,7 +403,11 @@ def build_app(
         if verdict.outcome is Outcome.REPLAYED:
             return dataclasses.replace(work, answer=verdict.replay), traceparent, True
         if work.alerts:
-            ALERTS_RECEIVED.labels(fmt.name, producer.name).inc(work.alerts)
+            received = alerts_received.get((fmt.name, producer.name))
+            if received is None:
+                received = ALERTS_RECEIVED.labels(fmt.name, producer.name)
+                alerts_received[fmt.name, producer.name] = received
+            received.inc(work.alerts)
         return work, traceparent, False
 
     async def _authenticate(credential: str) -> Producer:
@@ -498,7 +510,33 @@ def build_app(
         await queue.close()
         await redis.aclose()
 
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    return IngestApp(producer_routes, routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+class IngestApp(Starlette):
+    """The ingest Starlette app, where a producer POST skips the middleware stack.
+
+    With tracing off, nothing in the stack acts on a producer POST but
+    `ProducerPosts`, so the app hands it to the endpoint itself and spares
+    every alert the layers in between (whose own wrapping of `send` costs a
+    coroutine per message). An error escaping the endpoint then reaches the
+    server, which answers 500 as Starlette's error middleware would. With
+    tracing on, every request takes the full stack so its server span is kept.
+    """
+
+    def __init__(self, producer_routes: list[Route], **options: Any) -> None:
+        super().__init__(**options)
+        self._producer_routes = {route.path: route for route in producer_routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not tracing_enabled():
+            route = self._producer_routes.get(scope["path"])
+            if route is not None:
+                scope["app"] = self
+                scope["route"] = route
+                await route.endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 class ProducerPosts:

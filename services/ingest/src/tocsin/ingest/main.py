@@ -9,6 +9,7 @@ from tocsin.common.ops import serve
 from tocsin.common.redis import async_client
 from tocsin.common.telemetry import instrument_app, setup_observability
 from tocsin.ingest.app import build_app
+from tocsin.ingest.httpserver import CoalescingHttpToolsProtocol
 from tocsin.ingest.settings import DEFAULT_PORT, IngestSettings
 
 __all__ = ["run"]
@@ -29,5 +30,12 @@ def run() -> None:
     # The client is created here but connects lazily, on the server's event loop.
     redis = async_client(settings.redis_url)
     app = instrument_app(build_app(settings, redis, verifier))
-    # Producers' addresses are not used, so no X-Forwarded-* rewriting on the hot path.
-    serve(app, settings.host, settings.port or DEFAULT_PORT, proxy_headers=False)
+    # Producers' addresses are not used, so no X-Forwarded-* rewriting on the hot path;
+    # each answer leaves in one write (see `tocsin.ingest.httpserver`).
+    serve(
+        app,
+        settings.host,
+        settings.port or DEFAULT_PORT,
+        proxy_headers=False,
+        http=CoalescingHttpToolsProtocol,
+    )

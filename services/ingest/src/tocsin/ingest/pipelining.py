@@ -61,6 +61,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending: deque[asyncio.Future[Any]] = deque()
         self.closed = False
+        # Kept rather than asked for per command: on Python 3.11 every
+        # `get_running_loop()` is a getpid(2) call.
+        self._loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader()
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
@@ -74,7 +77,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[Any] = loop.create_future()
         if self.closed:
             future.set_exception(ConnectionError("connection to Redis closed"))
@@ -96,9 +99,7 @@ class _Connection(asyncio.Protocol):
             self._arm_watchdog()
 
     def _arm_watchdog(self) -> None:
-        self._watchdog = asyncio.get_running_loop().call_later(
-            self._reply_timeout, self._watch, self._replies
-        )
+        self._watchdog = self._loop.call_later(self._reply_timeout, self._watch, self._replies)
 
     def _watch(self, replies_when_armed: int) -> None:
         self._watchdog = None
