@@ -91,6 +91,18 @@ def _common_options() -> dict[str, Any]:
     }
 
 
+def _sentinel_primary(sentinel_class: Any, url: str, settings: dict[str, Any]) -> Any:
+    """A client of the primary that `sentinel_class` (sync or asyncio) finds for `url`."""
+    target = parse_sentinel_url(url)
+    sentinel = sentinel_class(
+        list(target.sentinels),
+        sentinel_kwargs={"password": target.password, "socket_timeout": 2},
+        password=target.password,
+        db=target.db,
+    )
+    return sentinel.master_for(target.master, **settings)
+
+
 def sync_client(url: str, **options: Any) -> redis_sync.Redis:
     """A blocking client that retries briefly across a reconnect."""
     settings = _common_options() | {
@@ -98,16 +110,7 @@ def sync_client(url: str, **options: Any) -> redis_sync.Redis:
     }
     settings.update(options)
     if url.startswith(SENTINEL_SCHEME):
-        target = parse_sentinel_url(url)
-        sentinel = sentinel_sync.Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels),
-            sentinel_kwargs={"password": target.password, "socket_timeout": 2},
-            password=target.password,
-            db=target.db,
-        )
-        primary: redis_sync.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.master, **settings
-        )
+        primary: redis_sync.Redis = _sentinel_primary(sentinel_sync.Sentinel, url, settings)
         return primary
     return redis_sync.Redis.from_url(url, **settings)
 
@@ -119,13 +122,6 @@ def async_client(url: str, **options: Any) -> redis_async.Redis:
     }
     settings.update(options)
     if url.startswith(SENTINEL_SCHEME):
-        target = parse_sentinel_url(url)
-        sentinel = sentinel_async.Sentinel(  # type: ignore[no-untyped-call]
-            list(target.sentinels),
-            sentinel_kwargs={"password": target.password, "socket_timeout": 2},
-            password=target.password,
-            db=target.db,
-        )
-        primary: redis_async.Redis = sentinel.master_for(target.master, **settings)
-        return primary
+        primary_async: redis_async.Redis = _sentinel_primary(sentinel_async.Sentinel, url, settings)
+        return primary_async
     return redis_async.Redis.from_url(url, **settings)
