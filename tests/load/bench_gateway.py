@@ -10,8 +10,8 @@ publisher process and the Redis-compatible server pinned to core 1.
    deliveries per second, events lost, sockets closed, and publish-to-receive
    latency p50/p95/p99 (sampled on 100 sockets); the first rate whose p99
    exceeds 100 ms.
-3. The uvicorn WebSocket implementations (websockets-sansio, wsproto,
-   websockets) against each other at 1,000 sockets.
+3. The gateway's own WebSocket server (`tocsin`, the default) against uvicorn's
+   implementations (websockets-sansio, wsproto, websockets) at 1,000 sockets.
 
 The load side speaks WebSocket by hand over asyncio protocols, so that it stays
 cheaper than the server it measures. `BENCH_GATEWAY_STEP_SECONDS` sets the
@@ -41,7 +41,7 @@ from tocsin.common.auth import mint_token
 from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-gateway-benchmark-run"
-IMPLEMENTATIONS = ("websockets-sansio", "wsproto", "websockets")
+IMPLEMENTATIONS = ("tocsin", "websockets-sansio", "wsproto", "websockets")
 RATES = (25, 50, 100, 150, 200, 300)
 COMPARE_RATE = 100
 SAMPLE_EVERY = 10

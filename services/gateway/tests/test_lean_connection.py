@@ -1,10 +1,12 @@
 """Per-connection pieces that keep an idle socket small and a burst cheap: the shared
-head read, the list-backed inbox, the writable flag and write coalescing."""
+head read, the hub's known heads, the list-backed inbox, the writable flag and write
+coalescing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -12,7 +14,10 @@ import redis.asyncio as redis_async
 
 from tocsin.common.events import EventPublisher
 from tocsin.common.server import RedisServer
+from tocsin.gateway.frames import Frame
 from tocsin.gateway.history import ChannelLog
+from tocsin.gateway.hub import Hub
+from tocsin.gateway.metrics import Stats
 from tocsin.gateway.wire import Coalescer, Inbox, Wire, Writable
 
 
@@ -44,6 +49,68 @@ async def test_heads_asked_in_one_turn_share_one_read_and_a_later_ask_reads_agai
     assert (await log.head("alerts")).offset == 2
     assert counting.head_reads == 2
     await client.aclose()
+
+
+async def eventually(check: Callable[[], object]) -> None:
+    """Wait up to 10 s for `check` to come true."""
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition did not come true in time")
+
+
+class Recorder:
+    """A hub member that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+
+    def deliver(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def resume(self, channel: str) -> None:
+        pass
+
+
+async def test_the_hub_reads_a_head_once_then_knows_it_from_live_events(
+    redis_server: RedisServer,
+) -> None:
+    publisher = EventPublisher(redis.Redis.from_url(redis_server.url))
+    publisher.publish(["alerts"], '{"n":1}')
+    client = redis_async.Redis.from_url(redis_server.url)
+    pubsub_client = redis_async.Redis.from_url(redis_server.url)
+    counting = CountingRedis(client)
+    stats = Stats()
+    hub = Hub(client, pubsub_client, ChannelLog(counting), stats)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        first = Recorder()
+        await hub.join("alerts", first)
+        assert (await hub.head("alerts")).offset == 1
+        # Later joiners are told the head the hub already knows: no read of their own.
+        for _ in range(20):
+            await hub.join("alerts", Recorder())
+            assert (await hub.head("alerts")).offset == 1
+        assert counting.head_reads == 1
+
+        publisher.publish(["alerts"], '{"n":2}')
+        await eventually(lambda: first.frames)
+        head = await hub.head("alerts")
+        assert (head.offset, head.epoch) == (2, first.frames[0].epoch)
+        assert counting.head_reads == 1
+
+        # A broken pub/sub connection may have missed events: the hub forgets what it
+        # knew and reads the head again once the channel is confirmed anew.
+        await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        await eventually(lambda: stats.pubsub_reconnects == 1 and hub.connected)
+        await hub.join("alerts", Recorder())
+        assert (await hub.head("alerts")).offset == 2
+        assert counting.head_reads == 2
+    finally:
+        await hub.stop()
+        await client.aclose()
+        await pubsub_client.aclose()
 
 
 async def test_the_inbox_hands_messages_to_its_reader_in_order() -> None:

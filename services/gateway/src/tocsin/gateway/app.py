@@ -36,13 +36,14 @@ from tocsin.gateway.protocol import CloseCode, encode
 from tocsin.gateway.session import Session, wire_of
 from tocsin.gateway.settings import GatewaySettings
 
-__all__ = ["CLIENT_SCRIPT_PATH", "SUBPROTOCOL", "SocketsFirst", "build_app"]
+__all__ = ["CLIENT_SCRIPT_PATH", "SOCKET_PATH", "SUBPROTOCOL", "SocketsFirst", "build_app"]
 
 SUBPROTOCOL = "tocsin.v1"
 # Browsers cannot set headers on a WebSocket; they may offer the token as a
 # second subprotocol, `bearer.<jwt>`, next to `tocsin.v1`.
 _BEARER_SUBPROTOCOL = "bearer."
 CLIENT_SCRIPT_PATH = "/sdk/tocsin-client.js"
+SOCKET_PATH = "/ws"
 
 _auth_decoder = msgspec.json.Decoder(dict[str, object])
 
@@ -178,7 +179,7 @@ class SocketsFirst:
         self._endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
+        if scope["type"] == "websocket" and scope["path"] == SOCKET_PATH:
             await self._endpoint(scope, receive, send)
         else:
             await self._app(scope, receive, send)
@@ -199,14 +200,16 @@ def build_node(
         retry_on_error=[],
         socket_keepalive=True,
     )
+    log = ChannelLog(redis)
     hub = Hub(
         redis,
         pubsub_redis,
+        log,
         stats,
         probe_interval=settings.probe_interval,
         probe_timeout=settings.probe_timeout,
     )
-    return Node(settings, hub, ChannelLog(redis), verifier, stats)
+    return Node(settings, hub, log, verifier, stats)
 
 
 def build_app(settings: GatewaySettings) -> Starlette:
@@ -257,7 +260,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
     context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
     endpoint = SocketEndpoint(node)
     routes: list[BaseRoute] = [
-        WebSocketRoute("/ws", endpoint),
+        WebSocketRoute(SOCKET_PATH, endpoint),
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
         Route("/", console, methods=["GET"]),
         *dashboard_routes(context),

@@ -11,6 +11,12 @@ resubscribes every channel, and asks every member to catch up from the streams,
 because anything published while it was away is a possible gap. A probe
 published on the hub's own channel every `probe_interval` proves that messages
 still flow end to end; `healthy` turns false when probes stop coming back.
+
+The hub also knows where each confirmed channel stands (`head`): the last
+event it handed out, or else a head read issued after the channel was
+confirmed. A socket joining then starts right after that head with no read of
+its own: everything later reaches it live, nothing earlier is owed to it. A
+mass reconnect therefore costs one head read per channel, not per socket.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from redis.asyncio.client import PubSub
 from tocsin.common import keys
 from tocsin.common.telemetry import event_delivery
 from tocsin.gateway.frames import Frame, event_frame
+from tocsin.gateway.history import ChannelHead, ChannelLog
 from tocsin.gateway.metrics import Stats
 
 __all__ = ["Hub", "Member", "SubscribeTimeoutError"]
@@ -58,6 +65,7 @@ class Hub:
         self,
         redis: redis_async.Redis,
         pubsub_redis: redis_async.Redis,
+        log: ChannelLog,
         stats: Stats,
         *,
         probe_interval: float = 1.0,
@@ -68,9 +76,12 @@ class Hub:
         # Its own client, without transparent retries: a reconnect must be seen
         # here, because whatever was published meanwhile has to be caught up.
         self._pubsub_redis = pubsub_redis
+        self._log = log
         self._stats = stats
         self._members: dict[str, set[Member]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
+        # The head of each confirmed channel, as far as this hub has seen it.
+        self._heads: dict[str, ChannelHead] = {}
         self._pubsub: PubSub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._probe_channel = keys.probe(uuid.uuid4().hex)
@@ -121,6 +132,26 @@ class Hub:
         except TimeoutError:
             raise SubscribeTimeoutError(channel) from None
 
+    async def head(self, channel: str) -> ChannelHead:
+        """Where `channel` stands for a member that has joined it: every later event
+        reaches the member live. Read from Redis only when the hub does not know."""
+        known = self._heads.get(channel)
+        if known is not None:
+            return known
+        confirmed = self._confirmed.get(channel)
+        issued_confirmed = confirmed is not None and confirmed.is_set()
+        head = await self._log.head(channel)
+        # Remembered only if the read was issued after the subscription was
+        # confirmed and it still is (a reconnect replaces the confirmation),
+        # and no live event has told more since.
+        if (
+            issued_confirmed
+            and self._confirmed.get(channel) is confirmed
+            and (channel not in self._heads)
+        ):
+            self._heads[channel] = head
+        return head
+
     async def leave(self, channel: str, member: Member) -> None:
         members = self._members.get(channel)
         if members is None or member not in members:
@@ -129,6 +160,7 @@ class Hub:
         if not members:
             del self._members[channel]
             del self._confirmed[channel]
+            self._heads.pop(channel, None)
             if self._pubsub is not None and self.connected:
                 with contextlib.suppress(*_REDIS_ERRORS):
                     await self._pubsub.unsubscribe(keys.live(channel))
@@ -169,8 +201,11 @@ class Hub:
                 if self.connected:
                     log.warning("pub/sub connection lost: %s", exc)
             self.connected = False
-            for event in self._confirmed.values():
-                event.clear()
+            self._heads.clear()
+            for channel, event in self._confirmed.items():
+                if event.is_set():
+                    # A fresh event: a head read issued under the old one is not remembered.
+                    self._confirmed[channel] = asyncio.Event()
             await self._close_pubsub()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -201,6 +236,7 @@ class Hub:
                     log.warning("dropped a malformed frame on %s", channel)
                     continue
                 stats.events_received += 1
+                self._heads[channel] = ChannelHead(frame.epoch, frame.offset)
                 # One CONSUMER span (plus its fan-out child) per event when tracing is on.
                 with event_delivery(channel, message["data"]) as delivery:
                     delivery.fan_out(

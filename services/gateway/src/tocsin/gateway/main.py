@@ -17,10 +17,10 @@ from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import tune_gc
 from tocsin.common.telemetry import instrument_app, setup_observability
-from tocsin.gateway.app import SocketsFirst, build_app
+from tocsin.gateway.app import SOCKET_PATH, SocketsFirst, build_app
 from tocsin.gateway.node import Node
 from tocsin.gateway.settings import DEFAULT_PORT, GatewaySettings
-from tocsin.gateway.wire import WireSansIOProtocol
+from tocsin.gateway.websocket import SocketTimings, upgrade_protocol
 
 __all__ = ["DrainingServer", "run"]
 
@@ -61,16 +61,33 @@ def run() -> None:
     setup_observability("gateway", settings.redis_url)
     app = build_app(settings)
     node: Node = app.state.node
+    # Messages above the protocol limit but under this are refused with the
+    # documented `frame_too_large` close; beyond it the server closes with 1009.
+    max_message = settings.max_frame_bytes * 4
+    own_sockets = settings.ws_implementation == "tocsin"
+    http: type[asyncio.Protocol] | str = (
+        upgrade_protocol(
+            app.state.socket_endpoint,
+            SOCKET_PATH,
+            SocketTimings(
+                ping_interval=settings.heartbeat_interval,
+                pong_timeout=settings.heartbeat_timeout,
+                close_timeout=settings.close_timeout,
+            ),
+            max_message,
+        )
+        if own_sockets
+        else "httptools"
+    )
     config = uvicorn.Config(
         SocketsFirst(instrument_app(app), app.state.socket_endpoint),
         host=settings.host,
         port=settings.port or DEFAULT_PORT,
-        ws=WireSansIOProtocol
-        if settings.ws_implementation == "websockets-sansio"
-        else settings.ws_implementation,
-        # Frames above the protocol limit but under this are refused with the
-        # documented `frame_too_large` close; beyond it uvicorn closes with 1009.
-        ws_max_size=settings.max_frame_bytes * 4,
+        http=http,
+        # uvicorn considers upgrades only with a WebSocket implementation configured;
+        # with the gateway's own, it never runs (every upgrade is answered above).
+        ws="websockets-sansio" if own_sockets else settings.ws_implementation,
+        ws_max_size=max_message,
         ws_ping_interval=settings.heartbeat_interval,
         ws_ping_timeout=settings.heartbeat_timeout,
         ws_per_message_deflate=False,

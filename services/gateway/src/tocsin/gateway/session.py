@@ -369,7 +369,7 @@ class Session:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 if message.get("code") == CloseCode.HEARTBEAT_TIMEOUT and self.close_code is None:
-                    # The server protocol closed it for a missed pong (see wire.py).
+                    # The server protocol closed it for a missed pong (see websocket.py).
                     self.close_code = CloseCode.HEARTBEAT_TIMEOUT
                     self._count_disconnect(CloseCode.HEARTBEAT_TIMEOUT.reason)
                 return
@@ -488,7 +488,7 @@ class Session:
         batch = node.settings.history_batch
         try:
             async with node.recovery_slots:
-                head = await node.log.head(channel)
+                head = await node.hub.head(channel)
                 recovered = True
                 start = head.offset
                 history: list[Frame] = []

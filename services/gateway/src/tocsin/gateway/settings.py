@@ -51,6 +51,7 @@ class GatewaySettings(CommonSettings):
         "(drain_window + 2 x close_timeout must stay below the termination grace period).",
     )
     ws_implementation: str = setting(
-        "websockets-sansio",
-        "uvicorn WebSocket implementation: websockets-sansio, websockets or wsproto.",
+        "tocsin",
+        "WebSocket server: tocsin (the gateway's own), or uvicorn's websockets-sansio, "
+        "websockets or wsproto (for comparison).",
     )

@@ -5,38 +5,29 @@ task switch) per socket per event. A server-to-client text frame is only a
 header and the payload, identical for every socket, so the gateway encodes it
 once per event (`Frame.wire`) and writes the same bytes to each transport.
 
-`WireSansIOProtocol` is uvicorn's websockets-sansio protocol plus one ASGI
-extension, `tocsin.wire`: a `Wire` whose `write` succeeds only while the
-connection is open and its transport is not applying back-pressure. Anything
-else (paused, closing, another server) falls back to the ordinary ASGI send,
-which waits, and the session's bounded queue takes over. The frames a wire
-takes in one loop turn reach its transport in one write (`Coalescer`).
+The gateway's WebSocket protocol (`websocket.py`) offers one ASGI extension,
+`tocsin.wire`: a `Wire` whose `write` succeeds only while the connection is
+open and its transport is not applying back-pressure. Anything else (paused,
+closing, another server) falls back to the ordinary ASGI send, which waits,
+and the session's bounded queue takes over. The frames a wire takes in one
+loop turn reach its transport in one write (`Coalescer`).
 
-It also keeps each connection small: uvicorn gives every connection an
-`asyncio.Queue` and an `asyncio.Event`, five empty deques of ~760 bytes between
-them; `Inbox` and `Writable` do the same jobs with a list and a future made on
-demand, and the handshake's request and response are dropped once accepted.
-
-And it owns the heartbeat's end: uvicorn sends the pings, and when a pong is
-late this protocol closes with the documented `4002 heartbeat_timeout` instead
-of uvicorn's 1011, and tells the application so through the disconnect event.
+`Inbox` and `Writable` keep each connection small: an `asyncio.Queue` and an
+`asyncio.Event` would cost five empty deques of ~760 bytes between them; these
+do the same jobs with a list and a future made on demand.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
-from tocsin.gateway.protocol import CloseCode
+from typing import Any, Protocol
 
 __all__ = [
     "WIRE_EXTENSION",
     "Coalescer",
     "Inbox",
     "Wire",
-    "WireSansIOProtocol",
+    "WireOwner",
     "Writable",
     "text_frame_header",
 ]
@@ -53,6 +44,14 @@ def text_frame_header(length: int) -> bytes:
     return bytes((0x81, 127)) + length.to_bytes(8, "big")
 
 
+class WireOwner(Protocol):
+    """The connection a wire writes to."""
+
+    close_sent: bool
+    writable: Writable
+    transport: asyncio.Transport
+
+
 class Wire:
     """Synchronous frame writes to one connection, while it can take them at once.
 
@@ -64,16 +63,16 @@ class Wire:
 
     __slots__ = ("_coalescer", "_pending", "_protocol", "_writable")
 
-    def __init__(self, protocol: WireSansIOProtocol, coalescer: Coalescer) -> None:
+    def __init__(self, protocol: WireOwner, coalescer: Coalescer) -> None:
         self._protocol = protocol
-        self._writable: Writable = protocol.writable  # type: ignore[assignment]
+        self._writable = protocol.writable
         self._coalescer = coalescer
         self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> bool:
         """Take one complete pre-encoded frame; False if it must go the slow way."""
         protocol = self._protocol
-        # A close from the peer closes the transport (uvicorn answers it at once),
+        # A close from the peer closes the transport (it is answered at once),
         # so `is_closing` covers the connection's state too.
         if protocol.close_sent or not self._writable.ready or protocol.transport.is_closing():
             # What the slow way sends must follow what was already taken.
@@ -185,56 +184,3 @@ class Writable:
             if self._waiters is not None and waiter in self._waiters:
                 self._waiters.remove(waiter)
         return True
-
-
-class WireSansIOProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, offering the `tocsin.wire` extension."""
-
-    # One per process: each turn's writes, whatever socket they go to, flush together.
-    coalescer = Coalescer()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.queue = Inbox()  # type: ignore[assignment]
-        self.writable = Writable()  # type: ignore[assignment]
-        self.wire: Wire | None = None
-
-    async def send(self, message: Any) -> None:
-        if self.wire is not None:
-            # Frames the wire took earlier go out before whatever this sends.
-            self.wire.flush()
-        await super().send(message)
-        if message["type"] == "websocket.accept" and self.handshake_complete:
-            # Only the handshake reads them. The request also stays referenced by the
-            # websockets parser's generator frame for the socket's life: empty its headers.
-            self.request.headers.clear()
-            self.response.headers.clear()
-            self.request = None  # type: ignore[assignment]
-            self.response = None  # type: ignore[assignment]
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        if self.close_sent:
-            return  # a refused upgrade (a malformed request): no scope, no app
-        # The ASGI task is created but has not run yet: the scope can still grow.
-        self.wire = Wire(self, self.coalescer)
-        self.scope["extensions"][WIRE_EXTENSION] = {"wire": self.wire}
-
-    def keepalive_timeout(self) -> None:
-        """No pong came within `heartbeat_timeout`: close with 4002, not uvicorn's 1011."""
-        self.pong_timer = None
-        self.pending_ping_payload = None
-        if self.close_sent or self.transport.is_closing():
-            return
-        code = CloseCode.HEARTBEAT_TIMEOUT
-        if self.wire is not None:
-            self.wire.flush()
-        # Queued before the transport's own disconnect (1005), so the session
-        # learns why the socket went away.
-        self.queue.put_nowait(
-            {"type": "websocket.disconnect", "code": int(code), "reason": code.reason}
-        )
-        self.conn.fail(int(code), code.reason)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        self.transport.close()

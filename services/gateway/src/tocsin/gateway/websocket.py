@@ -1,0 +1,559 @@
+"""The gateway's own server side of RFC 6455, for `/ws`.
+
+Connecting is what a mass reconnect costs, and it is CPU-bound. uvicorn's path
+parses the upgrade request with httptools, writes it out again, has a
+websockets-sansio protocol parse it a second time, then builds an ASGI scope,
+headers objects and a task around the app. Here `UpgradeProtocol` (uvicorn's
+httptools protocol for every other request) hands the request it has already
+parsed to a `SocketProtocol`, which answers the handshake itself and speaks
+the few frames Tocsin needs: text and binary messages (fragmented or not),
+close, ping and pong. The application still sees ASGI messages through
+`receive`/`send`, and the `tocsin.wire` extension for pre-encoded writes.
+
+Faults have fixed answers: a malformed handshake gets HTTP 400 (426 for a
+version other than 13); an unmasked or otherwise malformed frame closes with
+1002, text that is not UTF-8 with 1007, a message above the size limit with
+1009, all before any of it reaches the application. Pings go out every
+`heartbeat_interval` counted from the last pong; no pong within
+`heartbeat_timeout` closes with `4002 heartbeat_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+from collections.abc import Callable, Coroutine, MutableMapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tocsin.gateway.protocol import CloseCode
+from tocsin.gateway.wire import WIRE_EXTENSION, Coalescer, Inbox, Wire, Writable
+
+__all__ = [
+    "FrameError",
+    "FrameReader",
+    "SocketProtocol",
+    "SocketTimings",
+    "upgrade_protocol",
+]
+
+log = logging.getLogger(__name__)
+
+Message = MutableMapping[str, Any]
+Endpoint = Callable[[Message, Any, Any], Coroutine[Any, Any, None]]
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_TEXT, _BINARY, _CONTINUATION = 0x1, 0x2, 0x0
+_CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
+# Codes a peer may send in a close frame (RFC 6455 7.4), besides 3000-4999.
+_PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
+_NO_STATUS = 1005
+_ABNORMAL = 1006
+_SERVICE_RESTART = 1012
+
+
+class FrameError(Exception):
+    """The peer broke the framing rules; `code` is the close code to answer with."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR `payload` with the repeating 4-byte `mask`, as one big-integer operation."""
+    length = len(payload)
+    if not length:
+        return payload
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        length, "little"
+    )
+
+
+def frame(opcode: int, payload: bytes = b"") -> bytes:
+    """An unmasked, final server frame."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x80 | opcode, length)) + payload
+    if length < 65536:
+        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big") + payload
+    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big") + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    return frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()[:123])
+
+
+class FrameReader:
+    """Client frames in, whole messages and control frames out (pure: no I/O).
+
+    `feed` returns `(opcode, payload)` pairs: complete text or binary messages
+    (continuations joined) and control frames, unmasked. It raises `FrameError`
+    at the first broken rule, and refuses an oversized message from its header,
+    before buffering its payload.
+    """
+
+    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_message_opcode", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buffer = b""
+        self._fragments: list[bytes] | None = None
+        self._fragments_size = 0
+        self._message_opcode = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buffer = self._buffer + data if self._buffer else data
+        out: list[tuple[int, bytes]] = []
+        position = 0
+        end = len(buffer)
+        while end - position >= 2:
+            first, second = buffer[position], buffer[position + 1]
+            opcode = first & 0x0F
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                header = 4
+                if end - position < header:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
+            elif length == 127:
+                header = 10
+                if end - position < header:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
+            self._check_header(first, second, opcode, length)
+            total = header + 4 + length
+            if end - position < total:
+                break
+            mask = buffer[position + header : position + header + 4]
+            payload = unmask(buffer[position + header + 4 : position + total], mask)
+            position += total
+            message = self._take(first & 0x80, opcode, payload)
+            if message is not None:
+                out.append(message)
+        self._buffer = buffer[position:] if position < end else b""
+        return out
+
+    def _check_header(self, first: int, second: int, opcode: int, length: int) -> None:
+        if first & 0x70:
+            raise FrameError(1002, "reserved bits are set, and no extension was agreed")
+        if not second & 0x80:
+            raise FrameError(1002, "client frames must be masked")
+        if opcode >= 0x8:
+            if opcode not in (_CLOSE, _PING, _PONG):
+                raise FrameError(1002, f"unknown opcode {opcode:#x}")
+            if not first & 0x80 or length > 125:
+                raise FrameError(1002, "control frames are final and at most 125 bytes")
+        elif opcode not in (_TEXT, _BINARY, _CONTINUATION):
+            raise FrameError(1002, f"unknown opcode {opcode:#x}")
+        elif length + self._fragments_size > self.max_size:
+            raise FrameError(1009, f"messages are limited to {self.max_size} bytes")
+
+    def _take(self, final: int, opcode: int, payload: bytes) -> tuple[int, bytes] | None:
+        if opcode >= 0x8:
+            return opcode, payload
+        fragments = self._fragments
+        if opcode == _CONTINUATION:
+            if fragments is None:
+                raise FrameError(1002, "a continuation frame without a message to continue")
+            fragments.append(payload)
+            self._fragments_size += len(payload)
+            if not final:
+                return None
+            self._fragments, self._fragments_size = None, 0
+            return self._message_opcode, b"".join(fragments)
+        if fragments is not None:
+            raise FrameError(1002, "a new message began before the last one ended")
+        if final:
+            return opcode, payload
+        self._fragments, self._fragments_size = [payload], len(payload)
+        self._message_opcode = opcode
+        return None
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """The code and reason of a peer's close frame; `FrameError` if malformed."""
+    if not payload:
+        return _NO_STATUS, ""
+    if len(payload) == 1:
+        raise FrameError(1002, "a close payload of one byte")
+    code = int.from_bytes(payload[:2], "big")
+    if code not in _PEER_CLOSE_CODES and not 3000 <= code <= 4999:
+        raise FrameError(1002, f"close code {code} may not be sent")
+    try:
+        return code, payload[2:].decode()
+    except UnicodeDecodeError:
+        raise FrameError(1007, "the close reason is not UTF-8") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SocketTimings:
+    """The heartbeat and closing times every socket of a process shares."""
+
+    ping_interval: float
+    pong_timeout: float
+    close_timeout: float
+
+
+class SocketProtocol(asyncio.Protocol):
+    """One WebSocket connection, from the accepted handshake to the closed transport."""
+
+    coalescer = Coalescer()
+
+    __slots__ = (
+        "_accepted",
+        "_closed_code",
+        "_disconnected",
+        "_key",
+        "_pending",
+        "_reader",
+        "_response",
+        "_server_state",
+        "_task",
+        "_timer",
+        "_timings",
+        "close_sent",
+        "queue",
+        "transport",
+        "wire",
+        "writable",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        key: bytes,
+        server_state: Any,
+        timings: SocketTimings,
+        max_message: int,
+    ) -> None:
+        self.transport = transport
+        self._key = key
+        self._server_state = server_state
+        self._timings = timings
+        self._reader = FrameReader(max_message)
+        self.queue = Inbox()
+        self.writable = Writable()
+        self.wire = Wire(self, self.coalescer)
+        self.close_sent = False
+        self._accepted = False
+        self._disconnected = False
+        # The close code the peer sent, once it sent one.
+        self._closed_code: int | None = None
+        # Bytes that arrived before the application accepted.
+        self._pending = b""
+        # A refusal's HTTP status and headers, between its two ASGI messages.
+        self._response: tuple[int, list[str]] | None = None
+        # The heartbeat's one timer: the next ping, or the wait for its pong.
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, endpoint: Endpoint, scope: Message) -> None:
+        """Run the application for this connection (the scope's extensions are filled here)."""
+        self._server_state.connections.add(self)
+        scope["extensions"] = {"websocket.http.response": {}, WIRE_EXTENSION: {"wire": self.wire}}
+        self.queue.put_nowait({"type": "websocket.connect"})
+        task = asyncio.get_running_loop().create_task(endpoint(scope, self.queue.get, self.send))
+        self._task = task
+        tasks = self._server_state.tasks
+        tasks.add(task)
+        task.add_done_callback(self._application_done)
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if not self._accepted:
+            self._pending += data
+            return
+        if self.close_sent and self._closed_code is not None:
+            return
+        try:
+            messages = self._reader.feed(data)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        for opcode, payload in messages:
+            if opcode == _TEXT:
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:
+                    self._fail(1007, "text frames must be UTF-8")
+                    return
+                self.queue.put_nowait({"type": "websocket.receive", "text": text})
+            elif opcode == _BINARY:
+                self.queue.put_nowait({"type": "websocket.receive", "bytes": payload})
+            elif opcode == _PING:
+                if not self.close_sent:
+                    self.transport.write(frame(_PONG, payload))
+            elif opcode == _PONG:
+                self._pong_received()
+            else:
+                self._close_received(payload)
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server_state.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.close_sent = True
+        self._disconnect(self._closed_code or _ABNORMAL)
+        # Whoever waits to write learns of the loss from the send that follows.
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def shutdown(self) -> None:
+        """uvicorn's exit: what a drain left open closes as a service restart."""
+        if not self.close_sent:
+            self._fail(_SERVICE_RESTART, "service restart")
+
+    # -- the application's side (ASGI) ----------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if not self._accepted:
+            self._send_before_accept(kind, message)
+            return
+        if self.close_sent:
+            raise ConnectionResetError("the WebSocket is closed")
+        self.wire.flush()  # what the wire took earlier goes first
+        if kind == "websocket.send":
+            text = message.get("text")
+            if text is not None:
+                self.transport.write(frame(_TEXT, text.encode()))
+            else:
+                self.transport.write(frame(_BINARY, message.get("bytes") or b""))
+            if not self.writable.ready:
+                await self.writable.wait()
+        elif kind == "websocket.close":
+            code = int(message.get("code") or 1000)
+            self._close(code, str(message.get("reason") or ""))
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} on an open WebSocket")
+
+    def _send_before_accept(self, kind: str, message: Message) -> None:
+        if kind == "websocket.accept":
+            self._accept(message.get("subprotocol"))
+        elif kind == "websocket.close":
+            respond(self.transport, 403)
+            self.close_sent = True
+        elif kind == "websocket.http.response.start":
+            self._response = (
+                int(message["status"]),
+                [f"{name.decode()}: {value.decode()}" for name, value in message["headers"]],
+            )
+        elif kind == "websocket.http.response.body" and self._response is not None:
+            status, headers = self._response
+            respond(self.transport, status, message.get("body", b""), *headers)
+            self.close_sent = True
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} before the handshake")
+
+    def _accept(self, subprotocol: str | None) -> None:
+        # RFC 6455 fixes SHA-1 here; it proves only that the server read the key.
+        accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
+        lines = [
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n"
+        ]
+        if subprotocol:
+            lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n")
+        lines.append(b"\r\n")
+        self.transport.write(b"".join(lines))
+        self._accepted = True
+        self._key = b""
+        self._schedule_ping()
+        pending, self._pending = self._pending, b""
+        if pending:
+            self.data_received(pending)
+
+    def _application_done(self, task: asyncio.Task[None]) -> None:
+        self._server_state.tasks.discard(task)
+        self._task = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the WebSocket application failed", exc_info=task.exception())
+            if not self._accepted:
+                respond(self.transport, 500)
+                self.close_sent = True
+            else:
+                self._fail(1011, "internal error")
+            return
+        if not self._accepted and not self.close_sent:
+            respond(self.transport, 403)
+            self.close_sent = True
+        elif not self.close_sent:
+            self._close(1000, "")
+
+    # -- closing --------------------------------------------------------------------
+
+    def _close(self, code: int, reason: str) -> None:
+        """Send our close; the transport closes when the peer answers, or after a while."""
+        self.wire.flush()
+        self.transport.write(close_frame(code, reason))
+        self.close_sent = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._closed_code is not None:
+            self.transport.close()
+        else:
+            # A peer that never answers must not hold the socket open.
+            self._timer = asyncio.get_running_loop().call_later(
+                self._timings.close_timeout, self.transport.close
+            )
+
+    def _close_received(self, payload: bytes) -> None:
+        try:
+            code, _reason = parse_close(payload)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
+            return
+        self._closed_code = code
+        if not self.close_sent:
+            self.wire.flush()
+            self.transport.write(close_frame(code if code != _NO_STATUS else 1000))
+            self.close_sent = True
+        self._disconnect(code)
+        self.transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close at once with `code`, telling the application why."""
+        self._disconnect(code, reason)
+        if not self.close_sent:
+            self.wire.flush()
+            self.transport.write(close_frame(code, reason))
+            self.close_sent = True
+        self.transport.close()
+
+    def _disconnect(self, code: int, reason: str = "") -> None:
+        if not self._disconnected:
+            self._disconnected = True
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    # -- heartbeat --------------------------------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(
+            self._timings.ping_interval, self._send_ping
+        )
+
+    def _send_ping(self) -> None:
+        if self.close_sent:
+            self._timer = None
+            return
+        self.transport.write(frame(_PING))
+        self._timer = asyncio.get_running_loop().call_later(
+            self._timings.pong_timeout, self._pong_missed
+        )
+
+    def _pong_received(self) -> None:
+        if self.close_sent:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._schedule_ping()
+
+    def _pong_missed(self) -> None:
+        self._timer = None
+        code = CloseCode.HEARTBEAT_TIMEOUT
+        # Told before the transport's own loss, so the session learns why it went.
+        self._fail(int(code), code.reason)
+
+
+_PLAIN_TEXT = "content-type: text/plain; charset=utf-8"
+
+
+def respond(transport: asyncio.Transport, status: int, body: bytes = b"", *headers: str) -> None:
+    """An HTTP answer instead of the upgrade; the connection closes after it."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", *headers]
+    lines.append(f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    transport.write("\r\n".join(lines).encode() + body)
+    transport.close()
+
+
+def _handshake_key(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str]:
+    """The client's `Sec-WebSocket-Key`, or None and why the handshake is refused."""
+    key = version = None
+    for name, value in headers:
+        if name == b"sec-websocket-key":
+            key = value.strip()
+        elif name == b"sec-websocket-version":
+            version = value.strip()
+    if version != b"13":
+        return None, "426"
+    try:
+        if key is None or len(base64.b64decode(key, validate=True)) != 16:
+            return None, "a Sec-WebSocket-Key of 16 base64-encoded bytes is required"
+    except binascii.Error:
+        return None, "Sec-WebSocket-Key is not base64"
+    return key, ""
+
+
+def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    offered: list[str] = []
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            offered += [part.strip() for part in value.decode("latin-1").split(",")]
+    return offered
+
+
+def upgrade_protocol(
+    endpoint: Endpoint, path: str, timings: SocketTimings, max_message: int
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, answering upgrades to `path` with a `SocketProtocol`."""
+    path_bytes = path.encode()
+
+    class UpgradeProtocol(HttpToolsProtocol):
+        def handle_websocket_upgrade(self) -> None:
+            url: bytes = self.url
+            target, _, query = url.partition(b"?")
+            if target != path_bytes:
+                self._refuse(404, "no WebSocket endpoint here")
+                return
+            if self.scope["method"] != "GET":
+                self._refuse(405, "the upgrade must be a GET")
+                return
+            headers = self.headers
+            key, refusal = _handshake_key(headers)
+            if key is None:
+                if refusal == "426":
+                    self._refuse(426, "only WebSocket version 13", "sec-websocket-version: 13")
+                else:
+                    self._refuse(400, refusal)
+                return
+            self.connections.discard(self)
+            # The parser and this protocol refer to each other: part them now,
+            # rather than leave a cycle per connection to the garbage collector.
+            self.parser = None  # type: ignore[assignment]
+            transport = self.transport
+            socket = SocketProtocol(transport, key, self.server_state, timings, max_message)
+            transport.set_protocol(socket)
+            socket.start(
+                endpoint,
+                {
+                    "type": "websocket",
+                    "path": path,
+                    "query_string": query,
+                    "headers": headers,
+                    "subprotocols": _subprotocols(headers),
+                },
+            )
+
+        def _refuse(self, status: int, reason: str, *headers: str) -> None:
+            self.parser = None  # type: ignore[assignment]
+            respond(self.transport, status, reason.encode(), *headers, _PLAIN_TEXT)
+
+    return UpgradeProtocol

@@ -1,0 +1,138 @@
+"""The gateway's RFC 6455 frame reader, as pure logic: masking, fragments in any chunking,
+control frames between fragments, and every rule it enforces with its close code."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tocsin.gateway.websocket import FrameError, FrameReader, frame, parse_close, unmask
+
+TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def client_frame(opcode: int, payload: bytes, *, final: bool = True, mask: bytes = b"") -> bytes:
+    """A masked client frame (RFC 6455 5.2)."""
+    mask = mask or os.urandom(4)
+    length = len(payload)
+    first = (0x80 if final else 0) | opcode
+    if length < 126:
+        header = bytes((first, 0x80 | length))
+    elif length < 65536:
+        header = bytes((first, 0x80 | 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0x80 | 127)) + length.to_bytes(8, "big")
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+@given(payload=st.binary(max_size=300), mask=st.binary(min_size=4, max_size=4))
+def test_unmasking_twice_gives_the_payload_back(payload: bytes, mask: bytes) -> None:
+    masked = unmask(payload, mask)
+    assert masked == bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    assert unmask(masked, mask) == payload
+
+
+@given(
+    messages=st.lists(
+        st.tuples(
+            st.sampled_from([TEXT, BINARY]),
+            st.binary(max_size=70_000),
+            st.integers(min_value=1, max_value=4),
+            st.binary(max_size=125) | st.none(),
+        ),
+        max_size=5,
+    ),
+    chunk=st.integers(min_value=1, max_value=9000),
+)
+def test_messages_come_out_whole_however_the_bytes_are_cut(
+    messages: list[tuple[int, bytes, int, bytes | None]], chunk: int
+) -> None:
+    wire = b""
+    expected: list[tuple[int, bytes]] = []
+    for opcode, payload, pieces, ping in messages:
+        size = max(1, -(-len(payload) // pieces))
+        parts = [payload[i : i + size] for i in range(0, len(payload), size)] or [b""]
+        for index, part in enumerate(parts):
+            final = index == len(parts) - 1
+            wire += client_frame(opcode if index == 0 else CONTINUATION, part, final=final)
+            if final:
+                expected.append((opcode, payload))
+            if ping is not None and index == 0:
+                # A control frame may come between the fragments of a message.
+                wire += client_frame(PING, ping)
+                expected.append((PING, ping))
+    reader = FrameReader(max_size=1 << 20)
+    received: list[tuple[int, bytes]] = []
+    for start in range(0, len(wire), chunk):
+        received += reader.feed(wire[start : start + chunk])
+    assert received == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (bytes((0x81, 0x02)) + b"{}", 1002),  # unmasked
+        (bytes((0xC1, 0x82)) + b"\0\0\0\0{}", 1002),  # RSV1 set
+        (client_frame(0x3, b"x"), 1002),  # reserved data opcode
+        (client_frame(0xB, b"x"), 1002),  # reserved control opcode
+        (client_frame(PING, b"x" * 126), 1002),  # control frame over 125 bytes
+        (client_frame(PING, b"x", final=False), 1002),  # fragmented control frame
+        (client_frame(CONTINUATION, b"x"), 1002),  # nothing to continue
+        (client_frame(TEXT, b"a", final=False) + client_frame(TEXT, b"b"), 1002),
+        (client_frame(TEXT, b"x" * 101), 1009),  # over the limit
+        (client_frame(TEXT, b"x" * 60, final=False) + client_frame(CONTINUATION, b"x" * 41), 1009),
+    ],
+)
+def test_each_broken_rule_raises_its_close_code(data: bytes, code: int) -> None:
+    reader = FrameReader(max_size=100)
+    with pytest.raises(FrameError) as raised:
+        reader.feed(data)
+    assert raised.value.code == code
+
+
+def test_an_oversized_message_is_refused_from_its_header_alone() -> None:
+    header = bytes((0x81, 0x80 | 127)) + (10**9).to_bytes(8, "big")
+    with pytest.raises(FrameError) as raised:
+        FrameReader(max_size=65536).feed(header)
+    assert raised.value.code == 1009
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"", (1005, "")),
+        ((1000).to_bytes(2, "big") + b"bye", (1000, "bye")),
+        ((4000).to_bytes(2, "big"), (4000, "")),
+    ],
+)
+def test_a_close_payload_gives_its_code_and_reason(
+    payload: bytes, expected: tuple[int, str]
+) -> None:
+    assert parse_close(payload) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"\x03", 1002),  # one byte
+        ((1005).to_bytes(2, "big"), 1002),  # reserved for "no status"
+        ((999).to_bytes(2, "big"), 1002),
+        ((2000).to_bytes(2, "big"), 1002),
+        ((1000).to_bytes(2, "big") + b"\xff", 1007),  # reason not UTF-8
+    ],
+)
+def test_a_close_payload_that_may_not_be_sent_is_a_fault(payload: bytes, code: int) -> None:
+    with pytest.raises(FrameError) as raised:
+        parse_close(payload)
+    assert raised.value.code == code
+
+
+@pytest.mark.parametrize("length", [0, 125, 126, 65535, 65536])
+def test_server_frames_carry_the_length_in_the_shortest_form(length: int) -> None:
+    encoded = frame(TEXT, b"x" * length)
+    assert encoded[0] == 0x81
+    header = 2 if length < 126 else 4 if length < 65536 else 10
+    assert len(encoded) == header + length
