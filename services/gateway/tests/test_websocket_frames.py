@@ -1,15 +1,26 @@
 """The gateway's RFC 6455 frame reader, as pure logic: masking, fragments in any chunking,
-control frames between fragments, and every rule it enforces with its close code."""
+control frames between fragments, and every rule it enforces with its close code; and the
+socket protocol's read-ahead bound, against a recording transport."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tocsin.gateway.websocket import FrameError, FrameReader, frame, parse_close, unmask
+from tocsin.gateway.websocket import (
+    FrameError,
+    FrameReader,
+    SocketProtocol,
+    SocketTimings,
+    frame,
+    parse_close,
+    unmask,
+)
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
@@ -136,3 +147,60 @@ def test_server_frames_carry_the_length_in_the_shortest_form(length: int) -> Non
     assert encoded[0] == 0x81
     header = 2 if length < 126 else 4 if length < 65536 else 10
     assert len(encoded) == header + length
+
+
+class RecordingTransport(asyncio.Transport):
+    """The I/O edge of a `SocketProtocol`, recording what the protocol asks of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.reading = True
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ServerState:
+    def __init__(self) -> None:
+        self.connections: set[object] = set()
+        self.tasks: set[object] = set()
+
+
+async def test_a_client_flooding_frames_is_slowed_by_tcp_not_buffered() -> None:
+    transport = RecordingTransport()
+    received: list[dict[str, object]] = []
+    release = asyncio.Event()
+
+    async def application(scope: object, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await release.wait()  # busy elsewhere while the frames pile up
+        while len(received) < 200:
+            received.append(await receive())
+
+    timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=1)
+    socket = SocketProtocol(transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, 1024)
+    socket.start(application, {"type": "websocket"})
+    await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 101")
+    socket.data_received(b"".join(client_frame(TEXT, b'{"n":%d}' % n) for n in range(200)))
+    assert not transport.reading, "reading goes on while 200 messages wait"
+    release.set()
+    await asyncio.sleep(0.05)
+    assert len(received) == 200
+    assert transport.reading
+    assert [message["text"] for message in received[:2]] == ['{"n":0}', '{"n":1}']

@@ -56,6 +56,10 @@ _PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1
 _NO_STATUS = 1005
 _ABNORMAL = 1006
 _SERVICE_RESTART = 1012
+# Messages read ahead of the application before reading pauses, and where it resumes:
+# a client that floods frames faster than they are handled is slowed by TCP, not buffered.
+_READ_AHEAD = 64
+_READ_RESUME = 16
 
 
 class FrameError(Exception):
@@ -216,6 +220,7 @@ class SocketProtocol(asyncio.Protocol):
         "_key",
         "_pending",
         "_reader",
+        "_reading_paused",
         "_response",
         "_server_state",
         "_task",
@@ -246,6 +251,7 @@ class SocketProtocol(asyncio.Protocol):
         self.wire = Wire(self, self.coalescer)
         self.close_sent = False
         self._accepted = False
+        self._reading_paused = False
         self._disconnected = False
         # The close code the peer sent, once it sent one.
         self._closed_code: int | None = None
@@ -262,7 +268,7 @@ class SocketProtocol(asyncio.Protocol):
         self._server_state.connections.add(self)
         scope["extensions"] = {"websocket.http.response": {}, WIRE_EXTENSION: {"wire": self.wire}}
         self.queue.put_nowait({"type": "websocket.connect"})
-        task = asyncio.get_running_loop().create_task(endpoint(scope, self.queue.get, self.send))
+        task = asyncio.get_running_loop().create_task(endpoint(scope, self.receive, self.send))
         self._task = task
         tasks = self._server_state.tasks
         tasks.add(task)
@@ -299,6 +305,9 @@ class SocketProtocol(asyncio.Protocol):
             else:
                 self._close_received(payload)
                 return
+        if self.queue.qsize() > _READ_AHEAD and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server_state.connections.discard(self)
@@ -322,6 +331,14 @@ class SocketProtocol(asyncio.Protocol):
             self._fail(_SERVICE_RESTART, "service restart")
 
     # -- the application's side (ASGI) ----------------------------------------------
+
+    async def receive(self) -> Message:
+        message: Message = await self.queue.get()
+        if self._reading_paused and self.queue.qsize() <= _READ_RESUME:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+        return message
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
