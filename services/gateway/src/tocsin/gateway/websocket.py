@@ -223,7 +223,6 @@ class SocketProtocol(asyncio.Protocol):
         "_reading_paused",
         "_response",
         "_server_state",
-        "_task",
         "_timer",
         "_timings",
         "close_sent",
@@ -261,7 +260,6 @@ class SocketProtocol(asyncio.Protocol):
         self._response: tuple[int, list[str]] | None = None
         # The heartbeat's one timer: the next ping, or the wait for its pong.
         self._timer: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def start(self, endpoint: Endpoint, scope: Message) -> None:
         """Run the application for this connection (the scope's extensions are filled here)."""
@@ -269,16 +267,20 @@ class SocketProtocol(asyncio.Protocol):
         scope["extensions"] = {"websocket.http.response": {}, WIRE_EXTENSION: {"wire": self.wire}}
         self.queue.put_nowait({"type": "websocket.connect"})
         task = asyncio.get_running_loop().create_task(endpoint(scope, self.receive, self.send))
-        self._task = task
-        tasks = self._server_state.tasks
-        tasks.add(task)
+        # uvicorn's set of running tasks also keeps this one referenced until it ends.
+        self._server_state.tasks.add(task)
         task.add_done_callback(self._application_done)
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if not self._accepted:
+            # A client must wait for the handshake's answer before it sends (RFC 6455
+            # 4.1); one that sends more than a message meanwhile is not a client.
             self._pending += data
+            if len(self._pending) > self._reader.max_size + 14:
+                self.close_sent = True
+                self.transport.close()
             return
         if self.close_sent and self._closed_code is not None:
             return
@@ -400,7 +402,6 @@ class SocketProtocol(asyncio.Protocol):
 
     def _application_done(self, task: asyncio.Task[None]) -> None:
         self._server_state.tasks.discard(task)
-        self._task = None
         if not task.cancelled() and task.exception() is not None:
             log.error("the WebSocket application failed", exc_info=task.exception())
             if not self._accepted:
