@@ -19,7 +19,7 @@ def server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def cache(server: RedisServer) -> AsyncIterator[ReadThroughCache]:
+async def cache(server: RedisServer) -> AsyncIterator[ReadThroughCache[bytes]]:
     redis = async_client(server.url)
     await redis.flushall()
     yield ReadThroughCache(redis, "test", ttl_seconds=30)
@@ -33,7 +33,7 @@ def test_normalised_query_ignores_parameter_and_value_order() -> None:
 
 
 async def test_second_read_hits_and_an_invalidated_tag_forces_a_load(
-    cache: ReadThroughCache,
+    cache: ReadThroughCache[bytes],
 ) -> None:
     loads = 0
 
@@ -52,7 +52,7 @@ async def test_second_read_hits_and_an_invalidated_tag_forces_a_load(
 
 
 async def test_concurrent_misses_of_one_query_share_a_single_load(
-    cache: ReadThroughCache,
+    cache: ReadThroughCache[bytes],
 ) -> None:
     loads = 0
     release = asyncio.Event()
@@ -70,3 +70,68 @@ async def test_concurrent_misses_of_one_query_share_a_single_load(
     assert loads == 1
     assert all(value == b"page" for value, _ in results)
     assert sum(not hit for _, hit in results) == 1
+
+
+async def test_a_current_copy_is_served_without_the_entry_crossing_the_wire(
+    cache: ReadThroughCache[bytes], server: RedisServer
+) -> None:
+    decoded: list[bytes] = []
+
+    def decode(raw: bytes) -> list[bytes]:
+        decoded.append(raw)
+        return [raw]
+
+    redis = async_client(server.url)
+    pages = ReadThroughCache(redis, "pages", ttl_seconds=30, decode=decode)
+
+    async def load() -> bytes:
+        return b"page"
+
+    first, hit = await pages.get("q", ["alerts"], load)
+    assert (first, hit) == ([b"page"], False)
+    second, hit = await pages.get("q", ["alerts"], load)
+    # The same decoded object: the reply said the copy is current, nothing was decoded.
+    assert hit
+    assert second is first
+    assert decoded == [b"page"]
+    await redis.aclose()
+
+
+async def test_a_copy_is_not_served_once_its_tag_moved_or_its_entry_expired(
+    cache: ReadThroughCache[bytes], server: RedisServer
+) -> None:
+    loads = 0
+
+    async def load() -> bytes:
+        nonlocal loads
+        loads += 1
+        return f"value {loads}".encode()
+
+    assert await cache.get("q", ["alerts"], load) == (b"value 1", False)
+    await cache.invalidate("alerts")
+    assert await cache.get("q", ["alerts"], load) == (b"value 2", False)
+    redis = async_client(server.url)
+    for key in await redis.keys("tocsin:cache:entry:*"):
+        await redis.delete(key)
+    assert await cache.get("q", ["alerts"], load) == (b"value 3", False)
+    await redis.aclose()
+
+
+async def test_another_process_entry_replaces_a_stale_copy(
+    cache: ReadThroughCache[bytes], server: RedisServer
+) -> None:
+    redis = async_client(server.url)
+    other = ReadThroughCache(redis, "test", ttl_seconds=30)
+
+    async def load_here() -> bytes:
+        return b"here"
+
+    async def load_there() -> bytes:
+        return b"there"
+
+    assert await cache.get("q", ["alerts"], load_here) == (b"here", False)
+    await other.invalidate("alerts")
+    # The other process loads and stores under the new generation; this one reads its entry.
+    assert await other.get("q", ["alerts"], load_there) == (b"there", False)
+    assert await cache.get("q", ["alerts"], load_here) == (b"there", True)
+    await redis.aclose()

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from tocsin.common import broker as queues
+from tocsin.common.pipelining import PipelinedRedis
 from tocsin.common.server import RedisServer
 from tocsin.ingest.admission import Admission, Outcome, Verdict, encode_message
-from tocsin.ingest.pipelining import PipelinedRedis
 
 
 @pytest.fixture

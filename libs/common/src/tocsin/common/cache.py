@@ -9,8 +9,13 @@ step as its data write (the processor's Lua script does), so:
     a read that begins after a write reads the new generation, misses every
     entry stored under the old one, and loads data that includes the write.
 
-A lookup is one round trip (a script reads the generations and the entry);
-concurrent misses of one key in one process share a single load.
+A lookup is one round trip (a script, `cache/lookup.lua`, reads the
+generations and the entry); concurrent misses of one key in one process share
+a single load. Each process also keeps a decoded copy of the entries it read
+or stored lately, with the generations they were stored under; the lookup
+sends those generations, and when they are still current and the entry still
+exists, the reply carries no entry bytes and the copy is served. Every lookup
+still asks Redis, so the guarantee above is the same for the copies.
 """
 
 from __future__ import annotations
@@ -18,13 +23,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import resources
+from typing import Any, Generic, TypeVar, overload
 
 import redis.asyncio as redis_async
 from prometheus_client import Counter, Histogram
+from redis.commands.core import AsyncScript
 
 from tocsin.common import keys
 from tocsin.common.metrics import health_signals
+from tocsin.common.pipelining import PipelinedRedis, PipelinedScript
 
 __all__ = [
     "CACHE_HITS",
@@ -47,15 +57,15 @@ CACHE_OPERATION_SECONDS = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
 )
 
-# KEYS: the tag generation keys. ARGV[1]: entry key prefix, ARGV[2]: query digest.
-# Returns {generations joined by ':', entry or false}.
-_LOOKUP_LUA = """
-local gens = {}
-for i, key in ipairs(KEYS) do gens[i] = redis.call('GET', key) or '0' end
-local joined = table.concat(gens, ':')
-local entry = redis.call('GET', ARGV[1] .. redis.sha1hex(ARGV[2] .. '|' .. joined))
-return {joined, entry}
-"""
+_LOOKUP_LUA = resources.files("tocsin.common").joinpath("cache/lookup.lua").read_text()
+# What `lookup.lua` returns in place of the entry when the caller's copy is current.
+_COPY_IS_CURRENT = 1
+
+T = TypeVar("T")
+
+
+def _as_bytes(raw: bytes) -> bytes:
+    return raw
 
 
 def normalised_query(params: Mapping[str, str | Sequence[str]]) -> str:
@@ -68,33 +78,88 @@ def normalised_query(params: Mapping[str, str | Sequence[str]]) -> str:
     return "&".join(parts)
 
 
-class ReadThroughCache:
-    """Caches loader results under a query, invalidated by tag generations."""
+class ReadThroughCache(Generic[T]):
+    """Caches loader results under a query, invalidated by tag generations.
 
-    def __init__(self, redis: redis_async.Redis, name: str, ttl_seconds: float = 60.0) -> None:
+    `decode` turns stored bytes into what `get` returns (the bytes themselves
+    by default); it runs once per entry and process, not once per hit, since
+    the process's copy holds the decoded value. `local_entries` bounds those
+    copies (least recently used dropped first). With `lookups`, lookups go over
+    that pipelined connection (the pooled `redis` takes over a call whose
+    connection fails), which costs the event loop far less than a pooled call.
+    """
+
+    @overload
+    def __init__(
+        self: ReadThroughCache[bytes],
+        redis: redis_async.Redis,
+        name: str,
+        ttl_seconds: float = 60.0,
+        *,
+        local_entries: int = 256,
+        lookups: PipelinedRedis | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        redis: redis_async.Redis,
+        name: str,
+        ttl_seconds: float = 60.0,
+        *,
+        decode: Callable[[bytes], T],
+        local_entries: int = 256,
+        lookups: PipelinedRedis | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        redis: redis_async.Redis,
+        name: str,
+        ttl_seconds: float = 60.0,
+        *,
+        decode: Callable[[bytes], Any] = _as_bytes,
+        local_entries: int = 256,
+        lookups: PipelinedRedis | None = None,
+    ) -> None:
         self._redis = redis
         self._name = name
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
-        self._lookup = redis.register_script(_LOOKUP_LUA)
-        self._loading: dict[str, asyncio.Future[bytes]] = {}
+        self._decode: Callable[[bytes], T] = decode
+        self._lookup: PipelinedScript | AsyncScript = (
+            redis.register_script(_LOOKUP_LUA)
+            if lookups is None
+            else PipelinedScript(lookups, _LOOKUP_LUA, fallback=redis)
+        )
+        self._entry_prefix = keys.cache_entry("")
+        self._loading: dict[str, asyncio.Future[T]] = {}
+        # digest source -> (generations it was stored under, decoded value)
+        self._copies: OrderedDict[str, tuple[str, T]] = OrderedDict()
+        self._max_copies = local_entries
 
     async def get(
         self, query: str, tags: Sequence[str], load: Callable[[], Awaitable[bytes]]
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[T, bool]:
         """The cached value of `query`, or `load()`'s, stored; and whether it was a hit."""
         digest_source = f"{self._name}|{query}"
+        copy = self._copies.get(digest_source)
         started = time.perf_counter()
         joined_raw, entry = await self._lookup(
             keys=[keys.cache_tag(tag) for tag in tags],
-            args=[keys.cache_entry(""), digest_source],
+            args=[self._entry_prefix, digest_source, "" if copy is None else "=" + copy[0]],
         )
         CACHE_OPERATION_SECONDS.labels("lookup").observe(time.perf_counter() - started)
+        joined = joined_raw.decode() if isinstance(joined_raw, bytes) else str(joined_raw)
         if entry is not None:
             CACHE_HITS.labels(self._name).inc()
             health_signals.add("cache_hits")
-            return bytes(entry), True
-        joined = joined_raw.decode() if isinstance(joined_raw, bytes) else str(joined_raw)
-        key = keys.cache_entry(hashlib.sha1(f"{digest_source}|{joined}".encode()).hexdigest())
+            if entry == _COPY_IS_CURRENT and copy is not None:
+                self._copies.move_to_end(digest_source)
+                return copy[1], True
+            value = self._decode(bytes(entry))
+            self._keep(digest_source, joined, value)
+            return value, True
+        key = self._entry_prefix + hashlib.sha1(f"{digest_source}|{joined}".encode()).hexdigest()
         # A load already running for the same query and generations serves
         # this request too: it began no earlier than any write it must see.
         pending = self._loading.get(key)
@@ -104,13 +169,15 @@ class ReadThroughCache:
             return await asyncio.shield(pending), True
         CACHE_MISSES.labels(self._name).inc()
         health_signals.add("cache_misses")
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            value = await load()
+            raw = await load()
             started = time.perf_counter()
-            await self._redis.set(key, value, px=self._ttl_ms)
+            await self._redis.set(key, raw, px=self._ttl_ms)
             CACHE_OPERATION_SECONDS.labels("store").observe(time.perf_counter() - started)
+            value = self._decode(raw)
+            self._keep(digest_source, joined, value)
             future.set_result(value)
             return value, False
         except BaseException as exc:
@@ -119,6 +186,14 @@ class ReadThroughCache:
             raise
         finally:
             del self._loading[key]
+
+    def _keep(self, digest_source: str, joined: str, value: T) -> None:
+        """Remember `value` as stored under generations `joined`, dropping the oldest copy."""
+        copies = self._copies
+        copies[digest_source] = (joined, value)
+        copies.move_to_end(digest_source)
+        while len(copies) > self._max_copies:
+            copies.popitem(last=False)
 
     async def invalidate(self, *tags: str) -> None:
         """Invalidate every entry under `tags` (for writers outside a Lua script)."""

@@ -77,6 +77,7 @@ __all__ = [
     "silences",
     "silences_version",
     "stats_minute",
+    "stats_minute_prefix",
     "timeline",
 ]
 
@@ -127,7 +128,12 @@ def known_values(dimension: str) -> str:
 
 
 def stats_minute(epoch_minute: int) -> str:
-    return f"{PREFIX}stats:minute:{epoch_minute}"
+    return f"{stats_minute_prefix()}{epoch_minute}"
+
+
+def stats_minute_prefix() -> str:
+    """What every `stats_minute` key starts with (for a script that builds them)."""
+    return f"{PREFIX}stats:minute:"
 
 
 def silences() -> str:

@@ -233,6 +233,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         await node.hub.start()
         yield
         await node.hub.stop()
+        await context.pipelined.close()
         await redis.aclose()
 
     async def ready() -> tuple[bool, dict[str, str]]:

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from tocsin.common import keys
-from tocsin.ingest.pipelining import PipelinedRedis, RedisReplyError, bulk
+from tocsin.common.pipelining import PipelinedRedis, RedisReplyError, bulk
 
 __all__ = ["Admission", "Outcome", "Verdict", "encode_message"]
 

@@ -31,6 +31,7 @@ from tocsin.common.auth import TokenVerifier
 from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, QueuedAlert, fingerprint
 from tocsin.common.models import new_alert_id as new_id
 from tocsin.common.ops import ops_routes
+from tocsin.common.pipelining import PipelinedRedis, RedisReplyError
 from tocsin.common.problems import problem
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest import alertmanager, pagerduty
@@ -38,7 +39,6 @@ from tocsin.ingest.admission import Admission, Outcome, encode_message
 from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
 from tocsin.ingest.native import AcceptedAlert, AlertsAccepted, parse_native, with_defaults
 from tocsin.ingest.openapi import openapi_document
-from tocsin.ingest.pipelining import PipelinedRedis, RedisReplyError
 from tocsin.ingest.producers import AuthError, Producer, ProducerAuth
 from tocsin.ingest.settings import IngestSettings
 from tocsin.ingest.tracecontext import continue_trace

@@ -4,14 +4,18 @@ Listing reads the processor's indexes (`tocsin:idx:*`), filters by status,
 severity, service, team, label matchers and a time range on the last change,
 and pages with an opaque cursor. Pages are served through the read-through
 cache under the `alerts` tag, which the processor's script increments on every
-change. Actions (ack, unack, resolve) are `AlertAction` messages for the
-processor's `apply_action`; the gateway never writes alert state.
+change. The cache holds a page's ids; its records are read fresh by one script
+(`alerts/records.lua`) that returns them joined, ready to splice into the
+response, so a hit does no JSON work here. Actions (ack, unack, resolve) are
+`AlertAction` messages for the processor's `apply_action`; the gateway never
+writes alert state.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import time
@@ -19,10 +23,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from typing import Any
 
 import msgspec
 import redis.asyncio as redis_async
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,12 +37,14 @@ from tocsin.common import broker as queues
 from tocsin.common import keys
 from tocsin.common.cache import ReadThroughCache, normalised_query
 from tocsin.common.models import AlertAction
+from tocsin.common.pipelining import PipelinedScript
 from tocsin.common.problems import problem
 from tocsin.common.silences import Matcher
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
 __all__ = [
     "AlertQuery",
+    "CachedPage",
     "InvalidQueryError",
     "list_alerts",
     "parse_query",
@@ -48,6 +56,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 STATUSES = ("firing", "acknowledged", "resolved")
 SEVERITIES = ("critical", "error", "warning", "info")
+_RECORDS_LUA = resources.files("tocsin.gateway.api").joinpath("alerts/records.lua").read_text()
 _MATCHER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>=~|!~|!=|=)(?P<value>.*)$")
 
 
@@ -268,6 +277,28 @@ async def alert_with_timeline(redis: redis_async.Redis, alert_id: str) -> dict[s
     return record
 
 
+@dataclass(frozen=True, slots=True)
+class CachedPage:
+    """A cached page as the list endpoint serves it: its ids and the rest, encoded."""
+
+    ids: bytes  # a JSON array, or b"" for an empty page
+    rest: bytes  # the members after "alerts", and the closing brace
+
+    @classmethod
+    def decode(cls, cached: bytes) -> CachedPage:
+        page = json.loads(cached)
+        ids: list[str] = page.pop("alerts")
+        return cls(json.dumps(ids).encode() if ids else b"", json.dumps(page).encode()[1:])
+
+
+@functools.lru_cache(maxsize=1024)
+def _understood(query_string: bytes) -> tuple[AlertQuery, str]:
+    """The parsed query and its cache key, for a raw query string (dashboards repeat theirs)."""
+    params = QueryParams(query_string)
+    query = parse_query(params)
+    return query, normalised_query({name: params.getlist(name) for name in params})
+
+
 class _ActionBody(msgspec.Struct, forbid_unknown_fields=True):
     comment: str = ""
 
@@ -291,15 +322,22 @@ def _guard(
 
 
 def routes(context: ApiContext) -> list[BaseRoute]:
-    cache = ReadThroughCache(context.redis, "alerts", context.settings.api_cache_ttl_seconds)
+    cache = ReadThroughCache(
+        context.redis,
+        "alerts",
+        context.settings.api_cache_ttl_seconds,
+        decode=CachedPage.decode,
+        lookups=context.pipelined,
+    )
+    read_records = PipelinedScript(context.pipelined, _RECORDS_LUA, fallback=context.redis)
+    record_prefix = keys.alert("")
 
     @_guard(context, "read")
     async def list_endpoint(request: Request) -> Response:
         try:
-            query = parse_query(request.query_params)
+            query, normalised = _understood(request.scope["query_string"])
         except InvalidQueryError as exc:
             return problem(400, "invalid-query", "Invalid query", str(exc))
-        params = {name: request.query_params.getlist(name) for name in request.query_params}
 
         async def load() -> bytes:
             page = await list_alerts(context.redis, query)
@@ -309,17 +347,11 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         # The cache holds the page's ids (the costly part: filters, order,
         # total); the records are read fresh, so a duplicate's new count and
         # last_seen need no invalidation. Only transitions increment the tag.
-        cached, hit = await cache.get(normalised_query(params), [ALERTS_TAG], load)
-        page = json.loads(cached)
-        ids: list[str] = page.pop("alerts")
-        raw = await context.redis.mget([keys.alert(alert_id) for alert_id in ids]) if ids else []
-        # Stored records are JSON already: spliced in, not decoded and encoded again.
-        records = b",".join(
-            body if isinstance(body, bytes) else body.encode() for body in raw if body is not None
-        )
-        tail = json.dumps(page).encode()
+        page, hit = await cache.get(normalised, [ALERTS_TAG], load)
+        # Stored records are JSON already: joined by the script, spliced in here.
+        records = bytes(await read_records(args=[record_prefix, page.ids])) if page.ids else b""
         return Response(
-            b'{"alerts":[' + records + b"]," + tail[1:],
+            b'{"alerts":[' + records + b"]," + page.rest,
             media_type="application/json",
             headers={"x-cache": "hit" if hit else "miss"},
         )

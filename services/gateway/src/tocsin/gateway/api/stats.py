@@ -2,22 +2,27 @@
 
 Counts by status cover every stored alert; counts by severity and service
 cover open (unresolved) alerts, which is what a dashboard's tiles show. The
-response is cached under the `alerts` tag, like the alert pages.
+counts are cached under the `alerts` tag, like the alert pages; the
+per-minute series counts every message, so it is read fresh, by one script
+(`stats/per_minute.lua`) that returns it encoded. A hit is served as the cached
+counts' bytes and the series' bytes spliced together, with no JSON work here.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from importlib import resources
 from typing import Any
 
 import redis.asyncio as redis_async
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tocsin.common import keys
 from tocsin.common.cache import ReadThroughCache
+from tocsin.common.pipelining import PipelinedScript
 from tocsin.gateway.api.alerts import ALERTS_TAG, SEVERITIES, STATUSES
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
@@ -25,6 +30,7 @@ __all__ = ["MINUTES", "alert_counts", "alert_stats", "alerts_per_minute", "route
 
 MINUTES = 60
 MAX_SERVICES = 200
+_PER_MINUTE_LUA = resources.files("tocsin.gateway.api").joinpath("stats/per_minute.lua").read_text()
 
 
 async def alert_counts(redis: redis_async.Redis) -> dict[str, Any]:
@@ -70,25 +76,39 @@ async def alert_stats(redis: redis_async.Redis, now: float) -> dict[str, Any]:
     return {**await alert_counts(redis), "alerts_per_minute": await alerts_per_minute(redis, now)}
 
 
+def counts_fragment(cached: bytes) -> bytes:
+    """The cached counts object without its closing brace, so more members can follow."""
+    return cached.rstrip()[:-1]
+
+
 def routes(context: ApiContext) -> list[BaseRoute]:
-    cache = ReadThroughCache(context.redis, "stats", context.settings.api_cache_ttl_seconds)
+    cache = ReadThroughCache(
+        context.redis,
+        "stats",
+        context.settings.api_cache_ttl_seconds,
+        decode=counts_fragment,
+        lookups=context.pipelined,
+    )
+    per_minute = PipelinedScript(context.pipelined, _PER_MINUTE_LUA, fallback=context.redis)
+    minute_prefix = keys.stats_minute_prefix()
+
+    async def load() -> bytes:
+        return json.dumps(await alert_counts(context.redis), separators=(",", ":")).encode()
 
     async def stats_endpoint(request: Request) -> Response:
         try:
             context.authorize(request, "read")
         except Unauthorized as refused:
             return refused.response
-
         now = time.time()
-
-        async def load() -> bytes:
-            return json.dumps(await alert_counts(context.redis)).encode()
-
         # Counts change only with transitions (which increment the tag); the
         # per-minute series counts every message, so it is read fresh.
-        cached, hit = await cache.get("counts", [ALERTS_TAG], load)
-        body = json.loads(cached)
-        body["alerts_per_minute"] = await alerts_per_minute(context.redis, now)
-        return JSONResponse(body, headers={"x-cache": "hit" if hit else "miss"})
+        counts, hit = await cache.get("counts", [ALERTS_TAG], load)
+        series = await per_minute(args=[minute_prefix, int(now // 60), MINUTES])
+        return Response(
+            counts + b',"alerts_per_minute":' + bytes(series) + b"}",
+            media_type="application/json",
+            headers={"x-cache": "hit" if hit else "miss"},
+        )
 
     return [Route("/v1/stats", stats_endpoint, methods=["GET"])]

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tocsin.common.pipelining import (
+    PipelinedRedis,
+    PipelinedScript,
+    RedisReplyError,
+    encode_command,
+)
+from tocsin.common.redis import async_client
 from tocsin.common.server import RedisServer, free_port
-from tocsin.ingest.pipelining import PipelinedRedis, RedisReplyError, encode_command
 
 
 def test_commands_are_encoded_as_resp_bulk_string_arrays() -> None:
@@ -21,10 +27,11 @@ def test_commands_are_encoded_as_resp_bulk_string_arrays() -> None:
     )
 
 
+@pytest.mark.parametrize("coalesce", [True, False])
 async def test_concurrent_commands_get_their_own_replies_in_order(
-    redis_server: RedisServer,
+    redis_server: RedisServer, coalesce: bool
 ) -> None:
-    connection = PipelinedRedis(redis_server.url)
+    connection = PipelinedRedis(redis_server.url, coalesce=coalesce)
     try:
         replies = await asyncio.gather(
             *(connection.execute("INCRBY", "counter", n) for n in range(1, 101))
@@ -35,6 +42,31 @@ async def test_concurrent_commands_get_their_own_replies_in_order(
         assert await connection.execute("PING") == b"PONG", "an error reply breaks nothing"
     finally:
         await connection.close()
+
+
+async def test_a_script_is_loaded_when_the_server_lacks_it(redis_server: RedisServer) -> None:
+    connection = PipelinedRedis(redis_server.url)
+    script = PipelinedScript(connection, "return ARGV[1] .. KEYS[1]")
+    try:
+        assert await script(keys=["k"], args=["v"]) == b"vk"  # NOSCRIPT, then EVAL
+        assert await script(keys=["k"], args=["w"]) == b"wk"  # EVALSHA
+    finally:
+        await connection.close()
+
+
+async def test_a_script_call_whose_connection_fails_goes_through_the_fallback(
+    redis_server: RedisServer,
+) -> None:
+    unreachable = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0")
+    pooled = async_client(redis_server.url)
+    script = PipelinedScript(unreachable, "return ARGV[1] .. KEYS[1]", fallback=pooled)
+    try:
+        assert await script(keys=["k"], args=["v"]) == b"vk"
+        with pytest.raises(ConnectionRefusedError):  # no fallback: the error is the caller's
+            await PipelinedScript(unreachable, "return 1")()
+    finally:
+        await unreachable.close()
+        await pooled.aclose()
 
 
 async def test_connection_recovers_after_a_redis_restart(redis_server: RedisServer) -> None:

@@ -1,28 +1,34 @@
-"""One pipelined Redis connection for ingest's hot path (the admission script).
+"""One pipelined Redis connection for a service's hot path (one script per request).
 
-Every request's admission is one EVALSHA. A pooled client would take a
-connection per concurrent request and pay its bookkeeping on every call; here all
-requests share one connection: commands issued during one event-loop turn go out
-in one write, and replies come back in order, parsed by hiredis. Redis answers
-pipelined commands in the order sent, so a FIFO of futures per connection is all
-the matching needed. A broken or stalled connection fails its calls in flight
-(`ConnectionError`, an `OSError`) and the next call opens a new one.
+Ingest's admission and the gateway's cache lookups are one EVALSHA per request.
+A pooled client would take a connection per concurrent request and pay its
+bookkeeping on every call; here all requests share one connection: commands
+issued during one event-loop turn go out in one write, and replies come back in
+order, parsed by hiredis. Redis answers pipelined commands in the order sent, so
+a FIFO of futures per connection is all the matching needed. A broken or
+stalled connection fails its calls in flight (`ConnectionError`, an `OSError`)
+and the next call opens a new one. `PipelinedScript` runs one Lua script this
+way, and can hand a call to a pooled client (which retries) when the
+connection fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import hiredis
+import redis.asyncio as redis_async
 from redis.asyncio.sentinel import Sentinel
 
 from tocsin.common.redis import SENTINEL_SCHEME, parse_sentinel_url
 
-__all__ = ["PipelinedRedis", "RedisReplyError", "bulk", "encode_command"]
+__all__ = ["PipelinedRedis", "PipelinedScript", "RedisReplyError", "bulk", "encode_command"]
 
 Arg = bytes | str | int | float
 
@@ -57,8 +63,9 @@ def encode_command(*args: Arg) -> bytes:
 class _Connection(asyncio.Protocol):
     """One TCP connection: its outgoing buffer, its calls in flight, its stall detector."""
 
-    def __init__(self, reply_timeout: float) -> None:
+    def __init__(self, reply_timeout: float, coalesce: bool = True) -> None:
         self.transport: asyncio.Transport | None = None
+        self._coalesce = coalesce
         self.pending: deque[asyncio.Future[Any]] = deque()
         self.closed = False
         # Kept rather than asked for per command: on Python 3.11 every
@@ -83,6 +90,11 @@ class _Connection(asyncio.Protocol):
             future.set_exception(ConnectionError("connection to Redis closed"))
             return future
         self.pending.append(future)
+        if not self._coalesce and self.transport is not None:
+            self.transport.write(command)
+            if self._watchdog is None:
+                self._arm_watchdog()
+            return future
         self._outgoing.append(command)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -164,7 +176,14 @@ class PipelinedRedis:
     Sentinels which server is the primary.
     """
 
-    def __init__(self, url: str, connect_timeout: float = 5.0, reply_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        connect_timeout: float = 5.0,
+        reply_timeout: float = 5.0,
+        *,
+        coalesce: bool = True,
+    ) -> None:
         self._sentinel: Sentinel | None = None
         self._master = ""
         self._host = "127.0.0.1"
@@ -193,6 +212,7 @@ class PipelinedRedis:
             self._db = int(path) if path.isdigit() else 0
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
+        self._coalesce = coalesce
         self._connection: _Connection | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -210,7 +230,10 @@ class PipelinedRedis:
             loop = asyncio.get_running_loop()
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self._reply_timeout), host, port, ssl=context
+                    lambda: _Connection(self._reply_timeout, self._coalesce),
+                    host,
+                    port,
+                    ssl=context,
                 ),
                 self._connect_timeout,
             )
@@ -244,3 +267,37 @@ class PipelinedRedis:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class PipelinedScript:
+    """A Lua script run by EVALSHA on a `PipelinedRedis` (EVAL, which caches it, on NOSCRIPT).
+
+    With `fallback`, a call whose connection fails (`OSError`) is made again
+    through that pooled client, whose own retries ride out a reconnect.
+    """
+
+    def __init__(
+        self, redis: PipelinedRedis, source: str, fallback: redis_async.Redis | None = None
+    ) -> None:
+        self._redis = redis
+        self._source = source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()
+        self._fallback = None if fallback is None else fallback.register_script(source)
+
+    async def __call__(self, keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> Any:
+        """The script's reply, as hiredis gives it (bytes, int, list or None)."""
+        try:
+            try:
+                return await self._redis.execute_encoded(
+                    encode_command("EVALSHA", self._sha, len(keys), *keys, *args)
+                )
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                return await self._redis.execute_encoded(
+                    encode_command("EVAL", self._source, len(keys), *keys, *args)
+                )
+        except OSError:
+            if self._fallback is None:
+                raise
+            return await self._fallback(keys=keys, args=args)
