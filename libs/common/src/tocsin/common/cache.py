@@ -54,7 +54,8 @@ CACHE_OPERATION_SECONDS = Histogram(
     "tocsin_cache_operation_seconds",
     "Time of one cache operation against Redis (lookup or store), without the load.",
     ["operation"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+    # Fine around the 1 ms target, so its p99 is read from a bucket, not guessed across one.
+    buckets=(0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.05),
 )
 
 _LOOKUP_LUA = resources.files("tocsin.common").joinpath("cache/lookup.lua").read_text()

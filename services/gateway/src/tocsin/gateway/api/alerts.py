@@ -46,7 +46,7 @@ __all__ = [
     "AlertQuery",
     "CachedPage",
     "InvalidQueryError",
-    "list_alerts",
+    "list_alert_ids",
     "parse_query",
     "routes",
 ]
@@ -203,64 +203,72 @@ async def _indexed_page(
             low = query.cursor[0]
         ties = await redis.zcount(index, query.cursor[0], query.cursor[0])
     take = query.limit + 1 + ties
+    # The page and (on the first page) the total in one round trip.
+    pipe = redis.pipeline(transaction=False)
     if query.newest_first:
-        raw = await redis.zrevrangebyscore(index, high, low, start=0, num=take, withscores=True)
+        pipe.zrevrangebyscore(index, high, low, start=0, num=take, withscores=True)
     else:
-        raw = await redis.zrangebyscore(index, low, high, start=0, num=take, withscores=True)
-    items = _pairs(raw)
+        pipe.zrangebyscore(index, low, high, start=0, num=take, withscores=True)
+    if query.cursor is None:
+        pipe.zcount(index, low, high)
+    replies = await pipe.execute()
+    items = _pairs(replies[0])
     if query.cursor is not None:
         position = (query.cursor[0], query.cursor[1])
         if query.newest_first:
             items = [(i, s) for i, s in items if (s, i) < position]
         else:
             items = [(i, s) for i, s in items if (s, i) > position]
-    total = None
-    if query.cursor is None:
-        total = await redis.zcount(index, low, high)
+    total = int(replies[1]) if query.cursor is None else None
     return items, total
 
 
-async def list_alerts(redis: redis_async.Redis, query: AlertQuery) -> dict[str, Any]:
-    """One page of alerts for `query`, with the total (first page) and the next page's cursor.
+async def list_alert_ids(redis: redis_async.Redis, query: AlertQuery) -> dict[str, Any]:
+    """One page of alert ids for `query`, with the total (first page) and the next page's cursor.
 
-    Only the records of the page are read, except with label matchers, which
-    are checked on the records in order until the page is full.
+    A query one index answers reads no record: the records are read fresh
+    whenever the page is served. Label matchers are checked on the records, in
+    order, until the page is full.
     """
     index = _single_index(query)
-    total: int | None
     if index is not None and not query.matchers:
-        ordered, total = await _indexed_page(redis, index, query)
-    else:
-        ordered = await _candidates(redis, query)
-        if query.cursor is not None:
-            position = query.cursor
-            if query.newest_first:
-                ordered = [(i, s) for i, s in ordered if (s, i) < position]
-            else:
-                ordered = [(i, s) for i, s in ordered if (s, i) > position]
-        total = len(ordered) if query.cursor is None and not query.matchers else None
-    page: list[tuple[dict[str, Any], float]] = []
-    chunk = query.limit + 1 if not query.matchers else 500
-    for start in range(0, len(ordered), chunk):
-        part = ordered[start : start + chunk]
+        items, total = await _indexed_page(redis, index, query)
+        return _page_of(items, total, query.limit)
+    ordered = await _candidates(redis, query)
+    if query.cursor is not None:
+        position = query.cursor
+        if query.newest_first:
+            ordered = [(i, s) for i, s in ordered if (s, i) < position]
+        else:
+            ordered = [(i, s) for i, s in ordered if (s, i) > position]
+    total = len(ordered) if query.cursor is None and not query.matchers else None
+    if not query.matchers:
+        return _page_of(ordered[: query.limit + 1], total, query.limit)
+    page: list[tuple[str, float]] = []
+    for start in range(0, len(ordered), 500):
+        part = ordered[start : start + 500]
         raw = await redis.mget([keys.alert(alert_id) for alert_id, _ in part])
-        for (_, score), body in zip(part, raw, strict=True):
+        for item, body in zip(part, raw, strict=True):
             if body is None:
                 continue
             record = json.loads(body)
-            if query.matchers:
-                labels = {"alertname": record["name"], **record["labels"]}
-                if not all(matcher.matches(labels) for matcher in query.matchers):
-                    continue
-            page.append((record, score))
+            labels = {"alertname": record["name"], **record["labels"]}
+            if all(matcher.matches(labels) for matcher in query.matchers):
+                page.append(item)
         if len(page) > query.limit:
             break
+    return _page_of(page, total, query.limit)
+
+
+def _page_of(items: list[tuple[str, float]], total: int | None, limit: int) -> dict[str, Any]:
+    """The page of the first `limit` of `items`; a cursor when there is one more."""
     next_cursor = None
-    if len(page) > query.limit:
-        page = page[: query.limit]
-        last, score = page[-1]
-        next_cursor = encode_cursor(score, last["id"])
-    return {"alerts": [record for record, _ in page], "total": total, "next_cursor": next_cursor}
+    if len(items) > limit:
+        items = items[:limit]
+        last_id, score = items[-1]
+        next_cursor = encode_cursor(score, last_id)
+    ids = [alert_id for alert_id, _ in items]
+    return {"alerts": ids, "total": total, "next_cursor": next_cursor}
 
 
 async def alert_with_timeline(redis: redis_async.Redis, alert_id: str) -> dict[str, Any] | None:
@@ -340,9 +348,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             return problem(400, "invalid-query", "Invalid query", str(exc))
 
         async def load() -> bytes:
-            page = await list_alerts(context.redis, query)
-            page["alerts"] = [record["id"] for record in page["alerts"]]
-            return json.dumps(page).encode()
+            return json.dumps(await list_alert_ids(context.redis, query)).encode()
 
         # The cache holds the page's ids (the costly part: filters, order,
         # total); the records are read fresh, so a duplicate's new count and
