@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tocsin.common.cache import ReadThroughCache, normalised_query
+from tocsin.common.pipelining import PipelinedRedis
 from tocsin.common.redis import async_client
 from tocsin.common.server import RedisServer
 
@@ -18,11 +19,17 @@ def server() -> Iterator[RedisServer]:
         yield started
 
 
-@pytest.fixture
-async def cache(server: RedisServer) -> AsyncIterator[ReadThroughCache[bytes]]:
+@pytest.fixture(params=["pooled", "pipelined"])
+async def cache(
+    server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[ReadThroughCache[bytes]]:
+    """A cache doing its lookups and stores through the pooled client, or a pipelined one."""
     redis = async_client(server.url)
     await redis.flushall()
-    yield ReadThroughCache(redis, "test", ttl_seconds=30)
+    pipelined = PipelinedRedis(server.url) if request.param == "pipelined" else None
+    yield ReadThroughCache(redis, "test", ttl_seconds=30, lookups=pipelined)
+    if pipelined is not None:
+        await pipelined.close()
     await redis.aclose()
 
 

@@ -8,8 +8,9 @@ import time
 from tocsin.common import keys
 from tocsin.common.redis import async_client
 from tocsin.common.server import RedisServer
-from tocsin.gateway.api.alerts import _RECORDS_LUA, CachedPage
+from tocsin.gateway.api.alerts import _RECORDS_LUA, SEVERITIES, STATUSES, CachedPage
 from tocsin.gateway.api.stats import (
+    _COUNTS_LUA,
     _PER_MINUTE_LUA,
     MINUTES,
     alerts_per_minute,
@@ -62,4 +63,39 @@ async def test_the_per_minute_script_serves_the_series_alerts_per_minute_reads(
     encoded = await script(args=[keys.stats_minute_prefix(), current, MINUTES])
     assert json.loads(encoded) == await alerts_per_minute(redis, now)
     assert json.loads(encoded)[-1] == {"minute": current * 60, "count": 7}
+    await redis.aclose()
+
+
+async def test_the_counts_script_counts_by_status_and_open_alerts_by_severity_and_service(
+    redis_server: RedisServer,
+) -> None:
+    redis = async_client(redis_server.url)
+    alerts = {
+        # id: (status, severity, service)
+        "a": ("firing", "critical", "db"),
+        "b": ("acknowledged", "critical", 'quote"d'),
+        "c": ("resolved", "warning", "db"),
+        "d": ("firing", "info", "web"),
+    }
+    for alert_id, (status, severity, service) in alerts.items():
+        await redis.zadd(keys.alert_index(), {alert_id: 1})
+        await redis.zadd(keys.alert_index("status", status), {alert_id: 1})
+        await redis.zadd(keys.alert_index("severity", severity), {alert_id: 1})
+        await redis.zadd(keys.alert_index("service", service), {alert_id: 1})
+        await redis.sadd(keys.known_values("services"), service)
+        if status != "resolved":
+            await redis.zadd(keys.open_alerts(), {alert_id: 1})
+    await redis.sadd(keys.known_values("services"), "quiet")  # known, nothing open
+    script = redis.register_script(_COUNTS_LUA)
+    counts_keys = [keys.alert_index(), keys.open_alerts(), keys.known_values("services")]
+    counts_args = [keys.alert_index_prefix(), ",".join(STATUSES), ",".join(SEVERITIES)]
+    assert json.loads(await script(keys=counts_keys, args=[*counts_args, 200])) == {
+        "total": 4,
+        "by_status": {"firing": 2, "acknowledged": 1, "resolved": 1},
+        "open_by_severity": {"critical": 2, "error": 0, "warning": 0, "info": 1},
+        "open_by_service": {"db": 1, 'quote"d': 1, "web": 1},
+    }
+    # Services are counted in name order up to the limit.
+    limited = json.loads(await script(keys=counts_keys, args=[*counts_args, 1]))
+    assert limited["open_by_service"] == {"db": 1}
     await redis.aclose()

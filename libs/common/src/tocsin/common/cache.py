@@ -87,7 +87,8 @@ class ReadThroughCache(Generic[T]):
     the process's copy holds the decoded value. `local_entries` bounds those
     copies (least recently used dropped first). With `lookups`, lookups go over
     that pipelined connection (the pooled `redis` takes over a call whose
-    connection fails), which costs the event loop far less than a pooled call.
+    connection fails), and so do stores; that costs the event loop far less than
+    a pooled call.
     """
 
     @overload
@@ -132,6 +133,7 @@ class ReadThroughCache(Generic[T]):
             if lookups is None
             else PipelinedScript(lookups, _LOOKUP_LUA, fallback=redis)
         )
+        self._pipelined = lookups
         self._entry_prefix = keys.cache_entry("")
         self._loading: dict[str, asyncio.Future[T]] = {}
         # digest source -> (generations it was stored under, decoded value)
@@ -175,7 +177,7 @@ class ReadThroughCache(Generic[T]):
         try:
             raw = await load()
             started = time.perf_counter()
-            await self._redis.set(key, raw, px=self._ttl_ms)
+            await self._store(key, raw)
             CACHE_OPERATION_SECONDS.labels("store").observe(time.perf_counter() - started)
             value = self._decode(raw)
             self._keep(digest_source, joined, value)
@@ -187,6 +189,15 @@ class ReadThroughCache(Generic[T]):
             raise
         finally:
             del self._loading[key]
+
+    async def _store(self, key: str, raw: bytes) -> None:
+        if self._pipelined is not None:
+            try:
+                await self._pipelined.execute("SET", key, raw, "PX", self._ttl_ms)
+                return
+            except OSError:
+                pass  # the pooled client's retries ride out the reconnect
+        await self._redis.set(key, raw, px=self._ttl_ms)
 
     def _keep(self, digest_source: str, joined: str, value: T) -> None:
         """Remember `value` as stored under generations `joined`, dropping the oldest copy."""

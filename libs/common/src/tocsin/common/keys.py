@@ -115,7 +115,14 @@ def timeline(alert_id: str) -> str:
 
 def alert_index(dimension: str = "all", value: str = "") -> str:
     """`tocsin:idx:all`, or the index of one status, severity, service or team value."""
-    return f"{PREFIX}idx:all" if dimension == "all" else f"{PREFIX}idx:{dimension}:{value}"
+    if dimension == "all":
+        return f"{alert_index_prefix()}all"
+    return f"{alert_index_prefix()}{dimension}:{value}"
+
+
+def alert_index_prefix() -> str:
+    """What every index key starts with (scripts that name indexes themselves need it)."""
+    return f"{PREFIX}idx:"
 
 
 def open_alerts() -> str:

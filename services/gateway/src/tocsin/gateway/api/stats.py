@@ -2,18 +2,17 @@
 
 Counts by status cover every stored alert; counts by severity and service
 cover open (unresolved) alerts, which is what a dashboard's tiles show. The
-counts are cached under the `alerts` tag, like the alert pages; the
-per-minute series counts every message, so it is read fresh, by one script
-(`stats/per_minute.lua`) that returns it encoded. A hit is served as the cached
-counts' bytes and the series' bytes spliced together, with no JSON work here.
+counts are cached under the `alerts` tag, like the alert pages; they are
+counted by one script (`stats/counts.lua`). The per-minute series counts every
+message, so it is read fresh, by one script (`stats/per_minute.lua`) that
+returns it encoded. A hit is served as the cached counts' bytes and the series'
+bytes spliced together, with no JSON work here.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from importlib import resources
-from typing import Any
 
 import redis.asyncio as redis_async
 from starlette.requests import Request
@@ -26,38 +25,13 @@ from tocsin.common.pipelining import PipelinedScript
 from tocsin.gateway.api.alerts import ALERTS_TAG, SEVERITIES, STATUSES
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
-__all__ = ["MINUTES", "alert_counts", "alert_stats", "alerts_per_minute", "routes"]
+__all__ = ["MINUTES", "alerts_per_minute", "routes"]
 
 MINUTES = 60
 MAX_SERVICES = 200
-_PER_MINUTE_LUA = resources.files("tocsin.gateway.api").joinpath("stats/per_minute.lua").read_text()
-
-
-async def alert_counts(redis: redis_async.Redis) -> dict[str, Any]:
-    """Counts by status (all alerts), and by severity and service (open alerts)."""
-    members: set[bytes] = await redis.smembers(keys.known_values("services"))  # type: ignore[assignment]
-    services = sorted(member.decode() for member in members)[:MAX_SERVICES]
-    pipe = redis.pipeline(transaction=False)
-    pipe.zcard(keys.alert_index())
-    for status in STATUSES:
-        pipe.zcard(keys.alert_index("status", status))
-    for severity in SEVERITIES:
-        pipe.zintercard(2, [keys.open_alerts(), keys.alert_index("severity", severity)])
-    for service in services:
-        pipe.zintercard(2, [keys.open_alerts(), keys.alert_index("service", service)])
-    results = await pipe.execute()
-    total, rest = results[0], results[1:]
-    by_status = dict(zip(STATUSES, rest[: len(STATUSES)], strict=True))
-    rest = rest[len(STATUSES) :]
-    by_severity = dict(zip(SEVERITIES, rest[: len(SEVERITIES)], strict=True))
-    rest = rest[len(SEVERITIES) :]
-    by_service = {name: count for name, count in zip(services, rest, strict=True) if count}
-    return {
-        "total": total,
-        "by_status": by_status,
-        "open_by_severity": by_severity,
-        "open_by_service": by_service,
-    }
+_SCRIPTS = resources.files("tocsin.gateway.api").joinpath("stats")
+_COUNTS_LUA = _SCRIPTS.joinpath("counts.lua").read_text()
+_PER_MINUTE_LUA = _SCRIPTS.joinpath("per_minute.lua").read_text()
 
 
 async def alerts_per_minute(redis: redis_async.Redis, now: float) -> list[dict[str, int]]:
@@ -69,11 +43,6 @@ async def alerts_per_minute(redis: redis_async.Redis, now: float) -> list[dict[s
         {"minute": minute * 60, "count": int(value or 0)}
         for minute, value in zip(minutes, raw, strict=True)
     ]
-
-
-async def alert_stats(redis: redis_async.Redis, now: float) -> dict[str, Any]:
-    """The whole `/v1/stats` body, uncached."""
-    return {**await alert_counts(redis), "alerts_per_minute": await alerts_per_minute(redis, now)}
 
 
 def counts_fragment(cached: bytes) -> bytes:
@@ -89,11 +58,20 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         decode=counts_fragment,
         lookups=context.pipelined,
     )
+    counts_script = PipelinedScript(context.pipelined, _COUNTS_LUA, fallback=context.redis)
     per_minute = PipelinedScript(context.pipelined, _PER_MINUTE_LUA, fallback=context.redis)
     minute_prefix = keys.stats_minute_prefix()
+    counts_keys = [keys.alert_index(), keys.open_alerts(), keys.known_values("services")]
+    counts_args: list[str | int] = [
+        keys.alert_index_prefix(),
+        ",".join(STATUSES),
+        ",".join(SEVERITIES),
+        MAX_SERVICES,
+    ]
 
     async def load() -> bytes:
-        return json.dumps(await alert_counts(context.redis), separators=(",", ":")).encode()
+        # Counted in Redis by one script: a miss costs this loop one round trip.
+        return bytes(await counts_script(keys=counts_keys, args=counts_args))
 
     async def stats_endpoint(request: Request) -> Response:
         try:
