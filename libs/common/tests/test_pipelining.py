@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -99,26 +95,6 @@ async def test_a_server_that_stops_answering_fails_the_calls_in_flight() -> None
         await connection.close()
         server.close()
         await server.wait_closed()
-
-
-@pytest.fixture
-def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
-    """A real Sentinel (the same binary in sentinel mode) watching `redis_server` as `tocsin`."""
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-                    f"sentinel monitor tocsin 127.0.0.1 {redis_server.port} 1\n")  # fmt: skip
-    process = subprocess.Popen([redis_server.binary, str(conf), "--sentinel"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    probe = RedisServer(binary=redis_server.binary, port=port)
-    deadline = time.monotonic() + 20
-    while not probe.ping() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def test_sentinel_url_reaches_the_primary(sentinel_port: int) -> None:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tocsin.common.redis import async_client, parse_sentinel_url, sync_client
-from tocsin.common.server import RedisServer, free_port
+from tocsin.common.server import RedisServer
 
 
 def test_sentinel_urls_name_hosts_master_db_and_password() -> None:
@@ -24,30 +19,6 @@ def test_sentinel_urls_name_hosts_master_db_and_password() -> None:
 def test_a_sentinel_url_without_master_is_refused() -> None:
     with pytest.raises(ValueError, match="master name"):
         parse_sentinel_url("redis+sentinel://a:26379")
-
-
-@pytest.fixture
-def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor tocsin 127.0.0.1 {redis_server.port} 1\n"
-    )
-    process = subprocess.Popen(
-        [redis_server.binary, str(conf), "--sentinel"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    probe = RedisServer(binary=redis_server.binary, port=port)
-    deadline = time.monotonic() + 10
-    while not probe.ping() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_clients_reach_the_primary_through_sentinel(sentinel_port: int) -> None:
