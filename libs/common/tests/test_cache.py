@@ -33,6 +33,17 @@ async def cache(
     await redis.aclose()
 
 
+class NumberedLoads:
+    """A loader whose n-th load returns `value n`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self) -> bytes:
+        self.count += 1
+        return f"value {self.count}".encode()
+
+
 def test_normalised_query_ignores_parameter_and_value_order() -> None:
     assert normalised_query({"b": "2", "a": ["y", "x"]}) == normalised_query(
         {"a": ["x", "y"], "b": ["2"]}
@@ -42,13 +53,7 @@ def test_normalised_query_ignores_parameter_and_value_order() -> None:
 async def test_second_read_hits_and_an_invalidated_tag_forces_a_load(
     cache: ReadThroughCache[bytes],
 ) -> None:
-    loads = 0
-
-    async def load() -> bytes:
-        nonlocal loads
-        loads += 1
-        return f"value {loads}".encode()
-
+    load = NumberedLoads()
     assert await cache.get("q", ["alerts"], load) == (b"value 1", False)
     assert await cache.get("q", ["alerts"], load) == (b"value 1", True)
     assert await cache.get("other", ["alerts"], load) == (b"value 2", False)
@@ -107,13 +112,7 @@ async def test_a_current_copy_is_served_without_the_entry_crossing_the_wire(
 async def test_a_copy_is_not_served_once_its_tag_moved_or_its_entry_expired(
     cache: ReadThroughCache[bytes], server: RedisServer
 ) -> None:
-    loads = 0
-
-    async def load() -> bytes:
-        nonlocal loads
-        loads += 1
-        return f"value {loads}".encode()
-
+    load = NumberedLoads()
     assert await cache.get("q", ["alerts"], load) == (b"value 1", False)
     await cache.invalidate("alerts")
     assert await cache.get("q", ["alerts"], load) == (b"value 2", False)
