@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
+from tests.support import wait_until_serving
 
 from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer, free_port
+from tocsin.common.server import RedisServer, free_port, stop_process
 
 TEST_JWT_SECRET = "test-secret-for-tocsin-integration-tests"
 
@@ -46,17 +44,7 @@ class ServiceProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready within {timeout}s:\n{self.log()}")
+        wait_until_serving(f"{self.url}/readyz", self.process, timeout, self.log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -66,12 +54,7 @@ class ServiceProcess:
             self.process.send_signal(signum)
 
     def stop(self, timeout: float = 15.0) -> int:
-        self.signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop_process(self.process, timeout)
 
 
 ServiceFactory = Callable[..., ServiceProcess]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket as sockets
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
 
-__all__ = ["RawWebSocket", "metric", "next_frame", "recv", "wait_until"]
+__all__ = ["RawWebSocket", "metric", "next_frame", "recv", "wait_until", "wait_until_serving"]
 
 T = TypeVar("T")
 
@@ -28,6 +30,25 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         time.sleep(0.02)
+
+
+def wait_until_serving(
+    url: str,
+    process: subprocess.Popen[Any],
+    timeout: float = 30.0,
+    log: Callable[[], str] = str,
+) -> None:
+    """Poll `url` until it answers 200; fail at once if `process` exits first, or after
+    `timeout`, with what `log()` returns in the message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before {url} answered\n{log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s\n{log()}")
 
 
 def metric(url: str, name: str, **labels: str) -> float:

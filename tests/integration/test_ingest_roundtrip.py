@@ -7,12 +7,10 @@ gateway -> WebSocket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,9 +21,10 @@ import pytest
 import redis
 import websockets
 import yaml
+from tests.support import next_frame, wait_until_serving
 
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer, free_port
+from tocsin.common.server import RedisServer, free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +59,7 @@ async def _exchange(
     ) as ws:
         assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["type"] == "welcome"
         await ws.send(json.dumps({"type": "subscribe", "channel": "alerts"}))
-        while json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["type"] != "subscribed":
-            pass
+        await next_frame(ws, "subscribed", DEADLINE)
         seen: list[Frame] = []
         for post, wanted in steps:
             await asyncio.to_thread(post)
@@ -220,25 +218,14 @@ def alertmanager(tmp_path: Path) -> Iterator[Callable[[str, str], str]]:
         )  # fmt: skip
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "alertmanager.log").read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    return url
-            time.sleep(0.1)
-        raise AssertionError(
-            "Alertmanager not ready: " + (tmp_path / "alertmanager.log").read_text()
+        wait_until_serving(
+            f"{url}/-/ready", process, DEADLINE, (tmp_path / "alertmanager.log").read_text
         )
+        return url
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 # The first run on a fresh machine may install Alertmanager with apt-get first.

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import websockets
 from redis import Redis
+from tests.support import next_frame
 
 from tocsin.common.health import compute_and_store
 from tocsin.common.metrics import health_signals
@@ -38,8 +39,7 @@ async def _health_events(ws_url: str, token: str, change: object, count: int) ->
         ws_url, additional_headers={"authorization": f"Bearer {token}"}
     ) as ws:
         await ws.send(json.dumps({"type": "subscribe", "channel": "system"}))
-        while json.loads(await asyncio.wait_for(ws.recv(), 20)).get("type") != "subscribed":
-            pass
+        await next_frame(ws, "subscribed", 20)
         await asyncio.to_thread(change)  # type: ignore[arg-type]
         events: list[dict] = []
         while len(events) < count:

@@ -22,8 +22,9 @@ import pytest
 import websockets
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from tests.support import next_frame, wait_until_serving
 
-from tocsin.common.server import free_port
+from tocsin.common.server import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -88,17 +89,9 @@ class Prometheus:
             )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus not ready:\n{self.log_path.read_text()[-2000:]}")
+        wait_until_serving(
+            f"{self.url}/-/ready", self.process, timeout, lambda: self.log_path.read_text()[-2000:]
+        )
 
     def query(self, expr: str) -> dict:
         response = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
@@ -117,12 +110,7 @@ class Prometheus:
         raise AssertionError(f"no data for {expr} within {timeout}s")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 15)
 
 
 def _panel_expressions() -> list[tuple[str, str, str]]:
@@ -153,8 +141,7 @@ async def _drive(ws_url: str, token: str, send_alerts: Callable[[], None]) -> No
         ws_url, additional_headers={"authorization": f"Bearer {token}"}
     ) as ws:
         await ws.send(json.dumps({"type": "subscribe", "channel": "alerts"}))
-        while json.loads(await asyncio.wait_for(ws.recv(), 20)).get("type") != "subscribed":
-            pass
+        await next_frame(ws, "subscribed", 20)
         await asyncio.to_thread(send_alerts)
         events = 0
         while events < 3:

@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from tests.integration.test_notifier_delivery import FAST, routes_file
 from tests.integration.test_notifier_delivery import receivers as notifier_receivers
+from tests.support import next_frame
 
 pytestmark = pytest.mark.integration
 
@@ -139,8 +140,7 @@ async def _deliver_one_alert(ws_url: str, token: str, post: Callable[[], None]) 
         ws_url, additional_headers={"authorization": f"Bearer {token}"}
     ) as ws:
         await ws.send(json.dumps({"type": "subscribe", "channel": "alerts"}))
-        while json.loads(await asyncio.wait_for(ws.recv(), 20)).get("type") != "subscribed":
-            pass
+        await next_frame(ws, "subscribed", 20)
         await asyncio.to_thread(post)
         while True:
             frame = json.loads(await asyncio.wait_for(ws.recv(), 20))

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 from conftest import ServiceFactory
+from tests.support import wait_until
 
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
@@ -28,6 +29,8 @@ from tocsin.scheduler.analytics import compute_daily
 from tocsin.scheduler.cachehealth import check_cache_health
 from tocsin.scheduler.patterns import PatternRules, run_pattern_detection
 from tocsin.scheduler.retention import RetentionPolicy, enforce_retention
+
+DEADLINE = 60.0
 
 pytestmark = pytest.mark.integration
 
@@ -340,15 +343,6 @@ def test_cache_health_reports_hit_rate_from_health_signals_and_redis_memory(
     assert 0 <= report["latency"]["p50_ms"] <= report["latency"]["max_ms"]
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_scheduled_analytics_is_served_by_gateway_and_schedules_are_listed_by_api_and_cli(
     redis_server: RedisServer, start_service: ServiceFactory, user_token: Callable[..., str]
 ) -> None:
@@ -367,7 +361,7 @@ def test_scheduled_analytics_is_served_by_gateway_and_schedules_are_listed_by_ap
         outcome = client.hget("tocsin:sched:state:analytics_now", "last_outcome")
         return outcome == b"ok" and client.exists("tocsin:analytics:daily:2026-11-20") == 1
 
-    _wait_for(analytics_done, "the analytics job to store its report")
+    wait_until(analytics_done, DEADLINE, "the analytics job to store its report")
     response = httpx.get(f"{gateway.url}/v1/analytics/daily", params={"date": "2026-11-20"},
                          headers=headers)  # fmt: skip
     assert response.status_code == 200
@@ -421,21 +415,23 @@ def test_daily_analytics_reads_alerts_stored_by_the_real_ingest_and_processor(
     def stored(status: str, count: int) -> Callable[[], bool]:
         return lambda: client.zcard(f"tocsin:idx:status:{status}") == count
 
-    _wait_for(stored("firing", 2), "two alerts stored by the processor")
+    wait_until(stored("firing", 2), DEADLINE, "two alerts stored by the processor")
     disk_id = client.zrange("tocsin:idx:severity:critical", 0, -1)[0].decode()
-    _wait_for(lambda: json.loads(client.get(f"tocsin:alert:{disk_id}") or b"{}").get("count") == 3,
-              "the duplicates counted")  # fmt: skip
+    wait_until(lambda: json.loads(client.get(f"tocsin:alert:{disk_id}") or b"{}").get("count") == 3,
+               DEADLINE, "the duplicates counted")  # fmt: skip
     for action in ("ack", "resolve"):
         response = httpx.post(f"{gateway.url}/v1/alerts/{disk_id}/{action}", headers=user)
         assert response.status_code == 202, response.text
-        _wait_for(stored("acknowledged" if action == "ack" else "resolved", 1), action)
+        wait_until(stored("acknowledged" if action == "ack" else "resolved", 1), DEADLINE, action)
 
     first_seen = json.loads(client.get(f"tocsin:alert:{disk_id}") or b"{}")["first_seen_ts"]
     today = datetime.fromtimestamp(first_seen, UTC).date().isoformat()
     schedules = [{"name": "analytics_today", "job": "daily_analytics", "cron": "* * * * * *",
                   "catch_up": "skip", "params": {"date": today}}]  # fmt: skip
     start_service("scheduler", TOCSIN_SCHEDULES=json.dumps(schedules), TOCSIN_TICK_MS="100")
-    _wait_for(lambda: client.exists(f"tocsin:analytics:daily:{today}") == 1, "the analytics")
+    wait_until(
+        lambda: client.exists(f"tocsin:analytics:daily:{today}") == 1, DEADLINE, "the analytics"
+    )
     report = httpx.get(f"{gateway.url}/v1/analytics/daily", params={"date": today},
                        headers=user).json()  # fmt: skip
 

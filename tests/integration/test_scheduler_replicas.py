@@ -11,12 +11,12 @@ import json
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 import redis
 from conftest import ServiceFactory, ServiceProcess
+from tests.support import wait_until
 
 from tocsin.common.broker import build_broker, build_message
 from tocsin.common.server import RedisServer
@@ -49,15 +49,6 @@ def _runs(client: redis.Redis, schedule: str) -> list[dict[str, str]]:
     return [r for r in runs if r["schedule"] == schedule]
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _last_fired(client: redis.Redis, schedule: str) -> int:
     raw = client.hget(f"tocsin:sched:state:{schedule}", "last_fired")
     return int(raw) if raw else 0
@@ -72,7 +63,7 @@ def test_three_replicas_run_every_fire_time_once_across_a_sigkill_of_the_last_fi
     for replica in replicas:
         replica.wait_ready()
 
-    _wait_for(lambda: len(_runs(client, "tick")) >= 8, "eight runs before the kill")
+    wait_until(lambda: len(_runs(client, "tick")) >= 8, DEADLINE, "eight runs before the kill")
     firer = client.hget("tocsin:sched:state:tick", "last_replica")
     assert firer is not None
     victim: ServiceProcess = next(
@@ -83,7 +74,9 @@ def test_three_replicas_run_every_fire_time_once_across_a_sigkill_of_the_last_fi
     killed_at = _last_fired(client, "tick")
 
     # Ten more fire times after the kill, handled by the two survivors.
-    _wait_for(lambda: _last_fired(client, "tick") >= killed_at + 10, "fire times after the kill")
+    wait_until(
+        lambda: _last_fired(client, "tick") >= killed_at + 10, DEADLINE, "fire times after the kill"
+    )
     end = _last_fired(client, "tick") - 1
     first = min(int(r["fire"]) for r in _runs(client, "tick"))
 
@@ -92,7 +85,7 @@ def test_three_replicas_run_every_fire_time_once_across_a_sigkill_of_the_last_fi
         return all(fire in done for fire in range(first, end + 1))
 
     # A run in flight on the killed replica is requeued after the heartbeat timeout.
-    _wait_for(all_ran, "every fire time to have run")
+    wait_until(all_ran, DEADLINE, "every fire time to have run")
     ok = Counter(int(r["fire"]) for r in _runs(client, "tick") if r["outcome"] == "ok")
     span = range(first, end + 1)
     assert [fire for fire in span if ok[fire] != 1] == []
@@ -131,14 +124,16 @@ def test_missed_fire_time_is_caught_up_once_on_start_and_skipped_under_skip_poli
         ]
     )  # fmt: skip
     first = start_service("scheduler", **env)
-    _wait_for(lambda: len(_runs(client, "yearly_once")) >= 1, "the catch-up run")
-    _wait_for(lambda: len(_runs(client, "tick")) >= 3, "a few ticks after the catch-up")
+    wait_until(lambda: len(_runs(client, "yearly_once")) >= 1, DEADLINE, "the catch-up run")
+    wait_until(lambda: len(_runs(client, "tick")) >= 3, DEADLINE, "a few ticks after the catch-up")
     first.stop()
 
     # A restart owes nothing: the catch-up is recorded as the last fired time.
     start_service("scheduler", **env)
     ticks = len(_runs(client, "tick"))
-    _wait_for(lambda: len(_runs(client, "tick")) >= ticks + 3, "ticks of the restarted replica")
+    wait_until(
+        lambda: len(_runs(client, "tick")) >= ticks + 3, DEADLINE, "ticks of the restarted replica"
+    )
 
     once = _runs(client, "yearly_once")
     expected = "yearly_once@" + datetime.fromtimestamp(latest, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -167,7 +162,7 @@ def test_run_marked_running_by_a_dead_worker_runs_once_after_the_mark_lapses(
     broker.enqueue(message)
 
     start_service("scheduler", **_env([]))
-    _wait_for(lambda: len(_runs(client, "probe")) == 1, "the run after the mark lapsed")
+    wait_until(lambda: len(_runs(client, "probe")) == 1, DEADLINE, "the run after the mark lapsed")
     assert client.get(f"tocsin:sched:run:{run_id}") == b"done"
     (entry_id, _), *_ = client.xrange("tocsin:sched:history")
     assert int(entry_id.split(b"-")[0]) >= lapses_ms
@@ -176,5 +171,9 @@ def test_run_marked_running_by_a_dead_worker_runs_once_after_the_mark_lapses(
     broker.enqueue(build_message("maintenance", "scheduled_cache_health", (run,)))
     broker.enqueue(build_message("maintenance", "scheduled_cache_health", (run,)))
     queue = "tocsin:dramatiq:maintenance"
-    _wait_for(lambda: client.llen(queue) == 0 and client.hlen(f"{queue}.msgs") == 0, "the copies")
+    wait_until(
+        lambda: client.llen(queue) == 0 and client.hlen(f"{queue}.msgs") == 0,
+        DEADLINE,
+        "the copies",
+    )
     assert [r["outcome"] for r in _runs(client, "probe")] == ["ok"]

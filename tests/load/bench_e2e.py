@@ -23,19 +23,17 @@ inherit the environment, so `TOCSIN_*` settings given to the run apply: e.g.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import cast
 
 import httpx
 import psutil
 import redis
 
-from tests.load.harness import masked_text_frame, service
+from tests.load.harness import SocketClient, masked_text_frame, service, two_cores, upgrade_request
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.auth import mint_token
 from tocsin.common.server import RedisServer
@@ -51,18 +49,13 @@ SAMPLED = 10  # sockets per step that parse every event (the others only count t
 RECEIVED_MARK = b'"received_at":'
 
 
-def _cores() -> tuple[int, int]:
-    available = sorted(os.sched_getaffinity(0))
-    return (available[0], available[1]) if len(available) > 1 else (available[0], available[0])
-
-
 def _pin(pid: int, core: int) -> None:
     with contextlib.suppress(psutil.Error):
         psutil.Process(pid).cpu_affinity([core])
 
 
 @dataclass
-class Client(asyncio.Protocol):
+class Client(SocketClient):
     """A hand-made WebSocket client.
 
     A sampled client parses every frame and records sequence numbers and latency;
@@ -70,29 +63,13 @@ class Client(asyncio.Protocol):
     generator cheaper than the gateway it measures.
     """
 
-    request: bytes
-    sample: bool
-    subscribed: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
     seen: dict[int, int] = field(default_factory=dict)  # sequence number -> times received
     latencies: list[float] = field(default_factory=list)
     events: int = 0
-    closed: bool = False
     _counting: bool = False
     _tail: bytes = b""
     _buffer: bytearray = field(default_factory=bytearray)
     _upgraded: bool = False
-    _transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.subscribed.done():
-            self.subscribed.set_exception(ConnectionError("closed before subscribing"))
 
     def data_received(self, data: bytes) -> None:
         if self._counting:
@@ -165,12 +142,7 @@ async def open_clients(port: int, count: int) -> list[Client]:
     every = max(1, count // SAMPLED)  # sampled sockets spread over the connect order
 
     async def one(index: int) -> Client:
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        request = upgrade_request(port, token)
         _, client = await loop.create_connection(
             lambda: Client(request, sample=index % every == 0), "127.0.0.1", port
         )
@@ -372,7 +344,7 @@ async def run(ingest_url: str, gateway_url: str, api_key: str, pids: dict[str, i
 
 
 def main() -> None:
-    first_core, second_core = _cores()
+    first_core, second_core = two_cores()
     settings = {name: value for name, value in os.environ.items() if name.startswith("TOCSIN_")}
     placement = os.environ.get("BENCH_E2E_LOAD_CORE", "first")
     load_cores = {"first": {first_core}, "second": {second_core}}.get(

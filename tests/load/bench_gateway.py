@@ -25,18 +25,16 @@ wait for stragglers do not dilute them.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import cast
 
 import psutil
 
-from tests.load.harness import masked_text_frame, service
+from tests.load.harness import SocketClient, masked_text_frame, service, two_cores, upgrade_request
 from tocsin.common.auth import mint_token
 from tocsin.common.server import RedisServer
 
@@ -68,11 +66,6 @@ print(count)
 """
 
 
-def _cores() -> tuple[int, int]:
-    available = sorted(os.sched_getaffinity(0))
-    return (available[0], available[1]) if len(available) > 1 else (available[0], available[0])
-
-
 @contextlib.contextmanager
 def gateway(redis_url: str, implementation: str, core: int) -> Iterator[tuple[int, int]]:
     """A gateway process pinned to `core`; yields (port, pid)."""
@@ -91,32 +84,16 @@ def gateway(redis_url: str, implementation: str, core: int) -> Iterator[tuple[in
 
 
 @dataclass
-class Probe(asyncio.Protocol):
+class Probe(SocketClient):
     """One hand-made WebSocket client: counts events, and on sampled sockets, latencies."""
 
-    request: bytes
-    sample: bool
-    subscribed: asyncio.Future[float] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
     events: int = 0
     first_event_at: float = 0.0
     last_event_at: float = 0.0
-    closed: bool = False
     latencies: list[float] = field(default_factory=list)
     _buffer: bytes = b""
     _upgraded: bool = False
     _tail: bytes = b""
-    _transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.subscribed.done():
-            self.subscribed.set_exception(ConnectionError("closed before subscribing"))
 
     def data_received(self, data: bytes) -> None:
         if not self.subscribed.done():
@@ -174,12 +151,7 @@ async def open_sockets(
     handshakes: list[float] = []
 
     async def one(index: int) -> Probe:
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET /ws?token={tokens[index]} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
+        request = upgrade_request(port, tokens[index])
         async with slots:
             started = time.perf_counter()
             _, probe = await loop.create_connection(
@@ -335,7 +307,7 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
 
 
 def main() -> None:
-    server_core, load_core = _cores()
+    server_core, load_core = two_cores()
     os.sched_setaffinity(0, {load_core})
     with RedisServer() as redis_server:
         if redis_server.pid is not None:

@@ -37,12 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 
+from tests.support import wait_until_serving
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer, free_port
+from tocsin.common.server import RedisServer, free_port, stop_process
 
 DURATION = float(os.environ.get("BENCH_INGEST_SECONDS", "2"))
 # Each run is repeated and the best kept: the machine is shared, and other work
@@ -296,18 +296,6 @@ def _pin(pid: int, cpu: int) -> None:
         os.sched_setaffinity(pid, {_CORES[cpu % len(_CORES)]})
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited early")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready")
-
-
 @contextlib.contextmanager
 def _process(
     args: list[str], env: dict[str, str] | None = None
@@ -317,12 +305,7 @@ def _process(
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextlib.contextmanager
@@ -342,7 +325,7 @@ def _alertmanager() -> Iterator[tuple[int, int] | None]:
                 "--log.level=error"]  # fmt: skip
         # One core, as in the reference figures.
         with _process(args, dict(os.environ, GOMAXPROCS="1")) as process:
-            _wait_ready(f"http://127.0.0.1:{port}/-/ready", process, "alertmanager")
+            wait_until_serving(f"http://127.0.0.1:{port}/-/ready", process)
             _pin(process.pid, 0)
             yield process.pid, port
 
@@ -378,7 +361,7 @@ def main() -> None:
                    TOCSIN_MAX_BACKLOG="1000000000")  # fmt: skip
         queue = f"{keys.DRAMATIQ_NAMESPACE}:alerts"
         with _process([sys.executable, "-m", "tocsin.client", "ingest"], env) as ingest:
-            _wait_ready(f"http://127.0.0.1:{port}/readyz", ingest, "ingest")
+            wait_until_serving(f"http://127.0.0.1:{port}/readyz", ingest)
             _pin(ingest.pid, 0)
             for batch in (1, 100):
                 pool = _requests("/v1/alerts", auth, batch, alertmanager=False)

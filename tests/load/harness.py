@@ -1,20 +1,22 @@
-"""What the benchmarks share: service processes pinned to a core, and raw WebSocket frames."""
+"""What the benchmarks share: service processes pinned to a core, and hand-made WebSocket
+clients (the upgrade request, raw frames)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-import httpx
+from tests.support import wait_until_serving
+from tocsin.common.server import free_port, stop_process
 
-from tocsin.common.server import free_port
-
-__all__ = ["masked_text_frame", "service"]
+__all__ = ["SocketClient", "masked_text_frame", "service", "two_cores", "upgrade_request"]
 
 
 @contextlib.contextmanager
@@ -42,22 +44,10 @@ def service(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start")
-            time.sleep(0.05)
+        wait_until_serving(f"{url}/readyz", process)
         yield url, process.pid
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 15)
 
 
 def masked_text_frame(text: bytes) -> bytes:
@@ -65,3 +55,42 @@ def masked_text_frame(text: bytes) -> bytes:
     mask = os.urandom(4)
     masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
     return bytes([0x81, 0x80 | len(text)]) + mask + masked
+
+
+def two_cores() -> tuple[int, int]:
+    """The first two cores this process may use (the same one twice on a single core)."""
+    available = sorted(os.sched_getaffinity(0))
+    return (available[0], available[1]) if len(available) > 1 else (available[0], available[0])
+
+
+def upgrade_request(port: int, token: str) -> bytes:
+    """A WebSocket upgrade to the gateway's `/ws` with the token in the query and a fresh key."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+@dataclass
+class SocketClient(asyncio.Protocol):
+    """The part the benchmarks' hand-made WebSocket clients share: the upgrade request is
+    sent on connect, and `subscribed` fails if the connection closes before it is set."""
+
+    request: bytes
+    sample: bool
+    subscribed: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    closed: bool = False
+    _transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.subscribed.done():
+            self.subscribed.set_exception(ConnectionError("closed before subscribing"))

@@ -38,6 +38,8 @@ import jwt
 import msgspec
 from jwt.algorithms import HMACAlgorithm
 
+from tocsin.common.config import CommonSettings
+
 __all__ = ["Claims", "TokenError", "TokenVerifier", "mint_token"]
 
 
@@ -144,6 +146,16 @@ class TokenVerifier:
         if short:
             warnings.warn(short, jwt.InsecureKeyLengthWarning, stacklevel=3)
         return hmac.new(key, digestmod=hashlib.sha256)
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> TokenVerifier:
+        """The verifier the `TOCSIN_JWT_*` settings describe."""
+        return cls(
+            secret=settings.jwt_secret,
+            public_key=settings.jwt_public_key,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
 
     def _key_for(self, algorithm: str) -> tuple[str, Sequence[str]]:
         if algorithm == "HS256" and self._secret:

@@ -17,8 +17,20 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["RedisServer", "ServerNotFoundError", "find_server_binary", "free_port"]
+__all__ = ["RedisServer", "ServerNotFoundError", "find_server_binary", "free_port", "stop_process"]
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGTERM `process`, SIGKILL it if it has not exited within `timeout`; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 class ServerNotFoundError(RuntimeError):
@@ -113,12 +125,7 @@ class RedisServer:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout)
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""

@@ -213,12 +213,7 @@ def build_node(
 
 
 def build_app(settings: GatewaySettings) -> Starlette:
-    verifier = TokenVerifier(
-        secret=settings.jwt_secret,
-        public_key=settings.jwt_public_key,
-        audience=settings.jwt_audience,
-        issuer=settings.jwt_issuer,
-    )
+    verifier = TokenVerifier.from_settings(settings)
     redis = async_client(settings.redis_url)
     node = build_node(settings, verifier, redis)
     collector = StatsCollector(node.stats, node.queue_depths, node.deliveries)

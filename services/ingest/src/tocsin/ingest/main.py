@@ -21,12 +21,7 @@ def run() -> None:
     setup_observability("ingest", settings.redis_url)
     verifier = None
     if settings.jwt_secret or settings.jwt_public_key:
-        verifier = TokenVerifier(
-            secret=settings.jwt_secret,
-            public_key=settings.jwt_public_key,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-        )
+        verifier = TokenVerifier.from_settings(settings)
     # The client is created here but connects lazily, on the server's event loop.
     redis = async_client(settings.redis_url)
     app = instrument_app(build_app(settings, redis, verifier))
