@@ -13,19 +13,12 @@ import msgspec
 
 __all__ = [
     "PREDICTED_EVENT",
-    "PREDICTION_QUEUE",
-    "PREDICT_INCIDENT_ACTOR",
     "VOLUME_EVENT",
     "IncidentPrediction",
     "ServiceForecast",
     "VolumeForecast",
 ]
 
-# The queue and actor the processor hands a newly opened incident to; the
-# scheduler's worker pool declares and runs the actor.
-PREDICTION_QUEUE = "prediction"
-# predict_incident(alert_id: str)
-PREDICT_INCIDENT_ACTOR = "predict_incident"
 PREDICTED_EVENT = "alert.predicted"
 VOLUME_EVENT = "volume.forecast"
 
