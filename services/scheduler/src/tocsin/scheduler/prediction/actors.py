@@ -1,7 +1,8 @@
 """The `prediction` queue's work: per-incident predictions, the episode history, the forecast.
 
 `predict_incident(alert_id)` is enqueued by the processor after an incident
-opens (never before its event is published); it stores the prediction at
+opens or resolves (never before its event is published); it writes the
+incident's episode to the history and, while it is open, stores its prediction at
 `tocsin:prediction:alert:{id}`, a key of its own so the processor stays the
 single writer of the alert record, and publishes `alert.predicted` on the
 alert's channels. A prediction that fails or comes late changes nothing else.
@@ -88,10 +89,16 @@ class Predictor:
         )
 
     def predict(self, alert_id: str, now: float | None = None) -> IncidentPrediction | None:
-        """Predict, store and publish for open incident `alert_id`; None if it is gone or over."""
+        """Record incident `alert_id`'s episode; while it is open, predict, store and publish.
+
+        None when the incident is gone or already over.
+        """
         raw = self._redis.get(keys.alert(alert_id))
         record = None if raw is None else alertdata.decode_alert(raw)  # type: ignore[arg-type]
-        if record is None or record.status == "resolved":
+        if record is None:
+            return None
+        self.history.record([record])
+        if record.status == "resolved":
             return None
         now = _redis_now(self._redis) if now is None else now
         prediction = predict_incident(

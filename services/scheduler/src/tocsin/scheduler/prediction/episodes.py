@@ -2,8 +2,10 @@
 
 Alert records have no index by fingerprint or alertname, and reading hundreds
 of records per prediction would cost far more than the 5 ms a prediction may
-take. So a scheduled job (`refresh`) follows the time index `tocsin:idx:all`
-from a cursor and keeps, per fingerprint, per alertname+service and per
+take. So the `predict_incident` actor writes each incident's episode when it
+opens and when it resolves (the processor asks for both), and a scheduled job
+(`refresh`) follows the time index `tocsin:idx:all` from a cursor for the
+rest (resolves by people and by the auto-resolve sweep). Together they keep, per fingerprint, per alertname+service and per
 alertname, a hash of the latest episodes (`tocsin:prediction:episodes:*`):
 alert id -> `start end how`, `end` being `-` while open and `how` `s` for an
 end the alert reached by itself (its producer resolved it, or it went quiet
