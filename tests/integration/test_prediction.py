@@ -1,4 +1,4 @@
-"""Incident predictions through real processes: processor -> prediction queue -> scheduler -> API."""
+"""Incident predictions through real processes: processor, prediction queue, scheduler, API."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_an_opened_incident_is_predicted_from_its_past_episodes_after_its_event(
             what="the prediction",
         )
     prediction = shown["prediction"]
-    assert prediction["level"] == "fingerprint" and prediction["episodes"] == 30
+    assert prediction["level"] == "fingerprint"
+    assert prediction["episodes"] == 30
     assert 110 <= prediction["median_seconds"] <= 135
     assert prediction["transient_probability"] == 1.0
     # The firing event was published before the prediction was even asked for.

@@ -24,22 +24,24 @@ def around(seconds: float, count: int, seed: int) -> list[float]:
     return [seconds * rng.uniform(0.8, 1.2) for _ in range(count)]
 
 
-
 def test_thirty_two_minute_episodes_predict_two_minutes_and_transient() -> None:
-    p = predict_incident(
-        "current", {Level.FINGERPRINT: closed(around(120, 30, 1))}, NOW, "t"
-    )
+    p = predict_incident("current", {Level.FINGERPRINT: closed(around(120, 30, 1))}, NOW, "t")
     assert p.level == "fingerprint"
-    assert p.episodes == 30 and p.resolved_episodes == 30 and p.enough_history
-    assert p.median_seconds is not None and 110 <= p.median_seconds <= 130
-    assert p.p90_seconds is not None and p.median_seconds < p.p90_seconds <= 144
+    assert p.episodes == 30
+    assert p.resolved_episodes == 30
+    assert p.enough_history
+    assert p.median_seconds is not None
+    assert 110 <= p.median_seconds <= 130
+    assert p.p90_seconds is not None
+    assert p.median_seconds < p.p90_seconds <= 144
     assert p.transient_probability == 1.0
 
 
 def test_hour_long_episodes_are_not_transient() -> None:
     p = predict_incident("current", {Level.FINGERPRINT: closed(around(3600, 30, 2))}, NOW, "t")
     assert p.transient_probability == 0.0
-    assert p.median_seconds is not None and 3000 <= p.median_seconds <= 4200
+    assert p.median_seconds is not None
+    assert 3000 <= p.median_seconds <= 4200
 
 
 def test_mixed_history_gives_the_share_resolved_within_the_window() -> None:
@@ -66,11 +68,12 @@ def test_open_incidents_are_censored_and_lower_the_transient_probability() -> No
     ignored_open = predict_incident("current", {Level.FINGERPRINT: short}, NOW, "t")
     censored = predict_incident("current", {Level.FINGERPRINT: short + still_open}, NOW, "t")
     assert ignored_open.transient_probability == pytest.approx(1.0)
-    # Kaplan–Meier: at 60 s, 10 of 20 at risk end -> S = 0.5; the open ones never end.
+    # Kaplan-Meier: at 60 s, 10 of 20 at risk end -> S = 0.5; the open ones never end.
     assert censored.transient_probability == pytest.approx(0.5)
     assert censored.median_seconds == 60.0
     assert censored.p90_seconds is None  # only known to be longer than an hour
-    assert censored.episodes == 20 and censored.resolved_episodes == 10
+    assert censored.episodes == 20
+    assert censored.resolved_episodes == 10
 
 
 def test_censoring_differs_from_dropping_and_from_counting_as_ended() -> None:
@@ -97,10 +100,9 @@ def test_a_person_resolving_is_censored_not_a_self_resolution() -> None:
 def test_falls_back_to_alertname_and_service_then_alertname() -> None:
     few = closed([60.0] * 3)
     many = closed(around(600, 8, 3))
-    p = predict_incident(
-        "current", {Level.FINGERPRINT: few, Level.NAME_SERVICE: many}, NOW, "t"
-    )
-    assert p.level == "alertname+service" and p.episodes == 8
+    p = predict_incident("current", {Level.FINGERPRINT: few, Level.NAME_SERVICE: many}, NOW, "t")
+    assert p.level == "alertname+service"
+    assert p.episodes == 8
     q = predict_incident(
         "current",
         {Level.FINGERPRINT: few, Level.NAME_SERVICE: few, Level.NAME: many},
@@ -112,16 +114,19 @@ def test_falls_back_to_alertname_and_service_then_alertname() -> None:
 
 def test_too_little_history_gives_no_estimate() -> None:
     p = predict_incident("current", {Level.FINGERPRINT: closed([60.0] * 4)}, NOW, "t")
-    assert not p.enough_history and p.level == "none"
+    assert not p.enough_history
+    assert p.level == "none"
     assert p.episodes == 4
-    assert p.transient_probability is None and p.median_seconds is None
+    assert p.transient_probability is None
+    assert p.median_seconds is None
     assert p.min_episodes == 5
 
 
 def test_the_incident_itself_is_left_out_of_its_history() -> None:
-    history = closed([60.0] * 4) + [Episode("current", NOW - 5)]
+    history = [*closed([60.0] * 4), Episode("current", NOW - 5)]
     p = predict_incident("current", {Level.FINGERPRINT: history}, NOW, "t")
-    assert p.episodes == 4 and not p.enough_history
+    assert p.episodes == 4
+    assert not p.enough_history
 
 
 def test_kaplan_meier_by_hand() -> None:

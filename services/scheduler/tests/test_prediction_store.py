@@ -58,19 +58,24 @@ def test_predict_stores_and_publishes_from_the_refreshed_history(redis: Redis) -
     store_alert(redis, "current", first_seen=NOW - 3)
     predictor = Predictor(redis, PredictionRules())
     summary = predictor.history.refresh(NOW)
-    assert summary.records == 31 and summary.new_episodes == 31
+    assert summary.records == 31
+    assert summary.new_episodes == 31
 
     prediction = predictor.predict("current", now=NOW)
     assert prediction is not None
-    assert prediction.level == "fingerprint" and prediction.episodes == 30
-    assert prediction.transient_probability == 1.0 and prediction.median_seconds == 120.0
+    assert prediction.level == "fingerprint"
+    assert prediction.episodes == 30
+    assert prediction.transient_probability == 1.0
+    assert prediction.median_seconds == 120.0
 
     stored = json.loads(redis.get(keys.prediction("current")))  # type: ignore[arg-type]
-    assert stored["median_seconds"] == 120.0 and stored["alert_id"] == "current"
+    assert stored["median_seconds"] == 120.0
+    assert stored["alert_id"] == "current"
     assert 0 < redis.ttl(keys.prediction("current")) <= 30 * 86_400
     [(_, fields)] = redis.xrange(keys.channel_stream("alerts.service.db"))
     frame = json.loads(fields[b"f"])["data"]
-    assert frame["type"] == "alert.predicted" and frame["alert_id"] == "current"
+    assert frame["type"] == "alert.predicted"
+    assert frame["alert_id"] == "current"
     assert frame["prediction"]["transient_probability"] == 1.0
 
 
@@ -83,7 +88,8 @@ def test_history_refresh_is_idempotent_and_follows_resolves(redis: Redis) -> Non
     assert again.new_episodes == 0  # the same episode, now ended: not counted twice
     [episode] = predictor.history.history("fp-disk", "DiskFull", "db")[next(iter(
         predictor.history.history("fp-disk", "DiskFull", "db")))]  # fmt: skip
-    assert episode.end == pytest.approx(NOW - 480) and episode.self_resolved
+    assert episode.end == pytest.approx(NOW - 480)
+    assert episode.self_resolved
     counts = redis.hgetall(keys.prediction_counts("db"))
     assert counts == {str(int((NOW - 600) // HOUR * HOUR)).encode(): b"1"}
 
@@ -99,7 +105,8 @@ def test_a_person_resolving_and_auto_resolve_are_recorded_as_such(redis: Redis) 
                 .values() for e in level}  # fmt: skip
     assert not episodes["manual"].self_resolved
     # Auto-resolve ends an episode at its last repeat, stored as last_seen_ts.
-    assert episodes["quiet"].self_resolved and episodes["quiet"].end == pytest.approx(NOW - 100)
+    assert episodes["quiet"].self_resolved
+    assert episodes["quiet"].end == pytest.approx(NOW - 100)
     assert "born-resolved" not in episodes
 
 
@@ -142,8 +149,8 @@ def test_volume_forecast_is_stored_published_and_flags_a_storm(redis: Redis) -> 
     assert [s.service for s in result.services] == ["db", "web"]
     assert "new" in result.skipped
     web = result.services[1]
-    assert len(web.expected) == 24 and all(lo <= e <= hi for lo, e, hi in
-                                           zip(web.lower, web.expected, web.upper))  # fmt: skip
+    assert len(web.expected) == 24
+    assert all(lo <= e <= hi for lo, e, hi in zip(web.lower, web.expected, web.upper, strict=False))
     stored = json.loads(redis.get(keys.prediction_volume()))  # type: ignore[arg-type]
     assert stored["storms"] == ["db"]
     [(_, fields)] = redis.xrange(keys.channel_stream("system"))

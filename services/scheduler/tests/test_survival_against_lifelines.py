@@ -1,4 +1,4 @@
-"""The hand-written Kaplan–Meier estimator agrees with lifelines' on random censored samples.
+"""The hand-written Kaplan-Meier estimator agrees with lifelines' on random censored samples.
 
 `tocsin.scheduler.prediction.survival` exists for speed and image weight; this
 differential test is where the well-kept library is the reference.

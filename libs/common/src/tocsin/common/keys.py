@@ -40,7 +40,7 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:idempotency:{producer}:{key}` | string | the first answer to an `Idempotency-Key` (24 h) |
 | `tocsin:wake:{queue}` | list | wake-up tokens pushed on enqueue, popped by idle consumers |
 | `tocsin:prediction:alert:{id}` | string (JSON) | an incident's prediction (expiring) |
-| `tocsin:prediction:episodes:{level}:{value}` | hash | alert id -> `start end how` of past episodes |
+| `tocsin:prediction:episodes:{level}:{value}` | hash | alert id -> `start end how` of episodes |
 | `tocsin:prediction:cursor` | string | last change (epoch s) the episode history has read up to |
 | `tocsin:prediction:counts:{service}` | hash | epoch hour -> incidents opened that hour |
 | `tocsin:prediction:services` | set | services with hourly counts |

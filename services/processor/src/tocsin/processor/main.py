@@ -50,7 +50,9 @@ def run() -> None:
     redis = sync_client(settings.redis_url)
     lifecycle = AlertLifecycle(redis, lifecycle_config(settings))
     processor = AlertProcessor(
-        lifecycle, Silences(redis), after_apply=lambda outcomes: request_predictions(redis, outcomes)
+        lifecycle,
+        Silences(redis),
+        after_apply=lambda outcomes: request_predictions(redis, outcomes),
     )
     sweep = AutoResolveSweep(
         lifecycle, settings.auto_resolve_seconds, settings.sweep_interval_seconds

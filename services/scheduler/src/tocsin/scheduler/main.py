@@ -26,9 +26,9 @@ from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.dispatch import Dispatcher
 from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
 from tocsin.scheduler.ledger import RunLedger
+from tocsin.scheduler.prediction.actors import declare_prediction_actors
 from tocsin.scheduler.schedule import InvalidScheduleError, load_schedules
 from tocsin.scheduler.settings import DEFAULT_PORT, SchedulerSettings
-from tocsin.scheduler.prediction.actors import declare_prediction_actors
 from tocsin.scheduler.worker import declare_job_actors, predictor_of
 
 __all__ = ["run"]

@@ -94,7 +94,7 @@ class Predictor:
         None when the incident is gone or already over.
         """
         raw = self._redis.get(keys.alert(alert_id))
-        record = None if raw is None else alertdata.decode_alert(raw)  # type: ignore[arg-type]
+        record = None if raw is None else alertdata.decode_alert(raw)
         if record is None:
             return None
         self.history.record([record])
@@ -126,12 +126,10 @@ class Predictor:
         now = _redis_now(self._redis) if now is None else now
         current_hour = int(now // HOUR * HOUR)
         first_hour = current_hour - self._rules.volume_lookback_hours * HOUR
-        services = sorted(
-            member.decode()
-            for member in self._redis.smembers(  # type: ignore[union-attr]
-                keys.prediction_counted_services()
-            )
+        members: set[bytes] = self._redis.smembers(  # type: ignore[assignment]
+            keys.prediction_counted_services()
         )
+        services = sorted(member.decode() for member in members)
         forecasts: list[ServiceForecast] = []
         skipped: dict[str, str] = {}
         for service in services:
@@ -196,7 +194,9 @@ def _rfc3339(moment: float) -> str:
     from datetime import UTC, datetime
 
     return (
-        datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        datetime.fromtimestamp(moment, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 

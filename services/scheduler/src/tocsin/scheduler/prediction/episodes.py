@@ -5,10 +5,10 @@ of records per prediction would cost far more than the 5 ms a prediction may
 take. So the `predict_incident` actor writes each incident's episode when it
 opens and when it resolves (the processor asks for both), and a scheduled job
 (`refresh`) follows the time index `tocsin:idx:all` from a cursor for the
-rest (resolves by people and by the auto-resolve sweep). Together they keep, per fingerprint, per alertname+service and per
-alertname, a hash of the latest episodes (`tocsin:prediction:episodes:*`):
-alert id -> `start end how`, `end` being `-` while open and `how` `s` for an
-end the alert reached by itself (its producer resolved it, or it went quiet
+rest (resolves by people and by the auto-resolve sweep). Together they keep,
+per fingerprint, per alertname+service and per alertname, a hash of the
+latest episodes (`tocsin:prediction:episodes:*`): alert id -> `start end how`,
+`end` being `-` while open and `how` `s` for an end the alert reached by itself (its producer resolved it, or it went quiet
 and was auto-resolved, which ends it at its last repeat) or `m` for a person's
 resolve, which is censored. A prediction reads three hashes in one round trip.
 
@@ -132,7 +132,9 @@ class EpisodeHistory:
         pipe = self._redis.pipeline(transaction=False)
         touched: set[str] = set()
         for record, episode in written:
-            for level, value in level_values(record.fingerprint, record.name, record.service).items():
+            for level, value in level_values(
+                record.fingerprint, record.name, record.service
+            ).items():
                 key = keys.prediction_episodes(level.name.lower(), value)
                 pipe.hset(key, episode.alert_id, _encode(episode))
                 touched.add(key)

@@ -5,7 +5,7 @@ resolution. An episode resolved by its producer (or by Tocsin's auto-resolve
 when the producer went quiet) ended by itself: an *observed* end. One still
 open, or resolved by a person, is *censored* at its age or at the person's
 resolve: it lasted at least that long, and would have lasted an unknown time
-more. The estimate is a Kaplan–Meier curve over those durations.
+more. The estimate is a Kaplan-Meier curve over those durations.
 
 History is looked up from the most specific level to the least: the same
 fingerprint, then the same alertname and service, then the alertname; the
@@ -67,35 +67,38 @@ def predict_incident(
     min_episodes: int = DEFAULT_MIN_EPISODES,
 ) -> IncidentPrediction:
     """The prediction for incident `alert_id` (which is left out of its own history)."""
-    best: tuple[Level | None, list[Episode]] = (None, [])
-    for level in Level:
-        episodes = [e for e in history.get(level, ()) if e.alert_id != alert_id]
-        if len(episodes) >= min_episodes:
-            best = (level, episodes)
+    level: Level | None = None
+    episodes: list[Episode] = []
+    for candidate in Level:
+        found = [e for e in history.get(candidate, ()) if e.alert_id != alert_id]
+        if len(found) >= min_episodes:
+            level, episodes = candidate, found
             break
-        if len(episodes) > len(best[1]):
-            best = (None, episodes)
-    level, episodes = best
-    common = {
-        "alert_id": alert_id,
-        "predicted_at": predicted_at,
-        "episodes": len(episodes),
-        "min_episodes": min_episodes,
-        "window_seconds": window_seconds,
-    }
+        if len(found) > len(episodes):
+            episodes = found  # reported with `none`: what the best level had
+    outcomes = [e.duration(now) for e in episodes]
     if level is None:
-        resolved = sum(1 for e in episodes if e.duration(now)[1])
         return IncidentPrediction(
-            level="none", resolved_episodes=resolved, enough_history=False, **common
+            alert_id=alert_id,
+            predicted_at=predicted_at,
+            level="none",
+            episodes=len(episodes),
+            resolved_episodes=sum(1 for _, ended in outcomes if ended),
+            enough_history=False,
+            min_episodes=min_episodes,
+            window_seconds=window_seconds,
         )
-    durations, observed = zip(*(e.duration(now) for e in episodes), strict=True)
-    curve = kaplan_meier(durations, observed)
+    curve = kaplan_meier([d for d, _ in outcomes], [ended for _, ended in outcomes])
     return IncidentPrediction(
+        alert_id=alert_id,
+        predicted_at=predicted_at,
         level=str(level),
-        resolved_episodes=sum(observed),
+        episodes=len(episodes),
+        resolved_episodes=sum(1 for _, ended in outcomes if ended),
         enough_history=True,
+        min_episodes=min_episodes,
+        window_seconds=window_seconds,
         transient_probability=round(1.0 - curve.survival_at(window_seconds), 4),
         median_seconds=curve.quantile(0.5),
         p90_seconds=curve.quantile(0.9),
-        **common,
     )

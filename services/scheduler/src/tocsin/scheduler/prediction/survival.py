@@ -1,9 +1,9 @@
-"""Kaplan–Meier survival curves for right-censored durations.
+"""Kaplan-Meier survival curves for right-censored durations.
 
 An incident that is still open, or that a person resolved, did not show when
 it would have resolved by itself: its duration is *censored* (it lasted at
 least that long). Dropping such incidents would bias every estimate towards
-short incidents; counting them as resolved would too. The Kaplan–Meier
+short incidents; counting them as resolved would too. The Kaplan-Meier
 estimator uses them exactly as far as they go.
 
 This is a small pure-Python estimator rather than a call into `lifelines`: a
@@ -56,7 +56,7 @@ class SurvivalCurve:
 
 
 def kaplan_meier(durations: Sequence[float], observed: Sequence[bool]) -> SurvivalCurve:
-    """The Kaplan–Meier estimate from `durations`, `observed[i]` False for a censored one.
+    """The Kaplan-Meier estimate from `durations`, `observed[i]` False for a censored one.
 
     A duration censored at the same time as an end counts as still at risk at
     that time (the usual convention, and lifelines').

@@ -61,7 +61,12 @@ def forecast_hours(
 
     # A Series: statsmodels' ETS prediction results need an index to label rows.
     series = pd.Series(history, dtype=float)
-    model = ETSModel(series, error="add", trend=None, seasonal="add", seasonal_periods=SEASON,
+    model = ETSModel(
+        series,
+        error="add",
+        trend=None,
+        seasonal="add",
+        seasonal_periods=SEASON,
         initialization_method="heuristic",
     )
     with warnings.catch_warnings():
