@@ -7,10 +7,11 @@ opens and when it resolves (the processor asks for both), and a scheduled job
 (`refresh`) follows the time index `tocsin:idx:all` from a cursor for the
 rest (resolves by people and by the auto-resolve sweep). Together they keep,
 per fingerprint, per alertname+service and per alertname, a hash of the
-latest episodes (`tocsin:prediction:episodes:*`): alert id -> `start end how`,
-`end` being `-` while open and `how` `s` for an end the alert reached by itself (its producer resolved it, or it went quiet
-and was auto-resolved, which ends it at its last repeat) or `m` for a person's
-resolve, which is censored. A prediction reads three hashes in one round trip.
+latest episodes (`tocsin:prediction:episodes:*`): alert id -> `start end how`.
+`end` is `-` while open; `how` is `s` for an end the alert reached by itself
+(its producer resolved it, or it went quiet and was auto-resolved, which ends
+it at its last repeat) or `m` for a person's resolve, which is censored. A
+prediction reads three hashes in one round trip.
 
 The same pass counts incidents opened per service and hour for the volume
 forecast (`tocsin:prediction:counts:{service}`): an episode counts once, when
