@@ -190,8 +190,8 @@ def notification_attempts(redis: Redis, alert_ids: list[str]) -> Iterator[Notifi
                 item = json.loads(entry)
             except ValueError:
                 continue
-            if not isinstance(item, dict):
-                continue
+            if not isinstance(item, dict) or item.get("status") == "paused":
+                continue  # auto-pause's notes (held, resolved during pause) are not attempts
             yield NotificationAttempt(
                 receiver=str(item.get("receiver", "")),
                 result=_attempt_result(str(item.get("outcome", ""))),
