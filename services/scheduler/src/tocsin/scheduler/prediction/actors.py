@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from tocsin.common.prediction import (
 from tocsin.scheduler import alertdata
 from tocsin.scheduler.prediction.episodes import EpisodeHistory
 from tocsin.scheduler.prediction.incidents import predict_incident
+from tocsin.scheduler.prediction.metrics import PREDICTION_SECONDS, VOLUME_STORMS
 from tocsin.scheduler.prediction.volume import (
     HOUR,
     MIN_HISTORY_HOURS,
@@ -93,6 +95,7 @@ class Predictor:
 
         None when the incident is gone or already over.
         """
+        started = time.perf_counter()
         raw = self._redis.get(keys.alert(alert_id))
         record = None if raw is None else alertdata.decode_alert(raw)
         if record is None:
@@ -116,6 +119,7 @@ class Predictor:
         EventPublisher(self._redis).publish(
             alert_channels(record.service, record.severity, record.team), event.decode()
         )
+        PREDICTION_SECONDS.observe(time.perf_counter() - started)
         return prediction
 
     def refresh_history(self) -> dict[str, Any]:
@@ -161,6 +165,7 @@ class Predictor:
             storms=[f.service for f in forecasts if f.storm],
             skipped=skipped,
         )
+        VOLUME_STORMS.set(len(result.storms))
         body = _encoder.encode(result)
         self._redis.set(keys.prediction_volume(), body)
         event = b'{"type":"' + VOLUME_EVENT.encode() + b'","forecast":' + body + b"}"
