@@ -83,6 +83,7 @@ class Predictor:
     def __init__(self, redis: Redis, rules: PredictionRules) -> None:
         self._redis = redis
         self._rules = rules
+        self._publisher = EventPublisher(redis)
         self.history = EpisodeHistory(
             redis,
             cap=rules.history_cap,
@@ -113,12 +114,17 @@ class Predictor:
             min_episodes=self._rules.min_episodes,
         )
         body = _encoder.encode(prediction)
-        self._redis.set(keys.prediction(alert_id), body, ex=self._rules.ttl_seconds)
         event = b'{"type":"' + PREDICTED_EVENT.encode() + b'","alert_id":'
         event += json.dumps(alert_id).encode() + b',"prediction":' + body + b"}"
-        EventPublisher(self._redis).publish(
-            alert_channels(record.service, record.severity, record.team), event.decode()
+        # Stored, then published, in one round trip.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(keys.prediction(alert_id), body, ex=self._rules.ttl_seconds)
+        self._publisher.publish(
+            alert_channels(record.service, record.severity, record.team),
+            event.decode(),
+            pipeline=pipe,
         )
+        pipe.execute()
         PREDICTION_SECONDS.observe(time.perf_counter() - started)
         return prediction
 
@@ -169,7 +175,7 @@ class Predictor:
         body = _encoder.encode(result)
         self._redis.set(keys.prediction_volume(), body)
         event = b'{"type":"' + VOLUME_EVENT.encode() + b'","forecast":' + body + b"}"
-        EventPublisher(self._redis).publish([SYSTEM_CHANNEL], event.decode())
+        self._publisher.publish([SYSTEM_CHANNEL], event.decode())
         return result
 
 
