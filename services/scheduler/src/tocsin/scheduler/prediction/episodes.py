@@ -21,7 +21,7 @@ its alert id is first written to its fingerprint's hash.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from redis import Redis
@@ -75,6 +75,26 @@ def _decode(alert_id: str, text: str) -> Episode | None:
         return None
 
 
+class _LazyHistory(Mapping[Level, list[Episode]]):
+    """Episodes per level, decoded from the raw hashes on first access."""
+
+    def __init__(self, raw: dict[Level, dict[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[Level, list[Episode]] = {}
+
+    def __getitem__(self, level: Level) -> list[Episode]:
+        if level not in self._decoded:
+            episodes = (_decode(k.decode(), v.decode()) for k, v in self._raw[level].items())
+            self._decoded[level] = [e for e in episodes if e is not None]
+        return self._decoded[level]
+
+    def __iter__(self) -> Iterator[Level]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 @dataclass(frozen=True)
 class RefreshSummary:
     """What one pass of the history job did."""
@@ -109,17 +129,17 @@ class EpisodeHistory:
         self._ttl = ttl_seconds
         self._lookback = lookback_seconds
 
-    def history(self, fingerprint: str, name: str, service: str) -> dict[Level, list[Episode]]:
-        """The kept episodes of an incident's fingerprint, alertname+service and alertname."""
+    def history(self, fingerprint: str, name: str, service: str) -> Mapping[Level, list[Episode]]:
+        """The kept episodes of an incident's fingerprint, alertname+service and alertname.
+
+        Read in one round trip; each level is decoded only when asked for, since a
+        prediction usually stops at the first.
+        """
         values = level_values(fingerprint, name, service)
         pipe = self._redis.pipeline(transaction=False)
         for level, value in values.items():
             pipe.hgetall(keys.prediction_episodes(level.name.lower(), value))
-        found: dict[Level, list[Episode]] = {}
-        for level, raw in zip(values, pipe.execute(), strict=True):
-            episodes = [_decode(k.decode(), v.decode()) for k, v in raw.items()]
-            found[level] = [e for e in episodes if e is not None]
-        return found
+        return _LazyHistory(dict(zip(values, pipe.execute(), strict=True)))
 
     def record(self, records: Iterable[AlertRecord]) -> tuple[int, int]:
         """Write the episodes of `records`; (new episodes, hashes trimmed to the cap)."""
@@ -131,17 +151,21 @@ class EpisodeHistory:
         if not written:
             return 0, 0
         pipe = self._redis.pipeline(transaction=False)
-        touched: set[str] = set()
+        touched: dict[str, None] = {}
         for record, episode in written:
             for level, value in level_values(
                 record.fingerprint, record.name, record.service
             ).items():
                 key = keys.prediction_episodes(level.name.lower(), value)
                 pipe.hset(key, episode.alert_id, _encode(episode))
-                touched.add(key)
+                touched[key] = None
+        for key in touched:
+            pipe.expire(key, self._ttl)
+            pipe.hlen(key)
         replies = pipe.execute()
-        pipe = self._redis.pipeline(transaction=False)
+        lengths = replies[len(written) * len(Level) :][1::2]
         new = 0
+        pipe = self._redis.pipeline(transaction=False)
         for n, (record, episode) in enumerate(written):
             if replies[n * len(Level)]:  # first write of this id in its fingerprint's hash
                 new += 1
@@ -149,14 +173,10 @@ class EpisodeHistory:
                 pipe.hincrby(counts, str(int(episode.start // 3600 * 3600)), 1)
                 pipe.expire(counts, self._ttl)
                 pipe.sadd(keys.prediction_counted_services(), record.service)
-        ordered = sorted(touched)
-        for key in ordered:
-            pipe.expire(key, self._ttl)
-            pipe.hlen(key)
-        replies = pipe.execute()
-        lengths = replies[len(replies) - 2 * len(ordered) :][1::2]
+        if new:
+            pipe.execute()
         trimmed = 0
-        for key, length in zip(ordered, lengths, strict=True):
+        for key, length in zip(touched, lengths, strict=True):
             # Trimmed in bulk past 1.5x the cap, so a busy key is not re-sorted every pass.
             if int(length) > self._cap * 3 // 2:
                 self._trim(key)
