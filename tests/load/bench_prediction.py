@@ -111,7 +111,7 @@ def main() -> None:
     incidents = generate(days, random.Random(17))
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
-        predictor = Predictor(client, PredictionRules(window_seconds=WINDOW))
+        predictor = Predictor(client, PredictionRules(window_seconds=WINDOW), clock=time.time)
         events: list[tuple[float, int, Incident]] = []
         for incident in incidents:
             heapq.heappush(events, (incident.start, 1, incident))

@@ -56,7 +56,7 @@ def test_predict_stores_and_publishes_from_the_refreshed_history(redis: Redis) -
         start = NOW - 86_400 + n * 1000
         store_alert(redis, f"past-{n}", first_seen=start, resolved_at=start + 120)
     store_alert(redis, "current", first_seen=NOW - 3)
-    predictor = Predictor(redis, PredictionRules())
+    predictor = Predictor(redis, PredictionRules(), clock=lambda: NOW)
     summary = predictor.history.refresh(NOW)
     assert summary.records == 31
     assert summary.new_episodes == 31
@@ -80,7 +80,7 @@ def test_predict_stores_and_publishes_from_the_refreshed_history(redis: Redis) -
 
 
 def test_history_refresh_is_idempotent_and_follows_resolves(redis: Redis) -> None:
-    predictor = Predictor(redis, PredictionRules())
+    predictor = Predictor(redis, PredictionRules(), clock=lambda: NOW)
     store_alert(redis, "a", first_seen=NOW - 600)
     assert predictor.history.refresh(NOW - 500).new_episodes == 1
     store_alert(redis, "a", first_seen=NOW - 600, resolved_at=NOW - 480)
@@ -95,7 +95,7 @@ def test_history_refresh_is_idempotent_and_follows_resolves(redis: Redis) -> Non
 
 
 def test_a_person_resolving_and_auto_resolve_are_recorded_as_such(redis: Redis) -> None:
-    predictor = Predictor(redis, PredictionRules())
+    predictor = Predictor(redis, PredictionRules(), clock=lambda: NOW)
     store_alert(redis, "manual", first_seen=NOW - 900, resolved_at=NOW - 800, resolved_by="alice")
     store_alert(redis, "quiet", first_seen=NOW - 900, resolved_at=NOW - 100,
                 resolved_by="auto-resolve")  # fmt: skip
@@ -111,7 +111,7 @@ def test_a_person_resolving_and_auto_resolve_are_recorded_as_such(redis: Redis) 
 
 
 def test_history_keeps_at_most_its_cap_newest_first(redis: Redis) -> None:
-    predictor = Predictor(redis, PredictionRules(history_cap=10))
+    predictor = Predictor(redis, PredictionRules(history_cap=10), clock=lambda: NOW)
     for n in range(16):
         store_alert(redis, f"e{n:02}", first_seen=NOW - 10_000 + n * 100, resolved_at=NOW - 5000)
     predictor.history.refresh(NOW)
@@ -121,7 +121,7 @@ def test_history_keeps_at_most_its_cap_newest_first(redis: Redis) -> None:
 
 
 def test_a_resolved_or_missing_incident_gets_no_prediction(redis: Redis) -> None:
-    predictor = Predictor(redis, PredictionRules())
+    predictor = Predictor(redis, PredictionRules(), clock=lambda: NOW)
     store_alert(redis, "over", first_seen=NOW - 100, resolved_at=NOW - 10)
     assert predictor.predict("over", now=NOW) is None
     assert predictor.predict("never-stored", now=NOW) is None
@@ -144,7 +144,7 @@ def test_volume_forecast_is_stored_published_and_flags_a_storm(redis: Redis) -> 
     redis.hset(keys.prediction_counts("new"), str(current - HOUR), 5)
     redis.sadd(keys.prediction_counted_services(), "new")
 
-    result = Predictor(redis, PredictionRules()).forecast_volume(now=NOW)
+    result = Predictor(redis, PredictionRules(), clock=lambda: NOW).forecast_volume(now=NOW)
     assert result.storms == ["db"]
     assert [s.service for s in result.services] == ["db", "web"]
     assert "new" in result.skipped

@@ -60,6 +60,7 @@ def predictor_of(redis: Redis, settings: SchedulerSettings) -> Predictor:
             volume_interval=settings.volume_interval,
             storm_min_alerts=settings.storm_min_alerts,
         ),
+        clock=lambda: _redis_now(redis),
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +46,10 @@ from tocsin.scheduler.prediction.volume import (
     HOUR,
     MIN_HISTORY_HOURS,
     forecast_hours,
-    hour_text,
     hourly_series,
     is_storm,
 )
+from tocsin.scheduler.schedule import utc_text
 
 __all__ = ["PredictionRules", "Predictor", "declare_prediction_actors"]
 
@@ -72,17 +73,13 @@ class PredictionRules:
     storm_min_alerts: int = 20
 
 
-def _redis_now(redis: Redis) -> float:
-    seconds, micros = redis.time()
-    return float(seconds) + float(micros) / 1e6
-
-
 class Predictor:
     """Predictions over one Redis: what the actors and jobs call."""
 
-    def __init__(self, redis: Redis, rules: PredictionRules) -> None:
+    def __init__(self, redis: Redis, rules: PredictionRules, clock: Callable[[], float]) -> None:
         self._redis = redis
         self._rules = rules
+        self._clock = clock  # Redis's clock in service: every replica reads the same time
         self._publisher = EventPublisher(redis)
         self.history = EpisodeHistory(
             redis,
@@ -104,12 +101,12 @@ class Predictor:
         self.history.record([record])
         if record.status == "resolved":
             return None
-        now = _redis_now(self._redis) if now is None else now
+        now = self._clock() if now is None else now
         prediction = predict_incident(
             alert_id,
             self.history.history(record.fingerprint, record.name, record.service),
             now,
-            _rfc3339(now),
+            utc_text(now),
             window_seconds=self._rules.window_seconds,
             min_episodes=self._rules.min_episodes,
         )
@@ -129,11 +126,11 @@ class Predictor:
         return prediction
 
     def refresh_history(self) -> dict[str, Any]:
-        return dict(self.history.refresh(_redis_now(self._redis)).as_dict())
+        return dict(self.history.refresh(self._clock()).as_dict())
 
     def forecast_volume(self, now: float | None = None) -> VolumeForecast:
         """Forecast every counted service, store the result and publish it on `system`."""
-        now = _redis_now(self._redis) if now is None else now
+        now = self._clock() if now is None else now
         current_hour = int(now // HOUR * HOUR)
         first_hour = current_hour - self._rules.volume_lookback_hours * HOUR
         members: set[bytes] = self._redis.smembers(  # type: ignore[assignment]
@@ -165,7 +162,7 @@ class Predictor:
             )  # fmt: skip
             forecasts.append(forecast)
         result = VolumeForecast(
-            forecast_at=_rfc3339(now),
+            forecast_at=utc_text(now),
             interval=self._rules.volume_interval,
             services=forecasts,
             storms=[f.service for f in forecasts if f.storm],
@@ -190,24 +187,14 @@ def forecast_volume_of(
     last, ahead = hours[0], hours[1:]
     return ServiceForecast(
         service=service,
-        hours=[hour_text(current_hour + n * HOUR) for n in range(FORECAST_HOURS)],
+        hours=[utc_text(current_hour + n * HOUR) for n in range(FORECAST_HOURS)],
         expected=[round(h.expected, 2) for h in ahead],
         lower=[round(h.lower, 2) for h in ahead],
         upper=[round(h.upper, 2) for h in ahead],
-        last_hour=hour_text(current_hour - HOUR),
+        last_hour=utc_text(current_hour - HOUR),
         last_hour_count=int(series[-1]),
         last_hour_upper=round(last.upper, 2),
         storm=is_storm(series[-1], last, storm_min_alerts),
-    )
-
-
-def _rfc3339(moment: float) -> str:
-    from datetime import UTC, datetime
-
-    return (
-        datetime.fromtimestamp(moment, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
     )
 
 

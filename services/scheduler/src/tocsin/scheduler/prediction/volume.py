@@ -18,7 +18,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 __all__ = [
     "HOUR",
@@ -86,7 +85,3 @@ def forecast_hours(
 def is_storm(count: float, hour: HourForecast, min_alerts: int) -> bool:
     """Whether `count` alerts in an hour leave its forecast's interval upwards enough to matter."""
     return count > hour.upper and count >= min_alerts
-
-
-def hour_text(hour: int) -> str:
-    return datetime.fromtimestamp(hour, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
