@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -217,7 +216,7 @@ class PauseGate:
         ):
             return
         entry = json.dumps(
-            {"receiver": receiver, "outcome": outcome, "status": "paused", "at": now or time.time()}
+            {"receiver": receiver, "outcome": outcome, "status": "paused", "at": now}
         )
         log_key = common_keys.notification_log(alert_id)
         pipe = self._redis.pipeline(transaction=False)

@@ -40,7 +40,11 @@ from tocsin.common.prediction import (
 )
 from tocsin.scheduler import alertdata
 from tocsin.scheduler.prediction.episodes import EpisodeHistory
-from tocsin.scheduler.prediction.incidents import predict_incident
+from tocsin.scheduler.prediction.incidents import (
+    DEFAULT_MIN_EPISODES,
+    DEFAULT_WINDOW_SECONDS,
+    predict_incident,
+)
 from tocsin.scheduler.prediction.metrics import PREDICTION_SECONDS, VOLUME_STORMS
 from tocsin.scheduler.prediction.volume import (
     HOUR,
@@ -64,8 +68,8 @@ _encoder = msgspec.json.Encoder()
 class PredictionRules:
     """The knobs of predictions, from the scheduler's settings."""
 
-    window_seconds: float = 300.0
-    min_episodes: int = 5
+    window_seconds: float = DEFAULT_WINDOW_SECONDS
+    min_episodes: int = DEFAULT_MIN_EPISODES
     history_cap: int = 200
     ttl_seconds: int = 30 * 86_400
     volume_lookback_hours: int = 14 * 24
