@@ -118,7 +118,9 @@ class Subscriber:
         "index",
         "live",
         "offsets",
+        "port",
         "ports",
+        "resuming",
         "sample",
         "steady",
         "token",
@@ -128,11 +130,13 @@ class Subscriber:
         self.index = index
         self.channels = channels
         self.ports = ports  # home gateway first, then the others in order
+        self.port = 0  # the gateway it is connected to
         self.attempt = 0
         self.token = token
         self.offsets = [0, 0]
         self.epochs = ["", ""]
         self.live = False
+        self.resuming = False  # subscribed once: later subscriptions resume from `offsets`
         self.steady = True  # never lost its connection during the measurement
         self.sample = False
         self.connection: Connection | None = None
@@ -200,18 +204,21 @@ class Connection(SocketClient):
 
     def _subscribe(self) -> None:
         subscriber = self.subscriber
-        assert subscriber is not None and self._transport is not None
+        assert subscriber is not None
+        assert self._transport is not None
         for i, channel in enumerate(subscriber.channels):
             request: dict[str, Any] = {"type": "subscribe", "channel": channel}
-            if subscriber.epochs[i]:
+            if subscriber.resuming:
                 request["since"] = subscriber.offsets[i]
-                request["epoch"] = subscriber.epochs[i]
+                if subscriber.epochs[i]:
+                    request["epoch"] = subscriber.epochs[i]
             self._transport.write(masked_text_frame(json.dumps(request).encode()))
 
     def _text(self, buffer: bytes, start: int, end: int) -> None:
         subscriber = self.subscriber
         fleet = self.fleet
-        assert subscriber is not None and fleet is not None
+        assert subscriber is not None
+        assert fleet is not None
         if buffer.startswith(EVENT_PREFIX, start):
             name_start = start + len(EVENT_PREFIX)
             name_end = buffer.index(b'"', name_start)
@@ -232,12 +239,15 @@ class Connection(SocketClient):
         if kind == "subscribed":
             i = subscriber.channel_index(frame["channel"].encode())
             subscriber.offsets[i] = fleet.tally.resubscribed(
-                subscriber.offsets[i], int(frame["offset"]), recovered=bool(frame["recovered"])
+                subscriber.offsets[i],
+                int(frame["offset"]),
+                first=not subscriber.resuming,
+                recovered=bool(frame["recovered"]),
             )
             subscriber.epochs[i] = frame["epoch"]
             self._pending -= 1
             if self._pending == 0 and not self.subscribed.done():
-                subscriber.live = True
+                subscriber.live = subscriber.resuming = True
                 self.subscribed.set_result(time.perf_counter())
         elif kind == "error":
             fleet.errors[str(frame.get("code"))] += 1
@@ -252,7 +262,8 @@ class Connection(SocketClient):
         established = self.subscribed.done() and not self.subscribed.cancelled()
         super().connection_lost(exc)
         subscriber, fleet = self.subscriber, self.fleet
-        assert subscriber is not None and fleet is not None
+        assert subscriber is not None
+        assert fleet is not None
         if not established or subscriber.connection is not self:
             return
         subscriber.connection = None
@@ -295,6 +306,7 @@ class Fleet:
             local_addr=local,
         )
         subscriber.connection = connection
+        subscriber.port = port
         try:
             done = await asyncio.wait_for(connection.subscribed, 30)
         except BaseException:
@@ -312,7 +324,8 @@ class Fleet:
                 spec["ports"],
                 spec["token"],
             )
-            subscriber.sample = spec["index"] % self.sample_every == 0
+            # Spread over gateways and workers alike (a plain modulo would pick one gateway).
+            subscriber.sample = (spec["index"] * 2654435761) % 2**32 < 2**32 // self.sample_every
             self.subscribers.append(subscriber)
             async with slots:
                 try:
@@ -354,6 +367,10 @@ class Fleet:
             ):
                 behind += 1
         return {"down": down, "behind": behind, "events": self.tally.events}
+
+    def held_by(self, port: int) -> int:
+        """Sockets subscribed through the gateway on `port`."""
+        return sum(s.live and s.port == port for s in self.subscribers)
 
     def collect(self, heads: dict[str, int]) -> dict[str, Any]:
         """The phase's figures; what did not reach its channel's head counts as lost."""
@@ -412,6 +429,8 @@ async def worker(source: str | None, sample_every: int) -> None:
             started = time.perf_counter()
             await fleet.connect(command["specs"], command["in_flight"])
             answer = {"elapsed": time.perf_counter() - started}
+        elif op == "held_by":
+            answer = fleet.held_by(command["port"])
         elif op == "status":
             answer = fleet.status(command["heads"])
         elif op == "collect":
@@ -444,12 +463,14 @@ def publish(
     for n in range(int(targeted_rate * seconds)):
         due.append((n / targeted_rate, f"alerts.team.t{n % teams}"))
     due.sort()
+    publisher.publish(["alerts.warmup"], "{}")  # loads the script before the clock starts
+    print("ready", flush=True)
     start = time.perf_counter()
     for n, (at, channel) in enumerate(due):
         delay = start + at - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        publisher.publish([channel], '{"ts":%r,"n":%d,"filler":"%s"}' % (time.time(), n, filler))
+        publisher.publish([channel], f'{{"ts":{time.time()!r},"n":{n},"filler":"{filler}"}}')
     print(len(due), flush=True)
 
 
@@ -470,7 +491,8 @@ class Worker:
     specs: list[dict[str, Any]] = field(default_factory=list)
 
     async def ask(self, op: str, **fields: Any) -> Any:
-        assert self.process.stdin is not None and self.process.stdout is not None
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
         self.process.stdin.write((json.dumps({"op": op, **fields}) + "\n").encode())
         await self.process.stdin.drain()
         return json.loads(await self.process.stdout.readline())
@@ -508,6 +530,8 @@ class Run:
         self.workers: list[Worker] = []
         self.stack = contextlib.ExitStack()
         self.channels = ["alerts", *(f"alerts.team.t{k}" for k in range(params.teams))]
+        # Unit costs as this run measures them, printed at the end for docs/capacity.md.
+        self.measured: dict[str, float] = {}
 
     # -- parts --------------------------------------------------------------------
 
@@ -533,11 +557,16 @@ class Run:
         for w in range(count):
             source = f"127.0.0.{2 + w % self.p.sources}" if self.p.sources > 1 else ""
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.load.bench_scale", "worker", source,
+                sys.executable,
+                "-m",
+                "tests.load.bench_scale",
+                "worker",
+                source,
                 str(self.p.sample_every),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
                 limit=2**26,
-            )  # fmt: skip
+            )
             self.workers.append(Worker(process))
 
     def specs(self) -> None:
@@ -565,12 +594,12 @@ class Run:
         return list(await asyncio.gather(*(w.ask(op, **fields) for w in self.workers)))
 
     async def wait_caught_up(
-        self, heads: dict[str, int], timeout: float, *, every_socket: bool = True
+        self, heads: dict[str, int], within: float, *, every_socket: bool = True
     ) -> float | None:
         """Seconds until every socket (or every connected one) is subscribed and at `heads`,
         or None on timeout."""
         started = time.perf_counter()
-        while time.perf_counter() - started < timeout:
+        while time.perf_counter() - started < within:
             states = await self.ask_all("status", heads=heads)
             if all((s["down"] == 0 or not every_socket) and s["behind"] == 0 for s in states):
                 return time.perf_counter() - started
@@ -581,10 +610,17 @@ class Run:
         self, broadcast: float, targeted: float, seconds: float
     ) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.load.bench_scale", "publish", self.redis_server.url,
-            str(broadcast), str(targeted), str(self.p.teams), str(seconds),
+            sys.executable,
+            "-m",
+            "tests.load.bench_scale",
+            "publish",
+            self.redis_server.url,
+            str(broadcast),
+            str(targeted),
+            str(self.p.teams),
+            str(seconds),
             stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        )
 
     def cpu(self) -> dict[str, float]:
         figures = {f"gateway-{i}": _cpu(g.pid) for i, g in enumerate(self.gateways)}
@@ -622,9 +658,21 @@ class Run:
         )
         await self.storm_phase()
         await self.ask_all("stop")
+        print("\nUnit costs measured by this run (docs/capacity.md; guide's value in brackets)")
+        for name, value in self.measured.items():
+            guide = getattr(capacity.UNIT_COSTS, name.split(" ")[0], None)
+            print(f"   {name:<36} {value:>10.4g}" + (f"  [{guide:g}]" if guide is not None else ""))
 
     async def connect_phase(self) -> None:
         p = self.p
+        before = self.cpu()
+        await asyncio.sleep(5.0)
+        after = self.cpu()
+        self.measured["gateway_idle_base"] = (
+            sum(after[k] - before[k] for k in after if k.startswith("gateway"))
+            / 5.0
+            / len(self.gateways)
+        )
         before = self.cpu()
         reads = self.history_reads()
         started = time.perf_counter()
@@ -646,16 +694,29 @@ class Run:
         predicted_cpu = connected * capacity.UNIT_COSTS.gateway_connect_us / 1e6
         predicted_kib = capacity.UNIT_COSTS.gateway_kib_per_socket
         measured_kib = rss / max(connected, 1) / 1024
+        self.measured["gateway_connect_us"] = gateway_cpu / max(connected, 1) * 1e6
+        self.measured["gateway_kib_per_socket"] = measured_kib
+        self.measured["gateway_base_mib"] = (
+            sum(g.baseline_rss for g in self.gateways) / len(self.gateways) / 2**20
+        )
+        self.measured["redis_connect_us"] = redis_cpu / max(connected, 1) * 1e6
         print(f"\n1. Connect ({p.in_flight} handshakes in flight)")
-        print(f"   connected {connected:,} of {p.sockets:,} in {elapsed:.1f} s "
-              f"({connected / elapsed:,.0f}/s); failures "
-              f"{sum(f['connect_failures'] for f in figures)}, refusals "
-              f"{_merge(f['refusals'] for f in figures)}")  # fmt: skip
-        print(f"   handshake+subscribe p50 {percentile(handshakes, 0.5) * 1000:.1f} ms, "
-              f"p99 {percentile(handshakes, 0.99) * 1000:.1f} ms")  # fmt: skip
+        print(
+            f"   connected {connected:,} of {p.sockets:,} in {elapsed:.1f} s "
+            f"({connected / elapsed:,.0f}/s); failures "
+            f"{sum(f['connect_failures'] for f in figures)}, refusals "
+            f"{_merge(f['refusals'] for f in figures)}"
+        )
+        print(
+            f"   handshake+subscribe p50 {percentile(handshakes, 0.5) * 1000:.1f} ms, "
+            f"p99 {percentile(handshakes, 0.99) * 1000:.1f} ms"
+        )
         print(f"   Redis reads during connect: {read_delta}; Redis CPU {redis_cpu:.2f} s")
-        _compare("gateway CPU per connect, us", gateway_cpu / max(connected, 1) * 1e6,
-                 capacity.UNIT_COSTS.gateway_connect_us)  # fmt: skip
+        _compare(
+            "gateway CPU per connect, us",
+            gateway_cpu / max(connected, 1) * 1e6,
+            capacity.UNIT_COSTS.gateway_connect_us,
+        )
         _compare("gateway CPU for the phase, s", gateway_cpu, predicted_cpu)
         _compare("gateway RSS per socket, KiB", measured_kib, predicted_kib)
         _compare(
@@ -678,18 +739,33 @@ class Run:
         ]
         sockets = p.sockets - sum(f["down"] for f in figures)
         print(f"\n2. Idle {elapsed:.0f} s, heartbeats every {p.heartbeat:g} s")
-        print("   gateway CPU, % of a core: "
-              + " ".join(f"{c * 100:.1f}" for c in per_gateway)
-              + f"; Redis {(after['redis'] - before['redis']) / elapsed * 100:.1f}; "
-              f"load workers {(after['load'] - before['load']) / elapsed * 100:.1f}")  # fmt: skip
-        print(f"   sockets still subscribed {sockets:,}; closes "
-              f"{_merge(f['closes'] for f in figures)}")  # fmt: skip
+        print(
+            "   gateway CPU, % of a core: "
+            + " ".join(f"{c * 100:.1f}" for c in per_gateway)
+            + f"; Redis {(after['redis'] - before['redis']) / elapsed * 100:.1f}; "
+            f"load workers {(after['load'] - before['load']) / elapsed * 100:.1f}"
+        )
+        print(
+            f"   sockets still subscribed {sockets:,}; closes "
+            f"{_merge(f['closes'] for f in figures)}"
+        )
         load = capacity.Load(sockets=sockets, alerts_per_second=0, subscribers_per_event=0)
-        _compare("all gateways at idle, % of a core", sum(per_gateway) * 100,
-                 capacity.gateway_cpu(load) * 100)  # fmt: skip
+        _compare(
+            "all gateways at idle, % of a core",
+            sum(per_gateway) * 100,
+            capacity.gateway_cpu(load, len(self.gateways)) * 100,
+        )
+        base = self.measured.get("gateway_idle_base", 0.0) * len(self.gateways)
+        self.measured["idle_cores"] = sum(per_gateway)
+        self.measured["redis_idle_per_gateway"] = (
+            (after["redis"] - before["redis"]) / elapsed / len(self.gateways)
+        )
+        self.measured["gateway_idle_per_1000_sockets"] = (
+            (sum(per_gateway) - base) / max(sockets, 1) * 1000
+        )
         _compare(
             "gateway idle per 1,000 sockets, % of a core",
-            sum(per_gateway) / max(sockets, 1) * 1000 * 100,
+            self.measured["gateway_idle_per_1000_sockets"] * 100,
             capacity.UNIT_COSTS.gateway_idle_per_1000_sockets * 100,
         )
 
@@ -698,9 +774,11 @@ class Run:
     ) -> None:
         p = self.p
         await self.ask_all("reset")
+        publisher = await self.publish(broadcast, targeted, seconds)
+        assert publisher.stdout is not None
+        await publisher.stdout.readline()
         before = self.cpu()
         started = time.perf_counter()
-        publisher = await self.publish(broadcast, targeted, seconds)
         out, _ = await publisher.communicate()
         published = int(out.decode().strip() or 0)
         elapsed = time.perf_counter() - started
@@ -725,32 +803,62 @@ class Run:
             channels_per_alert=1,
         )
         print(f"\n3. {title}: {published} messages in {elapsed:.1f} s")
-        print(f"   deliveries {events:,} ({events / elapsed:,.0f}/s); lost "
-              f"{sum(f['lost'] for f in figures)}, duplicates "
-              f"{sum(f['duplicates'] for f in figures)}; "
-              f"tail {'in ' + format(waited, '.2f') + ' s' if waited is not None else 'NOT caught up'}")  # fmt: skip
-        print(f"   latency publish->receipt (sampled {steady.total:,}): p50 "
-              f"{steady.percentile(0.5) * 1000:.1f} ms, p99 {steady.percentile(0.99) * 1000:.1f} ms, "
-              f"max {steady.maximum * 1000:.1f} ms")  # fmt: skip
-        print(f"   load workers {(after['load'] - before['load']) / elapsed * 100:.0f} % of a core")
-        _compare("gateways, % of a core", gateway_cpu * 100, capacity.gateway_cpu(load) * 100)
-        # The publisher here is the script alone: no processor Lua step.
-        events_cost = alerts_per_second * (
-            capacity.UNIT_COSTS.redis_event_us + p.gateways * capacity.UNIT_COSTS.redis_fanout_us
+        print(
+            f"   deliveries {events:,} ({events / elapsed:,.0f}/s); lost "
+            f"{sum(f['lost'] for f in figures)}, duplicates "
+            f"{sum(f['duplicates'] for f in figures)}; "
+            f"tail {_seconds(waited)}"
         )
-        _compare("Redis, % of a core", redis_cpu * 100, events_cost / 1e6 * 100)
+        print(
+            f"   latency publish->receipt (sampled {steady.total:,}): p50 "
+            f"{steady.percentile(0.5) * 1000:.1f} ms, p99 {steady.percentile(0.99) * 1000:.1f} ms, "
+            f"max {steady.maximum * 1000:.1f} ms"
+        )
+        print(f"   load workers {(after['load'] - before['load']) / elapsed * 100:.0f} % of a core")
+        gateways = len(self.gateways)
+        _compare(
+            "gateways, % of a core", gateway_cpu * 100, capacity.gateway_cpu(load, gateways) * 100
+        )
+        # The publisher here is the script alone: no processor Lua step.
+        costs = capacity.UNIT_COSTS
+        events_cost = (
+            alerts_per_second * (costs.redis_event_us + gateways * costs.redis_fanout_us) / 1e6
+            + gateways * costs.redis_idle_per_gateway
+        )
+        _compare("Redis, % of a core", redis_cpu * 100, events_cost * 100)
+        # What this phase says the unit costs are (the idle shares taken out).
+        redis_idle = self.measured.get("redis_idle_per_gateway", 0.0) * gateways
+        idle = self.measured.get("idle_cores", 0.0)
+        if broadcast:
+            self.measured["gateway_delivery_us"] = (
+                (gateway_cpu - idle) * elapsed / max(events, 1) * 1e6
+            )
+            self.measured["redis_event_us (alerts, 1 ch)"] = (
+                (redis_cpu - redis_idle) / max(alerts_per_second, 1e-9) * 1e6
+            )
+        else:
+            delivery = self.measured.get("gateway_delivery_us", 0.0) * events / elapsed / 1e6
+            self.measured["gateway_event_us"] = (
+                (gateway_cpu - idle - delivery) / (gateways * max(alerts_per_second, 1e-9)) * 1e6
+            )
+            self.measured["redis_event_us (team, 1 ch)"] = (
+                (redis_cpu - redis_idle) / max(alerts_per_second, 1e-9) * 1e6
+            )
 
     async def storm_phase(self) -> None:
         p = self.p
         victim = self.gateways[0]
         survivors_hold = (len(self.gateways) - 1) * (FD_LIMIT - 100)
         respawn = survivors_hold < p.sockets
-        print(f"\n4. Reconnect storm: SIGKILL of a gateway holding ~{p.per_gateway:,} sockets "
-              f"while {p.broadcast_rate:g} + {p.targeted_rate:g} msg/s flow"
-              f"{'; restarted on its port (the survivors cannot hold them all)' if respawn else ''}")  # fmt: skip
+        print(
+            f"\n4. Reconnect storm: SIGKILL of a gateway holding ~{p.per_gateway:,} sockets "
+            f"while {p.broadcast_rate:g} + {p.targeted_rate:g} msg/s flow"
+            f"{'; restarted on its port (the survivors cannot hold them all)' if respawn else ''}"
+        )
         publisher = await self.publish(p.broadcast_rate, p.targeted_rate, p.storm_seconds)
         await asyncio.sleep(2.0)
         await self.ask_all("reset")
+        held = sum(await self.ask_all("held_by", port=victim.port))
         before = self.cpu()
         reads = self.history_reads()
         started = time.perf_counter()
@@ -762,6 +870,13 @@ class Run:
             if respawn
             else None
         )
+        # The clock runs from the kill; the wait starts once the clients have seen it.
+        seen = time.perf_counter() + 10.0
+        while time.perf_counter() < seen:
+            states = await self.ask_all("status", heads={})
+            if sum(s["down"] for s in states) >= held:
+                break
+            await asyncio.sleep(0.02)
         waited = await self.wait_caught_up(heads, 120.0)
         caught_up = time.perf_counter() - started
         after = self.cpu()
@@ -777,32 +892,57 @@ class Run:
             steady.merge(Histogram.from_json(f["steady"]))
             moved.merge(Histogram.from_json(f["reconnected"]))
         handshakes = [h for f in figures for h in f["reconnect_handshakes"]]
-        print("   every socket subscribed and caught up in "
-              + (f"{caught_up:.2f} s after the kill" if waited is not None else "NOT within 120 s")
-              + f"; final tail {'%.2f s' % tail if tail is not None else 'NOT caught up'}")  # fmt: skip
-        print(f"   reconnects {len(handshakes):,}; lost {sum(f['lost'] for f in figures)}, "
-              f"duplicates {sum(f['duplicates'] for f in figures)}, resets "
-              f"{sum(f['resets'] for f in figures)}; closes {_merge(f['closes'] for f in figures)}; "
-              f"refusals {_merge(f['refusals'] for f in figures)}")  # fmt: skip
-        print(f"   reconnect handshake+resume p50 {percentile(handshakes, 0.5) * 1000:.1f} ms, "
-              f"p99 {percentile(handshakes, 0.99) * 1000:.1f} ms")  # fmt: skip
-        print(f"   sockets that stayed: latency p50 {steady.percentile(0.5) * 1000:.1f} ms, "
-              f"p99 {steady.percentile(0.99) * 1000:.1f} ms, max {steady.maximum * 1000:.1f} ms "
-              f"({steady.total:,} sampled); moved sockets (replay included) p99 "
-              f"{moved.percentile(0.99) * 1000:.1f} ms")  # fmt: skip
-        print(f"   Redis during the storm ({caught_up:.1f} s): CPU "
-              f"{after['redis'] - before['redis']:.2f} s; commands {read_delta}")  # fmt: skip
+        print(
+            "   every socket subscribed and caught up in "
+            + (f"{caught_up:.2f} s after the kill" if waited is not None else "NOT within 120 s")
+            + f"; final tail {_seconds(tail)}"
+        )
+        print(
+            f"   reconnects {len(handshakes):,}; lost {sum(f['lost'] for f in figures)}, "
+            f"duplicates {sum(f['duplicates'] for f in figures)}, resets "
+            f"{sum(f['resets'] for f in figures)}; closes {_merge(f['closes'] for f in figures)}; "
+            f"refusals {_merge(f['refusals'] for f in figures)}"
+        )
+        print(
+            f"   reconnect handshake+resume p50 {percentile(handshakes, 0.5) * 1000:.1f} ms, "
+            f"p99 {percentile(handshakes, 0.99) * 1000:.1f} ms"
+        )
+        print(
+            f"   sockets that stayed: latency p50 {steady.percentile(0.5) * 1000:.1f} ms, "
+            f"p99 {steady.percentile(0.99) * 1000:.1f} ms, max {steady.maximum * 1000:.1f} ms "
+            f"({steady.total:,} sampled); moved sockets (replay included) p99 "
+            f"{moved.percentile(0.99) * 1000:.1f} ms"
+        )
+        print(
+            f"   Redis during the storm ({caught_up:.1f} s): CPU "
+            f"{after['redis'] - before['redis']:.2f} s; commands {read_delta}"
+        )
         # The survivors' CPU from the kill until every socket was back.
         gateway_cpu = sum(
             after[f"gateway-{i}"] - before[f"gateway-{i}"] for i in range(1, len(self.gateways))
         )
-        moved_count = len(handshakes)
-        _compare("survivors' CPU until caught up, s", gateway_cpu,
-                 moved_count * capacity.UNIT_COSTS.gateway_connect_us / 1e6
-                 + capacity.gateway_cpu(capacity.Load(
-                     sockets=p.sockets, alerts_per_second=p.targeted_rate,
-                     subscribers_per_event=p.sockets / p.teams, channels_per_alert=1,
-                 )) * caught_up)  # fmt: skip
+        if not respawn:
+            load = traffic_load(p.sockets, p.broadcast_rate, p.targeted_rate, p.teams)
+            _compare(
+                "survivors' CPU until caught up, s",
+                gateway_cpu,
+                len(handshakes) * capacity.UNIT_COSTS.gateway_connect_us / 1e6
+                + capacity.gateway_cpu(load, len(self.gateways) - 1) * caught_up,
+            )
+
+
+def traffic_load(sockets: int, broadcast: float, targeted: float, teams: int) -> capacity.Load:
+    """The bench's traffic as the guide's load: each message goes to one channel, `alerts`
+    (every socket) or one team's (a `teams`-th of them)."""
+    rate = broadcast + targeted
+    reach = (broadcast * sockets + targeted * sockets / teams) / rate if rate else 0.0
+    return capacity.Load(
+        sockets=sockets, alerts_per_second=rate, subscribers_per_event=reach, channels_per_alert=1
+    )
+
+
+def _seconds(waited: float | None) -> str:
+    return "NOT caught up" if waited is None else f"caught up in {waited:.2f} s"
 
 
 def _merge(counters: Iterator[dict[str, int]] | Any) -> dict[str, int]:

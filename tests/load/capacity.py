@@ -31,7 +31,9 @@ class UnitCosts:
 
     # Gateway process.
     gateway_connect_us: float  # CPU per socket opened (handshake, token, two subscribes)
+    gateway_event_us: float  # CPU per event a gateway takes from pub/sub (before fan-out)
     gateway_delivery_us: float  # CPU per event frame written to one socket
+    gateway_idle_base: float  # cores a gateway with no traffic uses (probes, metrics)
     gateway_idle_per_1000_sockets: float  # cores held by 1,000 idle sockets (heartbeats on)
     gateway_kib_per_socket: float  # resident memory per open socket
     gateway_base_mib: float  # resident memory of a gateway with no sockets
@@ -44,6 +46,7 @@ class UnitCosts:
     redis_event_us: float  # per event published on one channel (stream append + PUBLISH)
     redis_fanout_us: float  # per gateway a published event is pushed to
     redis_connect_us: float  # per socket connecting (its channel head reads, shared)
+    redis_idle_per_gateway: float  # cores: each gateway's pub/sub probe and health reads
     redis_kib_per_alert: float  # a stored alert (record, indexes, timeline)
     redis_kib_per_stream_entry: float  # one retained event in a channel's stream
     redis_core_budget: float  # what one Redis primary can give before latency suffers
@@ -51,7 +54,9 @@ class UnitCosts:
 
 UNIT_COSTS = UnitCosts(
     gateway_connect_us=150.0,
+    gateway_event_us=200.0,
     gateway_delivery_us=2.5,
+    gateway_idle_base=0.002,
     gateway_idle_per_1000_sockets=0.0015,
     gateway_kib_per_socket=9.8,
     gateway_base_mib=60.0,
@@ -62,6 +67,7 @@ UNIT_COSTS = UnitCosts(
     redis_event_us=25.0,
     redis_fanout_us=5.0,
     redis_connect_us=2.0,
+    redis_idle_per_gateway=0.001,
     redis_kib_per_alert=2.0,
     redis_kib_per_stream_entry=0.5,
     redis_core_budget=0.7,
@@ -87,10 +93,13 @@ def deliveries_per_second(load: Load) -> float:
     return load.alerts_per_second * load.subscribers_per_event
 
 
-def gateway_cpu(load: Load, costs: UnitCosts = UNIT_COSTS) -> float:
-    """Cores all gateways together need for `load`."""
+def gateway_cpu(load: Load, gateways: int, costs: UnitCosts = UNIT_COSTS) -> float:
+    """Cores `gateways` replicas together need for `load`. Each replica takes every event
+    of the channels its sockets use from pub/sub: with sockets spread evenly, all of them."""
+    events = load.alerts_per_second * load.channels_per_alert
     return (
-        load.sockets / 1000 * costs.gateway_idle_per_1000_sockets
+        gateways * (costs.gateway_idle_base + events * costs.gateway_event_us / 1e6)
+        + load.sockets / 1000 * costs.gateway_idle_per_1000_sockets
         + deliveries_per_second(load) * costs.gateway_delivery_us / 1e6
         + load.connects_per_second * costs.gateway_connect_us / 1e6
     )
@@ -106,10 +115,14 @@ def redis_cpu(load: Load, gateways: int, costs: UnitCosts = UNIT_COSTS) -> float
     (each gateway subscribes to the channels its sockets use, so at scale, to all of them)."""
     events = load.alerts_per_second * load.channels_per_alert
     return (
-        load.alerts_per_second * costs.redis_alert_us
-        + events * (costs.redis_event_us + gateways * costs.redis_fanout_us)
-        + load.connects_per_second * costs.redis_connect_us
-    ) / 1e6
+        gateways * costs.redis_idle_per_gateway
+        + (
+            load.alerts_per_second * costs.redis_alert_us
+            + events * (costs.redis_event_us + gateways * costs.redis_fanout_us)
+            + load.connects_per_second * costs.redis_connect_us
+        )
+        / 1e6
+    )
 
 
 def redis_memory(load: Load, costs: UnitCosts = UNIT_COSTS) -> float:
@@ -134,10 +147,19 @@ class Sizing:
 
 def size(load: Load, target_utilisation: float = 0.7, costs: UnitCosts = UNIT_COSTS) -> Sizing:
     """Replicas per service and the Redis to give them (at least two of each, for failover)."""
-    cores = gateway_cpu(load, costs)
-    by_cpu = math.ceil(cores / target_utilisation)
-    by_sockets = math.ceil(load.sockets / costs.gateway_sockets_per_process)
-    gateways = max(2, by_cpu, by_sockets)
+    intake = costs.gateway_idle_base + (
+        load.alerts_per_second * load.channels_per_alert * costs.gateway_event_us / 1e6
+    )
+    if intake >= target_utilisation:
+        raise ValueError(
+            f"each gateway's pub/sub intake alone needs {intake:.2f} cores: "
+            "shard the channels over gateway pools (docs/capacity.md)"
+        )
+    # Each replica adds its own pub/sub intake, so grow the count until it covers itself.
+    gateways = max(2, math.ceil(load.sockets / costs.gateway_sockets_per_process))
+    while (needed := math.ceil(gateway_cpu(load, gateways, costs) / target_utilisation)) > gateways:
+        gateways = needed
+    cores = gateway_cpu(load, gateways, costs)
     ingest = max(
         2, math.ceil(load.alerts_per_second * costs.ingest_alert_us / 1e6 / target_utilisation)
     )

@@ -95,18 +95,20 @@ class Tally:
             self.lost += offset - last - 1
         return offset
 
-    def resubscribed(self, last: int, announced: int, *, recovered: bool) -> int:
-        """A (re)subscription answered with `announced`; what follows comes after the new last.
+    def resubscribed(self, last: int, announced: int, *, first: bool, recovered: bool) -> int:
+        """A subscription answered with `announced` (events follow after it); the new last.
 
-        When the gateway could not replay (`recovered` false), everything between the last
-        offset and the announced one is gone.
+        The first subscription starts wherever the channel stands. A resumed one should
+        be announced at its own last offset: anything between the two was skipped, and
+        when the gateway could not replay (`recovered` false) it is gone.
         """
-        if recovered:
-            return max(last, announced)
-        self.resets += 1
-        if last and announced > last:
+        if first:
+            return announced
+        if not recovered:
+            self.resets += 1
+        if announced > last:
             self.lost += announced - last
-        return announced
+        return announced if not recovered else max(last, announced)
 
     def tail(self, last: int, head: int) -> None:
         """At the end: the channel reached `head`, this socket only `last`."""
