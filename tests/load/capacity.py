@@ -69,7 +69,7 @@ UNIT_COSTS = UnitCosts(
     redis_connect_us=2.0,
     redis_idle_per_gateway=0.001,
     redis_kib_per_alert=2.0,
-    redis_kib_per_stream_entry=0.5,
+    redis_kib_per_stream_entry=1.0,
     redis_core_budget=0.7,
 )
 
@@ -86,6 +86,9 @@ class Load:
     stored_alerts: int = 0
     channels: int = 0  # distinct channels with a retained stream
     stream_entries_per_channel: int = 10_000
+    # Gateway pools the channels are sharded over (sockets routed by team, say): each
+    # gateway then takes, and Redis pushes each event to, 1/pools of the gateways.
+    pools: int = 1
 
 
 def deliveries_per_second(load: Load) -> float:
@@ -96,7 +99,7 @@ def deliveries_per_second(load: Load) -> float:
 def gateway_cpu(load: Load, gateways: int, costs: UnitCosts = UNIT_COSTS) -> float:
     """Cores `gateways` replicas together need for `load`. Each replica takes every event
     of the channels its sockets use from pub/sub: with sockets spread evenly, all of them."""
-    events = load.alerts_per_second * load.channels_per_alert
+    events = load.alerts_per_second * load.channels_per_alert / load.pools
     return (
         gateways * (costs.gateway_idle_base + events * costs.gateway_event_us / 1e6)
         + load.sockets / 1000 * costs.gateway_idle_per_1000_sockets
@@ -148,7 +151,7 @@ class Sizing:
 def size(load: Load, target_utilisation: float = 0.7, costs: UnitCosts = UNIT_COSTS) -> Sizing:
     """Replicas per service and the Redis to give them (at least two of each, for failover)."""
     intake = costs.gateway_idle_base + (
-        load.alerts_per_second * load.channels_per_alert * costs.gateway_event_us / 1e6
+        load.alerts_per_second * load.channels_per_alert / load.pools * costs.gateway_event_us / 1e6
     )
     if intake >= target_utilisation:
         raise ValueError(
@@ -177,3 +180,62 @@ def size(load: Load, target_utilisation: float = 0.7, costs: UnitCosts = UNIT_CO
         redis_gib=redis_memory(load, costs) / 2**30,
         redis_primaries=max(1, math.ceil(redis_cores / costs.redis_core_budget)),
     )
+
+
+# The guide's worked examples (docs/capacity.md prints `example_rows()`; a test compares).
+EXAMPLES: dict[str, Load] = {
+    "team of 50, 10 dashboards": Load(
+        sockets=60,
+        alerts_per_second=10,
+        subscribers_per_event=60,
+        connects_per_second=1,
+        stored_alerts=100_000,
+        channels=60,
+    ),
+    "10,000 sockets, 100 alerts/s": Load(
+        sockets=10_000,
+        alerts_per_second=100,
+        subscribers_per_event=1_000,
+        connects_per_second=50,
+        stored_alerts=1_000_000,
+        channels=300,
+    ),
+    "1,000,000 sockets, 1,000 alerts/s, 8 pools": Load(
+        sockets=1_000_000,
+        alerts_per_second=1_000,
+        subscribers_per_event=10_000,
+        connects_per_second=2_000,
+        stored_alerts=10_000_000,
+        channels=3_000,
+        pools=8,
+    ),
+}
+
+
+def example_rows() -> list[str]:
+    """The worked examples as the guide's table rows."""
+    rows = []
+    for name, load in EXAMPLES.items():
+        sizing = size(load)
+        cells = [
+            f"example: {name}",
+            f"{load.sockets:,}",
+            f"{load.alerts_per_second:,g}",
+            f"{load.subscribers_per_event:,g}",
+            f"{load.connects_per_second:,g}",
+            f"{load.stored_alerts:,}",
+            f"{load.channels:,}",
+            f"{load.pools}",
+            f"{sizing.gateways}",
+            f"{sizing.ingest}",
+            f"{sizing.processors}",
+            f"{sizing.redis_cores:.2f}",
+            f"{sizing.redis_gib:.2f}",
+            f"{sizing.redis_primaries}",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+if __name__ == "__main__":
+    print("\n".join(example_rows()))
