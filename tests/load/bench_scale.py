@@ -57,6 +57,7 @@ import redis
 from tests.load import capacity
 from tests.load.harness import SocketClient, masked_text_frame, service, upgrade_request
 from tests.load.scale_metrics import Histogram, Tally, percentile
+from tocsin.client import Backoff
 from tocsin.common import keys
 from tocsin.common.server import RedisServer
 
@@ -293,7 +294,7 @@ class Fleet:
         self.running = True
         self._reconnects: set[asyncio.Task[None]] = set()
 
-    async def open(self, subscriber: Subscriber, port: int) -> float:
+    async def open(self, subscriber: Subscriber, port: int, within: float = 10.0) -> float:
         """Connect `subscriber` to the gateway on `port`; the seconds until it was subscribed."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -308,7 +309,7 @@ class Fleet:
         subscriber.connection = connection
         subscriber.port = port
         try:
-            done = await asyncio.wait_for(connection.subscribed, 30)
+            done = await asyncio.wait_for(connection.subscribed, within)
         except BaseException:
             connection._close()
             raise
@@ -329,9 +330,11 @@ class Fleet:
             self.subscribers.append(subscriber)
             async with slots:
                 try:
-                    self.handshakes.append(await self.open(subscriber, subscriber.ports[0]))
+                    self.handshakes.append(await self.open(subscriber, subscriber.ports[0], 30.0))
                 except (OSError, ConnectionError, TimeoutError):
+                    # Counted, then retried the SDK's way, as a real client would.
                     self.connect_failures += 1
+                    self.reconnect(subscriber)
 
         await asyncio.gather(*(one(spec) for spec in specs))
 
@@ -342,8 +345,6 @@ class Fleet:
 
     async def _reconnect(self, subscriber: Subscriber) -> None:
         # The SDK's policy: back off with full jitter, then try the next gateway URL.
-        from tocsin.client import Backoff
-
         backoff = Backoff()
         while self.running:
             await asyncio.sleep(backoff.next_delay())
