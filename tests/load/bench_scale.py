@@ -42,6 +42,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import resource
 import signal
 import sys
@@ -574,13 +575,18 @@ class Run:
         from tocsin.common.auth import mint_token
 
         ports = [g.port for g in self.gateways]
+        shuffle = random.Random(19)
         for index in range(self.p.sockets):
             home = index % len(ports)
+            # Each client lists the other gateways in its own order (as clients given a
+            # shuffled list, or a load balancer, would), so a storm spreads over them.
+            others = ports[home + 1 :] + ports[:home]
+            shuffle.shuffle(others)
             self.workers[index % len(self.workers)].specs.append(
                 {
                     "index": index,
                     "channels": ["alerts", team_of(index // len(ports), self.p.teams)],
-                    "ports": ports[home:] + ports[:home],
+                    "ports": [ports[home], *others],
                     "token": mint_token(SECRET, f"scale-{index}"),
                 }
             )
