@@ -63,7 +63,7 @@ def test_the_guides_worked_examples_are_what_the_formulas_give() -> None:
 
 def test_gateways_are_bounded_by_descriptors_even_when_cpu_is_idle() -> None:
     load = capacity.Load(sockets=100_000, alerts_per_second=0, subscribers_per_event=0)
-    assert capacity.size(load).gateways == 6  # 100,000 / 19,900 rounded up
+    assert capacity.size(load).gateways == 6  # 100,000 / 19,800 rounded up
 
 
 def test_an_intake_beyond_one_gateway_is_refused_rather_than_sized() -> None:

@@ -24,13 +24,14 @@ or got twice. Phases, each printing its figures beside what the sizing guide
    gateway is restarted on its port, as Kubernetes restarts a pod, and sockets that
    find the survivors full (4004) back off and try again.
 
-Parameters (environment): BENCH_SCALE_SOCKETS (99,500: five gateways of 19,900
+Parameters (environment): BENCH_SCALE_SOCKETS (99,000: five gateways of 19,800
 sockets, the most the descriptor bound leaves), BENCH_SCALE_GATEWAYS (5),
 BENCH_SCALE_WORKERS (0: one per 12,500 sockets), BENCH_SCALE_IN_FLIGHT (200),
 BENCH_SCALE_IDLE_SECONDS (60), BENCH_SCALE_HEARTBEAT (25, the gateway's ping
 interval), BENCH_SCALE_BROADCAST_RATE (1) and _SECONDS (10), BENCH_SCALE_TEAMS
 (100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS (10), BENCH_SCALE_STORM_SECONDS
-(20, traffic during the storm), BENCH_SCALE_SOURCES (8 loopback source addresses;
+(20, traffic during the storm), BENCH_SCALE_CAPACITY (19,800 sockets admitted per
+gateway; lower it to try the full-survivors storm at a small size), BENCH_SCALE_SOURCES (8 loopback source addresses;
 1: no bind), BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
 `BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
 """
@@ -74,7 +75,7 @@ def _env(name: str, default: float) -> float:
 class Params:
     """The run's size, read once from the environment."""
 
-    sockets: int = int(_env("SOCKETS", 99_500))
+    sockets: int = int(_env("SOCKETS", 99_000))
     gateways: int = int(_env("GATEWAYS", 5))
     workers: int = int(_env("WORKERS", 0))
     in_flight: int = int(_env("IN_FLIGHT", 200))
@@ -88,6 +89,8 @@ class Params:
     storm_seconds: float = _env("STORM_SECONDS", 20)
     sources: int = int(_env("SOURCES", 8))
     sample_every: int = int(_env("SAMPLE_EVERY", 10))
+    # Sockets a gateway admits: its descriptors less 200 for Redis connections and refusals.
+    capacity: int = int(_env("CAPACITY", FD_LIMIT - 200))
 
     @property
     def worker_count(self) -> int:
@@ -544,7 +547,7 @@ class Run:
                 self.redis_server.url,
                 secret=SECRET,
                 port=port,
-                TOCSIN_MAX_CONNECTIONS=str(FD_LIMIT - 100),
+                TOCSIN_MAX_CONNECTIONS=str(self.p.capacity),
                 TOCSIN_HEARTBEAT_INTERVAL=str(self.p.heartbeat),
                 TOCSIN_DRAIN_WINDOW="0",
                 TOCSIN_CLOSE_TIMEOUT="1",
@@ -785,9 +788,14 @@ class Run:
         assert publisher.stdout is not None
         await publisher.stdout.readline()
         before = self.cpu()
+        memory = int(self.redis.info("memory")["used_memory"])
         started = time.perf_counter()
         out, _ = await publisher.communicate()
         published = int(out.decode().strip() or 0)
+        # What the retained events cost Redis (pub/sub fan-out keeps nothing).
+        self.measured["redis_kib_per_stream_entry"] = (
+            (int(self.redis.info("memory")["used_memory"]) - memory) / max(published, 1) / 1024
+        )
         elapsed = time.perf_counter() - started
         after = self.cpu()
         heads = self.heads()
@@ -855,7 +863,7 @@ class Run:
     async def storm_phase(self) -> None:
         p = self.p
         victim = self.gateways[0]
-        survivors_hold = (len(self.gateways) - 1) * (FD_LIMIT - 100)
+        survivors_hold = (len(self.gateways) - 1) * p.capacity
         respawn = survivors_hold < p.sockets
         print(
             f"\n4. Reconnect storm: SIGKILL of a gateway holding ~{p.per_gateway:,} sockets "
