@@ -31,8 +31,8 @@ BENCH_SCALE_IDLE_SECONDS (60), BENCH_SCALE_HEARTBEAT (25, the gateway's ping
 interval), BENCH_SCALE_BROADCAST_RATE (1) and _SECONDS (10), BENCH_SCALE_TEAMS
 (100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS (10), BENCH_SCALE_STORM_SECONDS
 (20, traffic during the storm), BENCH_SCALE_CAPACITY (19,800 sockets admitted per
-gateway; lower it to try the full-survivors storm at a small size), BENCH_SCALE_SOURCES (8 loopback source addresses;
-1: no bind), BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
+gateway; lower it to try the full-survivors storm at a small size), BENCH_SCALE_SOURCES
+(8 loopback source addresses; 1: no bind), BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
 `BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
 """
 
