@@ -32,7 +32,8 @@ interval), BENCH_SCALE_BROADCAST_RATE (1) and _SECONDS (10), BENCH_SCALE_TEAMS
 (100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS (10), BENCH_SCALE_STORM_SECONDS
 (20, traffic during the storm), BENCH_SCALE_CAPACITY (19,800 sockets admitted per
 gateway; lower it to try the full-survivors storm at a small size), BENCH_SCALE_SOURCES
-(8 loopback source addresses; 1: no bind), BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
+(8 loopback source addresses; 1: no bind), BENCH_SCALE_SAMPLE_EVERY (10: latency on
+one socket in ten). A smoke run:
 `BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
 """
 
@@ -294,6 +295,7 @@ class Fleet:
         self.refusals: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.closes: Counter[int] = Counter()
+        self.failed_attempts: Counter[str] = Counter()
         self.connect_failures = 0
         self.running = True
         self._reconnects: set[asyncio.Task[None]] = set()
@@ -304,17 +306,22 @@ class Fleet:
         started = time.perf_counter()
         request = upgrade_request(port, subscriber.token)
         local = (self.source, 0) if self.source else None
-        _, connection = await loop.create_connection(
-            lambda: Connection(request, sample=False, subscriber=subscriber, fleet=self),
-            "127.0.0.1",
-            port,
-            local_addr=local,
-        )
+        try:
+            _, connection = await loop.create_connection(
+                lambda: Connection(request, sample=False, subscriber=subscriber, fleet=self),
+                "127.0.0.1",
+                port,
+                local_addr=local,
+            )
+        except OSError as exc:
+            self.failed_attempts[type(exc).__name__] += 1
+            raise
         subscriber.connection = connection
         subscriber.port = port
         try:
             done = await asyncio.wait_for(connection.subscribed, within)
         except BaseException:
+            self.failed_attempts[str(connection.close_code or "timeout or reset")] += 1
             connection._close()
             raise
         return float(done) - started
@@ -396,6 +403,7 @@ class Fleet:
             "refusals": dict(self.refusals),
             "errors": dict(self.errors),
             "closes": {str(k): v for k, v in self.closes.items()},
+            "failed_attempts": dict(self.failed_attempts),
         }
         self.reset()
         return figures
@@ -409,6 +417,7 @@ class Fleet:
         self.refusals.clear()
         self.errors.clear()
         self.closes.clear()
+        self.failed_attempts.clear()
         self.connect_failures = 0
         for subscriber in self.subscribers:
             subscriber.steady = subscriber.live
@@ -643,7 +652,7 @@ class Run:
         stats: dict[str, Any] = self.redis.info("commandstats")
         return {
             name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
-            for name in ("xrange", "xrevrange", "hgetall", "hget")
+            for name in ("xrange", "xrevrange", "hgetall")
         }
 
     # -- phases -------------------------------------------------------------------
@@ -916,7 +925,11 @@ class Run:
             f"   reconnects {len(handshakes):,}; lost {sum(f['lost'] for f in figures)}, "
             f"duplicates {sum(f['duplicates'] for f in figures)}, resets "
             f"{sum(f['resets'] for f in figures)}; closes {_merge(f['closes'] for f in figures)}; "
-            f"refusals {_merge(f['refusals'] for f in figures)}"
+            f"HTTP refusals {_merge(f['refusals'] for f in figures)}"
+        )
+        print(
+            "   failed attempts (backed off, then the next gateway): "
+            f"{_merge(f['failed_attempts'] for f in figures)}"
         )
         print(
             f"   reconnect handshake+resume p50 {percentile(handshakes, 0.5) * 1000:.1f} ms, "
