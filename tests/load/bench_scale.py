@@ -31,7 +31,9 @@ BENCH_SCALE_IDLE_SECONDS (60), BENCH_SCALE_HEARTBEAT (25, the gateway's ping
 interval), BENCH_SCALE_BROADCAST_RATE (1) and _SECONDS (10), BENCH_SCALE_TEAMS
 (100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS (10), BENCH_SCALE_STORM_SECONDS
 (20, traffic during the storm), BENCH_SCALE_CAPACITY (19,800 sockets admitted per
-gateway; lower it to try the full-survivors storm at a small size), BENCH_SCALE_SOURCES
+gateway; lower it to try the full-survivors storm at a small size), BENCH_SCALE_VICTIM
+(0: sockets spread evenly; N: the first N on the gateway the storm kills, the rest on
+the others), BENCH_SCALE_SOURCES
 (8 loopback source addresses; 1: no bind), BENCH_SCALE_SAMPLE_EVERY (10: latency on
 one socket in ten). A smoke run:
 `BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
@@ -92,6 +94,7 @@ class Params:
     sample_every: int = int(_env("SAMPLE_EVERY", 10))
     # Sockets a gateway admits: its descriptors less 200 for Redis connections and refusals.
     capacity: int = int(_env("CAPACITY", FD_LIMIT - 200))
+    victim: int = int(_env("VICTIM", 0))
 
     @property
     def worker_count(self) -> int:
@@ -100,6 +103,15 @@ class Params:
     @property
     def per_gateway(self) -> int:
         return math.ceil(self.sockets / self.gateways)
+
+    def home_of(self, index: int) -> int:
+        """The gateway a socket first connects to: round robin, or, with a victim size,
+        the first `victim` sockets on gateway 0 (the one the storm kills)."""
+        if not self.victim:
+            return index % self.gateways
+        if index < self.victim:
+            return 0
+        return 1 + (index - self.victim) % (self.gateways - 1)
 
 
 def team_of(index: int, teams: int) -> str:
@@ -378,7 +390,12 @@ class Fleet:
                 for i, channel in enumerate(subscriber.channels)
             ):
                 behind += 1
-        return {"down": down, "behind": behind, "events": self.tally.events}
+        return {
+            "down": down,
+            "behind": behind,
+            "events": self.tally.events,
+            "lost_connections": sum(self.closes.values()),
+        }
 
     def held_by(self, port: int) -> int:
         """Sockets subscribed through the gateway on `port`."""
@@ -589,7 +606,7 @@ class Run:
         ports = [g.port for g in self.gateways]
         shuffle = random.Random(19)
         for index in range(self.p.sockets):
-            home = index % len(ports)
+            home = self.p.home_of(index)
             # Each client lists the other gateways in its own order (as clients given a
             # shuffled list, or a load balancer, would), so a storm spreads over them.
             others = ports[home + 1 :] + ports[:home]
@@ -875,7 +892,8 @@ class Run:
         survivors_hold = (len(self.gateways) - 1) * p.capacity
         respawn = survivors_hold < p.sockets
         print(
-            f"\n4. Reconnect storm: SIGKILL of a gateway holding ~{p.per_gateway:,} sockets "
+            f"\n4. Reconnect storm: SIGKILL of a gateway holding "
+            f"~{p.victim or p.per_gateway:,} sockets "
             f"while {p.broadcast_rate:g} + {p.targeted_rate:g} msg/s flow"
             f"{'; restarted on its port (the survivors cannot hold them all)' if respawn else ''}"
         )
@@ -898,7 +916,7 @@ class Run:
         seen = time.perf_counter() + 10.0
         while time.perf_counter() < seen:
             states = await self.ask_all("status", heads={})
-            if sum(s["down"] for s in states) >= held:
+            if sum(s["lost_connections"] for s in states) >= held:
                 break
             await asyncio.sleep(0.02)
         waited = await self.wait_caught_up(heads, 120.0)
