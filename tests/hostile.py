@@ -180,12 +180,21 @@ class LoopProbe:
 
 @contextlib.contextmanager
 def probing(url: str) -> Iterator[LoopProbe]:
-    """A `LoopProbe` running for the duration of the block."""
+    """A `LoopProbe` running for the duration of the block: answered once before it,
+    and once more after it (so an attack shorter than one probe is still measured)."""
     probe = LoopProbe(url)
     thread = threading.Thread(target=probe.run, name="loop-probe", daemon=True)
     thread.start()
     try:
+        _answered_again(probe, 0)
         yield probe
+        _answered_again(probe, len(probe.latencies) + probe.failures)
     finally:
         probe._stop.set()
         thread.join(35)
+
+
+def _answered_again(probe: LoopProbe, seen: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(probe.latencies) + probe.failures <= seen and time.monotonic() < deadline:
+        time.sleep(0.01)

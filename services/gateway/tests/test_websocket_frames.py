@@ -157,6 +157,7 @@ class RecordingTransport(asyncio.Transport):
         self.written = b""
         self.reading = True
         self.closed = False
+        self.aborted = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
@@ -172,6 +173,9 @@ class RecordingTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
 
 
 class ServerState:
@@ -204,3 +208,54 @@ async def test_a_client_flooding_frames_is_slowed_by_tcp_not_buffered() -> None:
     assert len(received) == 200
     assert transport.reading
     assert [message["text"] for message in received[:2]] == ['{"n":0}', '{"n":1}']
+
+
+async def _accepted(transport: RecordingTransport, max_message: int) -> SocketProtocol:
+    """A socket whose application accepts and then reads nothing."""
+
+    async def application(scope: object, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.Event().wait()
+
+    timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=0.05)
+    socket = SocketProtocol(
+        transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, max_message
+    )
+    socket.start(application, {"type": "websocket"})
+    await asyncio.sleep(0)
+    return socket
+
+
+async def test_read_ahead_is_bounded_in_bytes_not_only_in_messages() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 256 * 1024)
+    message = client_frame(TEXT, b"x" * 200 * 1024)
+    fed = 0
+    while transport.reading and fed < 64:
+        socket.data_received(message)
+        fed += 1
+    # Six messages of 200 KiB pass the 1 MiB bound, far below the 64-message one.
+    assert fed == 6
+    assert socket.queue.size == 6 * 200 * 1024
+
+
+async def test_reading_pauses_while_writes_are_paused_so_unread_pongs_stop_the_pings() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024)
+    socket.pause_writing()
+    assert not transport.reading
+    socket.resume_writing()
+    assert transport.reading
+
+
+async def test_nothing_is_queued_after_the_close_and_a_peer_that_never_answers_is_aborted() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024)
+    await socket.send({"type": "websocket.close", "code": 1000})
+    queued = socket.queue.qsize()
+    socket.data_received(client_frame(TEXT, b"late") * 10)
+    assert socket.queue.qsize() == queued
+    assert not transport.aborted
+    await asyncio.sleep(0.2)
+    assert transport.aborted
