@@ -30,21 +30,24 @@ async def echo(scope: Message, receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "websocket.disconnect":
             return
-        if message.get("text") is not None:
-            await send({"type": "websocket.send", "text": message["text"]})
-        else:
-            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        try:
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        except ConnectionResetError:
+            return  # the server closed it (a fault the fuzzer sent): the disconnect follows
 
 
 async def nothing_else(scope: Message, receive: Any, send: Any) -> None:
-    """Every other request: 404 (and the lifespan: nothing to start)."""
+    """Every other request: 200 (it is up; and the lifespan: nothing to start)."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    await send({"type": "http.response.start", "status": 404, "headers": []})
-    await send({"type": "http.response.body", "body": b""})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"echo"})
 
 
 def main(port: int) -> None:
