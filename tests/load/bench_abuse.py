@@ -39,7 +39,7 @@ from typing import cast
 
 import psutil
 
-from tests.load.bench_gateway import SECRET, _rss, open_sockets, publish_step
+from tests.load.bench_gateway import SECRET, _cpu, _rss, open_sockets, publish_step
 from tests.load.harness import masked_text_frame, service, two_cores
 from tocsin.common.auth import mint_token
 from tocsin.common.server import RedisServer
@@ -48,7 +48,9 @@ HOSTILE = int(os.environ.get("BENCH_ABUSE_HOSTILE", "1000"))
 HONEST = int(os.environ.get("BENCH_ABUSE_HONEST", "200"))
 RATE = int(os.environ.get("BENCH_ABUSE_RATE", "100"))
 SECONDS = float(os.environ.get("BENCH_ABUSE_SECONDS", "20"))
-KINDS = ("read_ahead", "ping_flood", "never_reads", "unauthenticated", "slowloris")
+ALL_KINDS = ("read_ahead", "ping_flood", "never_reads", "unauthenticated", "slowloris")
+# BENCH_ABUSE_KINDS=ping_flood,slowloris runs some kinds only (to see which one costs what).
+KINDS = tuple(os.environ.get("BENCH_ABUSE_KINDS", ",".join(ALL_KINDS)).split(","))
 
 PROBE = """
 import http.client, sys, time
@@ -151,9 +153,11 @@ class Hostile(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _flood(self, chunk: bytes) -> None:
+        """One chunk per loop turn while the gateway takes them (the loop stays fair)."""
         transport = self.transport
-        while transport is not None and not self.paused and not transport.is_closing():
+        if transport is not None and not self.paused and not transport.is_closing():
             transport.write(chunk)
+            asyncio.get_running_loop().call_soon(self._flood, chunk)
 
     def _tick(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -165,10 +169,7 @@ class Hostile(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if self.kind == "ping_flood":
-            self._flood(PINGS)
-        elif self.kind == "read_ahead":
-            self._flood(READ_AHEAD_MESSAGE)
+        self._flood(PINGS if self.kind == "ping_flood" else READ_AHEAD_MESSAGE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.ticker is not None:
@@ -240,10 +241,15 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
         )  # fmt: skip
         steps = []
         started = time.perf_counter()
+        gateway_cpu, load_cpu = _cpu(pid), _cpu(os.getpid())
         while time.perf_counter() - started < SECONDS - 1:
             steps.append(await publish_step(redis_url, honest, RATE, load_core))
         out, _ = await probe.communicate()
         slowest, probe_p99, answers = out.decode().split()
+        honest_closed = sum(p.closed for p in honest)
+        elapsed = time.perf_counter() - started
+        gateway_cpu = (_cpu(pid) - gateway_cpu) / elapsed * 100
+        load_cpu = (_cpu(os.getpid()) - load_cpu) / elapsed * 100
         attack.stop = True
         sampler.cancel()
         for task in attackers:
@@ -268,11 +274,14 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
     )
     print(f"{'honest p50 ms, last step':<34} {steps[-1].p50_ms if steps else float('nan'):>8.1f}")
     print(f"{'honest events lost':<34} {sum(s.lost for s in steps):>8}")
-    print(f"{'honest sockets closed':<34} {sum(p.closed for p in honest):>8}")
+    print(f"{'honest sockets closed':<34} {honest_closed:>8}")
     print(
         f"{'event-loop stall max ms (probe)':<34} {float(slowest) * 1000:>8.1f}   "
         f"(target <= 50; probe p99 {float(probe_p99) * 1000:.1f} ms, {answers} answers)"
     )
+    print(f"{'gateway CPU % of a core':<34} {gateway_cpu:>8.0f}")
+    print(f"{'load generator CPU % of a core':<34} {load_cpu:>8.0f}   "
+          "(near 100: the figures measure the load side, not the gateway)")  # fmt: skip
     print(f"\n{'attacker':<18} {'opened':>8} {'closed by gateway':>18}")
     for kind in KINDS:
         print(f"{kind:<18} {attack.opened[kind]:>8} {attack.closed[kind]:>18}")

@@ -210,7 +210,9 @@ async def test_a_client_flooding_frames_is_slowed_by_tcp_not_buffered() -> None:
     assert [message["text"] for message in received[:2]] == ['{"n":0}', '{"n":1}']
 
 
-async def _accepted(transport: RecordingTransport, max_message: int) -> SocketProtocol:
+async def _accepted(
+    transport: RecordingTransport, max_message: int, read_rate: float = 0.0, read_burst: int = 0
+) -> SocketProtocol:
     """A socket whose application accepts and then reads nothing."""
 
     async def application(scope: object, receive: Any, send: Any) -> None:
@@ -259,3 +261,26 @@ async def test_nothing_is_queued_after_the_close_and_a_peer_that_never_answers_i
     assert not transport.aborted
     await asyncio.sleep(0.2)
     assert transport.aborted
+
+
+async def test_a_socket_past_its_read_budget_is_not_read_until_the_budget_refills() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024, read_rate=1000, read_burst=1000)
+    ping = client_frame(PING, b"p" * 94)  # 100 bytes on the wire
+    for _ in range(9):
+        socket.data_received(ping)
+    assert transport.reading, "within the burst"
+    socket.data_received(ping * 3)
+    assert not transport.reading, "past the burst"
+    # About 200 bytes overdrawn at 1,000 bytes/s: reading resumes some 0.2 s later.
+    await asyncio.sleep(0.6)
+    assert transport.reading
+
+
+async def test_the_pongs_to_one_read_of_pings_leave_in_one_write() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024)
+    writes: list[bytes] = []
+    transport.write = writes.append  # type: ignore[method-assign]
+    socket.data_received(client_frame(PING, b"x") * 100)
+    assert writes == [(bytes((0x80 | PONG, 1)) + b"x") * 100]

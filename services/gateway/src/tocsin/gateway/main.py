@@ -75,6 +75,8 @@ def run() -> None:
                 ping_interval=settings.heartbeat_interval,
                 pong_timeout=settings.heartbeat_timeout,
                 close_timeout=settings.close_timeout,
+                read_rate=settings.read_rate_bytes,
+                read_burst=settings.read_burst_bytes,
             ),
             max_message,
             limits,

@@ -34,6 +34,14 @@ class GatewaySettings(HttpServerSettings):
     allowed_origins: tuple[str, ...] = setting(
         (), "Browser origins allowed to connect, comma-separated (empty: any origin)."
     )
+    read_rate_bytes: int = setting(
+        65_536,
+        "Bytes a second each socket may send on average; beyond, the gateway stops reading "
+        "it until the budget refills (0: no limit).",
+    )
+    read_burst_bytes: int = setting(
+        262_144, "Bytes a socket may send at once before `TOCSIN_READ_RATE_BYTES` applies."
+    )
     auth_timeout: float = setting(10.0, "Seconds a socket may take to send its `auth` frame.")
     heartbeat_interval: float = setting(25.0, "Seconds between WebSocket pings to each socket.")
     heartbeat_timeout: float = setting(10.0, "Seconds to wait for a pong before closing.")

@@ -33,6 +33,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -211,11 +212,19 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 
 @dataclass(frozen=True, slots=True)
 class SocketTimings:
-    """The heartbeat and closing times every socket of a process shares."""
+    """The heartbeat and closing times, and the read budget, every socket of a process shares.
+
+    A socket may send `read_rate` bytes a second on average and `read_burst` at once;
+    past that, reading it pauses until its budget refills (0: no budget). Dashboards
+    send a few small frames; a flood of frames costs the gateway CPU that its other
+    sockets need, so TCP slows the flooder instead.
+    """
 
     ping_interval: float
     pong_timeout: float
     close_timeout: float
+    read_rate: float = 0.0
+    read_burst: int = 0
 
 
 class SocketProtocol(asyncio.Protocol):
@@ -225,6 +234,8 @@ class SocketProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_accepted",
+        "_allowance",
+        "_allowance_at",
         "_closed_code",
         "_disconnected",
         "_key",
@@ -233,6 +244,7 @@ class SocketProtocol(asyncio.Protocol):
         "_reading_paused",
         "_response",
         "_server_state",
+        "_throttle",
         "_timer",
         "_timings",
         "close_sent",
@@ -270,6 +282,10 @@ class SocketProtocol(asyncio.Protocol):
         self._response: tuple[int, list[str]] | None = None
         # The heartbeat's one timer: the next ping, or the wait for its pong.
         self._timer: asyncio.TimerHandle | None = None
+        # The read budget (see `SocketTimings`), and the timer that ends a pause for it.
+        self._allowance = float(timings.read_burst)
+        self._allowance_at = 0.0
+        self._throttle: asyncio.TimerHandle | None = None
 
     def start(self, endpoint: Endpoint, scope: Message) -> None:
         """Run the application for this connection (the scope's extensions are filled here)."""
@@ -294,12 +310,16 @@ class SocketProtocol(asyncio.Protocol):
             return
         if self.close_sent and self._closed_code is not None:
             return
+        if self._timings.read_rate:
+            self._spend(len(data))
         try:
             messages = self._reader.feed(data)
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
             return
         queue = self.queue
+        # Pongs to the pings of one read leave in one write (a ping flood costs one send).
+        pongs: list[bytes] = []
         for opcode, payload in messages:
             if opcode <= _BINARY:
                 if self.close_sent:
@@ -316,12 +336,16 @@ class SocketProtocol(asyncio.Protocol):
                     queue.put_nowait({"type": "websocket.receive", "bytes": payload}, len(payload))
             elif opcode == _PING:
                 if not self.close_sent:
-                    self.transport.write(frame(_PONG, payload))
+                    pongs.append(frame(_PONG, payload))
             elif opcode == _PONG:
                 self._pong_received()
             else:
+                if pongs:
+                    self.transport.write(b"".join(pongs))
                 self._close_received(payload)
                 return
+        if pongs:
+            self.transport.write(b"".join(pongs))
         if queue.qsize() > _READ_AHEAD or queue.size > _READ_AHEAD_BYTES:
             self._pause_reading()
 
@@ -330,6 +354,9 @@ class SocketProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._throttle is not None:
+            self._throttle.cancel()
+            self._throttle = None
         self.close_sent = True
         self._disconnect(self._closed_code or _ABNORMAL)
         # Whoever waits to write learns of the loss from the send that follows.
@@ -344,6 +371,26 @@ class SocketProtocol(asyncio.Protocol):
         self.writable.set()
         self._resume_reading()
 
+    def _spend(self, size: int) -> None:
+        """Take `size` bytes from the read budget; pause reading while it is overdrawn."""
+        timings = self._timings
+        now = time.monotonic()
+        allowance = min(
+            float(timings.read_burst),
+            self._allowance + (now - self._allowance_at) * timings.read_rate,
+        )
+        self._allowance = allowance - size
+        self._allowance_at = now
+        if self._allowance < 0 and self._throttle is None:
+            self._pause_reading()
+            self._throttle = asyncio.get_running_loop().call_later(
+                -self._allowance / timings.read_rate, self._unthrottle
+            )
+
+    def _unthrottle(self) -> None:
+        self._throttle = None
+        self._resume_reading()
+
     def _pause_reading(self) -> None:
         if not self._reading_paused and not self.transport.is_closing():
             self._reading_paused = True
@@ -354,6 +401,7 @@ class SocketProtocol(asyncio.Protocol):
         queue = self.queue
         if (
             self._reading_paused
+            and self._throttle is None
             and self.writable.ready
             and queue.qsize() <= _READ_RESUME
             and queue.size <= _READ_RESUME_BYTES
