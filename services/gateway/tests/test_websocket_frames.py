@@ -220,7 +220,13 @@ async def _accepted(
         await send({"type": "websocket.accept"})
         await asyncio.Event().wait()
 
-    timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=0.05)
+    timings = SocketTimings(
+        ping_interval=60,
+        pong_timeout=10,
+        close_timeout=0.05,
+        read_rate=read_rate,
+        read_burst=read_burst,
+    )
     socket = SocketProtocol(
         transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, max_message
     )
