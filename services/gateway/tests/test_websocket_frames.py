@@ -199,7 +199,7 @@ async def test_a_client_flooding_frames_is_slowed_by_tcp_not_buffered() -> None:
     timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=1)
     socket = SocketProtocol(transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, 1024)
     socket.start(application, {"type": "websocket"})
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)  # the answer leaves with the wire's writes, at the turn's end
     assert transport.written.startswith(b"HTTP/1.1 101")
     socket.data_received(b"".join(client_frame(TEXT, b'{"n":%d}' % n) for n in range(200)))
     assert not transport.reading, "reading goes on while 200 messages wait"
@@ -231,7 +231,7 @@ async def _accepted(
         transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, max_message
     )
     socket.start(application, {"type": "websocket"})
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)  # accepted, and the answer written
     return socket
 
 

@@ -341,11 +341,11 @@ class SocketProtocol(asyncio.Protocol):
                 self._pong_received()
             else:
                 if pongs:
-                    self.transport.write(b"".join(pongs))
+                    self._write_now(b"".join(pongs))
                 self._close_received(payload)
                 return
         if pongs:
-            self.transport.write(b"".join(pongs))
+            self._write_now(b"".join(pongs))
         if queue.qsize() > _READ_AHEAD or queue.size > _READ_AHEAD_BYTES:
             self._pause_reading()
 
@@ -390,6 +390,12 @@ class SocketProtocol(asyncio.Protocol):
     def _unthrottle(self) -> None:
         self._throttle = None
         self._resume_reading()
+
+    def _write_now(self, data: bytes) -> None:
+        """Write a control frame at once, after what the wire holds (the handshake's
+        answer, perhaps)."""
+        self.wire.flush()
+        self.transport.write(data)
 
     def _pause_reading(self) -> None:
         if not self._reading_paused and not self.transport.is_closing():
@@ -473,12 +479,17 @@ class SocketProtocol(asyncio.Protocol):
         if subprotocol:
             lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n")
         lines.append(b"\r\n")
-        self.transport.write(b"".join(lines))
+        # Through the wire: the answer and the application's first frame (the welcome)
+        # leave in one write, one send(2) fewer per connect.
+        answer = b"".join(lines)
+        if not self.wire.write(answer):
+            self.transport.write(answer)
         self._accepted = True
         self._key = b""
         self._schedule_ping()
         pending, self._pending = self._pending, b""
         if pending:
+            self.wire.flush()
             self.data_received(pending)
 
     def _application_done(self, task: asyncio.Task[None]) -> None:
@@ -563,7 +574,7 @@ class SocketProtocol(asyncio.Protocol):
         if self.close_sent:
             self._timer = None
             return
-        self.transport.write(frame(_PING))
+        self._write_now(frame(_PING))
         self._timer = asyncio.get_running_loop().call_later(
             self._timings.pong_timeout, self._pong_missed
         )
