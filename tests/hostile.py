@@ -23,6 +23,7 @@ __all__ = [
     "ServerFrames",
     "client_frame",
     "connect",
+    "flood",
     "http_answer",
     "probing",
     "rss",
@@ -83,6 +84,18 @@ def client_frame(opcode: int, payload: bytes, *, final: bool = True) -> bytes:
     else:
         header = bytes((first, 0x80 | 127)) + length.to_bytes(8, "big")
     return header + b"\0\0\0\0" + payload
+
+
+def flood(conn: sockets.socket, chunk: bytes, total: int, stall: float = 2.0) -> int:
+    """Send `chunk` repeatedly until `total` bytes went out, the peer is gone, or a send
+    has been blocked for `stall` seconds (the server stopped reading); bytes sent."""
+    conn.settimeout(stall)
+    sent = 0
+    with contextlib.suppress(OSError):  # TimeoutError included
+        while sent < total:
+            conn.sendall(chunk)
+            sent += len(chunk)
+    return sent
 
 
 class ServerFrames:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket as sockets
 import threading
 import time
 
@@ -27,6 +26,7 @@ from tests.hostile import (
     ServerFrames,
     client_frame,
     connect,
+    flood,
     http_answer,
     probing,
     rss,
@@ -41,20 +41,6 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 # A loop that answered nothing for this long was held; a loaded test machine stays under it.
 NOT_FROZEN = 3.0
-
-
-def flood(conn: sockets.socket, chunk: bytes, total: int, stall: float = 2.0) -> int:
-    """Send `chunk` repeatedly until `total` bytes went out, the peer is gone, or a send
-    has been blocked for `stall` seconds (the server stopped reading); bytes sent."""
-    conn.settimeout(stall)
-    sent = 0
-    try:
-        while sent < total:
-            conn.sendall(chunk)
-            sent += len(chunk)
-    except (TimeoutError, OSError):
-        pass
-    return sent
 
 
 def test_a_flood_sent_after_the_close_is_not_queued(start_service) -> None:

@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket as sockets
 import time
 
 import pytest
-from tests.hostile import connect, http_answer, probing, rss
+from tests.hostile import connect, flood, http_answer, probing, rss
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 NOT_FROZEN = 3.0
 ALERT = json.dumps({"name": "DiskFull", "severity": "critical", "labels": {"host": "db-1"}})
-
-
-def send_until_refused(conn: sockets.socket, chunk: bytes, total: int) -> int:
-    """Send `chunk` until `total` bytes went out or the server stopped taking them."""
-    conn.settimeout(2)
-    sent = 0
-    with contextlib.suppress(OSError):
-        while sent < total:
-            conn.sendall(chunk)
-            sent += len(chunk)
-    return sent
 
 
 def post(token: str, body: str, *, declared: int | None = None) -> bytes:
@@ -51,10 +39,10 @@ def test_heads_and_urls_too_large_are_refused_before_the_application(start_servi
         # both held whole.
         headers = connect(ingest.port)
         headers.sendall(b"POST /v1/alerts HTTP/1.1\r\nHost: x\r\n")
-        header_bytes = send_until_refused(headers, b"x-pad: " + b"y" * 1000 + b"\r\n", 64 * MiB)
+        header_bytes = flood(headers, b"x-pad: " + b"y" * 1000 + b"\r\n", 64 * MiB)
         url = connect(ingest.port)
         url.sendall(b"GET /healthz?")
-        url_bytes = send_until_refused(url, b"q" * 65536, 32 * MiB)
+        url_bytes = flood(url, b"q" * 65536, 32 * MiB)
         answers = [http_answer(c) for c in (many, headers, url)]
         grown = rss(ingest.process.pid) - before
     assert [status for status, _ in answers] == [431, 431, 414]

@@ -39,6 +39,7 @@ from typing import cast
 
 import psutil
 
+from tests.hostile import PING, TEXT, client_frame
 from tests.load.bench_gateway import SECRET, _cpu, _rss, open_sockets, publish_step
 from tests.load.harness import masked_text_frame, service, two_cores
 from tocsin.common.auth import mint_token
@@ -69,20 +70,8 @@ print(latencies[-1], latencies[int(0.99 * (len(latencies) - 1))], len(latencies)
 """
 
 
-def _zero_masked(opcode: int, payload: bytes) -> bytes:
-    """A client frame masked with the all-zero key (valid, and free to build)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes((0x80 | opcode, 0x80 | length))
-    elif length < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
-    return header + b"\0\0\0\0" + payload
-
-
-READ_AHEAD_MESSAGE = _zero_masked(0x1, b'{"type":"ping","pad":"' + b"x" * 60_000 + b'"}') * 4
-PINGS = _zero_masked(0x9, b"p" * 125) * 500
+READ_AHEAD_MESSAGE = client_frame(TEXT, b'{"type":"ping","pad":"' + b"x" * 60_000 + b'"}') * 4
+PINGS = client_frame(PING, b"p" * 125) * 500
 SUBSCRIBE = masked_text_frame(b'{"type":"subscribe","channel":"alerts"}')
 
 
