@@ -95,3 +95,29 @@ def test_slow_heads_and_bodies_are_cut_off_while_idle_connections_stay_open_past
     pooled.sendall(post(token, ALERT))
     assert pooled.recv(65536).startswith(b"HTTP/1.1 202")
     pooled.close()
+
+
+def test_a_client_that_pipelines_requests_and_reads_no_answer_is_dropped(start_service) -> None:
+    ingest = start_service("ingest")
+    before = rss(ingest.process.pid)
+    with probing(f"{ingest.url}/healthz") as probe:
+        greedy = connect(ingest.port, receive_buffer=4096)
+        # Requests back to back, answers never read: uvicorn queued every request a read
+        # held, so memory grew with what the client sent.
+        sent = flood(greedy, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 1000, 64 * MiB)
+        grown = rss(ingest.process.pid) - before
+    outcome = "open"
+    greedy.settimeout(10)
+    try:
+        while greedy.recv(65536):
+            pass
+        outcome = "closed"
+    except TimeoutError:
+        outcome = "open"
+    except OSError:
+        outcome = "reset"
+    assert outcome in ("closed", "reset")
+    assert sent < 16 * MiB
+    assert grown < 32 * MiB, f"grew by {grown / MiB:.0f} MiB"
+    assert probe.failures == 0
+    assert probe.slowest < NOT_FROZEN

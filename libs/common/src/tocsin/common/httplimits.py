@@ -11,7 +11,11 @@ a URL can be 32 MiB long, and a client that sends a byte now and then
   a body timeout (from the end of its headers to the end of its body): 408,
   then the connection closes;
 - an idle (keep-alive) timeout between requests, which also applies before a
-  connection's first request; bytes that start no request do not reset it.
+  connection's first request; bytes that start no request do not reset it;
+- at most `_MAX_PIPELINED` requests waiting behind the one being answered (httptools
+  parses every request a read holds, and uvicorn queues them all): a client
+  that sends more before reading its answers is dropped, since answers must
+  keep their order and an error answer cannot jump the queue.
 
 Refusals are RFC 9457 problem+json, sent before any of the request reaches
 the application. The values come from `HttpServerSettings`, which every
@@ -36,6 +40,9 @@ __all__ = ["HttpLimits", "HttpServerSettings", "LimitedHttpToolsProtocol"]
 # How long a connection that was told to close may take to send what it holds
 # before it is dropped: a client that never reads must not keep it open.
 _CLOSE_GRACE = 5.0
+# Requests queued behind the one being answered (HTTP/1.1 pipelining, which
+# real clients barely use) before the connection is dropped.
+_MAX_PIPELINED = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +100,10 @@ class LimitExceededError(Exception):
         self.detail = detail
 
 
+class _PipelineOverflowError(Exception):
+    """More pipelined requests than a connection may queue: it is dropped unanswered."""
+
+
 def _head_too_large(limits: HttpLimits) -> LimitExceededError:
     return LimitExceededError(
         431,
@@ -143,7 +154,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             refusal = exc.__context__
-            if isinstance(refusal, LimitExceededError):
+            if isinstance(refusal, _PipelineOverflowError):
+                self.parser = None  # type: ignore[assignment]
+                self.transport.abort()
+            elif isinstance(refusal, LimitExceededError):
                 self._answer_limit(refusal)
             else:
                 self.send_400_response("Invalid HTTP request received.")
@@ -165,6 +179,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- parser callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= _MAX_PIPELINED:
+            raise _PipelineOverflowError
         super().on_message_begin()
         self._unset_keepalive_if_required()
         self._header_count = 0
