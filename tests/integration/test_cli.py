@@ -11,9 +11,12 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from redis import Redis
 from tests.support import wait_until
 
 from tocsin.client import cli
+from tocsin.common import keys
+from tocsin.common.health import Signals, score
 from tocsin.common.server import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -173,3 +176,19 @@ def test_failures_are_one_line_naming_what_and_where_with_documented_exit_codes(
     for args, (code, line) in cases.items():
         done = tocsin(*args, **env)
         assert (done.returncode, done.stderr) == (code, line + "\n"), args
+
+
+def test_health_prints_the_score_and_what_pulls_it_down(
+    start_service, user_token, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    gateway = start_service("gateway")
+    report = score(Signals(cache_hit_rate=0.2, redis_reachable=1.0))
+    Redis.from_url(redis_server.url).set(keys.HEALTH, report.to_json())
+    shown = _ok(tocsin("health", "--gateway-url", gateway.url, "--token", user_token(),
+                       TOCSIN_DEV_STATE=str(tmp_path / "none")))  # fmt: skip
+    assert shown.startswith("health 90/100, computed ")
+    assert shown.splitlines()[1:2] == [
+        "  pulled down by cache_hit_rate is 0.2 ratio (cache hits / lookups): "
+        "costs 10 of 10 points (full at >= 0.8)",
+    ]
+    assert "    -10  cache_hit_rate       0.2 ratio" in shown

@@ -156,6 +156,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         return EXIT_OK
     stale = " (stale: the scheduler has not updated it)" if report.get("stale") else ""
     print(f"health {report['score']}/100, computed {report.get('age_seconds', 0):.0f} s ago{stale}")
+    for reason in report.get("pulled_down_by", []):
+        print(f"  pulled down by {reason}")
     for part in report.get("components", []):
         lost = part["weight"] - part["contribution"]
         value = "no data" if part.get("value") is None else f"{part['value']} {part['unit']}"
