@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tocsin.common.config import CommonSettings, setting
+from tocsin.common.tls import TlsSettings
 
 __all__ = ["DEFAULT_PORT", "GatewaySettings"]
 
@@ -12,7 +13,7 @@ DEFAULT_PORT = 8080
 
 
 @dataclasses.dataclass(frozen=True)
-class GatewaySettings(CommonSettings):
+class GatewaySettings(TlsSettings, CommonSettings):
     """Settings of the gateway service."""
 
     outbound_queue_frames: int = setting(1000, "Most frames queued for one socket.")

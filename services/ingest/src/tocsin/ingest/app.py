@@ -36,6 +36,7 @@ from tocsin.common.problems import problem
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest import alertmanager, pagerduty
 from tocsin.ingest.admission import Admission, Outcome, encode_message
+from tocsin.ingest.changes import ChangeEndpoint
 from tocsin.ingest.credentials import credential_of
 from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
 from tocsin.ingest.native import AcceptedAlert, AlertsAccepted, parse_native, with_defaults
@@ -501,6 +502,7 @@ def build_app(
     ]
     routes: list[Route] = [
         *producer_routes,
+        Route("/v2/change/enqueue", ChangeEndpoint(auth, settings.redis_url, pager.body_limit)),
         Route("/openapi.json", get_openapi, methods=["GET"]),
         *ops_routes(ready),
     ]

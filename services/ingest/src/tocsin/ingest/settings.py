@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tocsin.common.config import CommonSettings, setting
+from tocsin.common.tls import TlsSettings
 
 __all__ = ["DEFAULT_PORT", "IngestSettings"]
 
@@ -12,7 +13,7 @@ DEFAULT_PORT = 8081
 
 
 @dataclasses.dataclass(frozen=True)
-class IngestSettings(CommonSettings):
+class IngestSettings(TlsSettings, CommonSettings):
     """Settings of the ingest service."""
 
     max_body_bytes: int = setting(1_048_576, "Largest accepted request body, in bytes.")
