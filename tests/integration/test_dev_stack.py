@@ -73,6 +73,29 @@ def test_a_service_that_cannot_start_stops_dev_naming_it_and_leaves_no_process(
     assert not (tmp_path / "dev.json").exists()
 
 
+def _the_hint_and_the_log_receiver_work(tmp_path: Path) -> None:
+    """The printed hint runs `watch` before `send`, through the venv's script; an alert's
+    notification reaches the dev log receiver, with no "no routing file" warning."""
+    log = (tmp_path / "dev.log").read_text()
+    script = Path(sys.executable).parent / "tocsin"
+    shown = [line for line in log.splitlines() if str(script.name) in line and "dev" in line]
+    watch = next(i for i, line in enumerate(shown) if " watch" in line)
+    send = next(i for i, line in enumerate(shown) if " send " in line)
+    assert watch < send
+    assert "bin/tocsin watch" in shown[watch], "the venv's script, not a bare `tocsin`"
+    sent = subprocess.run(
+        [*TOCSIN, "send", "--name", "Routed", "--label", "host=x"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+    wait_until(lambda: "to receiver log" in (tmp_path / "dev.log").read_text(), 60,
+               "the notification in the dev log")  # fmt: skip
+    assert "no routing file configured" not in (tmp_path / "dev.log").read_text()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
 def test_no_child_outlives_dev_closed_or_killed_and_send_watch_then_say_not_running(
     tmp_path: Path, signum: signal.Signals
@@ -89,6 +112,8 @@ def test_no_child_outlives_dev_closed_or_killed_and_send_watch_then_say_not_runn
         )  # fmt: skip
         assert second.returncode == 1
         assert f"already running (pid {dev.pid}" in second.stderr
+        if signum == signal.SIGHUP:
+            _the_hint_and_the_log_receiver_work(tmp_path)
         dev.send_signal(signum)
         dev.wait(60)
         wait_until(lambda: not [p for p in children if process_alive(p)], 30, "every child to exit")
