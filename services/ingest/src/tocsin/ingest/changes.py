@@ -27,7 +27,13 @@ from tocsin.common.redis import sync_client
 from tocsin.ingest.pagerduty_errors import INVALID_ROUTING_KEY, routing_key_errors
 from tocsin.ingest.producers import AuthError, ProducerAuth
 
-__all__ = ["CHANGES_CHANNEL", "ChangeEndpoint", "ChangeEvent", "change_record"]
+__all__ = [
+    "CHANGES_CHANNEL",
+    "ChangeAccepted",
+    "ChangeEndpoint",
+    "ChangeEvent",
+    "change_record",
+]
 
 CHANGES_CHANNEL = "changes"
 _DETAILS_MAX_BYTES = 8192
@@ -57,6 +63,13 @@ class ChangeEvent(msgspec.Struct, kw_only=True):
     links: Annotated[list[ChangeLink], msgspec.Meta(max_length=32)] = msgspec.field(
         default_factory=list
     )
+
+
+class ChangeAccepted(msgspec.Struct):
+    """PagerDuty's 202 answer to a change event."""
+
+    status: str
+    message: str
 
 
 _decoder = msgspec.json.Decoder(ChangeEvent)
@@ -137,7 +150,7 @@ class ChangeEndpoint:
         except (RedisError, OSError):
             return _refused(503, "unavailable", "Service unavailable",
                             ["the change stream is unreachable; retry"])  # fmt: skip
-        return _answer(202, {"status": "success", "message": "Change event processed"})
+        return 202, _encoder.encode(ChangeAccepted("success", "Change event processed"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         from tocsin.ingest.app import ClientGoneError
