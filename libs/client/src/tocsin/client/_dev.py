@@ -265,13 +265,16 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
                 PYTHONUNBUFFERED="1",
             )
             supervisor.start(name, ports[name], env)
+        started = time.monotonic()
         supervisor.wait_until_serving(host, stop, START_TIMEOUT_SECONDS)
+        serving_after = time.monotonic() - started
         # Ingest requires a producer credential; `tocsin send` reads this one.
         api_key, _ = ApiKeyStore(sync_client(redis_url)).create("dev", description="tocsin dev")
         state_path = write_dev_state({"urls": urls, "token": token, "api_key": api_key,
                                       "redis_url": redis_url, "ports": ports,
                                       "pid": os.getpid()})  # fmt: skip
         tocsin = _command_hint()
+        supervisor.say("dev", f"all five services serving, {serving_after:.1f} s after start")
         supervisor.say("dev", f"console   {urls['gateway']}/#token={token}")
         supervisor.say("dev", f"ingest    {urls['ingest']}/v1/alerts")
         supervisor.say("dev", f"websocket {urls['ws']}")
