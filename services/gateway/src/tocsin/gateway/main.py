@@ -101,6 +101,8 @@ def run() -> None:
         lifespan="on",
         backlog=4096,
         timeout_graceful_shutdown=int(settings.close_timeout) + 1,
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
     )
     server = DrainingServer(config, node)
     tune_gc()
