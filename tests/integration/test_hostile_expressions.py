@@ -97,33 +97,34 @@ def test_redos_label_filters_answer_and_the_gateway_stays_responsive(
     assert set(probes) == {200}
 
 
-@pytest.mark.parametrize(
-    ("pattern", "named"),
-    [
-        (r"(a)\1", "backreferences"),
-        ("(?=a)a", "lookaround"),
-        ("(?<!a)b", "lookaround"),
-        ("a++", "possessive"),
-        ("(", "missing )"),
-        ("a" * 2000, "1024"),
-    ],
-)
+UNSUPPORTED = [
+    (r"(a)\1", "backreferences"),
+    ("(?=a)a", "lookaround"),
+    ("(?<!a)b", "lookaround"),
+    ("a++", "possessive"),
+    ("(", "missing )"),
+    ("a" * 2000, "1024"),
+]
+
+
 def test_unsupported_regex_syntax_is_a_400_naming_it_on_filters_and_silences(
-    start_service: Any, user_token: Callable[..., str], pattern: str, named: str
+    start_service: Any, user_token: Callable[..., str]
 ) -> None:
     gateway = start_service("gateway")
     auth = {"authorization": f"Bearer {user_token()}"}
     with httpx.Client(base_url=gateway.url, headers=auth, timeout=10) as http:
-        listed = http.get("/v1/alerts", params={"label": f"x=~{pattern}"})
-        assert listed.status_code == 400, listed.text
-        assert listed.headers["content-type"].startswith("application/problem+json")
-        assert named in listed.json()["detail"]
-        silenced = http.post(
-            "/v1/silences", json=silence_body([{"name": "x", "value": pattern, "isRegex": True}])
-        )
-        assert silenced.status_code in (400, 422), silenced.text
-        assert silenced.headers["content-type"].startswith("application/problem+json")
-        assert named in silenced.text
+        for pattern, named in UNSUPPORTED:
+            listed = http.get("/v1/alerts", params={"label": f"x=~{pattern}"})
+            assert listed.status_code == 400, listed.text
+            assert listed.headers["content-type"].startswith("application/problem+json")
+            assert named in listed.json()["detail"]
+            silenced = http.post(
+                "/v1/silences",
+                json=silence_body([{"name": "x", "value": pattern, "isRegex": True}]),
+            )
+            assert silenced.status_code in (400, 422), silenced.text
+            assert silenced.headers["content-type"].startswith("application/problem+json")
+            assert named in silenced.text
 
 
 def test_poisoned_silences_do_not_stall_the_processor(

@@ -132,7 +132,7 @@ class SocketEndpoint:
         raw = message.get("text") or message.get("bytes") or ""
         try:
             frame = _auth_decoder.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return None
         token = frame.get("token")
         if frame.get("type") != "auth" or not isinstance(token, str) or not token:

@@ -386,7 +386,8 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             raw = await request.body()
             try:
                 body = msgspec.json.decode(raw, type=_ActionBody) if raw.strip() else _ActionBody()
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                # msgspec reports invalid UTF-8 inside a JSON string as UnicodeDecodeError.
                 return problem(400, "invalid-body", "Invalid body", str(exc))
             if not await context.redis.exists(keys.alert(alert_id)):
                 return problem(404, "alert-not-found", "Not found", f"no alert {alert_id}")

@@ -55,7 +55,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             return refused.response
         try:
             body = msgspec.json.decode(await request.body(), type=PreviewRequest)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return problem(
                 400, "invalid-body", "Invalid request body", errors=[FieldError("$", str(exc))]
             )
