@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support import RawWebSocket
 
 pytestmark = pytest.mark.integration
 
@@ -119,4 +120,23 @@ def test_non_finite_times_and_crafted_cursors_are_400_problems(
         answer = http.get("/v1/alerts", params=params)
         assert answer.status_code == 400, (params, answer.text)
         assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "Traceback" not in gateway.log()
+
+
+def test_a_binary_frame_with_invalid_utf8_is_refused_without_a_traceback(
+    gateway: Any, user_token: Callable[..., str]
+) -> None:
+    # Before authentication: the in-band auth frame itself is not UTF-8.
+    unauthenticated = RawWebSocket(gateway.port, "/ws")
+    unauthenticated.send_frame(RawWebSocket.BINARY, b'{"type": "auth", "token": "\xff"}')
+    _, code, _ = unauthenticated.frames_until_close()
+    unauthenticated.close()
+    assert code != 1011
+    # After authentication: a request frame that is not UTF-8.
+    socket = RawWebSocket(gateway.port, f"/ws?token={user_token()}")
+    socket.next_message("welcome")
+    socket.send_frame(RawWebSocket.BINARY, b'{"type": "subscribe", "channels": ["\xff"]}')
+    _, code, _ = socket.frames_until_close()
+    socket.close()
+    assert code not in (1006, 1011)
     assert "Traceback" not in gateway.log()
