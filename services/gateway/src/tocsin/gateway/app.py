@@ -260,7 +260,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
         Route("/", console, methods=["GET"]),
         *dashboard_routes(context),
-        *ops_routes(ready),
+        *ops_routes(ready, metrics=not settings.metrics_port),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.node = node

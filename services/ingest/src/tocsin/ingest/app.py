@@ -526,7 +526,7 @@ def build_app(
     routes: list[Route] = [
         *producer_routes,
         Route("/openapi.json", get_openapi, methods=["GET"]),
-        *ops_routes(ready),
+        *ops_routes(ready, metrics=not settings.metrics_port),
     ]
     # The routes above still answer other methods (405); POSTs take the short way.
     middleware = [Middleware(ProducerPosts, routes=producer_routes)]
