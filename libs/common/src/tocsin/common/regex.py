@@ -24,6 +24,7 @@ __all__ = [
     "MAX_PATTERN_LENGTH",
     "LabelRegex",
     "UnsupportedRegexError",
+    "compile_full_match",
     "compile_label_regex",
 ]
 
@@ -73,10 +74,15 @@ _OPTIONS = _options()
 
 @functools.lru_cache(maxsize=512)
 def compile_label_regex(pattern: str) -> LabelRegex:
-    """Compile `pattern` on RE2, or raise `UnsupportedRegexError` saying why not."""
-    if len(pattern) > MAX_PATTERN_LENGTH:
+    """Compile a user's `pattern` on RE2, or raise `UnsupportedRegexError` saying why not."""
+    return compile_full_match(pattern, MAX_PATTERN_LENGTH)
+
+
+def compile_full_match(pattern: str, max_length: int) -> LabelRegex:
+    """Compile `pattern` (at most `max_length` characters) on RE2; the uncached step."""
+    if len(pattern) > max_length:
         raise UnsupportedRegexError(
-            f"regex is {len(pattern)} characters, over the limit of {MAX_PATTERN_LENGTH}"
+            f"regex is {len(pattern)} characters, over the limit of {max_length}"
         )
     try:
         compiled = re2.compile(pattern, _OPTIONS)
