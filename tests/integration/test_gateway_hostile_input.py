@@ -140,3 +140,35 @@ def test_a_binary_frame_with_invalid_utf8_is_refused_without_a_traceback(
     socket.close()
     assert code not in (1006, 1011)
     assert "Traceback" not in gateway.log()
+
+
+def test_previews_beyond_the_concurrent_bound_are_429_while_health_answers(
+    gateway: Any, user_token: Callable[..., str]
+) -> None:
+    auth = {"authorization": f"Bearer {user_token()}"}
+    slow = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=gateway.url, headers=auth, timeout=60) as client:
+            answers.append(
+                client.post(
+                    "/v1/notifications/preview",
+                    json={"receiver_type": "slack", "templates": {"title": slow}},
+                )
+            )
+
+    posters = [threading.Thread(target=post) for _ in range(6)]
+    for poster in posters:
+        poster.start()
+    health = httpx.get(f"{gateway.url}/healthz", timeout=30)
+    for poster in posters:
+        poster.join()
+    assert health.status_code == 200
+    statuses = sorted(answer.status_code for answer in answers)
+    assert 422 in statuses
+    assert 429 in statuses
+    assert set(statuses) == {422, 429}
+    busy = next(answer for answer in answers if answer.status_code == 429)
+    assert busy.headers["retry-after"] == "1"
+    assert busy.headers["content-type"].startswith("application/problem+json")
