@@ -37,6 +37,18 @@ def render(source: str) -> str:
         ("{{ '%*s' % (100000000, 'a') }}", "field widths"),
         ("{{ '%.9999999f' % 1.0 }}", "field widths"),
         ("{{ '%*s' | format(100000000, 'a') }}", "field widths"),
+        ("{% set a = 'x' * 60000 %}{{ a ~ a }}", "~ builds"),
+        (
+            "{% macro grow(s, n) %}{{ grow(s ~ s, n - 1) if n else s | length }}{% endmacro %}"
+            "{{ grow('x' * 60000, 40) }}",
+            "~ builds",
+        ),
+        ("{{ range(99999) | map('string') | join('y' * 1000) }}", "join"),
+        ("{{ ('y' * 1000).join(range(1000) | map('string') | list) }}", "join"),
+        ("{{ ('x' * 1000).replace('x', 'y' * 1000) }}", "replace"),
+        ("{{ ('x\n' * 50000) | indent(99999) }}", "indent"),
+        ("{{ ('\t' * 99999).expandtabs(99999) }}", "expandtabs"),
+        ("{{ 'abc'.translate({97: 'zz'}) }}", "translate"),
         ("{% for i in range(99999) %}{{ 'y' * 99 }}{% endfor %}", "output"),
         ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", "CPU"),
     ],
@@ -59,6 +71,10 @@ def test_costly_templates_stop_with_a_reason(source: str, reason: str) -> None:
         ("{{ count | filesizeformat }}", "1.0 MB"),
         ("{{ items | map('string') | join('-') }}", "1-2-3"),
         ("{% for i in range(3) %}{{ i }}{% endfor %}", "012"),
+        ("{{ name ~ '-' ~ count }}", "disk-1000000"),
+        ("{{ items | join(d='+') }}", "1+2+3"),
+        ("{{ ','.join(['a', 'b']) }}", "a,b"),
+        ("{{ ('x\ny') | indent(2) }}", "x\n  y"),
     ],
 )
 def test_ordinary_templates_render_as_before(source: str, expected: str) -> None:

@@ -16,11 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from jinja2 import Template, TemplateError
-from jinja2.runtime import Context
+from jinja2 import Template, TemplateError, nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tocsin.notifier.message import Notification
@@ -76,6 +77,17 @@ def _check_format_string(spec: Any, what: str) -> None:
         raise TemplateLimitError(f"{what}: field widths over 5 digits, `*` or nested are refused")
 
 
+class _BoundedCodeGenerator(CodeGenerator):
+    """Jinja's code generator, but `a ~ b` calls the environment, which checks the size."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802 -- Jinja's name
+        self.write("environment.concat_values(context, (")
+        for argument in node.nodes:
+            self.visit(argument, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """The sandbox with bounds on what one render may cost.
 
@@ -93,6 +105,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     """
 
     intercepted_binops = frozenset(["**", "*", "+", "%"])
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -119,6 +132,14 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             _check_format_string(left, "%")
         return super().call_binop(context, operator, left, right)
 
+    def concat_values(self, context: Context, values: tuple[Any, ...]) -> str:
+        """`a ~ b ~ c`, refused before joining when the result would be over the bound."""
+        if sum(_length(value) for value in values) > MAX_OUTPUT_CHARS:
+            raise TemplateLimitError(f"~ builds a value over {MAX_OUTPUT_CHARS} characters")
+        joined = (markup_join if context.eval_ctx.autoescape else str_join)(values)
+        # Markup stays Markup, so autoescaping still knows what is safe.
+        return cast(str, _bounded_size(joined, "~"))
+
     def call(
         __self,  # noqa: N805 -- Jinja's own signature, so that `self` may be a keyword argument
         __context: Context,
@@ -130,6 +151,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         if what not in ("format", "format_map"):
             # Method calls such as `ljust(n)`, `center(n)`, `zfill(n)` take sizes.
             _check_size_arguments((*args, *kwargs.values()), what)
+        bound_to = getattr(__obj, "__self__", None)
+        if isinstance(bound_to, str):
+            _check_string_method(bound_to, what, args)
         return _bounded_size(super().call(__context, __obj, *args, **kwargs), what)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -148,13 +172,23 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     def bounded(*args: Any, **kwargs: Any) -> Any:
         # Filters marked `pass_context` (and kin) get Jinja's context first, then the value.
         given = args[1:] if hasattr(function, "jinja_pass_arg") else args
-        value, rest = (given[0], given[1:]) if given else (None, ())
+        value: Any = given[0] if given else None
+        rest = given[1:]
         if name == "format":
             _check_format_string(value, "filter format")
         else:
             _check_size_arguments((*rest, *kwargs.values()), f"filter {name}")
         if name == "replace" and len(rest) >= 2:
             _check_replacement(str(value), str(rest[0]), str(rest[1]))
+        elif name == "join":
+            if value is not None and not isinstance(value, list | tuple | str | dict):
+                # A generator (`map`, `select`) is counted before joining: made a list here.
+                value = list(value)
+                args = (*args[: len(args) - len(given)], value, *rest)
+            separator = rest[0] if rest else kwargs.get("d", "")
+            _check_join(str(separator), value)
+        elif name == "indent" and isinstance(value, str):
+            _check_lines(value, rest[0] if rest else kwargs.get("width", 4), name)
         return _bounded_size(function(*args, **kwargs), f"filter {name}")
 
     # Jinja passes the context, eval context or environment by this marker.
@@ -164,13 +198,40 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     return bounded
 
 
+def _check_string_method(value: str, name: str, args: tuple[Any, ...]) -> None:
+    """The string methods whose result can be many times their inputs, checked beforehand."""
+    if name == "replace" and len(args) >= 2:
+        _check_replacement(value, str(args[0]), str(args[1]))
+    elif name == "join" and args:
+        _check_join(value, args[0])
+    elif name == "expandtabs":
+        width = args[0] if args and _is_int(args[0]) else 8
+        if len(value) + value.count("\t") * max(width, 0) > MAX_OUTPUT_CHARS:
+            raise TemplateLimitError(
+                f"expandtabs builds a value over {MAX_OUTPUT_CHARS} characters"
+            )
+    elif name == "translate":
+        raise TemplateLimitError("str.translate is not available in templates")
+
+
+def _check_join(separator: str, items: Any) -> None:
+    count = len(items) if isinstance(items, list | tuple | str | dict) else 0
+    if len(separator) * count > MAX_OUTPUT_CHARS:
+        raise TemplateLimitError(f"join builds a value over {MAX_OUTPUT_CHARS} characters")
+
+
+def _check_lines(value: str, width: Any, name: str) -> None:
+    # `indent` adds `width` to every line.
+    lines = value.count("\n") + 1
+    if _is_int(width) and len(value) + lines * max(width, 0) > MAX_OUTPUT_CHARS:
+        raise TemplateLimitError(f"filter {name} builds a value over {MAX_OUTPUT_CHARS} characters")
+
+
 def _check_replacement(value: str, old: str, new: str) -> None:
     # `replace` multiplies: every occurrence of `old` grows by len(new) - len(old).
     grown = value.count(old) * max(len(new) - len(old), 0) if old else len(new) * len(value)
     if len(value) + grown > MAX_OUTPUT_CHARS:
-        raise TemplateLimitError(
-            f"filter replace builds a value over {MAX_OUTPUT_CHARS} characters"
-        )
+        raise TemplateLimitError(f"replace builds a value over {MAX_OUTPUT_CHARS} characters")
 
 
 class _Deadline:
