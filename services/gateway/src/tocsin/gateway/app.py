@@ -160,7 +160,7 @@ class SocketEndpoint:
         raw = message.get("text") or message.get("bytes") or ""
         try:
             frame = _auth_decoder.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return None
         token = frame.get("token")
         if frame.get("type") != "auth" or not isinstance(token, str) or not token:
@@ -288,7 +288,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
         Route("/", console, methods=["GET"]),
         *dashboard_routes(context),
-        *ops_routes(ready),
+        *ops_routes(ready, metrics=not settings.metrics_port),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.node = node

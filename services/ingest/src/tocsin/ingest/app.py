@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ PROBLEM_TYPES = {
     "rate_limited": "rate-limited",
     "backlog": "backlog-full",
     "unavailable": "unavailable",
+    "idempotency_key_reused": "idempotency-key-reused",
 }
 
 
@@ -142,6 +144,15 @@ def _problem_answer(refusal: Refusal) -> Response:
         refusal.errors,
         refusal.headers(),
     )
+
+
+def _request_digest(fmt: Format, body: bytes) -> bytes:
+    """What an Idempotency-Key is bound to: the endpoint (its format) and the body."""
+    return hashlib.sha256(fmt.name.encode() + b"\n" + body).hexdigest().encode()
+
+
+def _invalid_utf8(exc: UnicodeDecodeError) -> Refusal:
+    return Refusal(400, "invalid", "Invalid request", f"the body is not valid UTF-8: {exc}")
 
 
 def _alertmanager_answer(refusal: Refusal) -> Response:
@@ -359,6 +370,9 @@ def build_app(
             raise RefusedError(
                 Refusal(fmt.invalid_status, "invalid", "Invalid request", str(exc), exc.errors)
             ) from None
+        except UnicodeDecodeError as exc:
+            # msgspec reports invalid UTF-8 inside a JSON string this way, not as DecodeError.
+            raise RefusedError(_invalid_utf8(exc)) from None
         if work.actor == queues.PROCESS_ALERTS_ACTOR and not work.alerts:
             # An empty Alertmanager notification or push: nothing to queue, as Alertmanager.
             return work, traceparent, False
@@ -373,6 +387,7 @@ def build_app(
                 cost=max(1, work.alerts),
                 answer=work.answer,
                 idempotency_key=idempotency_key,
+                request_digest=_request_digest(fmt, body) if idempotency_key else b"",
             )
         except (RedisError, RedisReplyError, OSError) as exc:
             raise RefusedError(
@@ -402,6 +417,16 @@ def build_app(
                     "Backlog full",
                     "the alerts queue is over its bound; retry later",
                     retry_after=settings.backlog_retry_after,
+                )
+            )
+        if verdict.outcome is Outcome.KEY_REUSED:
+            raise RefusedError(
+                Refusal(
+                    422,
+                    "idempotency_key_reused",
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was first sent with another request (endpoint or "
+                    "body); use a new key for a new request",
                 )
             )
         if verdict.outcome is Outcome.REPLAYED:
@@ -478,6 +503,8 @@ def build_app(
             raise RefusedError(
                 Refusal(400, "invalid", "Invalid request", str(exc), exc.errors)
             ) from None
+        except UnicodeDecodeError as exc:
+            raise RefusedError(_invalid_utf8(exc)) from None
 
     document = _encoder.encode(openapi_document())
 
@@ -504,7 +531,7 @@ def build_app(
         *producer_routes,
         Route("/v2/change/enqueue", ChangeEndpoint(auth, settings.redis_url, pager.body_limit)),
         Route("/openapi.json", get_openapi, methods=["GET"]),
-        *ops_routes(ready),
+        *ops_routes(ready, metrics=not settings.metrics_port),
     ]
     # The routes above still answer other methods (405); POSTs take the short way.
     middleware = [Middleware(ProducerPosts, routes=producer_routes)]

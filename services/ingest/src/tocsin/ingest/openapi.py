@@ -50,7 +50,13 @@ def _answer(description: str, schema: dict[str, Any] | None, media: str) -> dict
 def _errors(schema: dict[str, Any], media: str, invalid: int) -> dict[str, Any]:
     retry = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
     answers = {
+        "400": _answer("the body is not valid UTF-8 (or, here, invalid)", schema, media),
         str(invalid): _answer("the body is invalid", schema, media),
+        "422": _answer(
+            "the body is invalid, or the Idempotency-Key was first sent with another request",
+            schema,
+            media,
+        ),
         "401": _answer("no, a wrong or a revoked credential", schema, media),
         "403": _answer("a token without the ingest scope", schema, media),
         "413": _answer("the body is over the size limit", schema, media),
@@ -60,6 +66,42 @@ def _errors(schema: dict[str, Any], media: str, invalid: int) -> dict[str, Any]:
     answers["429"]["headers"] = retry
     answers["503"]["headers"] = retry
     return answers
+
+
+def _with_parser_rules(components: dict[str, Any]) -> None:
+    """Add the rules the parsers check beyond the models' types, so the document is honest.
+
+    Found by schemathesis's `positive_data_acceptance` check: each was a body the
+    schema allowed and the endpoint refused.
+    """
+    native = components["AlertIn"]["properties"]
+    for name in ("PostableAlert", "WebhookAlert"):
+        properties = components[name]["properties"]
+        # Alertmanager's labels and annotations become Tocsin's, with Tocsin's bounds.
+        for field in ("labels", "annotations"):
+            properties[field] = {
+                **properties[field],
+                "propertyNames": native[field]["propertyNames"],
+                "additionalProperties": native[field]["additionalProperties"],
+            }
+        for field in ("startsAt", "endsAt"):
+            properties[field] = {
+                "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+                "default": None,
+            }
+    labels = components["PostableAlert"]["properties"]["labels"]
+    labels["required"] = ["alertname"]
+    labels["properties"] = {"alertname": {"type": "string", "minLength": 1}}
+    components["Event"]["allOf"] = [
+        {
+            "if": {"properties": {"event_action": {"const": "trigger"}}},
+            "then": {"required": ["payload"], "properties": {"payload": {"type": "object"}}},
+        },
+        {
+            "if": {"properties": {"event_action": {"enum": ["acknowledge", "resolve"]}}},
+            "then": {"required": ["dedup_key"], "properties": {"dedup_key": {"type": "string"}}},
+        },
+    ]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -92,12 +134,17 @@ def openapi_document() -> dict[str, Any]:
         ],
         ref_template=_REF,
     )
+    _with_parser_rules(components)
+    alerts = {**alerts, "minItems": 1}
     idempotency = {
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
         "schema": {"type": "string", "maxLength": 255},
-        "description": "A retried request with the same key gets the first answer (24 h).",
+        "description": (
+            "A retried request with the same key gets the first answer (24 h); the key "
+            "sent with another body or to another endpoint answers 422."
+        ),
     }
     traceparent = {
         "name": "traceparent",

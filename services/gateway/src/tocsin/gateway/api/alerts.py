@@ -17,6 +17,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 import re
 import time
 import uuid
@@ -79,12 +80,17 @@ class AlertQuery:
 
 def _time(raw: str, name: str) -> float:
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        # `nan` and `inf` parse as floats but are no instant (and Redis refuses a NaN bound).
+        if not math.isfinite(seconds):
+            raise InvalidQueryError(f"{name}: expected a finite number of epoch seconds")
+        return seconds
     try:
         return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidQueryError(f"{name}: expected RFC 3339 or epoch seconds") from None
 
 
@@ -102,9 +108,12 @@ def encode_cursor(score: float, alert_id: str) -> str:
 def _decode_cursor(raw: str) -> tuple[float, str]:
     try:
         score, _, alert_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
-        return float(score), alert_id
+        position = float(score)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidQueryError("cursor: not a cursor this API returned") from None
+    if not math.isfinite(position) or not alert_id:
+        raise InvalidQueryError("cursor: not a cursor this API returned")
+    return position, alert_id
 
 
 def parse_query(params: Any) -> AlertQuery:
@@ -380,7 +389,8 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             raw = await request.body()
             try:
                 body = msgspec.json.decode(raw, type=_ActionBody) if raw.strip() else _ActionBody()
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                # msgspec reports invalid UTF-8 inside a JSON string as UnicodeDecodeError.
                 return problem(400, "invalid-body", "Invalid body", str(exc))
             if not await context.redis.exists(keys.alert(alert_id)):
                 return problem(404, "alert-not-found", "Not found", f"no alert {alert_id}")
