@@ -49,9 +49,3 @@ clean:
 
 image:
 	docker build -t tocsin:dev .
-
-# schemathesis, every check, against every OpenAPI document (ingest's, the gateway's when it
-# serves one), real processes; part of `make conformance`. See docs/ingest.md.
-.PHONY: conformance-openapi
-conformance-openapi: $(STAMP)
-	$(BIN)/python -m tests.conformance.openapi_fuzz

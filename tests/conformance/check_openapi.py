@@ -1,6 +1,6 @@
 """schemathesis, every check, against every OpenAPI document Tocsin serves.
 
-`python -m tests.conformance.openapi_fuzz` starts a private Redis-compatible
+`make conformance CHECK=openapi` (or `python -m tests.conformance.check_openapi`) starts a private Redis-compatible
 server, ingest and the gateway as real processes (as the tests do), then runs
 `schemathesis run --checks all` against ingest's `/openapi.json` with an API
 key, and against the gateway's `/openapi.json` (when the gateway serves one)
@@ -93,10 +93,8 @@ def _fuzz(name: str, url: str, credential: str, max_examples: int) -> int:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-examples", type=int, default=50)
-    args = parser.parse_args()
+def main(max_examples: int = 50) -> bool:
+    """Fuzz every OpenAPI document; True when no check failed."""
     failed = 0
     with RedisServer() as server, tempfile.TemporaryDirectory() as logs_dir:
         logs = Path(logs_dir)
@@ -108,8 +106,8 @@ def main() -> int:
             started.append(gateway)
             key, _ = ApiKeyStore(redis.Redis.from_url(server.url)).create("schemathesis")
             token = mint_token(JWT_SECRET, "schemathesis", scopes=("read", "write"))
-            failed |= _fuzz("ingest", ingest_url, key, args.max_examples)
-            failed |= _fuzz("gateway", gateway_url, token, args.max_examples)
+            failed |= _fuzz("ingest", ingest_url, key, max_examples)
+            failed |= _fuzz("gateway", gateway_url, token, max_examples)
             for name in ("ingest", "gateway"):
                 log = (logs / f"{name}.log").read_text(errors="replace")
                 if "Traceback" in log:
@@ -119,8 +117,10 @@ def main() -> int:
             for process in reversed(started):
                 stop_process(process, 15)
     print("== openapi conformance:", "FAILED" if failed else "0 failures")
-    return 1 if failed else 0
+    return not failed
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-examples", type=int, default=50)
+    sys.exit(0 if main(parser.parse_args().max_examples) else 1)
