@@ -1,7 +1,8 @@
 """schemathesis, every check, against every OpenAPI document Tocsin serves.
 
 `make conformance CHECK=openapi` (or `python -m tests.conformance.check_openapi`)
-starts a private Redis-compatible server, ingest and the gateway as real processes (as the tests do), then runs
+starts a private Redis-compatible server, ingest and the gateway as real
+processes (as the tests do), then runs
 `schemathesis run --checks all` against ingest's `/openapi.json` with an API
 key, and against the gateway's `/openapi.json` (when the gateway serves one)
 with a user token. It prints schemathesis's own report and exits non-zero if
