@@ -28,6 +28,7 @@ from tocsin.common.broker import build_broker
 from tocsin.common.ops import ops_routes
 from tocsin.common.redis import async_client
 from tocsin.gateway.api import ApiContext, dashboard_routes
+from tocsin.gateway.api.openapi import OPENAPI_PATH, openapi_document
 from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub
 from tocsin.gateway.metrics import Stats, StatsCollector, register
@@ -221,6 +222,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
     static = resources.files("tocsin.gateway").joinpath("static")
     client_script = static.joinpath("tocsin-client.js").read_bytes()
     console_page = static.joinpath("console.html").read_bytes()
+    api_document = msgspec.json.encode(openapi_document())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -253,12 +255,16 @@ def build_app(settings: GatewaySettings) -> Starlette:
         # The page holds no secret: the token stays in the URL fragment and the browser.
         return Response(console_page, media_type="text/html", headers={"cache-control": "no-cache"})
 
+    async def openapi(request: Request) -> Response:
+        return Response(api_document, media_type="application/json")
+
     context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
     endpoint = SocketEndpoint(node)
     routes: list[BaseRoute] = [
         WebSocketRoute(SOCKET_PATH, endpoint),
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
         Route("/", console, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
         *dashboard_routes(context),
         *ops_routes(ready),
     ]
