@@ -183,6 +183,9 @@ def test_open_alerts_list_critical_first_with_counts_relative_times_and_grouping
     assert groups[0].startswith("service: db"), "the group with the critical alert comes first"
     assert "group=service" in page.url
     screenshot(page, "grouped-by-service")
+    page.locator(".group", has_text="service: db").get_by_role("button").click()
+    assert page.input_value("#silence-matchers") == "service=db"
+    page.click("#silence-cancel")
 
 
 def test_matchers_and_search_filter_the_list_and_stay_in_the_url(open_console: Any) -> None:

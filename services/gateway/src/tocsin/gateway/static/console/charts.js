@@ -78,7 +78,7 @@ export function rateChart(series) {
   svg.append(svgEl("line", { x1: 0, x2: width, y1: height, y2: height, class: "axis" }));
   svg.append(svgEl("text", { x: 0, y: height + 13, class: "muted" }, "-60 min"));
   svg.append(svgEl("text", { x: width - 30, y: height + 13, class: "muted" }, "now"));
-  svg.append(svgEl("text", { x: width - 60, y: 11 }, `max ${top}/min`));
+  svg.append(svgEl("text", { x: 0, y: 11, class: "muted" }, `max ${top}/min`));
   return svg;
 }
 
