@@ -83,12 +83,12 @@ AlertView = tuple[str, ...] | Literal["summary", "full"]
 
 def parse_fields(raw: str | None) -> AlertView:
     """`summary` (the default), `full`, or the sorted stored field names asked for."""
-    if raw is None or raw.strip() in ("", SUMMARY):
+    if raw is None or raw in ("", SUMMARY):
         return SUMMARY
-    if raw.strip() == FULL:
+    if raw == FULL:
         return FULL
-    names = {part.strip() for part in raw.split(",") if part.strip()}
-    unknown = sorted(names - set(STORED_FIELDS))
+    names = set(raw.split(","))
+    unknown = sorted(repr(name) for name in names - set(STORED_FIELDS))
     if unknown:
         raise InvalidFieldsError(
             f"fields: unknown field(s) {', '.join(unknown)}; expected summary, full, "

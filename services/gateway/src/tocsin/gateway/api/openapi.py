@@ -191,9 +191,11 @@ def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) ->
 
 def _list_parameters() -> list[dict[str, Any]]:
     def listed(values: tuple[str, ...]) -> dict[str, Any]:
-        return {"type": "array", "items": {"type": "string", "enum": list(values)}}
+        # What `parse_query` takes: comma-separated known values; empty parts are ignored.
+        value = f"\\s*({'|'.join(values)})?\\s*"
+        return {"type": "array", "items": {"type": "string", "pattern": f"^{value}(,{value})*$"}}
 
-    text_list = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256}}
+    text_list = {"type": "array", "items": {"type": "string"}}
     when = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
     return [
         _query("status", listed(STATUSES), "Any of these statuses (repeat or comma-separate).",
@@ -215,7 +217,7 @@ def _list_parameters() -> list[dict[str, Any]]:
         _query("cursor", {"type": "string"}, "`next_cursor` of the previous page (opaque; "
                "anything else is refused with 400)."),
         _query("fields", {"type": "string", "default": SUMMARY,
-                          "pattern": rf"^({SUMMARY}|{FULL}|({'|'.join(STORED_FIELDS)})"
+                          "pattern": rf"^(|{SUMMARY}|{FULL}|({'|'.join(STORED_FIELDS)})"
                                      rf"(,({'|'.join(STORED_FIELDS)}))*)$"},
                f"`{SUMMARY}` (default): what a list shows; `{FULL}`: the stored records; or "
                "stored field names, comma-separated (`id` always comes)."),

@@ -59,9 +59,12 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         except Unauthorized as refused:
             return refused.response
         wanted = request.query_params.get("state")
-        if wanted and wanted not in SILENCE_STATES:
+        if wanted is not None and wanted not in SILENCE_STATES:
             return problem(
-                400, "invalid-query", "Invalid query", f"state: expected one of {SILENCE_STATES}"
+                400,
+                "invalid-query",
+                "Invalid query",
+                f"state: expected one of {', '.join(SILENCE_STATES)}",
             )
         raw: dict[bytes, bytes] = await context.redis.hgetall(keys.silences())  # type: ignore[assignment]
         now = time.time()
