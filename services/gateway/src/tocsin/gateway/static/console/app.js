@@ -507,6 +507,7 @@ function showHealth(report) {
   state.health = report;
   const badge = $("health");
   badge.textContent = report ? `health ${Math.round(report.score)}` : "health –";
+  badge.title = "health score: not computed yet (the scheduler computes one every 15 s)";
   if (report) {
     const low = report.components.filter((c) => c.contribution < c.weight).map((c) => `${c.name} ${c.contribution}/${c.weight}`);
     badge.title = `health score ${report.score}/100${low.length ? `; pulled down by ${low.join(", ")}` : "; every component at full marks"}. Open Status for the picture.`;
