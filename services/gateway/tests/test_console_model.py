@@ -32,7 +32,9 @@ const out = {
   parsed: cases.map((text) => model.parseMatchers(text)),
   matched: cases.map((text) => model.matches(alert, model.parseMatchers(text))),
   quoted: model.parseMatchers('host=~"db 1|db-.*" team=storage'),
-  refused: (() => { try { model.parseMatchers("host=~("); return null; } catch (e) { return e.message; } })(),
+  refused: (() => {
+    try { model.parseMatchers("host=~("); return null; } catch (e) { return e.message; }
+  })(),
   order: [
     { id: "1", severity: "info", status: "firing", last_seen: "2026-01-01T00:00:03Z" },
     { id: "2", severity: "critical", status: "acknowledged", last_seen: "2026-01-01T00:00:01Z" },
