@@ -202,7 +202,11 @@ function buildRows() {
 }
 
 let renderQueued = false;
-function scheduleRender() {
+let rowsStale = true;
+// Data, filters or the tab changed: the rows are rebuilt (sorted, grouped) at the next frame.
+// Scrolling only places the rows already built, so it stays cheap at 10,000 alerts.
+function scheduleRender(rebuild = true) {
+  if (rebuild) rowsStale = true;
   if (renderQueued) return;
   renderQueued = true;
   requestAnimationFrame(() => { renderQueued = false; render(); });
@@ -216,7 +220,8 @@ function rowHeight() {
 
 function render() {
   if (state.tab !== "open" && state.tab !== "resolved") return;
-  buildRows();
+  const rebuilt = rowsStale;
+  if (rowsStale) { buildRows(); rowsStale = false; }
   const list = $("list");
   const spacer = $("list-spacer");
   const height = rowHeight();
@@ -246,6 +251,10 @@ function render() {
   for (const [key, node] of pool) {
     if (!keep.has(key)) { node.remove(); pool.delete(key); }
   }
+  if (rebuilt) describeList(spacer);
+}
+
+function describeList(spacer) {
   const shown = state.rows.filter((row) => row.kind === "alert").length;
   const counts = countBySeverity(state.rows.filter((row) => row.kind === "alert").map((row) => row.alert));
   spacer.setAttribute("aria-label", `${shown} ${state.tab} alerts: ${SEVERITIES.map((s) => `${counts[s]} ${s}`).join(", ")}. j/k to move, Enter to open, a to ack, s to silence`);
@@ -309,7 +318,7 @@ function select(id, scroll = false) {
     if (index * height < list.scrollTop) list.scrollTop = index * height;
     else if ((index + 1) * height > list.scrollTop + list.clientHeight) list.scrollTop = (index + 1) * height - list.clientHeight;
   }
-  scheduleRender();
+  scheduleRender(false);
 }
 
 function move(step) {
@@ -665,8 +674,8 @@ function main() {
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); applyFilters(); });
   $("search").addEventListener("input", () => applyFilters(false));
   $("group-by").addEventListener("change", () => applyFilters(false));
-  $("list").addEventListener("scroll", scheduleRender, { passive: true });
-  window.addEventListener("resize", scheduleRender);
+  $("list").addEventListener("scroll", () => scheduleRender(false), { passive: true });
+  window.addEventListener("resize", () => scheduleRender(false));
   document.addEventListener("keydown", onKey);
   $("health").addEventListener("click", () => showTab("status"));
   for (const link of document.querySelectorAll(".tab")) {
@@ -683,7 +692,7 @@ function main() {
   });
   $("analytics-date").value = new Date(Date.now() - 86400000).toISOString().slice(0, 10);
   $("analytics-form").addEventListener("submit", (event) => { event.preventDefault(); loadStatus(); });
-  setInterval(scheduleRender, 15000); // relative times age
+  setInterval(() => scheduleRender(false), 15000); // relative times age
   window.tocsinConsole = state; // for the browser's developer tools (and the browser tests)
   // The fragment first: writing the view's query to the URL drops it.
   const token = tokenFromFragment() || sessionStorage.getItem("tocsin-token") || "";
