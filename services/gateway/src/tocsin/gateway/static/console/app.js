@@ -569,6 +569,16 @@ function onEvent(frame) {
     scheduleRender();
     scheduleStats();
   }
+  // A prediction may come alone (`alert.predicted`): it joins its alert, and the open detail.
+  const predicted = data.alert_id || data.id;
+  if (!data.alert && data.prediction && predicted) {
+    const known = state.alerts.get(predicted);
+    if (known) state.alerts.set(predicted, { ...known, prediction: data.prediction });
+    if (state.detail && state.detail.id === predicted) {
+      state.detail.prediction = data.prediction;
+      renderDetail();
+    }
+  }
   // `health.changed` carries the whole report under `health`.
   if (data.health && typeof data.health.score === "number") showHealth(data.health);
   if (data.type === "patterns.detected" && state.tab === "status") $("patterns-chart").replaceChildren(patternsChart(data.patterns));
