@@ -221,7 +221,7 @@ def test_new_and_changed_alerts_arrive_live_and_are_highlighted(
 
 
 def test_detail_panel_shows_labels_annotations_links_timeline_and_notifications(
-    open_console: Any,
+    open_console: Any, stack: Stack
 ) -> None:
     page = open_console()
     row(page, "DiskFull").click()
@@ -236,6 +236,13 @@ def test_detail_panel_shows_labels_annotations_links_timeline_and_notifications(
     assert timeline.first.inner_text().startswith("firing")
     assert detail.locator("h3", has_text="Notifications").is_visible()
     assert detail.locator("#prediction").count() == 1, "a place for a prediction"
+    alert_id = row(page, "DiskFull").get_attribute("data-id")
+    EventPublisher(stack.redis).publish(
+        ["alerts"],
+        json.dumps({"type": "alert.predicted", "alert_id": alert_id,
+                    "prediction": {"resolve_within_seconds": 600, "transient": False}}),
+    )  # fmt: skip
+    detail.locator("#prediction", has_text="resolve within seconds").wait_for()
     assert "alert=" in page.url
     screenshot(page, "detail")
     assert serious_violations(page) == []
