@@ -240,9 +240,12 @@ def test_detail_panel_shows_labels_annotations_links_timeline_and_notifications(
     EventPublisher(stack.redis).publish(
         ["alerts"],
         json.dumps({"type": "alert.predicted", "alert_id": alert_id,
-                    "prediction": {"resolve_within_seconds": 600, "transient": False}}),
+                    "prediction": {"alert_id": alert_id, "episodes": 30, "enough_history": True,
+                                   "min_episodes": 5, "window_seconds": 300.0,
+                                   "transient_probability": 0.9, "median_seconds": 121.4,
+                                   "p90_seconds": 138.2}}),
     )  # fmt: skip
-    detail.locator("#prediction", has_text="resolve within seconds").wait_for()
+    detail.locator("#prediction", has_text="30 past episodes: half ended within 2m").wait_for()
     assert "alert=" in page.url
     screenshot(page, "detail")
     assert serious_violations(page) == []

@@ -61,10 +61,12 @@ class NotificationAttempt(msgspec.Struct, kw_only=True):
 
 
 class AlertDetail(StoredAlert, kw_only=True):
-    """A stored alert with its timeline (oldest first) and notification attempts (newest first)."""
+    """A stored alert with its timeline (oldest first), notification attempts (newest first)
+    and the prediction of its episode (null until made; docs/prediction.md)."""
 
     timeline: list[TimelineEntry]
     notifications: list[NotificationAttempt]
+    prediction: dict[str, Any] | None = None
 
 
 class ActionAccepted(msgspec.Struct, kw_only=True):
@@ -142,6 +144,16 @@ class Schedules(msgspec.Struct):
     """Every configured schedule with its last and next run (docs/scheduler.md)."""
 
     schedules: list[dict[str, Any]]
+
+
+class VolumeForecast(msgspec.Struct, kw_only=True):
+    """The latest hourly alert-volume forecast per service (docs/prediction.md)."""
+
+    forecast_at: float | str | None
+    interval: float | None
+    services: list[dict[str, Any]]
+    storms: list[str]
+    skipped: dict[str, str]
 
 
 class Preview(msgspec.Struct):
@@ -239,6 +251,7 @@ def openapi_document() -> dict[str, Any]:
             health,
             patterns,
             schedules,
+            volume,
             preview_in,
             preview,
             _,
@@ -258,6 +271,7 @@ def openapi_document() -> dict[str, Any]:
             Health,
             Patterns,
             Schedules,
+            VolumeForecast,
             PreviewRequest,
             Preview,
             ProblemDetails,
@@ -424,6 +438,14 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "The scheduler's schedules with their last and next runs.",
                 "security": read,
                 "responses": {"200": _answer("the schedules", schedules), **denied},
+            }
+        },
+        "/v1/predictions/volume": {
+            "get": {
+                "operationId": "getVolumeForecast",
+                "summary": "The hourly alert-volume forecast per service, with likely storms.",
+                "security": read,
+                "responses": {"200": _answer("the latest forecast", volume), **denied},
             }
         },
         "/v1/notifications/preview": {

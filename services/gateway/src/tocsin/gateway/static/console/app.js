@@ -5,7 +5,7 @@
 import { TocsinClient } from "/sdk/tocsin-client.js";
 import { healthChart, noisyChart, patternsChart, rateChart, timingChart } from "./charts.js";
 import {
-  SEVERITIES, absoluteTime, countBySeverity, formatMatcher, fromSilenceMatcher, groupAlerts,
+  SEVERITIES, absoluteTime, countBySeverity, duration, formatMatcher, fromSilenceMatcher, groupAlerts,
   labelsOf, matcherParam, matches, parseApiMatcher, parseMatchers, relativeTime, searchable,
   silenceMatcher, tokenClaims,
 } from "./model.js";
@@ -461,7 +461,15 @@ function renderDetail() {
   const prediction = el("section", { id: "prediction", "aria-label": "prediction" });
   if (alert.prediction) {
     prediction.className = "prediction";
-    prediction.append(el("h3", { text: "Prediction" }), dl(Object.entries(alert.prediction).map(([k, v]) => [k.replace(/_/g, " "), typeof v === "object" ? JSON.stringify(v) : String(v)])));
+    prediction.append(el("h3", { text: "Prediction" }));
+    const p = alert.prediction;
+    if (p.enough_history && p.median_seconds !== undefined) {
+      prediction.append(el("p", { text: `${p.episodes} past episodes: half ended within ${duration(p.median_seconds)}, 9 in 10 within ${duration(p.p90_seconds)}; `
+        + `${Math.round((p.transient_probability ?? 0) * 100)}% ended by themselves within ${duration(p.window_seconds)}.` }));
+    } else if (p.enough_history === false) {
+      prediction.append(el("p", { text: `Too little history to predict (${p.episodes ?? 0} of ${p.min_episodes ?? "?"} episodes).` }));
+    }
+    prediction.append(dl(Object.entries(p).filter(([k]) => k !== "alert_id").map(([k, v]) => [k.replace(/_/g, " "), typeof v === "object" ? JSON.stringify(v) : String(v)])));
   }
   const timeline = (alert.timeline || []).map((entry) => el("li", {},
     el("strong", { text: entry.kind }), " ", timeEl(entry.at),
