@@ -11,11 +11,21 @@ import socket as sockets
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
-__all__ = ["RawWebSocket", "metric", "next_frame", "recv", "wait_until", "wait_until_serving"]
+__all__ = [
+    "RawWebSocket",
+    "descendants",
+    "metric",
+    "next_frame",
+    "process_alive",
+    "recv",
+    "wait_until",
+    "wait_until_serving",
+]
 
 T = TypeVar("T")
 
@@ -49,6 +59,33 @@ def wait_until_serving(
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout}s\n{log()}")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process whose parent chain leads to `pid` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def metric(url: str, name: str, **labels: str) -> float:

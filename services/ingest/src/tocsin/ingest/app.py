@@ -36,9 +36,12 @@ from tocsin.common.problems import problem
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest import alertmanager, pagerduty
 from tocsin.ingest.admission import Admission, Outcome, encode_message
+from tocsin.ingest.changes import ChangeEndpoint
+from tocsin.ingest.credentials import credential_of
 from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
 from tocsin.ingest.native import AcceptedAlert, AlertsAccepted, parse_native, with_defaults
 from tocsin.ingest.openapi import openapi_document
+from tocsin.ingest.pagerduty_errors import INVALID_ROUTING_KEY, routing_key_errors
 from tocsin.ingest.producers import AuthError, Producer, ProducerAuth
 from tocsin.ingest.settings import IngestSettings
 from tocsin.ingest.tracecontext import continue_trace
@@ -154,13 +157,15 @@ _PAGERDUTY_STATUS = {400: "invalid event", 401: "unauthorized", 403: "forbidden"
 
 
 def _pagerduty_answer(refusal: Refusal) -> Response:
+    errors = [f"{e.path}: {e.reason}" for e in refusal.errors]
     if refusal.status == 400:
         message = "Event object is invalid"
+    elif refusal.status in (401, 403):
+        message, errors = INVALID_ROUTING_KEY, routing_key_errors(refusal.detail or "")
     elif refusal.status == 429:
         message = "Requests for this service are arriving too quickly.  Please retry later."
     else:
         message = refusal.title
-    errors = [f"{e.path}: {e.reason}" for e in refusal.errors]
     if refusal.detail and not errors:
         errors = [refusal.detail]
     body = pagerduty.EventRefused(
@@ -233,8 +238,7 @@ class ProducerHeaders:
 
     @property
     def bearer(self) -> str:
-        scheme, _, credential = self.authorization.partition(" ")
-        return credential.strip() if scheme.lower() == "bearer" else ""
+        return credential_of(self.authorization)
 
 
 # ASGI servers deliver header names lower-cased.
@@ -498,6 +502,7 @@ def build_app(
     ]
     routes: list[Route] = [
         *producer_routes,
+        Route("/v2/change/enqueue", ChangeEndpoint(auth, settings.redis_url, pager.body_limit)),
         Route("/openapi.json", get_openapi, methods=["GET"]),
         *ops_routes(ready),
     ]

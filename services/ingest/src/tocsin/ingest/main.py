@@ -32,5 +32,7 @@ def run() -> None:
         settings.host,
         settings.port or DEFAULT_PORT,
         proxy_headers=False,
-        http=CoalescingHttpToolsProtocol,
+        http=CoalescingHttpToolsProtocol.with_limits(settings.http_limits()),
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
     )

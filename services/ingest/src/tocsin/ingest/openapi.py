@@ -9,6 +9,7 @@ import msgspec
 from tocsin.common.models import AlertIn
 from tocsin.common.problems import FieldErrorDetail, ProblemDetails
 from tocsin.ingest.alertmanager import AlertmanagerError, PostableAlert, WebhookMessage
+from tocsin.ingest.changes import ChangeAccepted, ChangeEvent
 from tocsin.ingest.native import AlertsAccepted
 from tocsin.ingest.pagerduty import Event, EventAccepted, EventRefused
 
@@ -148,6 +149,22 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    (change, change_ok), change_schemas = msgspec.json.schema_components(
+        [ChangeEvent, ChangeAccepted], ref_template=_REF
+    )
+    components.update(change_schemas)
+    change_operation: dict[str, Any] = {
+        "post": {
+            "operationId": "postPagerDutyChangeEvent",
+            "summary": "PagerDuty change event: published on the `changes` channel, never paged.",
+            "requestBody": {"required": True, **_content(change)},
+            "responses": {
+                "202": _answer("change event processed", change_ok, "application/json"),
+                **_errors(event_error, "application/json", 400),
+            },
+        }
+    }
+    paths["/v2/change/enqueue"] = change_operation
     return {
         "openapi": "3.1.0",
         "info": {
