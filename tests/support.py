@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import socket as sockets
 import subprocess
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 __all__ = [
     "RawWebSocket",
@@ -222,3 +224,29 @@ class RawWebSocket:
 
     def close(self) -> None:
         self.socket.close()
+
+
+def debian_binary(binary: str, package: str) -> str:
+    """The path of `binary`, installing Debian's `package` first when it is missing.
+
+    Installing needs root and apt-get (CI and the dev machines have both); where
+    they are missing or the install fails, the calling test skips and says why.
+    """
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(
+            f"`{binary}` is missing and installing Debian's {package} needs root and apt-get"
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+    result = subprocess.run(install, env=env, capture_output=True, timeout=900, check=False)
+    if result.returncode != 0:  # a stale package list: refresh it once
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, timeout=900, check=False)
+    found = shutil.which(binary)
+    if not found:
+        pytest.skip(f"apt-get install {package} failed: "
+                    + result.stderr.decode(errors="replace")[-500:])  # fmt: skip
+    return found

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +21,7 @@ import redis
 import websockets
 import yaml
 from tests.docs.snippets import snippet
-from tests.support import next_frame, wait_until_serving
+from tests.support import debian_binary, next_frame, wait_until_serving
 
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.server import RedisServer, free_port, stop_process
@@ -173,32 +171,11 @@ def test_pagerduty_trigger_acknowledge_resolve_round_trip_to_a_websocket(
     assert acknowledged["alert"]["id"] == resolved["alert"]["id"] == alert["id"]
 
 
-def _alertmanager_binary() -> str:
-    """The Debian `prometheus-alertmanager`, installed here when missing and we are root."""
-    found = shutil.which("prometheus-alertmanager")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("prometheus-alertmanager is not installed, and installing it "
-                    "(apt-get install prometheus-alertmanager) needs root and apt-get")  # fmt: skip
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus-alertmanager"]
-    result = subprocess.run(install, env=env, capture_output=True, timeout=600)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, timeout=600)
-    found = shutil.which("prometheus-alertmanager")
-    if not found:
-        pytest.skip("could not install prometheus-alertmanager: "
-                    + result.stderr.decode(errors="replace")[-500:])  # fmt: skip
-    return found
-
-
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Start a real Alertmanager configured as docs/producers.md says (snippet `documented`);
     yields `start(ingest_url, key, documented)`."""
-    binary = _alertmanager_binary()
+    binary = debian_binary("prometheus-alertmanager", "prometheus-alertmanager")
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(ingest_url: str, api_key: str, documented: str = "alertmanager") -> str:

@@ -66,8 +66,9 @@ class SilenceIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A silence as a client posts it."""
 
     matchers: Annotated[list[Matcher], msgspec.Meta(min_length=1, max_length=64)]
-    startsAt: datetime  # noqa: N815 -- Alertmanager's field name
-    endsAt: datetime  # noqa: N815 -- Alertmanager's field name
+    # RFC 3339 with an offset, as Alertmanager requires (a naive time would be local time).
+    startsAt: Annotated[datetime, msgspec.Meta(tz=True)]  # noqa: N815 -- Alertmanager's name
+    endsAt: Annotated[datetime, msgspec.Meta(tz=True)]  # noqa: N815 -- Alertmanager's name
     createdBy: Annotated[str, msgspec.Meta(max_length=256)] = ""  # noqa: N815
     comment: Annotated[str, msgspec.Meta(max_length=4096)] = ""
 

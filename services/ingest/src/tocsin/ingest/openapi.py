@@ -7,29 +7,13 @@ from typing import Any
 import msgspec
 
 from tocsin.common.models import AlertIn
+from tocsin.common.problems import FieldErrorDetail, ProblemDetails
 from tocsin.ingest.alertmanager import AlertmanagerError, PostableAlert, WebhookMessage
 from tocsin.ingest.changes import ChangeAccepted, ChangeEvent
 from tocsin.ingest.native import AlertsAccepted
 from tocsin.ingest.pagerduty import Event, EventAccepted, EventRefused
 
 __all__ = ["FieldErrorDetail", "ProblemDetails", "openapi_document"]
-
-
-class FieldErrorDetail(msgspec.Struct):
-    """One refused field: its JSON path and why."""
-
-    path: str
-    reason: str
-
-
-class ProblemDetails(msgspec.Struct, kw_only=True):
-    """An RFC 9457 problem (`application/problem+json`); `type` is stable per error kind."""
-
-    type: str
-    title: str
-    status: int
-    detail: str = ""
-    errors: list[FieldErrorDetail] = msgspec.field(default_factory=list)
 
 
 _REF = "#/components/schemas/{name}"
