@@ -384,6 +384,7 @@ def test_a_token_link_pasted_before_expiry_renews_the_socket_in_band(
     assert page.locator("#connection").get_attribute("data-state") == "open"
 
 
+@pytest.mark.timeout(300)  # 10,000 alerts through a real stack on a possibly busy machine
 def test_ten_thousand_alerts_render_a_bounded_window_and_scroll_to_the_end(
     open_console: Any, stack: Stack
 ) -> None:
