@@ -30,12 +30,12 @@ BENCH_SCALE_WORKERS (0: one per 12,500 sockets), BENCH_SCALE_IN_FLIGHT (200),
 BENCH_SCALE_IDLE_SECONDS (60), BENCH_SCALE_HEARTBEAT (25, the gateway's ping
 interval), BENCH_SCALE_BROADCAST_RATE (1) and _SECONDS (10), BENCH_SCALE_TEAMS
 (100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS (10), BENCH_SCALE_STORM_SECONDS
-(20, traffic during the storm), BENCH_SCALE_CAPACITY (19,800 sockets admitted per
-gateway; lower it to try the full-survivors storm at a small size), BENCH_SCALE_VICTIM
-(0: sockets spread evenly; N: the first N on the gateway the storm kills, the rest on
-the others), BENCH_SCALE_SOURCES
-(8 loopback source addresses; 1: no bind), BENCH_SCALE_SAMPLE_EVERY (10: latency on
-one socket in ten). A smoke run:
+(20) and _RATE (20 msg/s on the team channels while the storm runs),
+BENCH_SCALE_CAPACITY (19,800 sockets admitted per gateway; lower it to try the
+full-survivors storm at a small size), BENCH_SCALE_VICTIM (0: sockets spread evenly;
+N: the first N on the gateway the storm kills, the rest on the others),
+BENCH_SCALE_SOURCES (8 loopback source addresses; 1: no bind),
+BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
 `BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
 """
 
@@ -90,6 +90,7 @@ class Params:
     targeted_rate: float = _env("TARGETED_RATE", 100)
     targeted_seconds: float = _env("TARGETED_SECONDS", 10)
     storm_seconds: float = _env("STORM_SECONDS", 20)
+    storm_rate: float = _env("STORM_RATE", 20)
     sources: int = int(_env("SOURCES", 8))
     sample_every: int = int(_env("SAMPLE_EVERY", 10))
     # Sockets a gateway admits: its descriptors less 200 for Redis connections and refusals.
@@ -894,10 +895,10 @@ class Run:
         print(
             f"\n4. Reconnect storm: SIGKILL of a gateway holding "
             f"~{p.victim or p.per_gateway:,} sockets "
-            f"while {p.broadcast_rate:g} + {p.targeted_rate:g} msg/s flow"
+            f"while {p.storm_rate:g} msg/s flow on the team channels"
             f"{'; restarted on its port (the survivors cannot hold them all)' if respawn else ''}"
         )
-        publisher = await self.publish(p.broadcast_rate, p.targeted_rate, p.storm_seconds)
+        publisher = await self.publish(0, p.storm_rate, p.storm_seconds)
         await asyncio.sleep(2.0)
         await self.ask_all("reset")
         held = sum(await self.ask_all("held_by", port=victim.port))
@@ -968,7 +969,7 @@ class Run:
             after[f"gateway-{i}"] - before[f"gateway-{i}"] for i in range(1, len(self.gateways))
         )
         if not respawn:
-            load = traffic_load(p.sockets, p.broadcast_rate, p.targeted_rate, p.teams)
+            load = traffic_load(p.sockets, 0, p.storm_rate, p.teams)
             _compare(
                 "survivors' CPU until caught up, s",
                 gateway_cpu,
