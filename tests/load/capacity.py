@@ -53,21 +53,21 @@ class UnitCosts:
 
 
 UNIT_COSTS = UnitCosts(
-    gateway_connect_us=150.0,
-    gateway_event_us=200.0,
-    gateway_delivery_us=2.5,
+    gateway_connect_us=340.0,
+    gateway_event_us=360.0,
+    gateway_delivery_us=12.5,
     gateway_idle_base=0.002,
-    gateway_idle_per_1000_sockets=0.0015,
-    gateway_kib_per_socket=9.8,
-    gateway_base_mib=60.0,
+    gateway_idle_per_1000_sockets=0.0006,
+    gateway_kib_per_socket=9.7,
+    gateway_base_mib=65.0,
     gateway_sockets_per_process=19_800,
     ingest_alert_us=88.0,
     processor_alert_us=162.0,
     redis_alert_us=90.0,
-    redis_event_us=25.0,
-    redis_fanout_us=5.0,
-    redis_connect_us=2.0,
-    redis_idle_per_gateway=0.001,
+    redis_event_us=165.0,
+    redis_fanout_us=17.0,
+    redis_connect_us=4.0,
+    redis_idle_per_gateway=0.0003,
     redis_kib_per_alert=2.0,
     redis_kib_per_stream_entry=1.0,
     redis_core_budget=0.7,
@@ -115,13 +115,15 @@ def gateway_memory(sockets: int, replicas: int, costs: UnitCosts = UNIT_COSTS) -
 
 def redis_cpu(load: Load, gateways: int, costs: UnitCosts = UNIT_COSTS) -> float:
     """Cores Redis needs: alerts applied, their events published and pushed to every gateway
-    (each gateway subscribes to the channels its sockets use, so at scale, to all of them)."""
+    of their pool (each gateway subscribes to the channels its sockets use, so at scale, to
+    all of its pool's)."""
     events = load.alerts_per_second * load.channels_per_alert
+    subscribed = gateways / load.pools  # the gateways each event is pushed to
     return (
         gateways * costs.redis_idle_per_gateway
         + (
             load.alerts_per_second * costs.redis_alert_us
-            + events * (costs.redis_event_us + gateways * costs.redis_fanout_us)
+            + events * (costs.redis_event_us + subscribed * costs.redis_fanout_us)
             + load.connects_per_second * costs.redis_connect_us
         )
         / 1e6
