@@ -69,8 +69,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RedisServer:
     """One Redis-compatible server process; `restart()` keeps its port."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, port: int | None = None, *, appendfsync: str = ""
+    ) -> None:
+        """`appendfsync` ("always", "everysec") turns AOF persistence on, as production runs."""
         self.binary = binary or find_server_binary()
+        self.appendfsync = appendfsync
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._workdir = tempfile.mkdtemp(prefix="tocsin-redis-")
@@ -91,7 +95,8 @@ class RedisServer:
             "--bind", self.host,
             "--dir", self._workdir,
             "--save", "",
-            "--appendonly", "no",
+            *(("--appendonly", "yes", "--appendfsync", self.appendfsync)
+              if self.appendfsync else ("--appendonly", "no")),
             "--protected-mode", "no",
             "--loglevel", "warning",
         ]  # fmt: skip

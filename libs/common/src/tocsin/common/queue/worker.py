@@ -15,6 +15,8 @@ in a consumer's memory, where a reconnect used to strand them.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,7 +76,10 @@ class QueueWorker:
     ) -> None:
         self.redis = redis
         self.namespace = namespace
-        self.worker_id = worker_id or str(uuid.uuid4())
+        # Host and pid first, so an operator (or a chaos scenario) can tell whose ack set it is.
+        self.worker_id = (
+            worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        )
         self.recovery = recovery or Recovery()
         self._heartbeats = f"{namespace}:__heartbeats__"
         self._fetch = _script(redis, "fetch")
