@@ -265,7 +265,7 @@ def test_killed_consumers_messages_run_again_on_another_consumer_within_the_reco
     actor.send("survivor")
     # A consumer that fetched and then stopped beating (as a SIGKILL leaves it).
     QueueWorker(redis, worker_id="killed").fetch(QUEUE, 10)
-    recovery = Recovery(interval=0.2, timeout_ms=1_000)
+    recovery = Recovery(timeout_ms=1_000)
     consumer = Consumer(broker, [QUEUE], idle_wait=30, recovery=recovery)
     started = time.monotonic()
     consumer.start()

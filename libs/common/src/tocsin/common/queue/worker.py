@@ -46,13 +46,17 @@ class Recovery:
     the messages of any worker silent for `timeout_ms`: a SIGKILLed worker's
     messages run again within `timeout_ms / 1000 + interval` seconds (10 s by
     default). A live worker must beat within `timeout_ms` even while busy, which
-    is why the beat has a thread of its own.
+    is why the beat has a thread of its own, at least four times per timeout.
     """
 
-    interval: float = 2.0
     timeout_ms: int = 8_000
     # How long dead letters are kept (Dramatiq's default: a week).
     dead_letter_ttl_ms: int = 7 * 86_400_000
+
+    @property
+    def interval(self) -> float:
+        """Seconds between beats: a quarter of the timeout, at most 2 s (an idle cost)."""
+        return min(2.0, self.timeout_ms / 4000)
 
 
 @dataclass(frozen=True, slots=True)
