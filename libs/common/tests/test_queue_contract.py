@@ -33,6 +33,7 @@ from tocsin.common.queue import (
     QueueWorker,
     Recovery,
     dead_letter_keys,
+    encode_message,
     enqueue,
     queue_keys,
 )
@@ -329,3 +330,21 @@ def test_batch_handler_failure_of_one_message_retries_only_that_message(
         consumer.stop()
     [data] = redis.hvals(dead_messages)
     assert list(dramatiq.Message.decode(data).args) == [1]
+
+
+def test_encoded_message_is_what_dramatiqs_own_encoding_decodes_to() -> None:
+    args = ([{"name": "Disk ½ full", "value": 0.1 + 0.2, "n": 2**53, "none": None}],)
+    options = {"traceparent": "00-abc-def-01", "retries": 2}
+    ours = encode_message(
+        QUEUE, "record", args, message_id="m-1", options=options, timestamp_ms=1_700_000_000_123
+    )
+    theirs = dramatiq.Message(
+        queue_name=QUEUE,
+        actor_name="record",
+        args=args,
+        kwargs={},
+        options={**options, "redis_message_id": "m-1"},
+        message_id="m-1",
+        message_timestamp=1_700_000_000_123,
+    ).encode()
+    assert dramatiq.Message.decode(ours).asdict() == dramatiq.Message.decode(theirs).asdict()

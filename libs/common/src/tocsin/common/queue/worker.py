@@ -24,11 +24,11 @@ from importlib import resources
 from typing import Any
 
 import dramatiq
-from dramatiq.common import current_millis, dq_name, q_name
+from dramatiq.common import current_millis, dq_name
 from redis import Redis
 
 from tocsin.common import keys
-from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
+from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, dead_letter_keys, queue_keys
 
 __all__ = ["DelayedMessages", "QueueWorker", "Recovery"]
 
@@ -109,6 +109,8 @@ class QueueWorker:
                 self.acks_key(queue),
                 self._heartbeats,
                 names.wakeup,
+                names.weights,
+                names.backlog,
             ],
             args=[current_millis(), self.worker_id, count, "1" if drop_wakeups else "0"],
         )
@@ -121,7 +123,13 @@ class QueueWorker:
         names = queue_keys(queue)
         return int(
             self._ack(
-                keys=[self.acks_key(queue), names.messages, self._heartbeats],
+                keys=[
+                    self.acks_key(queue),
+                    names.messages,
+                    self._heartbeats,
+                    names.weights,
+                    names.backlog,
+                ],
                 args=[current_millis(), self.worker_id, *ids],
             )
         )
@@ -141,10 +149,17 @@ class QueueWorker:
     def nack(self, queue: str, message_id: str) -> bool:
         """Move a fetched message to the queue's dead letters."""
         names = queue_keys(queue)
-        dead = f"{self.namespace}:{q_name(queue)}.XQ"
+        dead, dead_messages = dead_letter_keys(queue)
         return bool(
             self._nack(
-                keys=[self.acks_key(queue), names.messages, dead, f"{dead}.msgs"],
+                keys=[
+                    self.acks_key(queue),
+                    names.messages,
+                    dead,
+                    dead_messages,
+                    names.weights,
+                    names.backlog,
+                ],
                 args=[current_millis(), message_id],
             )
         )

@@ -11,6 +11,8 @@
 -- KEYS[3]  {ns}:__acks__.{worker}.{queue}     set: fetched, unacked message ids
 -- KEYS[4]  {ns}:__heartbeats__                sorted set: worker id by last beat (ms)
 -- KEYS[5]  tocsin:wake:{queue}                list: wake-up tokens
+-- KEYS[6]  {ns}:{queue}.weights               hash: message id -> weight (alerts)
+-- KEYS[7]  {ns}:{queue}.backlog               string: weights of messages not yet acked
 -- ARGV[1]  now, epoch ms   ARGV[2] worker id   ARGV[3] most messages   ARGV[4] "1": drop tokens
 --
 -- Returns a flat list {id1, data1, id2, data2, ...}; an id whose data is gone
@@ -21,6 +23,11 @@ if ARGV[4] == "1" then
 end
 local ids = redis.call("LPOP", KEYS[1], tonumber(ARGV[3]))
 if not ids then
+    -- Nothing waits and no weighted message is held anywhere: whatever the backlog
+    -- says (a message removed by hand, a lost write) is drift, and it goes.
+    if redis.call("HLEN", KEYS[6]) == 0 then
+        redis.call("DEL", KEYS[7])
+    end
     return {}
 end
 local data = redis.call("HMGET", KEYS[2], unpack(ids))
