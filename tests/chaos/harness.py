@@ -18,8 +18,9 @@ The API (stable; other scenario files build on it):
   `api_key()`, `close()`; also a context manager.
 - `Service`: `name`, `url`, `port`, `pid`, `alive`, `wait_ready()`, `log()`.
 - `Producer(ingest_url, api_key)`: `send(n)` / `send_for(seconds, rate)` one
-  alert per request with an Idempotency-Key, retried on 503 and on answers
-  whose outcome is unknown; `outcomes` counts answers by kind; `accepted_keys`.
+  alert per request with an Idempotency-Key, retried on 503, 504 (ingest's
+  "outcome unknown") and client timeouts; `outcomes` counts final outcomes,
+  `answers` every answer, `answers_by_key` each alert's answers in order.
 - `Tally(scenario, ...)`: the figures; `report()` prints them, `assert_clean()`.
 - `settle(check, timeout, what) -> seconds` and `stored_counts(redis, keys)`.
 
@@ -271,6 +272,7 @@ class Producer:
         self.accepted_keys: list[str] = []
         self.outcomes: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()  # every answer, retries included
+        self.answers_by_key: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._count = 0
 
@@ -297,17 +299,19 @@ class Producer:
                 if answer.status_code < 300:
                     kind = "accepted"
                 elif answer.status_code == 503:
-                    problem = answer.json() if answer.content else {}
-                    kind = "unknown" if str(problem.get("type", "")).endswith("unknown") else "503"
+                    kind = "503"
+                elif answer.status_code == 504:
+                    kind = "504"  # ingest's "outcome unknown"
                 else:
                     kind = f"{answer.status_code}"
             with self._lock:
                 self.answers[kind] += 1
+                self.answers_by_key.setdefault(key, []).append(kind)
             if kind == "accepted":
                 outcome = "accepted"
                 break
-            if kind not in ("unknown", "503") or time.monotonic() > deadline:
-                outcome = "refused" if kind != "unknown" else "unknown"
+            if kind not in ("unknown", "503", "504") or time.monotonic() > deadline:
+                outcome = "unknown" if kind in ("unknown", "504") else "refused"
                 break
             time.sleep(0.2)
         with self._lock:
