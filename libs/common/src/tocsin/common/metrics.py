@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
+from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
 from dramatiq.worker import Worker
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -210,7 +211,7 @@ def _queue_state(redis: Redis, queue: str) -> tuple[dict[str, int], float]:
     from tocsin.common.queue import dead_letter_keys, queue_keys
 
     names = queue_keys(queue)
-    delayed = queue_keys(f"{queue}.DQ")
+    delayed = queue_keys(dq_name(queue))
     dead, _ = dead_letter_keys(queue)
     pipe = redis.pipeline(transaction=False)
     pipe.llen(names.pending)
