@@ -377,3 +377,30 @@ def test_long_job_keeps_its_worker_alive_so_its_message_is_not_run_twice(
         release.set()
         consumer.stop()
     assert calls.args == ["long"]
+
+
+def test_stopped_consumer_takes_nothing_more_and_hands_back_the_job_it_could_not_finish(
+    broker: RedisBroker, redis: Redis
+) -> None:
+    calls = Calls()
+    release = threading.Event()
+
+    def slow(value: str) -> None:
+        calls.add(value)
+        release.wait(30)
+
+    actor = dramatiq.actor(actor_name="slow", queue_name=QUEUE, broker=broker)(slow)
+    consumer = Consumer(broker, [QUEUE], worker_threads=1, idle_wait=5)
+    consumer.start()
+    try:
+        actor.send("first")
+        wait_until(lambda: calls.args == ["first"], 15, "the first job to start")
+        actor.send("second")  # waits: the one thread is busy
+        time.sleep(0.3)
+        consumer.stop(timeout=0.5)
+    finally:
+        release.set()
+    # The running job is back on the queue for whoever comes next; the waiting one stayed.
+    assert calls.args == ["first"]
+    assert redis.llen(queue_keys(QUEUE).pending) == 2
+    assert redis.scard(consumer.worker.acks_key(QUEUE)) == 0

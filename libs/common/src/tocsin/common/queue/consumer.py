@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 # After a Redis error, how long the fetch loop waits before trying again.
 _ERROR_PAUSE = 0.5
+# How often a fetch loop waiting for a free thread looks whether it should stop.
+_SLOT_WAIT = 0.2
 
 
 @dataclass(slots=True)
@@ -208,7 +210,12 @@ class Consumer:
                     self._run_batch(queue, messages)
                 continue
             # One message per free thread: nothing waits fetched in this process.
-            self._free.acquire()
+            while not self._free.acquire(timeout=_SLOT_WAIT):
+                if self._stop.is_set():
+                    return taken
+            if self._stop.is_set():
+                self._free.release()
+                return taken
             free = 1
             while free < self._threads and self._free.acquire(blocking=False):
                 free += 1
@@ -263,8 +270,18 @@ class Consumer:
         self._settle(queue, [proxy], held=[message.options["redis_message_id"]])
 
     def _run_batch(self, queue: str, messages: list[dramatiq.Message[Any]]) -> None:
-        assert self._batch_handler is not None
         ids = [m.options["redis_message_id"] for m in messages]
+        try:
+            self._run_batch_held(queue, messages, ids)
+        except BaseException:
+            # Held by this worker and settled by nobody: the fetch loop gives them back.
+            self._hold(queue, ids)
+            raise
+
+    def _run_batch_held(
+        self, queue: str, messages: list[dramatiq.Message[Any]], ids: list[str]
+    ) -> None:
+        assert self._batch_handler is not None
         broker = self.broker
         proxies = [MessageProxy(m) for m in messages]
         deliveries: list[Delivery] = []
