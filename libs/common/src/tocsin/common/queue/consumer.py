@@ -42,7 +42,7 @@ from dramatiq.middleware import SkipMessage
 from redis import Redis
 
 from tocsin.common.metrics import count_redis_error
-from tocsin.common.queue._layout import queue_keys
+from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.queue.worker import QueueWorker, Recovery
 from tocsin.common.telemetry import TRACEPARENT, current_traceparent
 
@@ -130,6 +130,8 @@ class Consumer:
         deadline = time.monotonic() + timeout
         if self._busy and self._fetcher.is_alive():
             self._fetcher.join(timeout)
+        elif self._fetcher.is_alive():
+            self._wake_idle_loop()
         if self._pool is not None:
             for future in list(self._in_flight):
                 future_timeout = max(0.0, deadline - time.monotonic())
@@ -148,6 +150,20 @@ class Consumer:
             count_redis_error(exc)
             log.warning("could not hand back unfinished messages: %s", exc)
         self.broker.emit_after("worker_shutdown", self)
+
+    def _wake_idle_loop(self) -> None:
+        """End the idle loop's blocking pop with a token, so the thread ends with the consumer.
+
+        Another consumer may take the token instead; it then fetches nothing once.
+        """
+        try:
+            pipe = self.worker.redis.pipeline(transaction=False)
+            pipe.rpush(self._wake_keys[0], "1")
+            pipe.ltrim(self._wake_keys[0], -WAKEUP_TOKENS_KEPT, -1)
+            pipe.execute()
+        except Exception:  # Redis is gone, and the pop with it
+            return
+        self._fetcher.join(_SLOT_WAIT * 5)
 
     # -- the heartbeat ---------------------------------------------------------
 
