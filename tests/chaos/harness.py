@@ -73,8 +73,13 @@ T = TypeVar("T")
 
 # `make chaos` sets TOCSIN_CHAOS=long: the long forms run, with their minutes of traffic.
 LONG = os.environ.get("TOCSIN_CHAOS", "") == "long"
-long_chaos = pytest.mark.skipif(
-    not LONG, reason="long chaos scenario: run by `make chaos` (TOCSIN_CHAOS=long)"
+# The marks of a long form (`pytest.param(..., marks=long_chaos)`): skipped unless asked
+# for, and given minutes rather than the suite's per-test timeout.
+long_chaos = (
+    pytest.mark.skipif(
+        not LONG, reason="long chaos scenario: run by `make chaos` (TOCSIN_CHAOS=long)"
+    ),
+    pytest.mark.timeout(900),
 )
 JWT_SECRET = "chaos-secret-for-tocsin-chaos-scenarios"
 
