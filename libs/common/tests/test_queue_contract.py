@@ -404,3 +404,22 @@ def test_stopped_consumer_takes_nothing_more_and_hands_back_the_job_it_could_not
     assert calls.args == ["first"]
     assert redis.llen(queue_keys(QUEUE).pending) == 2
     assert redis.scard(consumer.worker.acks_key(QUEUE)) == 0
+
+
+def test_messages_a_lost_fetch_reply_left_in_a_live_workers_ack_set_run_after_an_error(
+    broker: RedisBroker, redis: Redis
+) -> None:
+    calls = Calls()
+    actor = _declare(broker, calls)
+    consumer = Consumer(broker, [QUEUE], idle_wait=5)
+    for n in range(3):
+        actor.send(n)
+    # The fetch ran in Redis but its reply never reached the consumer (a restart, a
+    # broken connection): the messages sit in its own ack set, unknown to it, and its
+    # heartbeat goes on, so no dead-worker recovery would ever look there.
+    QueueWorker(redis, worker_id=consumer.worker.worker_id).fetch(QUEUE, 10)
+    consumer.start()
+    try:
+        wait_until(lambda: sorted(calls.args) == [0, 1, 2], 15, "the reclaimed messages")
+    finally:
+        consumer.stop()

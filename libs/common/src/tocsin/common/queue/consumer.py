@@ -100,6 +100,10 @@ class Consumer:
         self._busy = False
         self._outstanding: dict[str, list[str]] = {}  # queue -> fetched, not yet settled
         self._outstanding_lock = threading.Lock()
+        # Set by an error: a fetch whose reply was lost may have moved messages into this
+        # worker's ack set without this process knowing their ids. Set at start too, which
+        # costs one read and lets a worker id be reused.
+        self._reclaim = True
         self._in_flight: dict[Future[None], tuple[str, str]] = {}
         self._free = threading.Semaphore(self._threads)
         self._pool: ThreadPoolExecutor | None = None
@@ -186,6 +190,8 @@ class Consumer:
         while not self._stop.is_set():
             try:
                 self._busy = True
+                if self._reclaim:
+                    self._reclaim_unknown()
                 self._give_back()
                 handled = self._step()
                 self._busy = False
@@ -196,6 +202,7 @@ class Consumer:
                 if self._stop.is_set():
                     return
                 count_redis_error(exc)
+                self._reclaim = True
                 log.exception("consuming %s failed; retrying shortly", ",".join(self.queues))
                 self._stop.wait(_ERROR_PAUSE)
 
@@ -210,6 +217,23 @@ class Consumer:
             except Exception:
                 self._hold(queue, ids)
                 raise
+
+    def _reclaim_unknown(self) -> None:
+        """Give back what this worker's ack sets hold beyond the messages it is running.
+
+        A fetch runs in Redis even when its reply is lost (a restart, a broken
+        connection): its messages sit in this live worker's ack set, where no
+        recovery looks. Whatever is there and not running here goes back.
+        """
+        running = {redis_id for _, redis_id in list(self._in_flight.values())}
+        for queue in self.queues:
+            members = self.worker.redis.smembers(self.worker.acks_key(queue))
+            held = {m.decode() if isinstance(m, bytes) else m for m in members}
+            unknown = sorted(held - running)
+            if unknown:
+                log.warning("giving back %d messages fetched by a lost reply", len(unknown))
+                self.worker.requeue(queue, unknown)
+        self._reclaim = False
 
     def _hold(self, queue: str, ids: Sequence[str]) -> None:
         with self._outstanding_lock:
