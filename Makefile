@@ -9,7 +9,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 SOURCES := libs services tests conftest.py
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint fmt bench chaos clean image
+.PHONY: setup run test lint fmt bench chaos conformance clean image
 
 setup: $(STAMP)
 
@@ -20,8 +20,9 @@ $(STAMP): constraints.txt requirements-dev.txt $(PYPROJECTS)
 		--disable-pip-version-check -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
 	touch $(STAMP)
 
+# `make run PORT=8100` puts the five services on 8100-8104 (default 8080-8084).
 run: $(STAMP)
-	$(BIN)/tocsin dev
+	$(BIN)/tocsin dev $(if $(PORT),--base-port $(PORT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,6 +43,10 @@ bench: $(STAMP)
 # runs the short forms only.
 chaos: $(STAMP)
 	TOCSIN_CHAOS=long $(BIN)/python -m pytest tests/chaos -s $(PYTEST_ARGS)
+
+# Outside conformance suites against real servers (tests/conformance; CHECK= picks some).
+conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance $(CHECK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -70,11 +71,18 @@ class RedisServer:
     """One Redis-compatible server process; `restart()` keeps its port."""
 
     def __init__(
-        self, binary: str | None = None, port: int | None = None, *, appendfsync: str = ""
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+        *,
+        appendfsync: str = "",
     ) -> None:
         """`appendfsync` ("always", "everysec") turns AOF persistence on, as production runs."""
         self.binary = binary or find_server_binary()
         self.appendfsync = appendfsync
+        # Run in the child before exec (`tocsin dev` asks the kernel to end it with its parent).
+        self._preexec_fn = preexec_fn
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._workdir = tempfile.mkdtemp(prefix="tocsin-redis-")
@@ -105,6 +113,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=self._preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

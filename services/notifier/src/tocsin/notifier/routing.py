@@ -41,6 +41,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from tocsin.common.regex import LabelRegex, UnsupportedRegexError, compile_label_regex
+from tocsin.notifier.autopause import PausePolicy, parse_pause_policy
+
 __all__ = [
     "InhibitRule",
     "Matcher",
@@ -87,12 +90,12 @@ def alert_labels(alert: Any) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Matcher:
-    """One label matcher: `name = value`, `!=`, `=~` (full-match regex) or `!~`."""
+    """One label matcher: `name = value`, `!=`, `=~` (full-match RE2 regex) or `!~`."""
 
     name: str
     op: str
     value: str
-    pattern: re.Pattern[str] | None = None
+    pattern: LabelRegex | None = None
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
@@ -105,8 +108,8 @@ class Matcher:
         pattern = None
         if op in ("=~", "!~"):
             try:
-                pattern = re.compile(value)
-            except re.error as exc:
+                pattern = compile_label_regex(value)
+            except UnsupportedRegexError as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return cls(name, op, value, pattern)
 
@@ -117,7 +120,7 @@ class Matcher:
         if self.op == "!=":
             return actual != self.value
         assert self.pattern is not None
-        found = self.pattern.fullmatch(actual) is not None
+        found = self.pattern.fullmatch(actual)
         return found if self.op == "=~" else not found
 
 
@@ -174,6 +177,8 @@ class Route:
     mute_time_intervals: tuple[str, ...]
     active_time_intervals: tuple[str, ...]
     routes: tuple[Route, ...] = ()
+    # Hold likely-transient pages (tocsin.notifier.autopause); inherited, `false` opts out.
+    pause_if_transient: PausePolicy | None = None
 
     def group_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         # `...` groups by every label, as in Alertmanager.
@@ -318,6 +323,7 @@ class _Loader:
             "mute_time_intervals",
             "active_time_intervals",
             "routes",
+            "pause_if_transient",
         }
         self.check_keys(node, items, allowed, "route")
         if parent is None and "matchers" in items:
@@ -365,6 +371,7 @@ class _Loader:
             continue_=cont,
             mute_time_intervals=names["mute_time_intervals"],
             active_time_intervals=names["active_time_intervals"],
+            pause_if_transient=self.pause_policy(items, parent),
         )
         if "routes" in items:
             children = items["routes"]
@@ -376,6 +383,15 @@ class _Loader:
             )
             route = Route(**{**route.__dict__, "routes": subroutes})
         return route
+
+    def pause_policy(self, items: dict[str, yaml.Node], parent: Route | None) -> PausePolicy | None:
+        if "pause_if_transient" not in items:
+            return parent.pause_if_transient if parent else None
+        node = items["pause_if_transient"]
+        try:
+            return parse_pause_policy(self.to_python(node), parse_duration)
+        except ValueError as exc:
+            raise self.error(node, str(exc)) from None
 
     def receiver(self, node: yaml.Node) -> Receiver:
         items = self.mapping(node, "receiver")

@@ -11,21 +11,25 @@
 -- ARGV[1] refill rate, tokens per second (<= 0: no rate limit)
 -- ARGV[2] bucket size             ARGV[3] cost of this request (alerts)
 -- ARGV[4] backlog bound, alerts   ARGV[5] message id        ARGV[6] message JSON
--- ARGV[7] answer body to replay   ARGV[8] idempotency TTL, s ARGV[9] "1": idempotency key given
+-- ARGV[7] answer body to replay, after the request's digest (64 hex digits) when ARGV[9] is "1"
+-- ARGV[8] idempotency TTL, s      ARGV[9] "1": idempotency key given
 -- ARGV[10] wake-up tokens kept
 --
 -- Returns {0, ""} enqueued, {1, first answer} replayed, {2, wait ms} rate limited,
--- {3, backlog} queue too long. The keys are the queue layer's (`tocsin.common.queue`):
--- the enqueue is Dramatiq's own (HSET the message, RPUSH its id), so any Dramatiq
--- worker consumes it, plus a wake-up token (the list capped at a few tokens) that an
--- idle consumer blocks on, and the message's weight: the alerts it carries, which
--- the backlog counts until the message is acked.
+-- {3, backlog} queue too long, {4, ""} key first used with another request. The keys
+-- are the queue layer's (`tocsin.common.queue`): the enqueue is Dramatiq's own (HSET
+-- the message, RPUSH its id), so any Dramatiq worker consumes it, plus a wake-up token
+-- (the list capped at a few tokens) that an idle consumer blocks on, and the message's
+-- weight: the alerts it carries, which the backlog counts until the message is acked.
 
 local use_idempotency = ARGV[9] == "1"
 if use_idempotency then
     local first = redis.call("GET", KEYS[7])
     if first then
-        return {1, first}
+        if string.sub(first, 1, 64) ~= string.sub(ARGV[7], 1, 64) then
+            return {4, ""}
+        end
+        return {1, string.sub(first, 65)}
     end
 end
 
