@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import http.server
 import os
+import socket
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -59,35 +59,51 @@ def service(
         stop_process(process, 15)
 
 
+_SINK = """
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink)
+server.serve_forever()
+"""
+
+
 @contextlib.contextmanager
 def otlp_sink() -> Iterator[dict[str, str]]:
     """An OTLP/HTTP endpoint that accepts and drops spans; yields the env that turns tracing on.
 
     For the "tracing on" rows: the services export every span for real, over
-    HTTP, to something that answers at once.
+    HTTP, to a process of its own (not this one: its work would slow the load
+    generator down and show up as latency).
     """
-
-    class Sink(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SINK, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the OTLP sink did not start")
+            time.sleep(0.05)
         yield {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
             "OTEL_TRACES_SAMPLER": "always_on",
         }
     finally:
-        server.shutdown()
-        server.server_close()
+        stop_process(process, 5)
 
 
 def masked_text_frame(text: bytes) -> bytes:
