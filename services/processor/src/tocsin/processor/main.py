@@ -17,7 +17,12 @@ from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import current_traceparent, setup_observability, tracing_enabled
 from tocsin.processor.consumer import BatchConsumer
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
-from tocsin.processor.processing import AlertProcessor, AutoResolveSweep, Silences
+from tocsin.processor.processing import (
+    AlertProcessor,
+    AutoResolveSweep,
+    Silences,
+    TrailingUpdates,
+)
 from tocsin.processor.settings import DEFAULT_PORT, ProcessorSettings
 
 __all__ = ["lifecycle_config", "run"]
@@ -35,6 +40,8 @@ def lifecycle_config(settings: ProcessorSettings) -> LifecycleConfig:
         timeline_cap=settings.timeline_cap,
         stream_cap=settings.stream_cap,
         update_interval=settings.update_event_interval_seconds,
+        resolve_timeout=settings.auto_resolve_seconds,
+        alertmanager_resolve_timeout=settings.alertmanager_resolve_seconds,
     )
 
 
@@ -48,10 +55,9 @@ def run() -> None:
     broker.maintenance_chance = settings.queue_maintenance_chance
     redis = sync_client(settings.redis_url)
     lifecycle = AlertLifecycle(redis, lifecycle_config(settings))
-    processor = AlertProcessor(lifecycle, Silences(redis))
-    sweep = AutoResolveSweep(
-        lifecycle, settings.auto_resolve_seconds, settings.sweep_interval_seconds
-    )
+    trailing = TrailingUpdates(lifecycle, settings.update_event_interval_seconds)
+    processor = AlertProcessor(lifecycle, Silences(redis), trailing)
+    sweep = AutoResolveSweep(lifecycle, settings.sweep_interval_seconds)
 
     def process_alerts(batch: list[Any]) -> None:
         processor.process_alerts(batch, current_traceparent())
@@ -88,8 +94,10 @@ def run() -> None:
         tune_gc()
         consumer.start()
         sweep.start()
+        trailing.start()
         stop.wait()
         sweep.stop()
+        trailing.stop()
         consumer.stop()
         broker.close()
         return
@@ -104,7 +112,9 @@ def run() -> None:
     tune_gc()
     worker.start()
     sweep.start()
+    trailing.start()
     stop.wait()
     sweep.stop()
+    trailing.stop()
     worker.stop()
     broker.close()
