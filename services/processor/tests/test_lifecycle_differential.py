@@ -166,8 +166,9 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def trailing_updates(self) -> None:
-        for fp, since in getattr(self, "owed", {}).items():
-            outcome = self.lifecycle.publish_trailing(fp, since)
+        owed = list(getattr(self, "owed", {}).items())
+        outcomes = self.lifecycle.publish_trailing(owed)
+        for (fp, since), outcome in zip(owed, outcomes, strict=True):
             assert outcome.outcome == self.model.trailing(fp, since, self.now).outcome
         self.owed = {}
 
@@ -192,9 +193,14 @@ class LifecycleMachine(RuleBasedStateMachine):
                 for e in self.redis.lrange(keys.timeline(state.alert_id), 0, -1)
             ]
             assert timeline == self.model.timelines[state.alert_id]
+            # The sweep's index may lag a refresh (it re-scores what is not yet due),
+            # never run ahead of the deadline, and holds every open alert that has one.
             due = self.redis.zscore(keys.resolve_due(), state.alert_id)
-            open_due = state.due if expected.status != "resolved" and state.due else None
-            assert due == open_due
+            if expected.status == "resolved" or not state.due:
+                assert due is None
+            else:
+                assert due is not None
+                assert due <= state.due
 
     @invariant()
     def notification_queue_matches_the_model(self) -> None:

@@ -7,6 +7,7 @@ and `StoredAlert` what the processor keeps and publishes.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -202,6 +203,7 @@ def new_alert_id() -> str:
     return f"{millis:012x}{os.urandom(10).hex()}"
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's alerts share their received_at
 def rfc3339(timestamp: float) -> str:
     """The one timestamp format of every record, event and answer: UTC, milliseconds, `Z`."""
     return (

@@ -19,6 +19,7 @@ apply into a per-alert step and an outbox relayed to the shared keys.
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ from tocsin.common import keys
 from tocsin.common.broker import DELIVER_NOTIFICATION_ACTOR, NOTIFICATIONS_QUEUE
 from tocsin.common.events import alert_channels
 from tocsin.common.models import AlertAction, QueuedAlert, StoredAlert, label_set
-from tocsin.common.queue import WAKEUP_TOKENS_KEPT, encode_message, queue_keys
+from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.silences import SilenceSet
 from tocsin.processor.rules import (
     Decision,
@@ -53,12 +54,28 @@ __all__ = [
     "Outcome",
     "fingerprint_rule",
     "matching_labels",
+    "notification_message",
 ]
 
 _PUBLISH_LUA = resources.files("tocsin.common").joinpath("events/publish.lua").read_text()
 _APPLY_LUA = resources.files("tocsin.processor").joinpath("lifecycle/apply.lua").read_text()
-# The shared publish step becomes a local function: its KEYS/ARGV are parameters.
-SCRIPT = "local function publish_event(KEYS, ARGV)\n" + _PUBLISH_LUA + "\nend\n" + _APPLY_LUA
+
+
+def apply_script(config: LifecycleConfig) -> str:
+    """The apply step with its constants set: they are not sent with every call."""
+    constants = (
+        f"local LIVE_PREFIX = '{keys.live('')}'\n"
+        f"local STATE_FIELDS = {{{', '.join(repr(name) for name in FingerprintState.FIELDS)}}}\n"
+        f"local APPLIED_TTL = {int(config.applied_ttl)}\n"
+        f"local STATE_TTL = {int(config.state_ttl)}\n"
+        f"local TIMELINE_CAP = {int(config.timeline_cap)}\n"
+        f"local STREAM_CAP = {int(config.stream_cap)}\n"
+        f"local WAKEUP_TOKENS_KEPT = {WAKEUP_TOKENS_KEPT}\n"
+    )
+    # The shared publish step becomes a local function: its KEYS/ARGV are parameters.
+    publish = "local function publish_event(KEYS, ARGV)\n" + _PUBLISH_LUA + "\nend\n"
+    return constants + publish + _APPLY_LUA
+
 
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(StoredAlert)
@@ -66,6 +83,32 @@ _NO_SILENCE_CHECK = "-"
 # A conflict means another writer changed the fingerprint between read and apply;
 # each retry re-reads, so more than a few in a row means something is wrong.
 _MAX_ATTEMPTS = 20
+
+
+def notification_message(
+    notification_id: str, transition: str, record: bytes, at: float, traceparent: str
+) -> bytes:
+    """A `deliver_notification` message, as `tocsin.common.queue.encode_message` encodes it.
+
+    The same JSON document (tests pin it against `encode_message`), built with the
+    record's JSON spliced in rather than decoded and encoded again: the lifecycle
+    hands over one per notifying transition, on the hot path of every new alert.
+    """
+    options: dict[str, str] = {"traceparent": traceparent} if traceparent else {}
+    options["redis_message_id"] = notification_id
+    request = {"id": notification_id, "transition": transition, "alert": msgspec.Raw(record),
+               "at": at}  # fmt: skip
+    return _encoder.encode(
+        {
+            "queue_name": NOTIFICATIONS_QUEUE,
+            "actor_name": DELIVER_NOTIFICATION_ACTOR,
+            "args": [request],
+            "kwargs": {},
+            "options": options,
+            "message_id": notification_id,
+            "message_timestamp": int(at * 1000),
+        }
+    )
 
 
 def matching_labels(alert: QueuedAlert) -> dict[str, str]:
@@ -140,6 +183,7 @@ class _Call:
     received_at: float = 0.0
     traceparent: str = ""
     counted: bool = False
+    previous_due: float = 0.0  # the deadline before the decision
 
 
 def _text(value: Any) -> str:
@@ -156,11 +200,20 @@ class AlertLifecycle:
         self._config = config
         self._policy = config.policy()
         self._clock = clock or time.time
-        self._notify_keys = queue_keys(NOTIFICATIONS_QUEUE).as_list()
+        # The keys every call declares after the per-alert ones.
+        self._shared_keys = [keys.open_alerts(), keys.resolve_due()]
+        self._tail_keys = [keys.cache_tag("alerts"), *queue_keys(NOTIFICATIONS_QUEUE).as_list()]
+        self._silence_key = keys.silences_version()
         self._sha = self._load()
+        # Version tokens: unique per write (a redelivered message must not reuse one).
+        self._writer = uuid.uuid4().hex[:12]
+        self._writes = itertools.count()
+
+    def _token(self) -> str:
+        return f"{self._writer}.{next(self._writes)}"
 
     def _load(self) -> str:
-        return str(self._redis.script_load(SCRIPT))
+        return str(self._redis.script_load(apply_script(self._config)))
 
     # -- reading --------------------------------------------------------------
 
@@ -180,15 +233,6 @@ class AlertLifecycle:
                 if raw:
                     records[alert_id] = _record_decoder.decode(raw)
         return [_Read(state, records.get(state.alert_id)) for state in states]
-
-    def _read_one(self, fingerprint: str, message_id: str) -> _Read:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(keys.dedup(fingerprint))
-        pipe.exists(keys.applied(message_id))
-        raw, applied = pipe.execute()
-        [read] = self._with_records([FingerprintState.from_hash(raw)])
-        read.applied = bool(applied)
-        return read
 
     def _read_records(
         self, alert_ids: Sequence[str]
@@ -212,34 +256,43 @@ class AlertLifecycle:
     def _arguments(self, call: _Call) -> tuple[list[str], list[Any]]:
         decision = call.decision
         record = decision.alert
-        alert_id = decision.alert_id or (record.id if record else "")
         state = decision.state
+        alert_id = decision.alert_id or (record.id if record else "")
         now = self._clock()
         script_keys = [
             keys.dedup(call.fingerprint),
             keys.applied(call.message_id),
-            keys.silences_version(),
+            self._silence_key,
             keys.alert(alert_id),
             keys.timeline(alert_id),
-            keys.open_alerts(),
-            keys.resolve_due(),
+            *self._shared_keys,
             keys.stats_minute(int(call.received_at // 60)),
-            keys.cache_tag("alerts"),
-            *self._notify_keys,
+            *self._tail_keys,
         ]
-        text = _encoder.encode(record) if record is not None and state is not None else b""
+        text = b""
         removals: list[str] = []
         adds: list[str] = []
         sets: list[tuple[str, str]] = []
-        open_score: Any = ""
-        due_score: Any = ""
-        if text:
-            assert record is not None
-            assert state is not None
-            if record.status != "resolved":
-                open_score = record.last_seen_ts
-                if state.due and state.alert_id == record.id:
-                    due_score = state.due
+        # Untouched unless the alert opens, resolves, or its deadline comes nearer:
+        # a later deadline is left to the sweep, which re-scores what is not yet due.
+        open_score = due_score = "-"
+        if record is not None and state is not None:
+            text = _encoder.encode(record)
+            if record.status == "resolved":
+                open_score = due_score = ""
+            else:
+                current = state.alert_id == record.id
+                if decision.transition:
+                    open_score = repr(record.last_seen_ts)
+                if current and (decision.transition or state.due != call.previous_due):
+                    if not state.due:
+                        due_score = ""
+                    elif (
+                        decision.transition
+                        or not call.previous_due
+                        or (state.due < call.previous_due)
+                    ):
+                        due_score = repr(state.due)
             if decision.transition:
                 before = decision.before
                 team = record.labels.get("team", "")
@@ -261,58 +314,41 @@ class AlertLifecycle:
                     adds.append(keys.alert_index("team", team))
                     if before is None:
                         sets.append((keys.known_values("teams"), team))
-        fields = state.to_fields() if state is not None else []
+        fields = state.to_values() if state is not None else []
         entries = [_encoder.encode(entry) for entry in decision.timeline] if text else []
         notes: list[Any] = []
-        if text and decision.notifications:
-            assert record is not None
-            builtins = msgspec.to_builtins(record)
-            options = {"traceparent": call.traceparent} if call.traceparent else None
-            for kind, seq in decision.notifications:
-                nid = f"{record.id}:{seq}"
-                request = {"id": nid, "transition": kind, "alert": builtins, "at": now}
-                notes += [nid, encode_message(
-                    NOTIFICATIONS_QUEUE, DELIVER_NOTIFICATION_ACTOR, (request,),
-                    message_id=nid, options=options, timestamp_ms=int(now * 1000),
-                )]  # fmt: skip
         channels: list[str] = []
         publish: list[Any] = []
-        if text and decision.event:
-            assert record is not None
-            channels = alert_channels(
-                record.service, record.severity, record.labels.get("team", "")
-            )
-            data = b'{"type":"%s","received_at":%s,"alert":%s}' % (
-                decision.event.encode(),
-                repr(call.received_at or now).encode(),
-                text,
-            )
-            publish = [self._config.stream_cap, data, call.traceparent, *channels]
-            publish += [keys.live(channel) for channel in channels]
+        if record is not None and text:
+            for kind, seq in decision.notifications:
+                nid = f"{record.id}:{seq}"
+                notes += [nid, notification_message(nid, kind, text, now, call.traceparent)]
+            if decision.event:
+                team = record.labels.get("team", "")
+                channels = alert_channels(record.service, record.severity, team)
+                data = b'{"type":"%s","received_at":%s,"alert":%s}' % (
+                    decision.event.encode(),
+                    repr(call.received_at or now).encode(),
+                    text,
+                )
+                publish = [data, call.traceparent, *channels]
         script_keys += removals + adds + [key for key, _ in sets]
         for channel in channels:
             script_keys += [keys.channel_meta(channel), keys.channel_stream(channel)]
+        counts = (
+            f"{len(removals)} {len(adds)} {len(sets)} {len(channels)} {len(fields)} "
+            f"{len(entries)} {len(notes) // 2}"
+        )
         args: list[Any] = [
             call.expected,
-            state.version if state is not None else call.expected,
             call.message_id,
-            self._config.applied_ttl,
             call.silence_version,
             text,
             repr(now),
-            open_score if open_score == "" else repr(open_score),
-            due_score if due_score == "" else repr(due_score),
-            self._config.state_ttl,
+            open_score,
+            due_score,
             "1" if call.counted else "0",
-            self._config.timeline_cap,
-            len(removals),
-            len(adds),
-            len(sets),
-            len(channels),
-            len(fields) // 2,
-            len(entries),
-            len(notes) // 2,
-            WAKEUP_TOKENS_KEPT,
+            counts,
             alert_id,
             *fields,
             *entries,
@@ -359,19 +395,39 @@ class AlertLifecycle:
             silences.mutes(matching_labels(queued), queued.received_at) if silences else False
             for queued in batch
         ]
-        view = self._read(list(dict.fromkeys(queued.fingerprint for queued in batch)))
-        calls = []
-        for queued, silenced, trace in zip(batch, verdicts, traces, strict=True):
-            calls.append(self._decide(view[queued.fingerprint], queued, silenced, trace,
-                                      silence_version, now))  # fmt: skip
-        results = self._apply(calls)
-        outcomes: list[Outcome] = []
-        for n, (call, result) in enumerate(zip(calls, results, strict=True)):
-            if result == "conflict":
-                outcomes.append(self._retry(batch[n], verdicts[n], traces[n], silence_version))
-            else:
-                outcomes.append(self._outcome(call, result))
-        return outcomes
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        pending = list(range(len(batch)))
+        for attempt in range(_MAX_ATTEMPTS):
+            # A retry re-reads only the conflicted messages' fingerprints, and asks
+            # whether each was applied meanwhile (by another process, say).
+            view = self._read(list(dict.fromkeys(batch[n].fingerprint for n in pending)))
+            applied = self._applied([batch[n].id for n in pending]) if attempt else set()
+            calls: list[tuple[int, _Call]] = []
+            for n in pending:
+                queued = batch[n]
+                if queued.id in applied:
+                    outcomes[n] = Outcome("replayed", "", (), queued.fingerprint)
+                    continue
+                read = view[queued.fingerprint]
+                calls.append((n, self._decide(read, queued, verdicts[n], traces[n],
+                                              silence_version, now)))  # fmt: skip
+            results = self._apply([call for _, call in calls])
+            pending = []
+            for (n, call), result in zip(calls, results, strict=True):
+                if result == "conflict":
+                    pending.append(n)
+                else:
+                    outcomes[n] = self._outcome(call, result)
+            if not pending:
+                return [outcome for outcome in outcomes if outcome is not None]
+            now = self._clock()
+        raise RuntimeError("fingerprints kept changing while a batch was applied; retrying it")
+
+    def _applied(self, message_ids: Sequence[str]) -> set[str]:
+        pipe = self._redis.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.exists(keys.applied(message_id))
+        return {mid for mid, hit in zip(message_ids, pipe.execute(), strict=True) if hit}
 
     def _decide(
         self,
@@ -385,8 +441,9 @@ class AlertLifecycle:
         """Decide one message from `read`, and move `read` on to what it leaves."""
         decision = decide_alert(read.record, read.state, queued, silenced, now, self._policy)
         expected = read.state.version
+        previous_due = read.state.due
         if decision.state is not None:
-            decision.state.version = queued.id
+            decision.state.version = self._token()
             read.state = decision.state
             if decision.alert is not None and decision.alert.id == decision.state.alert_id:
                 read.record = decision.alert
@@ -399,20 +456,8 @@ class AlertLifecycle:
             received_at=queued.received_at,
             traceparent=trace,
             counted=True,
+            previous_due=previous_due,
         )
-
-    def _retry(
-        self, queued: QueuedAlert, silenced: bool, trace: str, silence_version: str
-    ) -> Outcome:
-        for _ in range(_MAX_ATTEMPTS):
-            read = self._read_one(queued.fingerprint, queued.id)
-            if read.applied:
-                return Outcome("replayed", "", (), queued.fingerprint)
-            call = self._decide(read, queued, silenced, trace, silence_version, self._clock())
-            [result] = self._apply([call])
-            if result != "conflict":
-                return self._outcome(call, result)
-        raise RuntimeError(f"fingerprint {queued.fingerprint} kept changing; retrying the batch")
 
     @staticmethod
     def _outcome(call: _Call, result: str) -> Outcome:
@@ -439,7 +484,7 @@ class AlertLifecycle:
             decision = decide_action(record, state, action, now, self._policy)
             if decision.state is None or record is None:
                 return Outcome(decision.outcome, decision.alert_id, ())
-            decision.state.version = action.id
+            decision.state.version = self._token()
             call = _Call(
                 decision,
                 record.fingerprint,
@@ -471,28 +516,44 @@ class AlertLifecycle:
                 if decision.outcome in ("unknown", "unchanged"):
                     # Nothing resolves it any more by time: it leaves the deadlines.
                     self._redis.zrem(keys.resolve_due(), alert_id)
+                elif decision.outcome == "pending":
+                    # Refreshed since it was scored (refreshes do not re-score: see _arguments).
+                    self._redis.zadd(keys.resolve_due(), {alert_id: state.due})
                 return Outcome(decision.outcome, alert_id, ())
-            decision.state.version = uuid.uuid4().hex
+            decision.state.version = self._token()
             call = _Call(decision, record.fingerprint, state.version, received_at=now)
             [result] = self._apply([call])
             if result != "conflict":
                 return self._outcome(call, result)
         raise RuntimeError(f"alert {alert_id} kept changing")
 
-    def publish_trailing(self, fingerprint: str, since: float) -> Outcome:
-        """Publish the last state of `fingerprint`'s alert if nothing did since `since`."""
-        for _ in range(_MAX_ATTEMPTS):
-            read = self._read([fingerprint])[fingerprint]
-            now = self._clock()
-            decision = decide_trailing_update(read.record, read.state, since, now)
-            if decision.state is None:
-                return Outcome(decision.outcome, decision.alert_id, (), fingerprint)
-            decision.state.version = uuid.uuid4().hex
-            assert read.record is not None
-            call = _Call(
-                decision, fingerprint, read.state.version, received_at=read.record.last_seen_ts
-            )
-            [result] = self._apply([call])
-            if result != "conflict":
-                return self._outcome(call, result)
-        raise RuntimeError(f"fingerprint {fingerprint} kept changing")
+    def publish_trailing(self, owed: Sequence[tuple[str, float]]) -> list[Outcome]:
+        """Publish the last state of each (fingerprint, since) whose alert had no
+        `alert.updated` out since `since`: one pipelined read, one pipelined apply."""
+        if not owed:
+            return []
+        view = self._read(list(dict.fromkeys(fp for fp, _ in owed)))
+        calls: list[_Call] = []
+        for fp, since in owed:
+            read = view[fp]
+            decision = decide_trailing_update(read.record, read.state, since, self._clock())
+            expected = read.state.version
+            if decision.state is not None:
+                decision.state.version = self._token()
+                read.state = decision.state
+            received = read.record.last_seen_ts if read.record else 0.0
+            # The deadline is not this write's business: `previous_due` leaves it as is.
+            due = decision.state.due if decision.state else 0.0
+            calls.append(_Call(decision, fp, expected, received_at=received, previous_due=due))
+        writes = [call for call in calls if call.decision.state is not None]
+        results = iter(self._apply(writes))
+        outcomes = []
+        for (fp, since), call in zip(owed, calls, strict=True):
+            result = next(results) if call.decision.state is not None else "applied"
+            if result == "conflict":
+                # Written meanwhile: that write either published or owes its own update.
+                [outcome] = self.publish_trailing([(fp, since)])
+                outcomes.append(outcome)
+            else:
+                outcomes.append(self._outcome(call, result))
+        return outcomes

@@ -240,7 +240,7 @@ class TrailingUpdates:
             due = [(fp, merged) for fp, (at, merged) in self._owed.items() if at <= now]
             for fp, _ in due:
                 del self._owed[fp]
-        return [self._lifecycle.publish_trailing(fp, merged) for fp, merged in due]
+        return self._lifecycle.publish_trailing(due)
 
     def _wait(self) -> bool:
         with self._changed:

@@ -99,18 +99,21 @@ class FingerprintState:
             due=number(b"due"),
         )
 
-    def to_fields(self) -> list[str]:
-        """Field, value, field, value, ... as the apply step writes them."""
+    # The hash's field names, in the order of `to_values`.
+    FIELDS = ("id", "flips", "flapping", "pub", "v", "starts", "resolved", "due")
+
+    def to_values(self) -> list[str]:
+        """The values of `FIELDS`, as the apply step writes them."""
         return [
-            "id", self.alert_id,
-            "flips", " ".join(repr(flip) for flip in self.flips),
-            "flapping", "1" if self.flapping else "0",
-            "pub", repr(self.published),
-            "v", self.version,
-            "starts", repr(self.starts),
-            "resolved", repr(self.resolved),
-            "due", repr(self.due),
-        ]  # fmt: skip
+            self.alert_id,
+            " ".join(repr(flip) for flip in self.flips),
+            "1" if self.flapping else "0",
+            repr(self.published),
+            self.version,
+            repr(self.starts),
+            repr(self.resolved),
+            repr(self.due),
+        ]
 
     def copy(self) -> FingerprintState:
         return FingerprintState(
