@@ -20,6 +20,7 @@ apply into a per-alert step and an outbox relayed to the shared keys.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -184,6 +185,12 @@ class _Call:
     traceparent: str = ""
     counted: bool = False
     previous_due: float = 0.0  # the deadline before the decision
+
+
+def _back_off(attempt: int) -> None:
+    """A short random pause before re-deciding, so two writers of one fingerprint
+    stop colliding rather than retrying in step."""
+    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
 
 def _text(value: Any) -> str:
@@ -420,6 +427,7 @@ class AlertLifecycle:
                     outcomes[n] = self._outcome(call, result)
             if not pending:
                 return [outcome for outcome in outcomes if outcome is not None]
+            _back_off(attempt)
             now = self._clock()
         raise RuntimeError("fingerprints kept changing while a batch was applied; retrying it")
 
@@ -475,7 +483,7 @@ class AlertLifecycle:
     # -- actions, deadlines, trailing updates ----------------------------------
 
     def apply_action(self, action: AlertAction, now: float, traceparent: str = "") -> Outcome:
-        for _ in range(_MAX_ATTEMPTS):
+        for attempt in range(_MAX_ATTEMPTS):
             if action.alert_id:
                 [(record, state)] = self._read_records([action.alert_id])
             else:
@@ -496,6 +504,7 @@ class AlertLifecycle:
             [result] = self._apply([call])
             if result != "conflict":
                 return self._outcome(call, result)
+            _back_off(attempt)
         raise RuntimeError(f"alert {action.alert_id or action.fingerprint} kept changing")
 
     def expire_stale(self, now: float, limit: int = 1000) -> list[Outcome]:
@@ -509,7 +518,7 @@ class AlertLifecycle:
         return outcomes
 
     def _expire(self, alert_id: str, now: float) -> Outcome:
-        for _ in range(_MAX_ATTEMPTS):
+        for attempt in range(_MAX_ATTEMPTS):
             [(record, state)] = self._read_records([alert_id])
             decision = decide_expiry(record, state, now, self._policy)
             if decision.state is None or record is None:
@@ -525,6 +534,7 @@ class AlertLifecycle:
             [result] = self._apply([call])
             if result != "conflict":
                 return self._outcome(call, result)
+            _back_off(attempt)
         raise RuntimeError(f"alert {alert_id} kept changing")
 
     def publish_trailing(self, owed: Sequence[tuple[str, float]]) -> list[Outcome]:

@@ -229,15 +229,22 @@ class TrailingUpdates:
     def owe(self, fingerprint: str) -> None:
         now = self._clock()
         with self._changed:
-            due = self._owed.get(fingerprint, (now + self._interval, 0.0))[0]
-            self._owed[fingerprint] = (due, now)
-            self._changed.notify()
+            # Dues only grow (now + interval), so insertion order is due order and an
+            # update keeps its entry's place; the waiter needs waking only when idle.
+            owed = self._owed.get(fingerprint)
+            self._owed[fingerprint] = (owed[0] if owed else now + self._interval, now)
+            if len(self._owed) == 1:
+                self._changed.notify()
 
     def flush_due(self) -> list[Outcome]:
         """Publish what is due now; the outcomes (`updated`, or `unchanged` if not needed)."""
         now = self._clock()
+        due: list[tuple[str, float]] = []
         with self._changed:
-            due = [(fp, merged) for fp, (at, merged) in self._owed.items() if at <= now]
+            for fp, (at, merged) in self._owed.items():
+                if at > now:
+                    break
+                due.append((fp, merged))
             for fp, _ in due:
                 del self._owed[fp]
         return self._lifecycle.publish_trailing(due)
@@ -246,7 +253,7 @@ class TrailingUpdates:
         with self._changed:
             while not self._stopping:
                 if self._owed:
-                    wait = min(at for at, _ in self._owed.values()) - self._clock()
+                    wait = next(iter(self._owed.values()))[0] - self._clock()
                     if wait <= 0:
                         return True
                     self._changed.wait(wait)
