@@ -167,9 +167,10 @@ class Outcome:
 
 @dataclass(slots=True)
 class _Read:
+    """A fingerprint's state and current record, as read (or as left by earlier decisions)."""
+
     state: FingerprintState
     record: StoredAlert | None
-    applied: bool = False
 
 
 @dataclass(slots=True)
