@@ -9,7 +9,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 SOURCES := libs services tests conftest.py
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint fmt bench clean image
+.PHONY: setup run test lint fmt bench conformance clean image
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.load $(BENCH)
+
+# Outside conformance suites against real servers (tests/conformance; CHECK= picks some).
+conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance $(CHECK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

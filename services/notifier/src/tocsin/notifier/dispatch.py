@@ -31,6 +31,7 @@ from redis import Redis
 from tocsin.common.models import NotificationRequest
 from tocsin.common.telemetry import client_span
 from tocsin.notifier import metrics
+from tocsin.notifier.autopause import PauseGate
 from tocsin.notifier.deadletters import DeadLetters
 from tocsin.notifier.grouping import (
     GroupFlush,
@@ -109,6 +110,7 @@ class Notifier:
         self._redis = redis
         self._routing = routing
         self._groups = Groups(redis)
+        self._pauses = PauseGate(redis)
         self._firing = FiringIndex(redis)
         self._log = notification_log
         self._limiter = RateLimiter(redis)
@@ -166,11 +168,21 @@ class Notifier:
         now = self._clock()
         ordered = sorted(snapshot.alerts.values(), key=lambda a: (a.at, a.alert.fingerprint))
         firing = [a for a in ordered if a.status == "firing"]
-        resolved = [a for a in ordered if a.status == "resolved"]
+        every_resolved = [a for a in ordered if a.status == "resolved"]
         muted = self._firing.muted(firing, active.config.inhibit_rules)
         if muted:
             metrics.INHIBITED.inc(len(muted))
-        visible = [a for a in firing if a.alert.fingerprint not in muted]
+        # Auto-pause: held pages leave `visible`, resolves of never-paged alerts leave `resolved`.
+        gate = self._pauses.apply(
+            route.pause_if_transient,
+            flush.receiver,
+            [a for a in firing if a.alert.fingerprint not in muted],
+            every_resolved,
+            now,
+        )
+        visible, resolved = gate.firing, gate.resolved
+        if gate.resume_at is not None:
+            self._enqueue(FLUSH_ACTOR, [msgspec.to_builtins(flush)], gate.resume_at - now)
         firing_hash = state_hash(visible)
         state = snapshot.state
         plan = plan_flush(
@@ -185,7 +197,7 @@ class Notifier:
         if receiver is None:
             log.error("receiver %r is no longer configured; dropping group %s", flush.receiver, key)
             # Forget the whole group: with no receiver its alerts can never be notified.
-            resolved, firing = ordered, []
+            every_resolved, firing = ordered, []
         elif plan.send and not time_muted and (visible or resolved):
             listed, truncated = digest(
                 visible, resolved, self._policy.digest_threshold, self._policy.digest_sample
@@ -209,6 +221,7 @@ class Notifier:
                 repeat=plan.repeat,
                 seq=state.seq,
                 alert_ids=[a.alert.id for a in everyone],
+                paused=gate.paused,
             )
             # Hand off before recording: a crash in between repeats the hand-off, and the
             # claim makes the repeat a no-op; the other order could lose the notification.
@@ -216,11 +229,9 @@ class Notifier:
             sent = True
         # Resolved alerts go once told, or at once if the group never notified anyone.
         keep_resolved = not sent and state.notified and receiver is not None
-        forget = (
-            {}
-            if keep_resolved
-            else {a.alert.fingerprint: snapshot.raw[a.alert.fingerprint] for a in resolved}
-        )
+        # A resolve auto-pause dropped (its page never went out) is never news: forget it.
+        forgotten = [a for a in every_resolved if not keep_resolved or a not in resolved]
+        forget = {a.alert.fingerprint: snapshot.raw[a.alert.fingerprint] for a in forgotten}
         self._groups.commit(
             key,
             sent=sent,

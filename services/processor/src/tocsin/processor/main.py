@@ -17,6 +17,7 @@ from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import current_traceparent, setup_observability, tracing_enabled
 from tocsin.processor.consumer import BatchConsumer
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
+from tocsin.processor.prediction_hook import request_predictions
 from tocsin.processor.processing import (
     AlertProcessor,
     AutoResolveSweep,
@@ -56,7 +57,12 @@ def run() -> None:
     redis = sync_client(settings.redis_url)
     lifecycle = AlertLifecycle(redis, lifecycle_config(settings))
     trailing = TrailingUpdates(lifecycle, settings.update_event_interval_seconds)
-    processor = AlertProcessor(lifecycle, Silences(redis), trailing)
+    processor = AlertProcessor(
+        lifecycle,
+        Silences(redis),
+        trailing,
+        after_apply=lambda outcomes: request_predictions(redis, outcomes),
+    )
     sweep = AutoResolveSweep(lifecycle, settings.sweep_interval_seconds)
 
     def process_alerts(batch: list[Any]) -> None:

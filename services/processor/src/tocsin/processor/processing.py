@@ -88,10 +88,13 @@ class AlertProcessor:
         lifecycle: AlertLifecycle,
         silences: Silences,
         trailing: TrailingUpdates | None = None,
+        after_apply: Callable[[Sequence[Outcome]], object] | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._silences = silences
         self._trailing = trailing
+        # Runs once the batch is stored and published (the prediction requests).
+        self._after_apply = after_apply
 
     def process_alerts(self, batch: list[Any], traceparent: str = "") -> list[Outcome]:
         [outcomes] = self.process_alert_messages([(batch, traceparent)])
@@ -115,6 +118,8 @@ class AlertProcessor:
             for outcome in outcomes:
                 if outcome.merged:
                     self._trailing.owe(outcome.fingerprint)
+        if self._after_apply is not None:
+            self._after_apply(outcomes)
         metrics.PROCESSING_SECONDS.labels("alerts").observe(time.perf_counter() - started)
         for batch in decoded:
             metrics.BATCH_SIZE.observe(len(batch))

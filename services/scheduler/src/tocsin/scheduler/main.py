@@ -26,9 +26,10 @@ from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.dispatch import Dispatcher
 from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
 from tocsin.scheduler.ledger import RunLedger
+from tocsin.scheduler.prediction.actors import declare_prediction_actors
 from tocsin.scheduler.schedule import InvalidScheduleError, load_schedules
 from tocsin.scheduler.settings import DEFAULT_PORT, SchedulerSettings
-from tocsin.scheduler.worker import declare_job_actors
+from tocsin.scheduler.worker import declare_job_actors, predictor_of
 
 __all__ = ["run"]
 
@@ -66,6 +67,7 @@ def run() -> None:
     broker.heartbeat_timeout = settings.worker_heartbeat_ms
     broker.maintenance_chance = MAINTENANCE_CHANCE
     declare_job_actors(broker, redis, settings, ledger)
+    declare_prediction_actors(broker, predictor_of(redis, settings))
 
     def enqueue(run: Run) -> None:
         message = build_message(
