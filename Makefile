@@ -20,8 +20,9 @@ $(STAMP): constraints.txt requirements-dev.txt $(PYPROJECTS)
 		--disable-pip-version-check -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
 	touch $(STAMP)
 
+# `make run PORT=8100` puts the five services on 8100-8104 (default 8080-8084).
 run: $(STAMP)
-	$(BIN)/tocsin dev
+	$(BIN)/tocsin dev $(if $(PORT),--base-port $(PORT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -60,9 +61,9 @@ class ServiceProcess:
 ServiceFactory = Callable[..., ServiceProcess]
 
 
-@pytest.fixture
-def start_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[ServiceFactory]:
-    """Start services as real processes against `redis_server`; all are stopped after the test."""
+@contextlib.contextmanager
+def _services(redis_server: RedisServer, logs: Path) -> Iterator[ServiceFactory]:
+    """A factory of service processes against `redis_server`, all stopped on exit."""
     started: list[ServiceProcess] = []
 
     def start(name: str, *, wait: bool = True, **env_overrides: str) -> ServiceProcess:
@@ -76,7 +77,7 @@ def start_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[Service
             PYTHONUNBUFFERED="1",
         )
         env.update(env_overrides)
-        log_path = tmp_path / f"{name}-{port}.log"
+        log_path = logs / f"{name}-{port}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tocsin.client", name],
@@ -91,9 +92,34 @@ def start_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[Service
             service.wait_ready()
         return service
 
-    yield start
-    for service in reversed(started):
-        service.stop()
+    try:
+        yield start
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+@pytest.fixture
+def start_service(redis_server: RedisServer, tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Start services as real processes against `redis_server`; all are stopped after the test."""
+    with _services(redis_server, tmp_path) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_redis_server() -> Iterator[RedisServer]:
+    """One Redis-compatible server shared by a module's tests (for costly stacks, e.g. browsers)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def start_module_service(
+    module_redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceFactory]:
+    """`start_service` for a whole module: the processes live until its last test."""
+    with _services(module_redis_server, tmp_path_factory.mktemp("services")) as start:
+        yield start
 
 
 @pytest.fixture

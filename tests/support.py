@@ -7,15 +7,27 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import socket as sockets
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
-__all__ = ["RawWebSocket", "metric", "next_frame", "recv", "wait_until", "wait_until_serving"]
+__all__ = [
+    "RawWebSocket",
+    "descendants",
+    "metric",
+    "next_frame",
+    "process_alive",
+    "recv",
+    "wait_until",
+    "wait_until_serving",
+]
 
 T = TypeVar("T")
 
@@ -49,6 +61,33 @@ def wait_until_serving(
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout}s\n{log()}")
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process whose parent chain leads to `pid` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def metric(url: str, name: str, **labels: str) -> float:
@@ -185,3 +224,29 @@ class RawWebSocket:
 
     def close(self) -> None:
         self.socket.close()
+
+
+def debian_binary(binary: str, package: str) -> str:
+    """The path of `binary`, installing Debian's `package` first when it is missing.
+
+    Installing needs root and apt-get (CI and the dev machines have both); where
+    they are missing or the install fails, the calling test skips and says why.
+    """
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(
+            f"`{binary}` is missing and installing Debian's {package} needs root and apt-get"
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+    result = subprocess.run(install, env=env, capture_output=True, timeout=900, check=False)
+    if result.returncode != 0:  # a stale package list: refresh it once
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        result = subprocess.run(install, env=env, capture_output=True, timeout=900, check=False)
+    found = shutil.which(binary)
+    if not found:
+        pytest.skip(f"apt-get install {package} failed: "
+                    + result.stderr.decode(errors="replace")[-500:])  # fmt: skip
+    return found

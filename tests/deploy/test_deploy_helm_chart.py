@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import shutil
@@ -138,6 +139,38 @@ def test_gateway_and_ingest_services_expose_http_and_metrics_ports(chart: helm.C
         assert ports == expected, service
 
 
+@pytest.mark.parametrize("mode", ["ingress", "httproute"])
+def test_metrics_have_a_port_of_their_own_that_no_ingress_route_reaches(
+    chart: helm.Chart, mode: str
+) -> None:
+    objects = render(chart, {"ingress": {"enabled": True, "mode": mode}})
+    for service in ("gateway", "ingest"):
+        deployment = named(objects, "Deployment", f"{RELEASE}-{service}")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        # The service serves /metrics only on TOCSIN_METRICS_PORT, not on `http`.
+        assert env["TOCSIN_METRICS_PORT"] == str(ports["metrics"])
+        assert ports["metrics"] != ports["http"]
+        metrics = {
+            p["name"]: p for p in named(objects, "Service", f"{RELEASE}-{service}")["spec"]["ports"]
+        }["metrics"]
+        assert metrics["targetPort"] == "metrics"
+    backends = [
+        path["backend"]["service"]["port"]["name"]
+        for ingress in of_kind(objects, "Ingress")
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ] + [
+        ref["port"]
+        for route in of_kind(objects, "HTTPRoute")
+        for rule in route["spec"]["rules"]
+        for ref in rule["backendRefs"]
+    ]
+    assert backends
+    assert all(port in ("http", 8080, 8081) for port in backends), backends
+
+
 def test_gateway_spreads_across_zones_and_outlasts_its_drain_window(chart: helm.Chart) -> None:
     objects = render(chart, {"gateway": {"drainSeconds": 90}})
     gateway = named(objects, "Deployment", f"{RELEASE}-gateway")
@@ -236,9 +269,43 @@ def test_bundled_redis_is_one_valkey_with_aof_on_a_volume_claim(chart: helm.Char
     args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--appendonly") + 1] == "yes"
     assert [c["metadata"]["name"] for c in redis["spec"]["volumeClaimTemplates"]] == ["data"]
+
+
+def test_bundled_redis_requires_a_generated_password_every_service_uses(
+    chart: helm.Chart,
+) -> None:
+    objects = render(chart, {"processor": {"keda": {"enabled": True}}})
+    secret = named(objects, "Secret", f"{RELEASE}-redis")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    password = base64.b64decode(secret["data"]["redis-password"]).decode()
+    assert len(password) >= 32
+    (redis,) = of_kind(objects, "StatefulSet")
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{RELEASE}-redis",
+        "key": "redis-password",
+    }
+    args = container["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
     for deployment in of_kind(objects, "Deployment"):
-        env = {e["name"]: e.get("value") for e in container_env(deployment)}
-        assert env["REDIS_URL"] == f"redis://{RELEASE}-redis:6379/0"
+        env_list = container_env(deployment)
+        names = [e["name"] for e in env_list]
+        # $(REDIS_PASSWORD) expands only if the variable is defined earlier in the list.
+        assert names.index("REDIS_PASSWORD") < names.index("REDIS_URL")
+        url = env_list[names.index("REDIS_URL")]["value"]
+        assert url == f"redis://:$(REDIS_PASSWORD)@{RELEASE}-redis:6379/0"
+    (scaled,) = of_kind(objects, "ScaledObject")
+    assert scaled["spec"]["triggers"][0]["metadata"]["passwordFromEnv"] == "REDIS_PASSWORD"
+    # The chart can set the password, or take it from an existing Secret.
+    given = render(chart, {"redis": {"auth": {"password": "chosen-password-0123456789"}}})
+    data = named(given, "Secret", f"{RELEASE}-redis")["data"]["redis-password"]
+    assert base64.b64decode(data) == b"chosen-password-0123456789"
+    existing = render(chart, {"redis": {"auth": {"existingSecret": "corp-redis"}}})
+    assert [s["metadata"]["name"] for s in of_kind(existing, "Secret")] == [f"{RELEASE}-auth"]
+    (redis,) = of_kind(existing, "StatefulSet")
+    env = {e["name"]: e for e in redis["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "corp-redis"
 
 
 def test_external_redis_password_comes_from_a_secret_into_the_url(chart: helm.Chart) -> None:
@@ -303,18 +370,19 @@ def test_generated_auth_secret_is_kept_across_uninstall_and_existing_secret_is_u
     objects = render(chart, {})
     secret = named(objects, "Secret", f"{RELEASE}-auth")
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-    assert set(secret["data"]) == {"jwt-secret", "api-key-pepper"}
+    assert set(secret["data"]) == {"jwt-secret"}
     assert all(len(value) >= 64 for value in secret["data"].values())
 
     objects = render(chart, {"auth": {"existingSecret": "corp-tocsin"}})
-    assert of_kind(objects, "Secret") == []
+    assert [s["metadata"]["name"] for s in of_kind(objects, "Secret")] == [f"{RELEASE}-redis"]
     for deployment in of_kind(objects, "Deployment"):
         refs = {
             e["valueFrom"]["secretKeyRef"]["name"]
             for e in container_env(deployment)
-            if e["name"] in ("TOCSIN_JWT_SECRET", "TOCSIN_API_KEY_PEPPER")
+            if e["name"] == "TOCSIN_JWT_SECRET"
         }
-        assert refs == {"corp-tocsin"}
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert refs == ({"corp-tocsin"} if component in ("gateway", "ingest") else set())
 
 
 def test_routes_and_schedules_come_from_the_config_map(chart: helm.Chart) -> None:
@@ -390,13 +458,27 @@ def test_network_policies_allow_only_the_architectures_flows(chart: helm.Chart) 
     for service in SERVICES:
         policy = policies[f"{RELEASE}-{service}"]
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-        sources = len(policy["spec"]["ingress"])
+        rules = policy["spec"]["ingress"]
         # Only gateway and ingest take traffic from the ingress controller; all get scraped.
-        assert sources == (2 if service in ("gateway", "ingest") else 1), service
+        assert len(rules) == (2 if service in ("gateway", "ingest") else 1), service
+        for rule in rules:
+            [source] = rule["from"]
+            [namespaces] = source["namespaceSelector"]["matchExpressions"]
+            assert namespaces["key"] == "kubernetes.io/metadata.name"
+            assert namespaces["operator"] == "In"
+            assert namespaces["values"] in (["ingress-nginx"], ["monitoring"])
+            [port] = rule["ports"]
+            if namespaces["values"] == ["ingress-nginx"]:
+                assert port["port"] == "http"
+            else:
+                # Prometheus reaches the metrics port; on gateway and ingest it is not http.
+                expected = "metrics" if service in ("gateway", "ingest") else "http"
+                assert port["port"] == expected, service
         egress = policy["spec"]["egress"]
         # DNS and Redis for all; the notifier alone leaves the cluster for its receivers.
         assert len(egress) == (3 if service == "notifier" else 2), service
-    bundled = render(chart, {"networkPolicy": {"enabled": True}})
+    # On by default, the bundled Redis included.
+    bundled = render(chart, {})
     redis_policy = named(bundled, "NetworkPolicy", f"{RELEASE}-redis")
     assert redis_policy["spec"]["egress"] == []
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import redis
 import websockets
+from tests.support import descendants, process_alive
 
 from tocsin.common import keys
 from tocsin.common.server import RedisServer
@@ -127,33 +128,6 @@ def test_a_body_over_the_limit_is_refused_with_413(
     assert client.hlen(f"{keys.DRAMATIQ_NAMESPACE}:alerts.msgs") == 0
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process whose parent chain leads to `pid` (read from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {child for child, parent in parents.items() if parent in frontier}
-        frontier = children - found
-        found |= children
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_tocsin_dev_send_and_watch_then_sigterm_leaves_no_process(tmp_path: Path) -> None:
     env = dict(os.environ, TOCSIN_DEV_STATE=str(tmp_path / "dev.json"), PYTHONUNBUFFERED="1")
     env.pop("REDIS_URL", None)
@@ -179,7 +153,7 @@ def test_tocsin_dev_send_and_watch_then_sigterm_leaves_no_process(tmp_path: Path
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.1)
-        children = _descendants(dev.pid)
+        children = descendants(dev.pid)
         assert len(children) >= 6, "a Redis-compatible server and five services"
 
         watch = subprocess.Popen(
@@ -204,9 +178,9 @@ def test_tocsin_dev_send_and_watch_then_sigterm_leaves_no_process(tmp_path: Path
         dev.send_signal(signal.SIGTERM)
         assert dev.wait(30) == 0
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        while time.monotonic() < deadline and any(process_alive(pid) for pid in children):
             time.sleep(0.1)
-        assert not [pid for pid in children if _alive(pid)], "processes left behind"
+        assert not [pid for pid in children if process_alive(pid)], "processes left behind"
     finally:
         if dev.poll() is None:
             dev.kill()

@@ -111,7 +111,11 @@ def test_console_page_is_served_and_loads_the_browser_sdk(start_service: Any) ->
     page = httpx.get(f"{gateway.url}/", timeout=10)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert 'from "/sdk/tocsin-client.js"' in page.text
+    assert '<script type="module" src="/console/app.js">' in page.text
+    app = httpx.get(f"{gateway.url}/console/app.js", timeout=10)
+    assert app.headers["content-type"].startswith("text/javascript")
+    assert 'from "/sdk/tocsin-client.js"' in app.text
+    assert httpx.get(f"{gateway.url}/console/missing.js", timeout=10).status_code == 404
     sdk = httpx.get(f"{gateway.url}/sdk/tocsin-client.js", timeout=10)
     assert sdk.status_code == 200
     assert "export class TocsinClient" in sdk.text

@@ -246,7 +246,8 @@ def test_openapi_document_lists_every_endpoint_and_resolves_every_reference(
     document = httpx.get(f"{ingest.url}/openapi.json").json()
     assert document["openapi"] == "3.1.0"
     assert set(document["paths"]) == {
-        "/v1/alerts", "/v1/integrations/alertmanager", "/api/v2/alerts", "/v2/enqueue"
+        "/v1/alerts", "/v1/integrations/alertmanager", "/api/v2/alerts", "/v2/enqueue",
+        "/v2/change/enqueue",
     }  # fmt: skip
     schemas = document["components"]["schemas"]
     assert {"AlertIn", "WebhookMessage", "PostableAlert", "Event", "ProblemDetails"} <= set(schemas)

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 import websockets
 import yaml
-from tests.support import next_frame, wait_until_serving
+from tests.docs.snippets import snippet
+from tests.support import debian_binary, next_frame, wait_until_serving
 
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.models import label_set_fingerprint
@@ -178,43 +178,19 @@ def test_pagerduty_trigger_acknowledge_resolve_round_trip_to_a_websocket(
     assert acknowledged["alert"]["id"] == resolved["alert"]["id"] == alert["id"]
 
 
-def _alertmanager_binary() -> str:
-    """The Debian `prometheus-alertmanager`, installed here when missing and we are root."""
-    found = shutil.which("prometheus-alertmanager")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("prometheus-alertmanager is not installed, and installing it "
-                    "(apt-get install prometheus-alertmanager) needs root and apt-get")  # fmt: skip
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "prometheus-alertmanager"]
-    result = subprocess.run(install, env=env, capture_output=True, timeout=600)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(install, env=env, capture_output=True, timeout=600)
-    found = shutil.which("prometheus-alertmanager")
-    if not found:
-        pytest.skip("could not install prometheus-alertmanager: "
-                    + result.stderr.decode(errors="replace")[-500:])  # fmt: skip
-    return found
-
-
 @pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[Callable[[str, str], str]]:
-    """Start a real Alertmanager whose only receiver is a webhook; yields `start(url, key)`."""
-    binary = _alertmanager_binary()
+def alertmanager(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start a real Alertmanager configured as docs/producers.md says (snippet `documented`);
+    yields `start(ingest_url, key, documented)`."""
+    binary = debian_binary("prometheus-alertmanager", "prometheus-alertmanager")
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(webhook_url: str, api_key: str) -> str:
+    def start(ingest_url: str, api_key: str, documented: str = "alertmanager") -> str:
+        # The configuration docs/producers.md gives, with short timers for the test.
+        settings = snippet(documented, urlsplit(ingest_url).netloc, api_key)
+        settings["route"].update(group_wait="0s", group_interval="1s", repeat_interval="1h")
         config = tmp_path / "alertmanager.yml"
-        config.write_text(yaml.safe_dump({
-            "route": {"receiver": "tocsin", "group_by": ["..."], "group_wait": "0s",
-                      "group_interval": "1s", "repeat_interval": "1h"},
-            "receivers": [{"name": "tocsin", "webhook_configs": [{
-                "url": webhook_url, "send_resolved": True,
-                "http_config": {"authorization": {"credentials": api_key}},
-            }]}],
-        }))  # fmt: skip
+        config.write_text(yaml.safe_dump(settings))
         port = free_port()
         log = (tmp_path / "alertmanager.log").open("wb")
         process = subprocess.Popen(
@@ -237,11 +213,12 @@ def alertmanager(tmp_path: Path) -> Iterator[Callable[[str, str], str]]:
 
 # The first run on a fresh machine may install Alertmanager with apt-get first.
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("documented", ["alertmanager", "alertmanager-basic-auth"])
 def test_real_alertmanager_delivers_firing_and_resolved_alerts_to_tocsin(
-    start_service, redis_server, user_token, alertmanager
+    start_service, redis_server, user_token, alertmanager, documented
 ) -> None:
     stack = Stack(start_service, redis_server)
-    am_url = alertmanager(f"{stack.ingest.url}/v1/integrations/alertmanager", stack.key)
+    am_url = alertmanager(stack.ingest.url, stack.key, documented)
     labels = {"alertname": "QueueStuck", "severity": "critical", "service": "billing"}
     now = datetime.now(UTC) - timedelta(minutes=1)
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +20,7 @@ import pytest
 import websockets
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support import next_frame, wait_until_serving
+from tests.support import debian_binary, next_frame, wait_until_serving
 
 from tocsin.common.server import free_port, stop_process
 
@@ -35,24 +33,6 @@ METRICS_DOC = ROOT / "docs" / "metrics.md"
 SERVICES = ("processor", "notifier", "scheduler", "ingest", "gateway")
 # Grafana fills these in before it sends a query; Prometheus would not parse them.
 GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__interval": "5s", "$__range": "5m"}
-
-
-def _install_prometheus() -> None:
-    """Install the Debian package when missing and allowed; else skip, saying why."""
-    if shutil.which("prometheus") and shutil.which("promtool"):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("the `prometheus` Debian package is missing and we are not root to install it")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    result = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"],
-        env=env,
-        capture_output=True,
-        timeout=600,
-        check=False,
-    )
-    if result.returncode != 0 or not shutil.which("prometheus"):
-        pytest.skip(f"apt-get install prometheus failed: {result.stderr.decode()[-500:]}")
 
 
 class Prometheus:
@@ -151,7 +131,7 @@ async def _drive(ws_url: str, token: str, send_alerts: Callable[[], None]) -> No
 
 @pytest.fixture
 def prometheus_installed() -> None:
-    _install_prometheus()
+    debian_binary("prometheus", "prometheus")
 
 
 @pytest.fixture

@@ -28,7 +28,11 @@ How the dashboard part keeps its measurement fair on a small machine:
   ("outside the bench"): tests or builds running alongside show up in every
   tail figure, so compare rounds where it is near 0%.
 
-`BENCH_PROCESSOR_PARTS` picks parts (`throughput,latency,dashboard`, the default).
+4. Dashboard list bytes: `GET /v1/alerts?limit=50` over 50 stored alerts shaped
+   like the ingest bench's (labels instance/job, a summary annotation), per alert,
+   as summaries (the default) and as full records (`fields=full`).
+
+`BENCH_PROCESSOR_PARTS` picks parts (`throughput,latency,dashboard,bytes`, the default).
 """
 
 from __future__ import annotations
@@ -375,7 +379,7 @@ def row(name: str, value: str) -> None:
 
 
 PARTS = frozenset(
-    os.environ.get("BENCH_PROCESSOR_PARTS", "throughput,latency,dashboard").split(",")
+    os.environ.get("BENCH_PROCESSOR_PARTS", "throughput,latency,dashboard,bytes").split(",")
 )
 
 
@@ -387,6 +391,55 @@ def main() -> None:
         latency_part()
     if "dashboard" in PARTS:
         dashboard_part()
+    if "bytes" in PARTS:
+        list_bytes_part()
+
+
+def list_bytes_part(count: int = 50) -> None:
+    """Bytes per alert of a 50-alert list page, summary and full (the ingest bench's alerts)."""
+    with (
+        RedisServer() as server,
+        service("processor", server.url, secret=SECRET, TOCSIN_AUTO_RESOLVE_SECONDS="0") as (
+            _,
+            _,
+        ),
+        service("gateway", server.url, secret=SECRET) as (gateway, _),
+    ):
+        batch = [
+            msgspec.to_builtins(
+                QueuedAlert(
+                    id=uuid.uuid4().hex,
+                    fingerprint=f"bytes-{i}",
+                    received_at=time.time(),
+                    producer="bench",
+                    alert=AlertIn(name="BenchAlert", severity="warning", service="bench",
+                                  labels={"instance": f"host-{i}", "job": "bench"},
+                                  annotations={"summary": "benchmark alert"},
+                                  dedup_key=f"bytes-{i}"),
+                )
+            )
+            for i in range(count)
+        ]  # fmt: skip
+        broker = queues.build_broker(server.url)
+        broker.enqueue(
+            queues.build_message(queues.ALERTS_QUEUE, queues.PROCESS_ALERTS_ACTOR, (batch,))
+        )
+        broker.close()
+        token = mint_token(SECRET, "bench", scopes=("read",))
+        with httpx.Client(
+            base_url=gateway, headers={"authorization": f"Bearer {token}"}, timeout=10
+        ) as http:
+            deadline = time.monotonic() + 30
+            while http.get("/v1/alerts", params={"limit": 1}).json()["total"] < count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the alerts were not stored within 30 s")
+                time.sleep(0.05)
+            for view in ("summary", "full"):
+                body = http.get("/v1/alerts", params={"limit": count, "fields": view}).content
+                row(
+                    f"dashboard list, {count} alerts, {view}",
+                    f"{len(body):,} bytes, {len(body) / count:,.0f} bytes/alert",
+                )
 
 
 def throughput_part() -> None:

@@ -13,6 +13,7 @@ from tocsin.common import keys
 from tocsin.common.broker import ALERTS_QUEUE, build_broker, build_message
 from tocsin.common.health import (
     COMPONENTS,
+    MIN_CACHE_LOOKUPS,
     Signals,
     compute_and_store,
     gauges,
@@ -101,8 +102,8 @@ def test_counted_signals_flow_through_redis_into_the_components(redis: Redis) ->
         health_signals.observe_latency(0.4)
     health_signals.add("jobs_success", 95)
     health_signals.add("jobs_failed", 5)
-    health_signals.add("cache_hits", 3)
-    health_signals.add("cache_misses", 1)
+    health_signals.add("cache_hits", 15)
+    health_signals.add("cache_misses", 5)
     health_signals.add("ws_disconnects_abnormal", 50)
     health_signals.flush()
     signals = read_signals(redis)
@@ -112,6 +113,26 @@ def test_counted_signals_flow_through_redis_into_the_components(redis: Redis) ->
     assert signals.disconnect_rate == pytest.approx(10.0)
     assert signals.redis_reachable == 1.0
     assert signals.queue_backlog_age == 0.0
+
+
+def test_too_few_cache_lookups_to_judge_count_as_no_data(redis: Redis) -> None:
+    health_signals.add("cache_misses", MIN_CACHE_LOOKUPS - 1)
+    health_signals.flush()
+    assert read_signals(redis).cache_hit_rate is None
+    health_signals.add("cache_misses", 1)
+    health_signals.flush()
+    assert read_signals(redis).cache_hit_rate == 0.0
+
+
+def test_the_report_says_what_pulls_the_score_down_costliest_first() -> None:
+    assert score(Signals()).pulled_down_by == ()
+    report = score(Signals(e2e_latency_p95=0.3, cache_hit_rate=0.2, redis_reachable=1.0))
+    assert report.pulled_down_by == (
+        "e2e_latency_p95 is 0.3 seconds (p95 ingest receipt to socket send): "
+        "costs 12.5 of 25 points (full at <= 0.1)",
+        "cache_hit_rate is 0.2 ratio (cache hits / lookups): costs 10 of 10 points "
+        "(full at >= 0.8)",
+    )
 
 
 def test_signals_older_than_the_window_are_ignored(redis: Redis) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 
 import pytest
@@ -88,3 +89,14 @@ def test_close_codes_fall_in_their_two_documented_classes() -> None:
     }
     assert all(4000 <= c <= 4499 for c in CloseCode)
     assert CloseCode.SLOW_CONSUMER.reason == "slow_consumer"
+
+
+@given(
+    globs=st.lists(
+        st.text(alphabet="ab.*?[]!^-\\", min_size=0, max_size=8), min_size=1, max_size=3
+    ),
+    channel=st.text(alphabet="ab.-[]!^\\\n", max_size=8),
+)
+def test_channel_globs_on_re2_mean_what_fnmatch_means(globs: list[str], channel: str) -> None:
+    expected = any(fnmatch.fnmatchcase(channel, glob) for glob in globs)
+    assert ChannelGrant(globs).allows(channel) is expected

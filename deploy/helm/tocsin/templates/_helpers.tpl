@@ -79,7 +79,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Secret holding the JWT secret and the API key pepper. */}}
+{{/* Secret holding the JWT signing secret. */}}
 {{- define "tocsin.authSecretName" -}}
 {{- default (printf "%s-auth" (include "tocsin.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
@@ -87,6 +87,11 @@ app.kubernetes.io/component: {{ .component }}
 {{/* ConfigMap holding routes.yaml and schedules.json. */}}
 {{- define "tocsin.configMapName" -}}
 {{- default (printf "%s-config" (include "tocsin.fullname" .)) .Values.config.existingConfigMap }}
+{{- end }}
+
+{{/* Secret holding the bundled Redis's password. */}}
+{{- define "tocsin.redisSecretName" -}}
+{{- default (printf "%s-redis" (include "tocsin.fullname" .)) .Values.redis.auth.existingSecret }}
 {{- end }}
 
 {{/* In-cluster Service name of the bundled Redis. */}}
@@ -100,8 +105,13 @@ is spliced into REDIS_URL by Kubernetes' $(VAR) expansion, so it never sits in a
 */}}
 {{- define "tocsin.redisEnv" -}}
 {{- if .Values.redis.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tocsin.redisSecretName" . }}
+      key: {{ .Values.redis.auth.existingSecretPasswordKey }}
 - name: REDIS_URL
-  value: {{ printf "redis://%s:%d/0" (include "tocsin.redisName" .) (int .Values.redis.port) | quote }}
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%d/0" (include "tocsin.redisName" .) (int .Values.redis.port) | quote }}
 {{- else }}
 {{- with .Values.externalRedis }}
 {{- if .existingSecret }}

@@ -73,6 +73,11 @@ spec:
             - name: http
               containerPort: {{ $svc.port }}
               protocol: TCP
+            {{- if hasKey $svc "metricsPort" }}
+            - name: metrics
+              containerPort: {{ $svc.metricsPort }}
+              protocol: TCP
+            {{- end }}
           env:
             - name: TOCSIN_HOST
               value: "0.0.0.0"
@@ -83,16 +88,15 @@ spec:
             - name: TOCSIN_LOG_LEVEL
               value: {{ $root.Values.common.logLevel | quote }}
             {{- include "tocsin.redisEnv" $root | trim | nindent 12 }}
+            {{- /* Only the services that verify tokens get the signing secret. */}}
+            {{- if has $component (list "gateway" "ingest") }}
             - name: TOCSIN_JWT_SECRET
               valueFrom:
                 secretKeyRef:
                   name: {{ include "tocsin.authSecretName" $root }}
                   key: {{ $root.Values.auth.jwtSecretKey }}
-            - name: TOCSIN_API_KEY_PEPPER
-              valueFrom:
-                secretKeyRef:
-                  name: {{ include "tocsin.authSecretName" $root }}
-                  key: {{ $root.Values.auth.apiKeyPepperKey }}
+            - name: TOCSIN_METRICS_PORT
+              value: {{ $svc.metricsPort | quote }}
             - name: TOCSIN_JWT_AUDIENCE
               value: {{ $root.Values.auth.jwtAudience | quote }}
             {{- with $root.Values.auth.jwtIssuer }}
@@ -102,6 +106,7 @@ spec:
             {{- with $root.Values.auth.jwtPublicKey }}
             - name: TOCSIN_JWT_PUBLIC_KEY
               value: {{ . | quote }}
+            {{- end }}
             {{- end }}
             {{- if hasKey $svc "drainSeconds" }}
             - name: TOCSIN_DRAIN_WINDOW
@@ -175,7 +180,8 @@ spec:
       {{- end }}
 {{- end }}
 
-{{/* ClusterIP Service: gateway and ingest expose http plus a metrics port, workers metrics only. */}}
+{{/* ClusterIP Service: gateway and ingest expose http plus their metrics port, workers their
+ops port (health and metrics, never routed by the Ingress) as `metrics`. */}}
 {{- define "tocsin.service" -}}
 {{- $root := .root }}
 {{- $component := .component }}
@@ -204,7 +210,7 @@ spec:
     {{- end }}
     - name: metrics
       port: {{ add $svc.port 1000 }}
-      targetPort: http
+      targetPort: {{ ternary "metrics" "http" (hasKey $svc "metricsPort") }}
       protocol: TCP
 {{- end }}
 
@@ -290,6 +296,7 @@ spec:
         address: {{ printf "%s:%d" (include "tocsin.redisName" $root) (int $root.Values.redis.port) | quote }}
         listName: {{ $list | quote }}
         listLength: {{ $svc.keda.listLength | quote }}
+        passwordFromEnv: REDIS_PASSWORD
     {{- else if $root.Values.externalRedis.sentinel.hosts }}
     - type: redis-sentinel
       metadata:

@@ -4,11 +4,14 @@ from tocsin.client._exceptions import (
     AuthenticationError,
     ConfigurationError,
     FatalCloseError,
+    NotFoundError,
     ProtocolError,
     RequestError,
+    StackNotRunningError,
     SubscriptionError,
     TocsinError,
     TokenExpiredError,
+    UnreachableError,
 )
 from tocsin.client._ingest import IngestClient
 from tocsin.client._stream import Backoff, Event, EventStream, Reset
@@ -21,10 +24,13 @@ __all__ = [
     "EventStream",
     "FatalCloseError",
     "IngestClient",
+    "NotFoundError",
     "ProtocolError",
     "RequestError",
     "Reset",
+    "StackNotRunningError",
     "SubscriptionError",
     "TocsinError",
     "TokenExpiredError",
+    "UnreachableError",
 ]

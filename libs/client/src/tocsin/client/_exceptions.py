@@ -2,7 +2,10 @@
 
 TocsinError
 ├── ConfigurationError   the client was not told where or how to connect
-├── RequestError         an HTTP call to ingest failed (status and problem body)
+├── UnreachableError     a service did not answer at its address (refused, timeout, DNS)
+│   └── StackNotRunningError  the `tocsin dev` the state file names has exited
+├── RequestError         a service refused a request (status and problem body)
+│   └── NotFoundError    what the request named does not exist (404)
 ├── FatalCloseError      the gateway closed with a do-not-reconnect code (4400-4499)
 │   ├── AuthenticationError   the token was missing or invalid (4401, 4402)
 │   ├── TokenExpiredError     the token expired and there is no way to get a new one
@@ -18,11 +21,14 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "FatalCloseError",
+    "NotFoundError",
     "ProtocolError",
     "RequestError",
+    "StackNotRunningError",
     "SubscriptionError",
     "TocsinError",
     "TokenExpiredError",
+    "UnreachableError",
 ]
 
 
@@ -34,13 +40,41 @@ class ConfigurationError(TocsinError):
     """The client lacks an address or a credential."""
 
 
+class UnreachableError(TocsinError):
+    """A service did not answer: `service` at `url` failed with `reason`."""
+
+    def __init__(self, service: str, url: str, reason: str) -> None:
+        super().__init__(f"could not reach {service} at {url}: {reason}")
+        self.service = service
+        self.url = url
+        self.reason = reason
+
+
+class StackNotRunningError(UnreachableError):
+    """The state file `path` names a `tocsin dev` (`pid`) that has exited."""
+
+    def __init__(self, path: object, pid: object) -> None:
+        TocsinError.__init__(
+            self,
+            f"the dev stack is not running (pid {pid} in {path} has exited); "
+            "start it with `make run` or pass the service URLs",
+        )
+        self.service = "tocsin dev"
+        self.url = str(path)
+        self.reason = "not running"
+
+
 class RequestError(TocsinError):
-    """Ingest refused a request; `problem` is its problem+json body when it had one."""
+    """A service refused a request; `problem` is its problem+json body when it had one."""
 
     def __init__(self, status: int, message: str, problem: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{status}: {message}")
+        super().__init__(message)
         self.status = status
         self.problem = problem
+
+
+class NotFoundError(RequestError):
+    """The alert, silence, key or dead letter a request named does not exist."""
 
 
 class FatalCloseError(TocsinError):

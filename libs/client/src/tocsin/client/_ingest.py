@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tocsin.client._exceptions import RequestError
+from tocsin.client._http import checked
 
 __all__ = ["IngestClient"]
 
@@ -20,16 +20,12 @@ class IngestClient:
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
 
     def send(self, alerts: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-        """Post one alert or a batch; return the accepted ids and fingerprints."""
-        try:
-            response = self._http.post("/v1/alerts", json=alerts)
-        except httpx.HTTPError as exc:
-            raise RequestError(0, f"could not reach ingest: {exc}") from None
-        if response.status_code != 202:
-            problem = None
-            if response.headers.get("content-type", "").startswith("application/problem+json"):
-                problem = response.json()
-            raise RequestError(response.status_code, response.text, problem)
+        """Post one alert or a batch; return the accepted ids and fingerprints.
+
+        Raises `UnreachableError` when ingest does not answer and `RequestError`
+        (with its problem+json body) when it refuses the alerts.
+        """
+        response = checked(self._http, "ingest", "POST", "/v1/alerts", json=alerts)
         accepted: list[dict[str, str]] = response.json()["accepted"]
         return accepted
 

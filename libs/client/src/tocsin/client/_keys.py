@@ -1,6 +1,7 @@
 """`tocsin keys create|list|revoke`: manage producer API keys in Redis.
 
-The Redis URL comes from `--redis-url`, `REDIS_URL`, or the running `tocsin dev`.
+The Redis URL comes from `--redis-url` (before or after the subcommand),
+`REDIS_URL`, or the running `tocsin dev`.
 A new key is printed once; only its salted hash is stored.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from tocsin.client._args import format_time, parse_labels, redis_url
-from tocsin.client._exceptions import ConfigurationError
+from tocsin.client._args import format_time, parse_labels
+from tocsin.client._exceptions import ConfigurationError, NotFoundError
 from tocsin.common.apikeys import ApiKeyStore, InvalidKeyError
 from tocsin.common.redis import sync_client
 
@@ -18,7 +19,7 @@ __all__ = ["add_keys_parser"]
 
 
 def _store(args: argparse.Namespace) -> ApiKeyStore:
-    return ApiKeyStore(sync_client(redis_url(args.redis_url)))
+    return ApiKeyStore(sync_client(args.connection.redis_url()))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -56,7 +57,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     except InvalidKeyError as exc:
         raise ConfigurationError(str(exc)) from None
     if not revoked:
-        raise ConfigurationError(f"no key {args.key_id!r}")
+        raise NotFoundError(404, f"no key {args.key_id!r}")
     print(f"revoked key {args.key_id}")
     return 0
 
@@ -64,7 +65,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def add_keys_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `keys` and its subcommands to the `tocsin` parser."""
     keys = commands.add_parser("keys", help="manage producer API keys")
-    keys.add_argument("--redis-url", help="Redis URL (default: REDIS_URL or tocsin dev's)")
     actions = keys.add_subparsers(dest="keys_command", required=True)
 
     create = actions.add_parser("create", help="create a key for a producer (printed once)")

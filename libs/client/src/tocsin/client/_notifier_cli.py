@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import Any
 
-from tocsin.client._args import parse_labels, redis_url
-from tocsin.client._exceptions import ConfigurationError
+from tocsin.client._args import parse_labels
+from tocsin.client._exceptions import ConfigurationError, NotFoundError
 
 __all__ = ["add_notifier_commands"]
 
@@ -48,7 +48,7 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    letters = _tool("dlq_list")(redis_url(args.redis_url))
+    letters = _tool("dlq_list")(args.connection.redis_url())
     if args.json:
         print(json.dumps(letters, indent=2))
         return 0
@@ -72,14 +72,21 @@ def _ids(args: argparse.Namespace) -> list[str] | None:
 
 
 def cmd_dlq_retry(args: argparse.Namespace) -> int:
-    done = _tool("dlq_retry")(redis_url(args.redis_url), _ids(args))
+    wanted = _ids(args)
+    done = _tool("dlq_retry")(args.connection.redis_url(), wanted)
     print(f"requeued {len(done)}")
+    missing = [letter for letter in wanted or [] if letter not in done]
+    if missing:
+        raise NotFoundError(404, f"no dead letter {', '.join(missing)}")
     return 0
 
 
 def cmd_dlq_purge(args: argparse.Namespace) -> int:
-    count = _tool("dlq_purge")(redis_url(args.redis_url), _ids(args))
+    wanted = _ids(args)
+    count = _tool("dlq_purge")(args.connection.redis_url(), wanted)
     print(f"purged {count}")
+    if wanted and count < len(wanted):
+        raise NotFoundError(404, f"{len(wanted) - count} of the named dead letters do not exist")
     return 0
 
 
@@ -113,5 +120,3 @@ def add_notifier_commands(commands: Any) -> None:
         sub.add_argument("ids", nargs="*", metavar="ID")
         sub.add_argument("--all", action="store_true")
         sub.set_defaults(handler=handler)
-    for sub in (listing, *[dlq_commands.choices[n] for n in ("retry", "purge")]):
-        sub.add_argument("--redis-url", help="default: $REDIS_URL or tocsin dev's")

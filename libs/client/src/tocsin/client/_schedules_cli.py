@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from tocsin.client._args import format_time, redis_url
+from tocsin.client._args import format_time
 from tocsin.common import keys
 from tocsin.common.redis import sync_client
 
@@ -42,7 +42,7 @@ def schedule_rows(
 
 
 def cmd_schedules_list(args: argparse.Namespace) -> int:
-    redis = sync_client(redis_url(args.redis_url))
+    redis = sync_client(args.connection.redis_url())
     catalog: dict[bytes, bytes] = redis.hgetall(keys.schedule_catalog())  # type: ignore[assignment]
     pipe = redis.pipeline(transaction=False)
     for name in sorted(catalog):
@@ -66,6 +66,5 @@ def add_schedules_parser(commands: Any) -> None:
     schedules = commands.add_parser("schedules", help="the scheduler's schedules")
     actions = schedules.add_subparsers(dest="schedules_command", required=True)
     listing = actions.add_parser("list", help="list schedules with last and next runs")
-    listing.add_argument("--redis-url", help="Redis URL (default: REDIS_URL or tocsin dev's)")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_schedules_list)

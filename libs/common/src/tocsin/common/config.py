@@ -25,6 +25,8 @@ __all__ = [
 ]
 
 SettingsT = TypeVar("SettingsT", bound="CommonSettings")
+# The shortest HS256 signing secret accepted.
+MIN_SECRET_BYTES = 32
 
 
 class ConfigError(ValueError):
@@ -48,7 +50,7 @@ class CommonSettings:
     log_format: str = setting("json", "Log line format: `json` (production) or `console`.")
     log_level: str = setting("INFO", "Minimum log level.")
     jwt_secret: str = setting(
-        "", "HS256 secret for user and service JWTs (empty: RS/ES keys only)."
+        "", "HS256 secret for user and service JWTs, at least 32 bytes (empty: RS/ES keys only)."
     )
     jwt_public_key: str = setting("", "PEM public key for RS256/ES256 JWTs.")
     jwt_audience: str = setting("tocsin", "Required `aud` claim of JWTs.")
@@ -58,8 +60,18 @@ class CommonSettings:
     )
     redis_sentinel_master: str = setting("tocsin", "Primary name the Sentinels monitor.")
     redis_password: str = setting("", "Password of the Redis primary and Sentinels.")
+    metrics_port: int = setting(
+        0, "Port serving /metrics alone (0: /metrics on the HTTP port); gateway and ingest."
+    )
 
     def __post_init__(self) -> None:
+        if self.jwt_secret and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            # RFC 7518 3.2: an HS256 key is at least as long as the hash (256 bits);
+            # a shorter one can be brute-forced from any token it signed.
+            raise ConfigError(
+                f"invalid configuration: TOCSIN_JWT_SECRET: {len(self.jwt_secret.encode())} bytes,"
+                f" at least {MIN_SECRET_BYTES} are required"
+            )
         # Everything downstream reads one URL; Sentinel settings become a
         # redis+sentinel:// URL (see tocsin.common.redis) so no caller branches.
         if self.redis_sentinels:

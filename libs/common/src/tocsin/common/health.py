@@ -46,6 +46,7 @@ from tocsin.common.metrics import E2E_LATENCY_BUCKETS, count_redis_error, queue_
 
 __all__ = [
     "COMPONENTS",
+    "MIN_CACHE_LOOKUPS",
     "SYSTEM_CHANNEL",
     "WINDOW_SECONDS",
     "Component",
@@ -61,6 +62,10 @@ __all__ = [
 ]
 
 WINDOW_SECONDS = 300
+# Fewer cache lookups than this in the window are too few to judge: an idle
+# console's first page of each query is a miss, which alone scored 0 on the
+# component (health 90 on an idle stack, with nothing wrong).
+MIN_CACHE_LOOKUPS = 20
 SYSTEM_CHANNEL = "system"
 DEFAULT_QUEUES = (ALERTS_QUEUE, NOTIFICATIONS_QUEUE)
 # Dead-letter samples older than this are dropped; a bit more than the window.
@@ -127,12 +132,14 @@ class ComponentScore:
 
 @dataclass(frozen=True)
 class HealthReport:
-    """The score and how it was made."""
+    """The score and how it was made; `pulled_down_by` says, per component that costs
+    points, how many and why, worst first (empty at 100)."""
 
     score: int
     computed_at: float
     window_seconds: int
     components: tuple[ComponentScore, ...]
+    pulled_down_by: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -160,7 +167,26 @@ def score(signals: Signals, now: float | None = None) -> HealthReport:
         computed_at=time.time() if now is None else now,
         window_seconds=WINDOW_SECONDS,
         components=tuple(parts),
+        pulled_down_by=_reasons(parts),
     )
+
+
+def _reasons(parts: Sequence[ComponentScore]) -> tuple[str, ...]:
+    """One sentence per component that costs points, the costliest first."""
+    costly = sorted(
+        (part for part in parts if part.weight - part.contribution >= 0.005),
+        key=lambda part: part.contribution - part.weight,
+    )
+    reasons = []
+    for part in costly:
+        component = next(c for c in COMPONENTS if c.name == part.name)
+        better = ">=" if component.good > component.bad else "<="
+        reasons.append(
+            f"{part.name} is {part.value:g} {part.unit} ({component.description}): "
+            f"costs {part.weight - part.contribution:g} of {part.weight:g} points "
+            f"(full at {better} {component.good:g})"
+        )
+    return tuple(reasons)
 
 
 def _latency_p95(counts: dict[str, int]) -> float | None:
@@ -223,11 +249,12 @@ def read_signals(
         return Signals(redis_reachable=0.0)
     minutes = WINDOW_SECONDS / 60
     disconnects = counts.get("ws_disconnects_abnormal")
+    hits, misses = counts.get("cache_hits", 0), counts.get("cache_misses", 0)
     return Signals(
         e2e_latency_p95=_latency_p95(counts),
         job_success_rate=_ratio(counts.get("jobs_success", 0), counts.get("jobs_failed", 0)),
         queue_backlog_age=max(waiting) if waiting else 0.0,
-        cache_hit_rate=_ratio(counts.get("cache_hits", 0), counts.get("cache_misses", 0)),
+        cache_hit_rate=_ratio(hits, misses) if hits + misses >= MIN_CACHE_LOOKUPS else None,
         dead_letter_growth=growth,
         disconnect_rate=None if disconnects is None else disconnects / minutes,
         redis_reachable=1.0,

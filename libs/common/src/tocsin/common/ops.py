@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 __all__ = [
     "ReadyCheck",
+    "metrics_app",
     "ops_app",
     "ops_routes",
     "redis_ready",
@@ -34,7 +35,11 @@ __all__ = [
 ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
 
 
-def ops_routes(ready: ReadyCheck, registry: CollectorRegistry = REGISTRY) -> list[Route]:
+def ops_routes(
+    ready: ReadyCheck, registry: CollectorRegistry = REGISTRY, *, metrics: bool = True
+) -> list[Route]:
+    """/healthz, /readyz and, unless served on a port of their own (`metrics_app`), /metrics."""
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -45,14 +50,23 @@ def ops_routes(ready: ReadyCheck, registry: CollectorRegistry = REGISTRY) -> lis
             status_code=200 if ok else 503,
         )
 
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    return [*routes, _metrics_route(registry)] if metrics else routes
+
+
+def _metrics_route(registry: CollectorRegistry) -> Route:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
+    return Route("/metrics", metrics, methods=["GET"])
+
+
+def metrics_app(registry: CollectorRegistry = REGISTRY) -> Starlette:
+    """/metrics alone, for a port that only Prometheus reaches (`TOCSIN_METRICS_PORT`)."""
+    return Starlette(routes=[_metrics_route(registry)])
 
 
 def ops_app(ready: ReadyCheck, registry: CollectorRegistry = REGISTRY) -> Starlette:

@@ -9,10 +9,30 @@ from starlette.responses import Response
 
 from tocsin.common.models import FieldError
 
-__all__ = ["PROBLEM_BASE", "problem"]
+__all__ = ["PROBLEM_BASE", "FieldErrorDetail", "ProblemDetails", "problem"]
 
 PROBLEM_BASE = "https://tocsin.dev/problems/"
 _encoder = msgspec.json.Encoder()
+
+
+class FieldErrorDetail(msgspec.Struct):
+    """One refused field: its JSON path and why."""
+
+    path: str
+    reason: str
+
+
+class ProblemDetails(msgspec.Struct, kw_only=True):
+    """An RFC 9457 problem (`application/problem+json`); `type` is stable per error kind.
+
+    What `problem` answers, as the OpenAPI documents describe it.
+    """
+
+    type: str
+    title: str
+    status: int
+    detail: str = ""
+    errors: list[FieldErrorDetail] = msgspec.field(default_factory=list)
 
 
 def problem(

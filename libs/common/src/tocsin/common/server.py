@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -69,8 +70,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RedisServer:
     """One Redis-compatible server process; `restart()` keeps its port."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.binary = binary or find_server_binary()
+        # Run in the child before exec (`tocsin dev` asks the kernel to end it with its parent).
+        self._preexec_fn = preexec_fn
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._workdir = tempfile.mkdtemp(prefix="tocsin-redis-")
@@ -100,6 +108,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=self._preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

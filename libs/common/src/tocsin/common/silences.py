@@ -1,7 +1,8 @@
 """Silences in Alertmanager's shape, and the rule that decides whether one mutes an alert.
 
-A silence holds label matchers (`=`, `!=`, `=~`, `!~`; regexes are anchored
-and evaluated in Python, since Redis's Lua has none) and a time span. Its state
+A silence holds label matchers (`=`, `!=`, `=~`, `!~`; regexes are anchored,
+RE2 (`tocsin.common.regex`) and evaluated in Python, since Redis's Lua has
+none) and a time span. Its state
 is derived from the clock: `pending` before `startsAt`, `active` until
 `endsAt`, `expired` after. The gateway API writes silences; the processor reads
 them and passes the verdict into its lifecycle script.
@@ -9,13 +10,13 @@ them and passes the verdict into its lifecycle script.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from functools import lru_cache
 from typing import Annotated, Literal
 
 import msgspec
+
+from tocsin.common.regex import UnsupportedRegexError, compile_label_regex
 
 __all__ = [
     "Matcher",
@@ -26,12 +27,6 @@ __all__ = [
 ]
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
-
-
-@lru_cache(maxsize=4096)
-def _anchored(pattern: str) -> re.Pattern[str]:
-    # Anchored at both ends, as Alertmanager's regex matchers are.
-    return re.compile(f"(?:{pattern})\\Z")
 
 
 class Matcher(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -49,18 +44,19 @@ class Matcher(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return "=" if self.isEqual else "!="
 
     def check(self) -> None:
-        """Raise `ValueError` when the regex does not compile."""
+        """Raise `ValueError` when the regex does not compile on RE2 (the reason says why)."""
         if self.isRegex:
             try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"matcher {self.name}: invalid regex: {exc}") from None
+                compile_label_regex(self.value)
+            except UnsupportedRegexError as exc:
+                raise ValueError(f"matcher {self.name}: {exc}") from None
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether `labels` satisfy this matcher; `UnsupportedRegexError` if its regex is bad."""
         # A missing label matches as the empty string, as in Prometheus.
         value = labels.get(self.name, "")
         if self.isRegex:
-            found = _anchored(self.value).match(value) is not None
+            found = compile_label_regex(self.value).fullmatch(value)
         else:
             found = value == self.value
         return found == self.isEqual
@@ -70,8 +66,9 @@ class SilenceIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A silence as a client posts it."""
 
     matchers: Annotated[list[Matcher], msgspec.Meta(min_length=1, max_length=64)]
-    startsAt: datetime  # noqa: N815 -- Alertmanager's field name
-    endsAt: datetime  # noqa: N815 -- Alertmanager's field name
+    # RFC 3339 with an offset, as Alertmanager requires (a naive time would be local time).
+    startsAt: Annotated[datetime, msgspec.Meta(tz=True)]  # noqa: N815 -- Alertmanager's name
+    endsAt: Annotated[datetime, msgspec.Meta(tz=True)]  # noqa: N815 -- Alertmanager's name
     createdBy: Annotated[str, msgspec.Meta(max_length=256)] = ""  # noqa: N815
     comment: Annotated[str, msgspec.Meta(max_length=4096)] = ""
 
@@ -93,7 +90,12 @@ class Silence(msgspec.Struct, kw_only=True, dict=True):
         """Whether this silence mutes an alert with `labels` at `now`."""
         if not self.starts_ts <= now < self.ends_ts:
             return False
-        return all(matcher.matches(labels) for matcher in self.matchers)
+        try:
+            return all(matcher.matches(labels) for matcher in self.matchers)
+        except UnsupportedRegexError:
+            # Stored before regexes moved to RE2 and not valid there: a silence
+            # that cannot be evaluated mutes nothing, rather than everything.
+            return False
 
 
 def silence_state(silence: Silence, now: float) -> Literal["pending", "active", "expired"]:

@@ -34,6 +34,7 @@ from tocsin.common.broker import build_broker
 from tocsin.common.ops import ops_routes
 from tocsin.common.redis import async_client
 from tocsin.gateway.api import ApiContext, dashboard_routes
+from tocsin.gateway.api.openapi import OPENAPI_PATH, openapi_document
 from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub
 from tocsin.gateway.metrics import Stats, StatsCollector, register
@@ -52,6 +53,7 @@ CLIENT_SCRIPT_PATH = "/sdk/tocsin-client.js"
 SOCKET_PATH = "/ws"
 
 _auth_decoder = msgspec.json.Decoder(dict[str, object])
+_CONSOLE_MEDIA = {"js": "text/javascript", "css": "text/css"}
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -160,7 +162,7 @@ class SocketEndpoint:
         raw = message.get("text") or message.get("bytes") or ""
         try:
             frame = _auth_decoder.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             return None
         token = frame.get("token")
         if frame.get("type") != "auth" or not isinstance(token, str) or not token:
@@ -249,6 +251,13 @@ def build_app(settings: GatewaySettings) -> Starlette:
     static = resources.files("tocsin.gateway").joinpath("static")
     client_script = static.joinpath("tocsin-client.js").read_bytes()
     console_page = static.joinpath("console.html").read_bytes()
+    # The console's modules and style sheet, read once; nothing else is served from there.
+    console_files = {
+        entry.name: (entry.read_bytes(), _CONSOLE_MEDIA[entry.name.rsplit(".", 1)[-1]])
+        for entry in static.joinpath("console").iterdir()
+        if entry.name.rsplit(".", 1)[-1] in _CONSOLE_MEDIA
+    }
+    api_document = msgspec.json.encode(openapi_document())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -281,14 +290,25 @@ def build_app(settings: GatewaySettings) -> Starlette:
         # The page holds no secret: the token stays in the URL fragment and the browser.
         return Response(console_page, media_type="text/html", headers={"cache-control": "no-cache"})
 
+    async def console_file(request: Request) -> Response:
+        found = console_files.get(request.path_params["name"])
+        if found is None:
+            return Response(b"not found", status_code=404, media_type="text/plain")
+        return Response(found[0], media_type=found[1], headers={"cache-control": "no-cache"})
+
+    async def openapi(request: Request) -> Response:
+        return Response(api_document, media_type="application/json")
+
     context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
     endpoint = SocketEndpoint(node)
     routes: list[BaseRoute] = [
         WebSocketRoute(SOCKET_PATH, endpoint),
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),
         Route("/", console, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
+        Route("/console/{name}", console_file, methods=["GET"]),
         *dashboard_routes(context),
-        *ops_routes(ready),
+        *ops_routes(ready, metrics=not settings.metrics_port),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.node = node

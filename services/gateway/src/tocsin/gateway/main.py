@@ -16,7 +16,7 @@ import uvicorn
 from tocsin.common.config import load_settings
 from tocsin.common.httplimits import LimitedHttpToolsProtocol
 from tocsin.common.logging import configure_logging
-from tocsin.common.ops import tune_gc
+from tocsin.common.ops import metrics_app, serve_in_thread, tune_gc
 from tocsin.common.telemetry import instrument_app, setup_observability
 from tocsin.gateway.app import SOCKET_PATH, SocketsFirst, build_app
 from tocsin.gateway.node import Node
@@ -101,7 +101,11 @@ def run() -> None:
         lifespan="on",
         backlog=4096,
         timeout_graceful_shutdown=int(settings.close_timeout) + 1,
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
     )
     server = DrainingServer(config, node)
+    if settings.metrics_port:
+        serve_in_thread(metrics_app(), settings.host, settings.metrics_port)
     tune_gc()
     server.run()

@@ -391,7 +391,7 @@ class Session:
     async def _handle(self, data: bytes) -> None:
         try:
             request = _decoder.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             raise ProtocolViolationError(
                 CloseCode.PROTOCOL_VIOLATION, "frames are JSON objects"
             ) from None

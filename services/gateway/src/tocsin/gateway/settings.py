@@ -6,6 +6,7 @@ import dataclasses
 
 from tocsin.common.config import setting
 from tocsin.common.httplimits import HttpServerSettings
+from tocsin.common.tls import TlsSettings
 
 __all__ = ["DEFAULT_PORT", "GatewaySettings"]
 
@@ -13,7 +14,7 @@ DEFAULT_PORT = 8080
 
 
 @dataclasses.dataclass(frozen=True)
-class GatewaySettings(HttpServerSettings):
+class GatewaySettings(TlsSettings, HttpServerSettings):
     """Settings of the gateway service."""
 
     outbound_queue_frames: int = setting(1000, "Most frames queued for one socket.")

@@ -41,6 +41,8 @@ class Outcome(enum.Enum):
     REPLAYED = 1
     RATE_LIMITED = 2
     BACKLOGGED = 3
+    # The Idempotency-Key was first used for another request (endpoint or body).
+    KEY_REUSED = 4
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,13 @@ class Admission:
         cost: int,
         answer: bytes,
         idempotency_key: str = "",
+        request_digest: bytes = b"",
     ) -> Verdict:
         """Enqueue `message` unless refused; `answer` is kept for replays of the key.
+
+        `request_digest` (64 hex digits: endpoint and body) is stored with the
+        answer: the key replays only for the same request, and is `KEY_REUSED`
+        for any other, as the IETF Idempotency-Key draft asks.
 
         Raises `OSError` when Redis cannot be reached or stops answering (see
         `PipelinedRedis`), `RedisReplyError` when it refuses the script.
@@ -137,7 +144,8 @@ class Admission:
             self._backlog_bound,
             bulk(message_id.encode()),
             bulk(message),
-            bulk(answer),
+            # The script compares and strips the digest's 64 characters before a replay.
+            bulk(request_digest.rjust(64, b"0") + answer if idempotency else answer),
             self._ttl,
             bulk(b"1" if idempotency else b"0"),
         ))  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,9 +44,12 @@ from tocsin.common.problems import problem
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest import alertmanager, pagerduty
 from tocsin.ingest.admission import Admission, Outcome, encode_message
+from tocsin.ingest.changes import ChangeEndpoint
+from tocsin.ingest.credentials import credential_of
 from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
 from tocsin.ingest.native import AcceptedAlert, AlertsAccepted, parse_native, with_defaults
 from tocsin.ingest.openapi import openapi_document
+from tocsin.ingest.pagerduty_errors import INVALID_ROUTING_KEY, routing_key_errors
 from tocsin.ingest.producers import AuthError, Producer, ProducerAuth
 from tocsin.ingest.settings import IngestSettings
 from tocsin.ingest.tracecontext import continue_trace
@@ -134,6 +138,7 @@ PROBLEM_TYPES = {
     "rate_limited": "rate-limited",
     "backlog": "backlog-full",
     "unavailable": "unavailable",
+    "idempotency_key_reused": "idempotency-key-reused",
 }
 
 
@@ -146,6 +151,15 @@ def _problem_answer(refusal: Refusal) -> Response:
         refusal.errors,
         refusal.headers(),
     )
+
+
+def _request_digest(fmt: Format, body: bytes) -> bytes:
+    """What an Idempotency-Key is bound to: the endpoint (its format) and the body."""
+    return hashlib.sha256(fmt.name.encode() + b"\n" + body).hexdigest().encode()
+
+
+def _invalid_utf8(exc: UnicodeDecodeError) -> Refusal:
+    return Refusal(400, "invalid", "Invalid request", f"the body is not valid UTF-8: {exc}")
 
 
 def _alertmanager_answer(refusal: Refusal) -> Response:
@@ -161,13 +175,15 @@ _PAGERDUTY_STATUS = {400: "invalid event", 401: "unauthorized", 403: "forbidden"
 
 
 def _pagerduty_answer(refusal: Refusal) -> Response:
+    errors = [f"{e.path}: {e.reason}" for e in refusal.errors]
     if refusal.status == 400:
         message = "Event object is invalid"
+    elif refusal.status in (401, 403):
+        message, errors = INVALID_ROUTING_KEY, routing_key_errors(refusal.detail or "")
     elif refusal.status == 429:
         message = "Requests for this service are arriving too quickly.  Please retry later."
     else:
         message = refusal.title
-    errors = [f"{e.path}: {e.reason}" for e in refusal.errors]
     if refusal.detail and not errors:
         errors = [refusal.detail]
     body = pagerduty.EventRefused(
@@ -240,8 +256,7 @@ class ProducerHeaders:
 
     @property
     def bearer(self) -> str:
-        scheme, _, credential = self.authorization.partition(" ")
-        return credential.strip() if scheme.lower() == "bearer" else ""
+        return credential_of(self.authorization)
 
 
 # ASGI servers deliver header names lower-cased.
@@ -365,6 +380,9 @@ def build_app(
             raise RefusedError(
                 Refusal(fmt.invalid_status, "invalid", "Invalid request", str(exc), exc.errors)
             ) from None
+        except UnicodeDecodeError as exc:
+            # msgspec reports invalid UTF-8 inside a JSON string this way, not as DecodeError.
+            raise RefusedError(_invalid_utf8(exc)) from None
         if work.actor == queues.PROCESS_ALERTS_ACTOR and not work.alerts:
             # An empty Alertmanager notification or push: nothing to queue, as Alertmanager.
             return work, traceparent, False
@@ -379,6 +397,7 @@ def build_app(
                 cost=max(1, work.alerts),
                 answer=work.answer,
                 idempotency_key=idempotency_key,
+                request_digest=_request_digest(fmt, body) if idempotency_key else b"",
             )
         except (RedisError, RedisReplyError, OSError) as exc:
             raise RefusedError(
@@ -408,6 +427,16 @@ def build_app(
                     "Backlog full",
                     "the alerts queue is over its bound; retry later",
                     retry_after=settings.backlog_retry_after,
+                )
+            )
+        if verdict.outcome is Outcome.KEY_REUSED:
+            raise RefusedError(
+                Refusal(
+                    422,
+                    "idempotency_key_reused",
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was first sent with another request (endpoint or "
+                    "body); use a new key for a new request",
                 )
             )
         if verdict.outcome is Outcome.REPLAYED:
@@ -485,6 +514,8 @@ def build_app(
             raise RefusedError(
                 Refusal(400, "invalid", "Invalid request", str(exc), exc.errors)
             ) from None
+        except UnicodeDecodeError as exc:
+            raise RefusedError(_invalid_utf8(exc)) from None
 
     document = _encoder.encode(openapi_document())
 
@@ -509,8 +540,9 @@ def build_app(
     ]
     routes: list[Route] = [
         *producer_routes,
+        Route("/v2/change/enqueue", ChangeEndpoint(auth, settings.redis_url, pager.body_limit)),
         Route("/openapi.json", get_openapi, methods=["GET"]),
-        *ops_routes(ready),
+        *ops_routes(ready, metrics=not settings.metrics_port),
     ]
     # The routes above still answer other methods (405); POSTs take the short way.
     middleware = [Middleware(ProducerPosts, routes=producer_routes)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tocsin.common.auth import TokenVerifier
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
-from tocsin.common.ops import serve
+from tocsin.common.ops import metrics_app, serve, serve_in_thread
 from tocsin.common.redis import async_client
 from tocsin.common.telemetry import instrument_app, setup_observability
 from tocsin.ingest.app import build_app
@@ -25,6 +25,8 @@ def run() -> None:
     # The client is created here but connects lazily, on the server's event loop.
     redis = async_client(settings.redis_url)
     app = instrument_app(build_app(settings, redis, verifier))
+    if settings.metrics_port:
+        serve_in_thread(metrics_app(), settings.host, settings.metrics_port)
     # Producers' addresses are not used, so no X-Forwarded-* rewriting on the hot path;
     # each answer leaves in one write (see `tocsin.ingest.httpserver`).
     serve(
@@ -33,4 +35,6 @@ def run() -> None:
         settings.port or DEFAULT_PORT,
         proxy_headers=False,
         http=CoalescingHttpToolsProtocol.with_limits(settings.http_limits()),
+        ssl_certfile=settings.tls_cert_file or None,
+        ssl_keyfile=settings.tls_key_file or None,
     )

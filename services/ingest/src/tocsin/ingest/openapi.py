@@ -7,28 +7,13 @@ from typing import Any
 import msgspec
 
 from tocsin.common.models import AlertIn
+from tocsin.common.problems import FieldErrorDetail, ProblemDetails
 from tocsin.ingest.alertmanager import AlertmanagerError, PostableAlert, WebhookMessage
+from tocsin.ingest.changes import ChangeAccepted, ChangeEvent
 from tocsin.ingest.native import AlertsAccepted
 from tocsin.ingest.pagerduty import Event, EventAccepted, EventRefused
 
 __all__ = ["FieldErrorDetail", "ProblemDetails", "openapi_document"]
-
-
-class FieldErrorDetail(msgspec.Struct):
-    """One refused field: its JSON path and why."""
-
-    path: str
-    reason: str
-
-
-class ProblemDetails(msgspec.Struct, kw_only=True):
-    """An RFC 9457 problem (`application/problem+json`); `type` is stable per error kind."""
-
-    type: str
-    title: str
-    status: int
-    detail: str = ""
-    errors: list[FieldErrorDetail] = msgspec.field(default_factory=list)
 
 
 _REF = "#/components/schemas/{name}"
@@ -49,7 +34,13 @@ def _answer(description: str, schema: dict[str, Any] | None, media: str) -> dict
 def _errors(schema: dict[str, Any], media: str, invalid: int) -> dict[str, Any]:
     retry = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
     answers = {
+        "400": _answer("the body is not valid UTF-8 (or, here, invalid)", schema, media),
         str(invalid): _answer("the body is invalid", schema, media),
+        "422": _answer(
+            "the body is invalid, or the Idempotency-Key was first sent with another request",
+            schema,
+            media,
+        ),
         "401": _answer("no, a wrong or a revoked credential", schema, media),
         "403": _answer("a token without the ingest scope", schema, media),
         "413": _answer("the body is over the size limit", schema, media),
@@ -59,6 +50,42 @@ def _errors(schema: dict[str, Any], media: str, invalid: int) -> dict[str, Any]:
     answers["429"]["headers"] = retry
     answers["503"]["headers"] = retry
     return answers
+
+
+def _with_parser_rules(components: dict[str, Any]) -> None:
+    """Add the rules the parsers check beyond the models' types, so the document is honest.
+
+    Found by schemathesis's `positive_data_acceptance` check: each was a body the
+    schema allowed and the endpoint refused.
+    """
+    native = components["AlertIn"]["properties"]
+    for name in ("PostableAlert", "WebhookAlert"):
+        properties = components[name]["properties"]
+        # Alertmanager's labels and annotations become Tocsin's, with Tocsin's bounds.
+        for field in ("labels", "annotations"):
+            properties[field] = {
+                **properties[field],
+                "propertyNames": native[field]["propertyNames"],
+                "additionalProperties": native[field]["additionalProperties"],
+            }
+        for field in ("startsAt", "endsAt"):
+            properties[field] = {
+                "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+                "default": None,
+            }
+    labels = components["PostableAlert"]["properties"]["labels"]
+    labels["required"] = ["alertname"]
+    labels["properties"] = {"alertname": {"type": "string", "minLength": 1}}
+    components["Event"]["allOf"] = [
+        {
+            "if": {"properties": {"event_action": {"const": "trigger"}}},
+            "then": {"required": ["payload"], "properties": {"payload": {"type": "object"}}},
+        },
+        {
+            "if": {"properties": {"event_action": {"enum": ["acknowledge", "resolve"]}}},
+            "then": {"required": ["dedup_key"], "properties": {"dedup_key": {"type": "string"}}},
+        },
+    ]
 
 
 def openapi_document() -> dict[str, Any]:
@@ -91,12 +118,17 @@ def openapi_document() -> dict[str, Any]:
         ],
         ref_template=_REF,
     )
+    _with_parser_rules(components)
+    alerts = {**alerts, "minItems": 1}
     idempotency = {
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
         "schema": {"type": "string", "maxLength": 255},
-        "description": "A retried request with the same key gets the first answer (24 h).",
+        "description": (
+            "A retried request with the same key gets the first answer (24 h); the key "
+            "sent with another body or to another endpoint answers 422."
+        ),
     }
     traceparent = {
         "name": "traceparent",
@@ -164,6 +196,22 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    (change, change_ok), change_schemas = msgspec.json.schema_components(
+        [ChangeEvent, ChangeAccepted], ref_template=_REF
+    )
+    components.update(change_schemas)
+    change_operation: dict[str, Any] = {
+        "post": {
+            "operationId": "postPagerDutyChangeEvent",
+            "summary": "PagerDuty change event: published on the `changes` channel, never paged.",
+            "requestBody": {"required": True, **_content(change)},
+            "responses": {
+                "202": _answer("change event processed", change_ok, "application/json"),
+                **_errors(event_error, "application/json", 400),
+            },
+        }
+    }
+    paths["/v2/change/enqueue"] = change_operation
     return {
         "openapi": "3.1.0",
         "info": {

@@ -155,7 +155,8 @@ def intent_of(event: Event, *, producer: str, at: float) -> Intent:
     if event.event_action == "trigger" and payload is None:
         raise _refuse("$.payload", "a trigger event needs a payload")
     if event.event_action != "trigger" and not event.dedup_key:
-        raise _refuse("$.dedup_key", f"an {event.event_action} event needs a dedup_key")
+        article = "an" if event.event_action[0] in "aeiou" else "a"
+        raise _refuse("$.dedup_key", f"{article} {event.event_action} event needs a dedup_key")
     dedup_key = event.dedup_key or uuid.uuid4().hex
     if event.event_action == "acknowledge":
         action = AlertAction(

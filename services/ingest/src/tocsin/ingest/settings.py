@@ -6,6 +6,7 @@ import dataclasses
 
 from tocsin.common.config import setting
 from tocsin.common.httplimits import HttpServerSettings
+from tocsin.common.tls import TlsSettings
 
 __all__ = ["DEFAULT_PORT", "IngestSettings"]
 
@@ -13,7 +14,7 @@ DEFAULT_PORT = 8081
 
 
 @dataclasses.dataclass(frozen=True)
-class IngestSettings(HttpServerSettings):
+class IngestSettings(TlsSettings, HttpServerSettings):
     """Settings of the ingest service."""
 
     max_body_bytes: int = setting(1_048_576, "Largest accepted request body, in bytes.")

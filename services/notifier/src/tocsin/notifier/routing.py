@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from tocsin.common.regex import LabelRegex, UnsupportedRegexError, compile_label_regex
 from tocsin.notifier.autopause import PausePolicy, parse_pause_policy
 
 __all__ = [
@@ -89,12 +90,12 @@ def alert_labels(alert: Any) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Matcher:
-    """One label matcher: `name = value`, `!=`, `=~` (full-match regex) or `!~`."""
+    """One label matcher: `name = value`, `!=`, `=~` (full-match RE2 regex) or `!~`."""
 
     name: str
     op: str
     value: str
-    pattern: re.Pattern[str] | None = None
+    pattern: LabelRegex | None = None
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
@@ -107,8 +108,8 @@ class Matcher:
         pattern = None
         if op in ("=~", "!~"):
             try:
-                pattern = re.compile(value)
-            except re.error as exc:
+                pattern = compile_label_regex(value)
+            except UnsupportedRegexError as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return cls(name, op, value, pattern)
 
@@ -119,7 +120,7 @@ class Matcher:
         if self.op == "!=":
             return actual != self.value
         assert self.pattern is not None
-        found = self.pattern.fullmatch(actual) is not None
+        found = self.pattern.fullmatch(actual)
         return found if self.op == "=~" else not found
 
 

@@ -5,8 +5,8 @@ severity, service, team, label matchers and a time range on the last change,
 and pages with an opaque cursor. Pages are served through the read-through
 cache under the `alerts` tag, which the processor's script increments on every
 change. The cache holds a page's ids; its records are read fresh by one script
-(`alerts/records.lua`) that returns them joined, ready to splice into the
-response, so a hit does no JSON work here. Actions (ack, unack, resolve) are
+(`alerts/records.lua`) that returns them joined; each is shown as the request's
+view asks (a summary by default, see `alert_views`). Actions (ack, unack, resolve) are
 `AlertAction` messages for the processor's `apply_action`; the gateway never
 writes alert state.
 """
@@ -17,6 +17,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 import re
 import time
 import uuid
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import redis.asyncio as redis_async
@@ -40,9 +41,17 @@ from tocsin.common.models import AlertAction
 from tocsin.common.pipelining import PipelinedScript
 from tocsin.common.problems import problem
 from tocsin.common.silences import Matcher
+from tocsin.gateway.api.alert_views import (
+    FIELDS_PARAMETER,
+    AlertView,
+    InvalidFieldsError,
+    parse_fields,
+    render_records,
+)
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
 __all__ = [
+    "ActionBody",
     "AlertQuery",
     "CachedPage",
     "InvalidQueryError",
@@ -79,12 +88,17 @@ class AlertQuery:
 
 def _time(raw: str, name: str) -> float:
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        # `nan` and `inf` parse as floats but are no instant (and Redis refuses a NaN bound).
+        if not math.isfinite(seconds):
+            raise InvalidQueryError(f"{name}: expected a finite number of epoch seconds")
+        return seconds
     try:
         return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidQueryError(f"{name}: expected RFC 3339 or epoch seconds") from None
 
 
@@ -102,9 +116,12 @@ def encode_cursor(score: float, alert_id: str) -> str:
 def _decode_cursor(raw: str) -> tuple[float, str]:
     try:
         score, _, alert_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
-        return float(score), alert_id
+        position = float(score)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidQueryError("cursor: not a cursor this API returned") from None
+    if not math.isfinite(position) or not alert_id:
+        raise InvalidQueryError("cursor: not a cursor this API returned")
+    return position, alert_id
 
 
 def parse_query(params: Any) -> AlertQuery:
@@ -303,15 +320,23 @@ class CachedPage:
 
 
 @functools.lru_cache(maxsize=1024)
-def _understood(query_string: bytes) -> tuple[AlertQuery, str]:
-    """The parsed query and its cache key, for a raw query string (dashboards repeat theirs)."""
+def _understood(query_string: bytes) -> tuple[AlertQuery, str, AlertView]:
+    """The parsed query, its cache key and the view asked for, for a raw query string.
+
+    Dashboards repeat their query strings. The view is not part of the key: the
+    cache holds ids, which are the same whatever each alert shows.
+    """
     params = QueryParams(query_string)
     query = parse_query(params)
-    return query, normalised_query({name: params.getlist(name) for name in params})
+    view = parse_fields(params.get(FIELDS_PARAMETER))
+    chosen = {name: params.getlist(name) for name in params if name != FIELDS_PARAMETER}
+    return query, normalised_query(chosen), view
 
 
-class _ActionBody(msgspec.Struct, forbid_unknown_fields=True):
-    comment: str = ""
+class ActionBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The optional body of ack, unack and resolve: why, for the timeline."""
+
+    comment: Annotated[str, msgspec.Meta(max_length=4096)] = ""
 
 
 def _guard(
@@ -346,8 +371,8 @@ def routes(context: ApiContext) -> list[BaseRoute]:
     @_guard(context, "read")
     async def list_endpoint(request: Request) -> Response:
         try:
-            query, normalised = _understood(request.scope["query_string"])
-        except InvalidQueryError as exc:
+            query, normalised, view = _understood(request.scope["query_string"])
+        except (InvalidQueryError, InvalidFieldsError) as exc:
             return problem(400, "invalid-query", "Invalid query", str(exc))
 
         async def load() -> bytes:
@@ -357,8 +382,10 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         # total); the records are read fresh, so a duplicate's new count and
         # last_seen need no invalidation. Only transitions increment the tag.
         page, hit = await cache.get(normalised, [ALERTS_TAG], load)
-        # Stored records are JSON already: joined by the script, spliced in here.
+        # Stored records are JSON already: joined by the script, then shown as
+        # the view asks (a summary unless told otherwise).
         records = bytes(await read_records(args=[record_prefix, page.ids])) if page.ids else b""
+        records = render_records(records, view)
         return Response(
             b'{"alerts":[' + records + b"]," + page.rest,
             media_type="application/json",
@@ -379,8 +406,9 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             alert_id = request.path_params["alert_id"]
             raw = await request.body()
             try:
-                body = msgspec.json.decode(raw, type=_ActionBody) if raw.strip() else _ActionBody()
-            except msgspec.DecodeError as exc:
+                body = msgspec.json.decode(raw, type=ActionBody) if raw.strip() else ActionBody()
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                # msgspec reports invalid UTF-8 inside a JSON string as UnicodeDecodeError.
                 return problem(400, "invalid-body", "Invalid body", str(exc))
             if not await context.redis.exists(keys.alert(alert_id)):
                 return problem(404, "alert-not-found", "Not found", f"no alert {alert_id}")

@@ -7,6 +7,11 @@ service. Nothing is sent.
 Body: `{"receiver_type": "slack", "templates": {"title": "..."}, "alert": {...},
 "status": "firing"}`; only `receiver_type` is required, `alert` fields override
 a built-in sample alert.
+
+Each render is bounded (the notifier's `BoundedSandbox`: sizes, operators, 1 s
+of CPU); at most `CONCURRENT_RENDERS` run at once, each in a worker thread, and
+a preview beyond that is a 429, so previews cannot take the GIL from the event
+loop for long.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from tocsin.common.models import FieldError
 from tocsin.common.problems import problem
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
-__all__ = ["PreviewRequest", "routes"]
+__all__ = ["CONCURRENT_RENDERS", "PreviewRequest", "routes"]
+
+CONCURRENT_RENDERS = 2
 
 
 class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -48,6 +55,8 @@ def _renderer() -> Callable[..., dict[str, Any]] | None:
 
 
 def routes(context: ApiContext) -> list[BaseRoute]:
+    rendering = asyncio.Semaphore(CONCURRENT_RENDERS)
+
     async def preview(request: Request) -> Response:
         try:
             context.authorize(request, "read")
@@ -55,7 +64,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             return refused.response
         try:
             body = msgspec.json.decode(await request.body(), type=PreviewRequest)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             return problem(
                 400, "invalid-body", "Invalid request body", errors=[FieldError("$", str(exc))]
             )
@@ -67,11 +76,20 @@ def routes(context: ApiContext) -> list[BaseRoute]:
                 "Preview unavailable",
                 "the notifier is not installed beside this gateway",
             )
-        try:
-            # Template rendering is CPU work; keep it off the event loop.
-            rendered = await asyncio.to_thread(
-                render, body.receiver_type, body.templates, body.alert, body.status
+        if rendering.locked():
+            return problem(
+                429,
+                "preview-busy",
+                "Too many previews",
+                f"{CONCURRENT_RENDERS} previews are rendering; retry in a second",
+                headers={"Retry-After": "1"},
             )
+        try:
+            async with rendering:
+                # Template rendering is CPU work; keep it off the event loop.
+                rendered = await asyncio.to_thread(
+                    render, body.receiver_type, body.templates, body.alert, body.status
+                )
         except ValueError as exc:
             return problem(
                 422,

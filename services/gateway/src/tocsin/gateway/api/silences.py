@@ -24,6 +24,7 @@ from tocsin.gateway.api.context import ApiContext, Unauthorized
 
 __all__ = ["routes", "silence_view"]
 
+SILENCE_STATES = ("pending", "active", "expired")
 _decoder = msgspec.json.Decoder(Silence)
 _encoder = msgspec.json.Encoder()
 
@@ -49,6 +50,13 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         except Unauthorized as refused:
             return refused.response
         wanted = request.query_params.get("state")
+        if wanted is not None and wanted not in SILENCE_STATES:
+            return problem(
+                400,
+                "invalid-query",
+                "Invalid query",
+                f"state: expected one of {', '.join(SILENCE_STATES)}",
+            )
         raw: dict[bytes, bytes] = await context.redis.hgetall(keys.silences())  # type: ignore[assignment]
         now = time.time()
         views = [silence_view(_decoder.decode(body), now) for body in raw.values()]

@@ -33,6 +33,7 @@ export class TocsinClient {
     onReset = () => {},
     onFatal = () => {},
     onStatus = () => {},
+    onExpiry = () => {},
     backoff = {},
     heartbeatTimeout = 45,
   }) {
@@ -43,6 +44,7 @@ export class TocsinClient {
     this.onReset = onReset;
     this.onFatal = onFatal;
     this.onStatus = onStatus;
+    this.onExpiry = onExpiry; // (expiresAt, graceSeconds?) on welcome, refreshed, token_expiring
     this.backoff = backoff;
     this.heartbeatTimeout = heartbeatTimeout;
     this.positions = new Map(); // channel -> { epoch, offset }
@@ -96,6 +98,15 @@ export class TocsinClient {
     };
   }
 
+  // Renew the open socket's token in band (same subject); later connects use it too.
+  async refresh(token) {
+    if (token !== undefined) this.token = token;
+    const socket = this.socket;
+    if (!socket || socket.readyState !== 1) return false;
+    socket.send(JSON.stringify({ type: "refresh", token: await this.currentToken() }));
+    return true;
+  }
+
   retry() {
     this.onStatus("reconnecting");
     const delay = backoffDelay(this.attempt++, this.backoff);
@@ -118,6 +129,7 @@ export class TocsinClient {
       case "welcome":
         this.attempt = 0;
         this.onStatus("open");
+        this.onExpiry(frame.expires_at);
         for (const channel of this.channels) {
           const request = { type: "subscribe", channel };
           const position = this.positions.get(channel);
@@ -146,9 +158,13 @@ export class TocsinClient {
         break;
       }
       case "token_expiring":
+        this.onExpiry(frame.expires_at, frame.grace);
         if (typeof this.token === "function") {
           socket.send(JSON.stringify({ type: "refresh", token: await this.token() }));
         }
+        break;
+      case "refreshed":
+        this.onExpiry(frame.expires_at);
         break;
       case "error":
         if (["forbidden", "bad_channel", "too_many_subscriptions"].includes(frame.code)) {

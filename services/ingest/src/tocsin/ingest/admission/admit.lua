@@ -9,10 +9,11 @@
 -- ARGV[1] refill rate, tokens per second (<= 0: no rate limit)
 -- ARGV[2] bucket size             ARGV[3] cost of this request (alerts)
 -- ARGV[4] backlog bound, messages ARGV[5] message id        ARGV[6] message JSON
--- ARGV[7] answer body to replay   ARGV[8] idempotency TTL, s ARGV[9] "1": idempotency key given
+-- ARGV[7] answer body to replay, after the request's digest (64 hex digits) when ARGV[9] is "1"
+-- ARGV[8] idempotency TTL, s      ARGV[9] "1": idempotency key given
 --
 -- Returns {0, ""} enqueued, {1, first answer} replayed, {2, wait ms} rate limited,
--- {3, backlog} queue too long. The enqueue is exactly Dramatiq's own (dispatch.lua
+-- {3, backlog} queue too long, {4, ""} key first used with another request. The enqueue is exactly Dramatiq's own (dispatch.lua
 -- "enqueue": HSET the message, RPUSH its id), so any Dramatiq worker consumes it.
 -- A wake-up token is pushed as well (the list capped at a few tokens): an idle
 -- processor blocks on it instead of polling, so it starts within a round trip.
@@ -21,7 +22,10 @@ local use_idempotency = ARGV[9] == "1"
 if use_idempotency then
     local first = redis.call("GET", KEYS[4])
     if first then
-        return {1, first}
+        if string.sub(first, 1, 64) ~= string.sub(ARGV[7], 1, 64) then
+            return {4, ""}
+        end
+        return {1, string.sub(first, 65)}
     end
 end
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import unicodedata
 from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
@@ -14,9 +15,20 @@ from tocsin.notifier.receivers._errors import PermanentDeliveryError, TemporaryD
 from tocsin.notifier.receivers._http import require
 from tocsin.notifier.templating import template_context
 
-__all__ = ["EmailReceiver"]
+__all__ = ["EmailReceiver", "header_value"]
 
 _TLS_MODES = ("none", "starttls", "tls")
+
+
+def header_value(text: str) -> str:
+    """`text` on one header line: every line break and control character folded to a space.
+
+    Alert names and labels reach the Subject; a CR, LF, VT, FF, NEL or U+2028 in
+    them makes the `email` package refuse the header (the page would be lost),
+    and a bare CR or LF could otherwise start a header of the sender's choosing.
+    """
+    kept = (" " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in text)
+    return " ".join("".join(kept).split())
 
 
 class EmailReceiver(TemplatedReceiver):
@@ -45,7 +57,7 @@ class EmailReceiver(TemplatedReceiver):
         subject = self.render("subject", context).strip()
         context["title"] = subject
         message = EmailMessage()
-        message["Subject"] = subject.replace("\n", " ")
+        message["Subject"] = header_value(subject)
         message["From"] = self._sender
         message["To"] = ", ".join(self._to)
         message["X-Tocsin-Notification-Id"] = notification.id
