@@ -25,8 +25,7 @@ from tests.integration.test_ingest_roundtrip import (
     DEADLINE,
     alertmanager,  # noqa: F401 - the fixture, reused
 )
-from tests.integration.test_observability_prometheus import _install_prometheus
-from tests.support import metric, next_frame, wait_until, wait_until_serving
+from tests.support import debian_binary, metric, next_frame, wait_until, wait_until_serving
 
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
@@ -134,7 +133,7 @@ class Chain:
 
 @pytest.fixture
 def chain(start_service, redis_server, tmp_path: Path) -> Iterator[Chain]:
-    _install_prometheus()
+    debian_binary("prometheus", "prometheus")
     built = Chain(start_service, redis_server, tmp_path)
     yield built
     built.close()
@@ -143,9 +142,9 @@ def chain(start_service, redis_server, tmp_path: Path) -> Iterator[Chain]:
 @pytest.mark.timeout(600)
 def test_alertmanager_owns_resolution_and_a_late_firing_message_changes_nothing(
     chain: Chain,
-    alertmanager: Callable[[str, str], str],  # noqa: F811
+    alertmanager: Callable[..., str],  # noqa: F811
 ) -> None:
-    am_url = alertmanager(f"{chain.ingest.url}/v1/integrations/alertmanager", chain.key)
+    am_url = alertmanager(chain.ingest.url, chain.key)
     chain.switch.set(1)
     chain.start_prometheus(am_url, direct=False)
     wait_until(lambda: chain.status() == "firing", 60, "the alert firing in Tocsin")
@@ -180,9 +179,9 @@ def test_alertmanager_owns_resolution_and_a_late_firing_message_changes_nothing(
 @pytest.mark.timeout(600)
 def test_direct_push_and_alertmanager_are_one_alert_resolved_at_ends_at(
     chain: Chain,
-    alertmanager: Callable[[str, str], str],  # noqa: F811
+    alertmanager: Callable[..., str],  # noqa: F811
 ) -> None:
-    am_url = alertmanager(f"{chain.ingest.url}/v1/integrations/alertmanager", chain.key)
+    am_url = alertmanager(chain.ingest.url, chain.key)
     chain.switch.set(1)
     chain.start_prometheus(am_url, direct=True)
     ingest = chain.ingest.url
