@@ -12,7 +12,8 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:notify:alertlog:{id}` | list | the notifier's attempts for an alert (JSON, newest first) |
 | `tocsin:idx:all` | sorted set | every alert id by last change (epoch s): retention reads it |
 | `tocsin:idx:{dim}:{value}` | sorted set | ids by last change per status/severity/service/team |
-| `tocsin:open` | sorted set | unresolved alert ids by `last_seen` (auto-resolve reads it) |
+| `tocsin:open` | sorted set | unresolved alert ids by `last_seen` |
+| `tocsin:resolve:due` | sorted set | open alert ids by when they resolve by themselves |
 | `tocsin:services`, `tocsin:teams` | set | service and team values seen on alerts |
 | `tocsin:stats:minute:{epoch_minute}` | string | alert messages received that minute (2 h) |
 | `tocsin:silence:all` | hash | silence id -> silence (JSON), written by the gateway API |
@@ -80,6 +81,7 @@ __all__ = [
     "prediction_volume",
     "queue_wakeup",
     "rate_bucket",
+    "resolve_due",
     "schedule_catalog",
     "schedule_claim",
     "schedule_history",
@@ -139,6 +141,11 @@ def alert_index_prefix() -> str:
 
 def open_alerts() -> str:
     return f"{PREFIX}open"
+
+
+def resolve_due() -> str:
+    """Open alerts by their deadline; the processor's sweep resolves those past it."""
+    return f"{PREFIX}resolve:due"
 
 
 def known_values(dimension: str) -> str:

@@ -29,7 +29,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tocsin.common import broker as queues
 from tocsin.common.auth import TokenVerifier
-from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, QueuedAlert, fingerprint
+from tocsin.common.models import (
+    AlertIn,
+    FieldError,
+    InvalidBodyError,
+    Path,
+    QueuedAlert,
+    fingerprint,
+)
 from tocsin.common.models import new_alert_id as new_id
 from tocsin.common.ops import ops_routes
 from tocsin.common.pipelining import OutcomeUnknownError, PipelinedRedis, RedisReplyError
@@ -272,7 +279,9 @@ def producer_headers(raw: list[tuple[bytes, bytes]]) -> ProducerHeaders:
     return headers
 
 
-def _queued(alerts: list[AlertIn], producer: Producer, received_at: float) -> list[QueuedAlert]:
+def _queued(
+    alerts: list[AlertIn], producer: Producer, received_at: float, path: Path = "native"
+) -> list[QueuedAlert]:
     return [
         QueuedAlert(
             id=new_id(),
@@ -280,6 +289,7 @@ def _queued(alerts: list[AlertIn], producer: Producer, received_at: float) -> li
             received_at=received_at,
             producer=producer.name,
             alert=with_defaults(alert, producer.labels),
+            path=path,
         )
         for alert in alerts
     ]
@@ -493,11 +503,12 @@ def build_app(
 
     def parse_webhook_request(body: bytes, producer: Producer, traceparent: str) -> Work:
         alerts = alertmanager.parse_webhook(body, settings.max_batch)
-        return _alerts_work(_queued(alerts, producer, time.time()), 200)
+        return _alerts_work(_queued(alerts, producer, time.time(), "alertmanager"), 200)
 
     def parse_push_request(body: bytes, producer: Producer, traceparent: str) -> Work:
         alerts = alertmanager.parse_postable_alerts(body, settings.max_batch)
-        return _alerts_work(_queued(alerts, producer, time.time()), 200, empty_answer=True)
+        queued = _queued(alerts, producer, time.time(), "prometheus")
+        return _alerts_work(queued, 200, empty_answer=True)
 
     def parse_event_request(body: bytes, producer: Producer, traceparent: str) -> Work:
         event = pagerduty.decode_event(body)
@@ -508,7 +519,7 @@ def build_app(
         if intent.action is not None:
             return Work(queues.APPLY_ACTION_ACTOR, (intent.action,), 0, answer, 202)
         assert intent.alert is not None
-        work = _alerts_work(_queued([intent.alert], producer, time.time()), 202)
+        work = _alerts_work(_queued([intent.alert], producer, time.time(), "pagerduty"), 202)
         return Work(work.actor, work.args, work.alerts, answer, 202)
 
     def routing_key(body: bytes) -> str:

@@ -16,7 +16,12 @@ from tocsin.common.telemetry import current_traceparent, setup_observability
 from tocsin.processor.consumer import AlertBatches
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
 from tocsin.processor.prediction_hook import request_predictions
-from tocsin.processor.processing import AlertProcessor, AutoResolveSweep, Silences
+from tocsin.processor.processing import (
+    AlertProcessor,
+    AutoResolveSweep,
+    Silences,
+    TrailingUpdates,
+)
 from tocsin.processor.settings import DEFAULT_PORT, ProcessorSettings
 
 __all__ = ["lifecycle_config", "run"]
@@ -34,6 +39,8 @@ def lifecycle_config(settings: ProcessorSettings) -> LifecycleConfig:
         timeline_cap=settings.timeline_cap,
         stream_cap=settings.stream_cap,
         update_interval=settings.update_event_interval_seconds,
+        resolve_timeout=settings.auto_resolve_seconds,
+        alertmanager_resolve_timeout=settings.alertmanager_resolve_seconds,
     )
 
 
@@ -44,14 +51,14 @@ def run() -> None:
     broker = queues.build_broker(settings.redis_url)
     redis = sync_client(settings.redis_url)
     lifecycle = AlertLifecycle(redis, lifecycle_config(settings))
+    trailing = TrailingUpdates(lifecycle, settings.update_event_interval_seconds)
     processor = AlertProcessor(
         lifecycle,
         Silences(redis),
+        trailing,
         after_apply=lambda outcomes: request_predictions(redis, outcomes),
     )
-    sweep = AutoResolveSweep(
-        lifecycle, settings.auto_resolve_seconds, settings.sweep_interval_seconds
-    )
+    sweep = AutoResolveSweep(lifecycle, settings.sweep_interval_seconds)
 
     def process_alerts(batch: list[Any]) -> None:
         processor.process_alerts(batch, current_traceparent())
@@ -85,7 +92,9 @@ def run() -> None:
     tune_gc()
     consumer.start()
     sweep.start()
+    trailing.start()
     stop.wait()
     sweep.stop()
+    trailing.stop()
     consumer.stop()
     broker.close()

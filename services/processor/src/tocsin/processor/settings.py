@@ -24,10 +24,20 @@ class ProcessorSettings(CommonSettings):
     flap_window_seconds: float = setting(600.0, "Window over which flips are counted, in s.")
     auto_resolve_seconds: float = setting(
         300.0,
-        "Resolve an open alert whose producer stopped re-sending for this long, in s (0: never).",
+        "Resolve a native or /api/v2/alerts alert without ends_at whose producer stopped "
+        "re-sending for this long, in s (0: never). Alertmanager webhook and PagerDuty "
+        "alerts are resolved by their producer (docs/lifecycle.md).",
+    )
+    alertmanager_resolve_seconds: float = setting(
+        0.0,
+        "Fallback for Alertmanager receivers with send_resolved: false: resolve a webhook "
+        "alert not re-sent for this long, in s (0: never, Alertmanager owns resolution; "
+        "set it above the route's repeat_interval).",
     )
     sweep_interval_seconds: float = setting(
-        5.0, "How often the auto-resolve sweep looks for stale alerts, in seconds."
+        5.0,
+        "How often the sweep resolves alerts past their deadline (ends_at or a resolve "
+        "timeout), in s.",
     )
     applied_ttl_seconds: int = setting(
         86_400, "How long applied message ids are remembered for idempotency, in seconds."
