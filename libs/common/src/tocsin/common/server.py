@@ -69,8 +69,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RedisServer:
     """One Redis-compatible server process; `restart()` keeps its port."""
 
-    def __init__(self, binary: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, port: int | None = None, *, appendonly: bool = False
+    ) -> None:
         self.binary = binary or find_server_binary()
+        # With AOF on, a restart (even after `kill()`) brings back every write it answered.
+        self.appendonly = appendonly
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._workdir = tempfile.mkdtemp(prefix="tocsin-redis-")
@@ -91,7 +95,7 @@ class RedisServer:
             "--bind", self.host,
             "--dir", self._workdir,
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
             "--protected-mode", "no",
             "--loglevel", "warning",
         ]  # fmt: skip

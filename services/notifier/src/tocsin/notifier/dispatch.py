@@ -88,7 +88,7 @@ class DeliveryPolicy:
     # Retries go on until this long after the notification was made, then dead-letter.
     retry_budget: float = 900.0
     min_backoff: float = 0.5
-    max_backoff: float = 60.0
+    max_backoff: float = 30.0
     digest_threshold: int = 20
     digest_sample: int = 10
 

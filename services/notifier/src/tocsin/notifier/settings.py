@@ -34,7 +34,7 @@ class NotifierSettings(CommonSettings):
         "is dead-lettered, in s from its first attempt.",
     )
     retry_min_backoff_ms: int = setting(500, "Backoff before the first retry, in ms.")
-    retry_max_backoff_ms: int = setting(60_000, "Cap of the exponential retry backoff, in ms.")
+    retry_max_backoff_ms: int = setting(30_000, "Cap of the exponential retry backoff, in ms.")
     receiver_concurrency: int = setting(
         2,
         "Sends open to one receiver at once per process; a receiver that hangs holds no more "
