@@ -35,7 +35,8 @@ def test_a_message_stays_out_of_its_queue_until_due_then_moves_whole(
     late = due.schedule("act", ("late",), 60.0)
     moved, wait = due.move()
     assert moved == 1
-    assert wait is not None and 55 < wait <= 60
+    assert wait is not None
+    assert 55 < wait <= 60
     queue = queue_keys(QUEUE)
     assert client.lrange(queue.pending, 0, -1) == [early.encode()]
     assert client.hexists(queue.messages, early)
