@@ -231,6 +231,8 @@ class Notifier:
             # Forget the whole group: with no receiver its alerts can never be notified.
             resolved, firing = ordered, []
         elif plan.send and not time_muted and (visible or resolved):
+            # The one place a flush decides to send: a hold on the group (a time mute
+            # above, say) joins the condition; what is not sent stays for the next flush.
             listed, truncated = digest(
                 visible, resolved, self._policy.digest_threshold, self._policy.digest_sample
             )
