@@ -34,21 +34,29 @@ def settings_classes() -> dict[str, type[CommonSettings]]:
 
 
 def render_table() -> str:
-    rows: dict[str, tuple[str, str, list[str]]] = {}
+    # One row per variable; a variable several services read with different
+    # defaults shows each service's own default rather than the first one seen.
+    defaults: dict[str, dict[str, str]] = {}
+    docs: dict[str, str] = {}
+    users: dict[str, set[str]] = {}
     common = {f.name for f in dataclasses.fields(CommonSettings)}
     for service, cls in settings_classes().items():
         for field in dataclasses.fields(cls):
             name = env_name(field)
             default = field.default if field.default is not dataclasses.MISSING else ""
-            shown = ",".join(default) if isinstance(default, tuple) else default
-            entry = rows.setdefault(name, (f"`{shown}`", field.metadata.get("doc", ""), []))
-            entry[2].append("all" if field.name in common else service)
+            shown = ",".join(default) if isinstance(default, tuple) else str(default)
+            defaults.setdefault(name, {})[service] = shown
+            docs.setdefault(name, field.metadata.get("doc", ""))
+            users.setdefault(name, set()).add("all" if field.name in common else service)
     lines = ["| Variable | Used by | Default | Meaning |", "| --- | --- | --- | --- |"]
-    for name, (default, doc, users) in sorted(
-        rows.items(), key=lambda r: (r[0] != "REDIS_URL", r[0])
-    ):
-        used = "all" if "all" in users else ", ".join(sorted(set(users)))
-        lines.append(f"| `{name}` | {used} | {default} | {doc} |")
+    for name in sorted(defaults, key=lambda n: (n != "REDIS_URL", n)):
+        used = "all" if "all" in users[name] else ", ".join(sorted(users[name]))
+        per_service = defaults[name]
+        if len(set(per_service.values())) == 1:
+            default = f"`{next(iter(per_service.values()))}`"
+        else:
+            default = ", ".join(f"`{value}` ({svc})" for svc, value in sorted(per_service.items()))
+        lines.append(f"| `{name}` | {used} | {default} | {docs[name]} |")
     return "\n".join(lines)
 
 
