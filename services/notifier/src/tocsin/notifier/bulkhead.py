@@ -1,8 +1,9 @@
 """Bulkheads: each receiver sends on its own few threads, under a deadline.
 
 A receiver that hangs holds only its own slots: a send that finds all of them
-taken raises `ReceiverBusyError` at once (the pipeline tries again a little later,
-from a due-time), and a send that outlives its deadline is reported as a
+taken waits a moment for one (a fast receiver frees one within milliseconds),
+then raises `ReceiverBusyError` (the pipeline tries again a little later, from a
+due-time, holding no thread meanwhile), and a send that outlives its deadline is reported as a
 temporary failure while its thread is left to end on its own (it keeps its slot
 until then, so a hung receiver never has more than `concurrency` sends open).
 """
@@ -18,6 +19,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from tocsin.notifier.receivers import TemporaryDeliveryError
 
 __all__ = ["Bulkheads", "ReceiverBusyError"]
+
+# How long a send waits for a slot before it gives its thread back.
+_SLOT_WAIT_SECONDS = 0.05
 
 
 class ReceiverBusyError(Exception):
@@ -52,7 +56,7 @@ class Bulkheads:
         deadline, and whatever `send` raised otherwise.
         """
         bulkhead = self._for(receiver)
-        if not bulkhead.slots.acquire(blocking=False):
+        if not bulkhead.slots.acquire(timeout=_SLOT_WAIT_SECONDS):
             raise ReceiverBusyError(receiver)
         try:
             # The caller's context (its trace span) goes with the send.

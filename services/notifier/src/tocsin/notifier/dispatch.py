@@ -74,7 +74,7 @@ SEND_ACTOR = "send_notification"
 # Retry-After above this is treated as this: a page must not wait a day on a header.
 _MAX_RETRY_AFTER = 3600.0
 # How long a send that found its receiver's slots all taken waits before it looks again.
-_BUSY_RETRY_SECONDS = 0.25
+_BUSY_RETRY_SECONDS = 0.5
 # Fault injection for the crash tests: the environment variable names a point of the
 # pipeline where the process exits at once, as a SIGKILL there would (never set it
 # outside tests).

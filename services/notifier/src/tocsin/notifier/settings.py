@@ -36,7 +36,7 @@ class NotifierSettings(CommonSettings):
     retry_min_backoff_ms: int = setting(500, "Backoff before the first retry, in ms.")
     retry_max_backoff_ms: int = setting(30_000, "Cap of the exponential retry backoff, in ms.")
     receiver_concurrency: int = setting(
-        2,
+        4,
         "Sends open to one receiver at once per process; a receiver that hangs holds no more "
         "worker threads than this, each for at most its timeout.",
     )
