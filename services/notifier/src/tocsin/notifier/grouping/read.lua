@@ -9,8 +9,9 @@
 -- A mark holding another token belongs to a flush still to come (this one is a
 -- redelivered or stale copy): it stays, so the copy schedules nothing and no
 -- second chain of flushes starts.
+-- A flush with no token (queued by a notifier before tokens) takes the mark as it did.
 -- Returns {alerts as a flat list, group hash as a flat list}.
-if redis.call('GET', KEYS[2]) == ARGV[1] then
+if ARGV[1] == '' or redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
 end
 return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[3])}
