@@ -108,16 +108,17 @@ class DueTimes:
         A given `message_id` makes a repeated call (a redelivery) replace, not add.
         """
         message_id = message_id or uuid.uuid4().hex
+        self.schedule_encoded(message_id, self.encode(actor, args, message_id), delay)
+        return message_id
+
+    def schedule_encoded(self, message_id: str, data: bytes, delay: float) -> None:
+        """Put an already encoded message (Dramatiq's `Message.encode()`, its Redis id
+        `message_id`) on the queue `delay` seconds from now: what a consumer needs to
+        turn Dramatiq's delayed enqueue (a retry's backoff) into a durable due-time."""
         self._schedule(
             keys=self.keys.as_list(),
-            args=[
-                message_id,
-                self.encode(actor, args, message_id),
-                max(0, int(delay * 1000)),
-                WAKEUP_TOKENS_KEPT,
-            ],
+            args=[message_id, data, max(0, int(delay * 1000)), WAKEUP_TOKENS_KEPT],
         )
-        return message_id
 
     def move(self, limit: int = MOVE_BATCH) -> tuple[int, float | None]:
         """Hand every due message to the queue: (how many, seconds until the next, if any)."""
