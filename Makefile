@@ -9,7 +9,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 SOURCES := libs services tests conftest.py
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint fmt bench clean image
+.PHONY: setup run test lint fmt bench chaos clean image
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.load $(BENCH)
+
+# Every chaos scenario in its long form (minutes of traffic per fault); `make test`
+# runs the short forms only.
+chaos: $(STAMP)
+	TOCSIN_CHAOS=long $(BIN)/python -m pytest tests/chaos -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

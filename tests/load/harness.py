@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -16,7 +18,14 @@ from typing import Any, cast
 from tests.support import wait_until_serving
 from tocsin.common.server import free_port, stop_process
 
-__all__ = ["SocketClient", "masked_text_frame", "service", "two_cores", "upgrade_request"]
+__all__ = [
+    "SocketClient",
+    "masked_text_frame",
+    "otlp_sink",
+    "service",
+    "two_cores",
+    "upgrade_request",
+]
 
 
 @contextlib.contextmanager
@@ -48,6 +57,37 @@ def service(
         yield url, process.pid
     finally:
         stop_process(process, 15)
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[dict[str, str]]:
+    """An OTLP/HTTP endpoint that accepts and drops spans; yields the env that turns tracing on.
+
+    For the "tracing on" rows: the services export every span for real, over
+    HTTP, to something that answers at once.
+    """
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+            "OTEL_TRACES_SAMPLER": "always_on",
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def masked_text_frame(text: bytes) -> bytes:

@@ -84,7 +84,7 @@ def test_a_real_dramatiq_worker_runs_what_the_mover_hands_over_when_due(
 
 
 def test_due_messages_survive_a_redis_kill_with_aof_and_move_after_the_restart() -> None:
-    with RedisServer(appendonly=True) as server:
+    with RedisServer(appendfsync="everysec") as server:
         client = redis.Redis.from_url(server.url)
         due = DueTimes(client, QUEUE)
         ids = {due.schedule("act", (n,), 1.5) for n in range(20)}

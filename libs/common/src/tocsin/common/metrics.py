@@ -44,7 +44,6 @@ __all__ = [
     "QueueCollector",
     "count_redis_error",
     "health_signals",
-    "queue_keys",
     "queue_state",
 ]
 
@@ -168,18 +167,6 @@ class HealthSignals:
 health_signals = HealthSignals()
 
 
-def queue_keys(queue: str) -> dict[str, str]:
-    """Dramatiq's Redis keys for `queue`: ready list, message hash, delayed list, dead letters."""
-    base = f"{keys.DRAMATIQ_NAMESPACE}:{queue}"
-    return {
-        "ready": base,
-        "messages": f"{base}.msgs",
-        "delayed": f"{base}.DQ",
-        "delayed_messages": f"{base}.DQ.msgs",
-        "dead": f"{base}.XQ",
-    }
-
-
 class QueueCollector(Collector):
     """Queue depth (ready, delayed, dead-lettered) and age of the oldest ready message.
 
@@ -219,19 +206,24 @@ class QueueCollector(Collector):
 
 def _queue_state(redis: Redis, queue: str) -> tuple[dict[str, int], float]:
     """Sizes by state and the enqueue time (epoch seconds, 0: empty) of the oldest ready message."""
+    # Imported here: the queue layer's consumer imports this module.
+    from tocsin.common.queue import dead_letter_keys, queue_keys
+
     names = queue_keys(queue)
+    delayed = queue_keys(f"{queue}.DQ")
+    dead, _ = dead_letter_keys(queue)
     pipe = redis.pipeline(transaction=False)
-    pipe.llen(names["ready"])
-    pipe.hlen(names["delayed_messages"])
-    pipe.zcard(names["dead"])
-    pipe.lindex(names["ready"], 0)
-    ready, delayed, dead, head = pipe.execute()
+    pipe.llen(names.pending)
+    pipe.hlen(delayed.messages)
+    pipe.zcard(dead)
+    pipe.lindex(names.pending, 0)
+    ready, delayed_count, dead_count, head = pipe.execute()
     oldest = 0.0
     if head is not None:
-        data = redis.hget(names["messages"], head)
+        data = redis.hget(names.messages, head)
         if data is not None:
             oldest = _enqueued_at(data)
-    return {"ready": int(ready), "delayed": int(delayed), "dead": int(dead)}, oldest
+    return {"ready": int(ready), "delayed": int(delayed_count), "dead": int(dead_count)}, oldest
 
 
 def _enqueued_at(data: Any) -> float:

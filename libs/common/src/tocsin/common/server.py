@@ -70,11 +70,11 @@ class RedisServer:
     """One Redis-compatible server process; `restart()` keeps its port."""
 
     def __init__(
-        self, binary: str | None = None, port: int | None = None, *, appendonly: bool = False
+        self, binary: str | None = None, port: int | None = None, *, appendfsync: str = ""
     ) -> None:
+        """`appendfsync` ("always", "everysec") turns AOF persistence on, as production runs."""
         self.binary = binary or find_server_binary()
-        # With AOF on, a restart (even after `kill()`) brings back every write it answered.
-        self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self._workdir = tempfile.mkdtemp(prefix="tocsin-redis-")
@@ -95,7 +95,8 @@ class RedisServer:
             "--bind", self.host,
             "--dir", self._workdir,
             "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
+            *(("--appendonly", "yes", "--appendfsync", self.appendfsync)
+              if self.appendfsync else ("--appendonly", "no")),
             "--protected-mode", "no",
             "--loglevel", "warning",
         ]  # fmt: skip

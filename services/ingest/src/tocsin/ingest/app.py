@@ -31,7 +31,7 @@ from tocsin.common.auth import TokenVerifier
 from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, QueuedAlert, fingerprint
 from tocsin.common.models import new_alert_id as new_id
 from tocsin.common.ops import ops_routes
-from tocsin.common.pipelining import PipelinedRedis, RedisReplyError
+from tocsin.common.pipelining import OutcomeUnknownError, PipelinedRedis, RedisReplyError
 from tocsin.common.problems import problem
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest import alertmanager, pagerduty
@@ -127,6 +127,7 @@ PROBLEM_TYPES = {
     "rate_limited": "rate-limited",
     "backlog": "backlog-full",
     "unavailable": "unavailable",
+    "outcome_unknown": "outcome-unknown",
 }
 
 
@@ -150,7 +151,8 @@ def _alertmanager_answer(refusal: Refusal) -> Response:
 
 
 _PAGERDUTY_STATUS = {400: "invalid event", 401: "unauthorized", 403: "forbidden",
-                     413: "invalid event", 429: "throttle event", 503: "unavailable"}  # fmt: skip
+                     413: "invalid event", 429: "throttle event", 503: "unavailable",
+                     504: "outcome unknown"}  # fmt: skip
 
 
 def _pagerduty_answer(refusal: Refusal) -> Response:
@@ -370,13 +372,26 @@ def build_app(
                 answer=work.answer,
                 idempotency_key=idempotency_key,
             )
+        except OutcomeUnknownError as exc:
+            # Sent, then no answer: Redis may have enqueued it. Not a refusal (503):
+            # a retry with the same Idempotency-Key is safe, one without may count twice.
+            raise RefusedError(
+                Refusal(
+                    504,
+                    "outcome_unknown",
+                    "Outcome unknown",
+                    f"the queue did not answer after the request was sent ({exc}): it may "
+                    "have been accepted; retry with the same Idempotency-Key to be safe",
+                    retry_after=1,
+                )
+            ) from None
         except (RedisError, RedisReplyError, OSError) as exc:
             raise RefusedError(
                 Refusal(
                     503,
                     "unavailable",
                     "Service unavailable",
-                    f"the queue is unreachable: {exc}",
+                    f"the queue is unreachable, nothing was enqueued: {exc}",
                     retry_after=1,
                 )
             ) from None

@@ -10,13 +10,13 @@ from typing import Any
 import dramatiq
 import httpx
 import msgspec
-from dramatiq import Worker
 
 from tocsin.common import broker as queues
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.models import NotificationRequest
 from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
+from tocsin.common.queue import Consumer, Recovery
 from tocsin.common.queue.due import DueMover, DueTimes
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
@@ -41,9 +41,6 @@ from tocsin.notifier.templating import Templates
 __all__ = ["run"]
 
 log = logging.getLogger(__name__)
-# Maintenance (requeueing the messages of dead workers) runs on this share of broker
-# calls, per million; Dramatiq's default makes recovery after a crash take minutes.
-_MAINTENANCE_CHANCE = 20_000
 # A settled claim only has to outlive redeliveries and duplicate flushes (minutes);
 # a day is ample and keeps the claim keys from piling up.
 _KEEP_CLAIMS_SECONDS = 86_400
@@ -60,8 +57,6 @@ def run() -> None:
         middleware=[DeliveryLimit(redis, dead_letters, settings.max_deliveries)],
         queues=(queues.NOTIFICATIONS_QUEUE,),
     )
-    broker.heartbeat_timeout = settings.heartbeat_timeout_ms
-    broker.maintenance_chance = _MAINTENANCE_CHANCE
     http = httpx.Client(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
     try:
         routing = RoutingSource(
@@ -126,21 +121,22 @@ def run() -> None:
         )(function)
 
     serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
-    worker = Worker(
+    consumer = Consumer(
         broker,
-        queues={queues.NOTIFICATIONS_QUEUE},
+        [queues.NOTIFICATIONS_QUEUE],
         worker_threads=settings.send_threads,
-        worker_timeout=settings.idle_poll_ms,
+        recovery=Recovery(timeout_ms=settings.heartbeat_timeout_ms),
+        name="notifications",
     )
     stop = shutdown_event()
     tune_gc()
     mover = DueMover(due, redis)
     mover.start()
-    worker.start()
+    consumer.start()
     log.info("notifier started", extra={"routes_file": settings.routes_file})
     stop.wait()
     # In-flight sends finish within the shutdown timeout; unstarted messages go back.
-    worker.stop(timeout=int(settings.shutdown_timeout_seconds * 1000))
+    consumer.stop(timeout=settings.shutdown_timeout_seconds)
     mover.stop()
     bulkheads.close()
     broker.close()

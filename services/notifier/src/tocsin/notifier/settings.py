@@ -22,10 +22,7 @@ class NotifierSettings(CommonSettings):
         1.0, "How often the routing file is checked for changes, in seconds."
     )
     send_threads: int = setting(
-        8, "Concurrent sends: Dramatiq worker threads of the notifier process."
-    )
-    idle_poll_ms: int = setting(
-        5, "Longest wait between queue polls when idle (Dramatiq's worker timeout), in ms."
+        8, "Concurrent sends: worker threads of the notifier's queue consumer."
     )
     send_timeout_seconds: float = setting(10.0, "Timeout of one send to a receiver, in seconds.")
     retry_budget_seconds: float = setting(
@@ -48,7 +45,7 @@ class NotifierSettings(CommonSettings):
     )
     digest_sample: int = setting(10, "Alerts listed in a digest (the N above).")
     heartbeat_timeout_ms: int = setting(
-        30_000,
+        8_000,
         "Silence after which a crashed worker's in-flight messages are requeued, in ms.",
     )
     claim_lease_seconds: float = setting(

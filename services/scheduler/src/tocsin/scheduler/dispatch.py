@@ -43,6 +43,9 @@ FIRES = Counter(
 # Due fire times handled in one tick per schedule; the rest wait for the next tick.
 MAX_FIRES_PER_TICK = 1000
 
+# Longest sleep between two ticks of an idle replica (a bound on clock drift).
+MAX_IDLE_SECONDS = 30.0
+
 # Seconds between two logs of a failing tick.
 FAILURE_LOG_INTERVAL = 30.0
 
@@ -75,18 +78,26 @@ class Dispatcher:
         self._grace = misfire_grace
         self._redispatch_after = redispatch_after
         self._next_rescue = 0.0
+        # Per schedule, its first fire time after the last evaluation (Redis clock):
+        # until then there is nothing to read, so an idle replica sleeps instead.
+        self._next_due: dict[str, float] = {}
+        self._now = 0.0
 
     def publish_catalog(self) -> None:
         """Record the configured schedules so the API and CLI can list them."""
         self._claims.publish_catalog({s.name: s.describe() for s in self._schedules})
 
     def tick(self) -> None:
-        now = self._claims.now()
+        now = self._now = self._claims.now()
         for schedule in self._schedules:
+            if now < self._next_due.get(schedule.name, 0.0):
+                continue
             try:
                 self._evaluate(schedule, now)
             except Exception:
                 log.exception("schedule evaluation failed", extra={"schedule": schedule.name})
+                continue
+            self._next_due[schedule.name] = schedule.next_after(now)
         if now >= self._next_rescue:
             self._next_rescue = now + self._redispatch_after / 2
             self._rescue(now)
@@ -102,7 +113,11 @@ class Dispatcher:
                 if time.monotonic() - logged_at > FAILURE_LOG_INTERVAL:
                     logged_at = time.monotonic()
                     log.exception("scheduler tick failed; retrying every tick")
-            stop.wait(interval)
+                stop.wait(interval)
+                continue
+            # Sleep until the next fire time or rescue round, at least `interval`.
+            wake = min((*self._next_due.values(), self._next_rescue))
+            stop.wait(min(MAX_IDLE_SECONDS, max(interval, wake - self._now)))
 
     def _evaluate(self, schedule: Schedule, now: float) -> None:
         last = self._claims.last_fired(schedule.name)

@@ -12,13 +12,13 @@ import socket
 import sys
 import threading
 
-from dramatiq import Worker
 from redis import Redis
 
 from tocsin.common.broker import build_broker
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
+from tocsin.common.queue import Consumer, Recovery
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
 from tocsin.scheduler.claims import RunClaims
@@ -33,10 +33,6 @@ __all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
-# Dead workers' messages are requeued by Dramatiq's maintenance step, which runs
-# on a random share of broker calls; a larger share than its default keeps the
-# requeue close to the configured heartbeat timeout at this service's low traffic.
-MAINTENANCE_CHANCE = 50_000  # out of Dramatiq's scale of one million
 RUNNING_MARGIN_MS = 2000
 
 
@@ -63,8 +59,6 @@ def run() -> None:
     )
     queues = sorted(set(JOB_QUEUES.values()))
     broker = build_broker(settings.redis_url, middleware=[ledger], queues=queues)
-    broker.heartbeat_timeout = settings.worker_heartbeat_ms
-    broker.maintenance_chance = MAINTENANCE_CHANCE
     declare_job_actors(broker, redis, settings, ledger)
 
     dispatcher = Dispatcher(
@@ -82,12 +76,16 @@ def run() -> None:
     serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
 
     stop = shutdown_event()
-    worker: Worker | None = None
+    consumer: Consumer | None = None
     if settings.run_workers:
-        worker = Worker(
-            broker, queues=set(queues), worker_threads=settings.worker_threads, worker_timeout=100
+        consumer = Consumer(
+            broker,
+            queues,
+            worker_threads=settings.worker_threads,
+            recovery=Recovery(timeout_ms=settings.worker_heartbeat_ms),
+            name="jobs",
         )
-        worker.start()
+        consumer.start()
     tune_gc()
     log.info(
         "scheduler started",
@@ -99,6 +97,6 @@ def run() -> None:
     ticker.start()
     stop.wait()
     ticker.join()
-    if worker is not None:
-        worker.stop()
+    if consumer is not None:
+        consumer.stop()
     broker.close()

@@ -35,11 +35,11 @@ class SchedulerSettings(CommonSettings):
         "when its lease lapses (its message lost, its worker dead) is queued again.",
     )
     run_workers: bool = setting(True, "Run the job worker threads in this process.")
-    worker_threads: int = setting(2, "Dramatiq worker threads for the job queues.")
+    worker_threads: int = setting(2, "Worker threads of the job queues' consumer.")
     worker_heartbeat_ms: int = setting(
-        60_000,
-        "Silence after which a dead worker's in-flight jobs are requeued (Dramatiq "
-        "heartbeat timeout), in ms.",
+        8_000,
+        "Silence after which a dead worker's in-flight jobs are requeued (queue heartbeat "
+        "timeout), in ms.",
     )
     job_time_limit_seconds: int = setting(300, "Longest a job may run before it is stopped.")
     job_max_retries: int = setting(3, "Retries of a failed job run (same run id).")

@@ -165,10 +165,12 @@ class DueMover:
                 if failing:
                     log.info("due-time mover reconnected", extra={"queue": self._due.queue})
                     failing = False
-            except RedisError:
+            except Exception as exc:
+                # Never let the thread die: a mover that stopped would strand every timer.
                 if not failing:
                     log.warning(
-                        "due-time mover cannot reach Redis; retrying",
+                        "due-time mover failed (%s); retrying",
+                        "Redis unreachable" if isinstance(exc, RedisError) else "error",
                         exc_info=True,
                         extra={"queue": self._due.queue},
                     )
