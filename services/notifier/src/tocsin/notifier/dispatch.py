@@ -331,8 +331,9 @@ class Notifier:
         except TemporaryDeliveryError as exc:
             metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
             metrics.FAILED.labels(kind, "temporary").inc()
-            # The last try is at the end of the budget.
-            left = since + self._policy.retry_budget - self._clock()
+            # The last try is at the end of the budget (the receiver's own, if it has one).
+            budget = active.retry_budgets.get(notification.receiver, self._policy.retry_budget)
+            left = since + budget - self._clock()
             if left <= 0:
                 self._dead_letter(notification, "retries-exhausted", str(exc), attempt + 1)
                 return
