@@ -22,7 +22,8 @@ The API (stable; other scenario files build on it):
   "outcome unknown") and client timeouts; `outcomes` counts final outcomes,
   `answers` every answer, `answers_by_key` each alert's answers in order.
 - `Tally(scenario, ...)`: the figures; `report()` prints them, `assert_clean()`.
-- `settle(check, timeout, what) -> seconds` and `stored_counts(redis, keys)`.
+- `settle(check, timeout, what) -> seconds`, `stored_counts(redis, keys)`,
+  `alert_ids(redis, keys)` and `created_events(redis, channel)`.
 
 Scenarios have a short form (seconds, run by `make test`) and a long form,
 marked with `long_chaos` and run only by `make chaos` (`TOCSIN_CHAOS=long`).
@@ -61,6 +62,8 @@ __all__ = [
     "Service",
     "Stack",
     "Tally",
+    "alert_ids",
+    "created_events",
     "long_chaos",
     "settle",
     "stored_counts",
@@ -254,6 +257,37 @@ def stored_counts(redis: redis_lib.Redis, dedup_keys: Iterable[str]) -> dict[str
     return found
 
 
+def created_events(redis: redis_lib.Redis, channel: str = "alerts") -> Counter[str]:
+    """How many `alert.created` events the channel's stream holds per alert id.
+
+    What a dashboard that was connected the whole time received (the stream
+    and the live frames are one write): each alert once, or it was lost or
+    doubled on the way out.
+    """
+    created: Counter[str] = Counter()
+    stream = keys.channel_stream(channel)
+    start = "-"
+    while True:
+        entries = redis.xrange(stream, min=start, count=1000)
+        for _entry_id, fields in entries:
+            frame = json.loads(fields[b"f"])
+            data = frame.get("data", {})
+            if data.get("type") == "alert.created":
+                created[str(data.get("alert", {}).get("id", ""))] += 1
+        if len(entries) < 1000:
+            return created
+        start = "(" + entries[-1][0].decode()
+
+
+def alert_ids(redis: redis_lib.Redis, dedup_keys: Iterable[str]) -> dict[str, str]:
+    """The current alert id of each producer dedup key that has one."""
+    wanted = list(dedup_keys)
+    pipe = redis.pipeline(transaction=False)
+    for key in wanted:
+        pipe.hget(keys.dedup(key), "id")
+    return {key: i.decode() for key, i in zip(wanted, pipe.execute(), strict=True) if i}
+
+
 class Producer:
     """Sends one alert per request to ingest, as a careful producer does.
 
@@ -385,19 +419,30 @@ class Tally:
         producer: Producer,
         redis: redis_lib.Redis,
         *,
-        delivered: int = 0,
         settle_seconds: float = 0.0,
     ) -> Tally:
-        """The tally of `producer`'s alerts as Redis holds them now."""
+        """The tally of `producer`'s alerts as Redis holds them now.
+
+        stored: alerts with a record; delivered: alerts whose `alert.created`
+        event is on the `alerts` stream; lost: accepted alerts not stored or
+        never delivered; duplicated: alerts counted twice or created twice.
+        """
         counts = stored_counts(redis, producer.sent_keys)
+        ids = alert_ids(redis, producer.sent_keys)
+        created = created_events(redis)
+        delivered = {key for key, alert_id in ids.items() if created[alert_id] > 0}
         return cls(
             scenario,
             sent=len(producer.sent_keys),
             accepted=len(producer.accepted_keys),
             stored=len(counts),
-            delivered=delivered,
-            lost=sum(1 for key in producer.accepted_keys if key not in counts),
-            duplicated=sum(1 for count in counts.values() if count > 1),
+            delivered=len(delivered),
+            lost=sum(
+                1 for key in producer.accepted_keys if key not in counts or key not in delivered
+            ),
+            duplicated=sum(
+                1 for key, count in counts.items() if count > 1 or created[ids.get(key, "")] > 1
+            ),
             settle_seconds=settle_seconds,
             notes={"answers": dict(producer.answers)},
         )

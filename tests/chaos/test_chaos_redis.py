@@ -38,8 +38,7 @@ def test_frozen_redis_gets_truthful_ingest_answers_and_prompt_readyz(
 ) -> None:
     # A long auth cache: the frozen Redis is met by admission, not by the key lookup.
     ingest = stack.start("ingest", TOCSIN_AUTH_CACHE_SECONDS="600")
-    processor = stack.start("processor")
-    scheduler = stack.start("scheduler")
+    others = [stack.start(name) for name in ("processor", "scheduler", "notifier", "gateway")]
     key = stack.api_key()
     producer = Producer(ingest.url, key, timeout=10)
     # No retries: each alert's one answer is checked against what Redis holds.
@@ -55,7 +54,7 @@ def test_frozen_redis_gets_truthful_ingest_answers_and_prompt_readyz(
                 with httpx.Client() as client:
                     while time.monotonic() < until:
                         truthful.send_one(client, retry_for=0)
-                for service in (ingest, processor, scheduler):
+                for service in (ingest, *others):
                     status, took = _readyz(service.url)
                     readyz.append((service.name, status, took))
     settled = settle(

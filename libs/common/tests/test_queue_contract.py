@@ -348,3 +348,59 @@ def test_encoded_message_is_what_dramatiqs_own_encoding_decodes_to() -> None:
         message_timestamp=1_700_000_000_123,
     ).encode()
     assert dramatiq.Message.decode(ours).asdict() == dramatiq.Message.decode(theirs).asdict()
+
+
+def test_long_job_keeps_its_worker_alive_so_its_message_is_not_run_twice(
+    broker: RedisBroker, redis: Redis
+) -> None:
+    calls = Calls()
+    release = threading.Event()
+
+    def slow(value: str) -> None:
+        calls.add(value)
+        release.wait(30)
+
+    actor = dramatiq.actor(actor_name="slow", queue_name=QUEUE, broker=broker)(slow)
+    # The job outlasts the timeout several times over; the beat has its own thread.
+    consumer = Consumer(broker, [QUEUE], idle_wait=5, recovery=Recovery(timeout_ms=1_000))
+    consumer.start()
+    try:
+        actor.send("long")
+        wait_until(lambda: calls.args == ["long"], 15, "the job to start")
+        watcher = QueueWorker(redis, recovery=Recovery(timeout_ms=1_000))
+        for _ in range(6):
+            time.sleep(0.5)
+            assert watcher.beat([QUEUE]) == 0, "a live worker's message was requeued"
+        release.set()
+        wait_until(lambda: redis.hlen(queue_keys(QUEUE).messages) == 0, 15, "the ack")
+    finally:
+        release.set()
+        consumer.stop()
+    assert calls.args == ["long"]
+
+
+def test_stopped_consumer_takes_nothing_more_and_hands_back_the_job_it_could_not_finish(
+    broker: RedisBroker, redis: Redis
+) -> None:
+    calls = Calls()
+    release = threading.Event()
+
+    def slow(value: str) -> None:
+        calls.add(value)
+        release.wait(30)
+
+    actor = dramatiq.actor(actor_name="slow", queue_name=QUEUE, broker=broker)(slow)
+    consumer = Consumer(broker, [QUEUE], worker_threads=1, idle_wait=5)
+    consumer.start()
+    try:
+        actor.send("first")
+        wait_until(lambda: calls.args == ["first"], 15, "the first job to start")
+        actor.send("second")  # waits: the one thread is busy
+        time.sleep(0.3)
+        consumer.stop(timeout=0.5)
+    finally:
+        release.set()
+    # The running job is back on the queue for whoever comes next; the waiting one stayed.
+    assert calls.args == ["first"]
+    assert redis.llen(queue_keys(QUEUE).pending) == 2
+    assert redis.scard(consumer.worker.acks_key(QUEUE)) == 0

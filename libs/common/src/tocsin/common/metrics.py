@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
+from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
 from dramatiq.worker import Worker
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -210,7 +211,7 @@ def _queue_state(redis: Redis, queue: str) -> tuple[dict[str, int], float]:
     from tocsin.common.queue import dead_letter_keys, queue_keys
 
     names = queue_keys(queue)
-    delayed = queue_keys(f"{queue}.DQ")
+    delayed = queue_keys(dq_name(queue))
     dead, _ = dead_letter_keys(queue)
     pipe = redis.pipeline(transaction=False)
     pipe.llen(names.pending)
@@ -251,6 +252,10 @@ class JobMetrics(Middleware):
         self._registry = registry
         self._started: dict[str, float] = {}
         self._collector: QueueCollector | None = None
+        # Children per label values, kept rather than looked up through `labels()`
+        # (which validates and locks) for every message.
+        self._durations: dict[tuple[str, str], Histogram] = {}
+        self._outcomes: dict[tuple[str, str, str], Counter] = {}
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         client = getattr(broker, "client", None)
@@ -275,10 +280,12 @@ class JobMetrics(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         started = self._started.pop(message.message_id, None)
+        actor, queue = message.actor_name, message.queue_name
         if started is not None:
-            JOB_DURATION.labels(message.actor_name, message.queue_name).observe(
-                time.perf_counter() - started
-            )
+            duration = self._durations.get((actor, queue))
+            if duration is None:
+                duration = self._durations[actor, queue] = JOB_DURATION.labels(actor, queue)
+            duration.observe(time.perf_counter() - started)
         if exception is None:
             outcome = "success"
             health_signals.add("jobs_success")
@@ -286,7 +293,10 @@ class JobMetrics(Middleware):
             count_redis_error(exception)
             outcome = "dead_lettered" if message.failed else "retried"
             health_signals.add("jobs_failed")
-        JOBS.labels(message.actor_name, message.queue_name, outcome).inc()
+        counter = self._outcomes.get((actor, queue, outcome))
+        if counter is None:
+            counter = self._outcomes[actor, queue, outcome] = JOBS.labels(actor, queue, outcome)
+        counter.inc()
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         self._started.pop(message.message_id, None)

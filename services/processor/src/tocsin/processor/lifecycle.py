@@ -122,6 +122,7 @@ class LifecycleConfig:
                 "stream_cap": self.stream_cap,
                 "update_interval": self.update_interval,
                 "notify_key": f"{keys.DRAMATIQ_NAMESPACE}:{NOTIFICATIONS_QUEUE}",
+                "notify_wake": keys.queue_wakeup(NOTIFICATIONS_QUEUE),
                 "notify_queue": NOTIFICATIONS_QUEUE,
                 "notify_actor": DELIVER_NOTIFICATION_ACTOR,
             }

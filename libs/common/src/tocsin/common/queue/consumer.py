@@ -42,7 +42,7 @@ from dramatiq.middleware import SkipMessage
 from redis import Redis
 
 from tocsin.common.metrics import count_redis_error
-from tocsin.common.queue._layout import queue_keys
+from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.queue.worker import QueueWorker, Recovery
 from tocsin.common.telemetry import TRACEPARENT, current_traceparent
 
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 # After a Redis error, how long the fetch loop waits before trying again.
 _ERROR_PAUSE = 0.5
+# How often a fetch loop waiting for a free thread looks whether it should stop.
+_SLOT_WAIT = 0.2
 
 
 @dataclass(slots=True)
@@ -128,6 +130,8 @@ class Consumer:
         deadline = time.monotonic() + timeout
         if self._busy and self._fetcher.is_alive():
             self._fetcher.join(timeout)
+        elif self._fetcher.is_alive():
+            self._wake_idle_loop()
         if self._pool is not None:
             for future in list(self._in_flight):
                 future_timeout = max(0.0, deadline - time.monotonic())
@@ -146,6 +150,20 @@ class Consumer:
             count_redis_error(exc)
             log.warning("could not hand back unfinished messages: %s", exc)
         self.broker.emit_after("worker_shutdown", self)
+
+    def _wake_idle_loop(self) -> None:
+        """End the idle loop's blocking pop with a token, so the thread ends with the consumer.
+
+        Another consumer may take the token instead; it then fetches nothing once.
+        """
+        try:
+            pipe = self.worker.redis.pipeline(transaction=False)
+            pipe.rpush(self._wake_keys[0], "1")
+            pipe.ltrim(self._wake_keys[0], -WAKEUP_TOKENS_KEPT, -1)
+            pipe.execute()
+        except Exception:  # Redis is gone, and the pop with it
+            return
+        self._fetcher.join(_SLOT_WAIT * 5)
 
     # -- the heartbeat ---------------------------------------------------------
 
@@ -208,7 +226,12 @@ class Consumer:
                     self._run_batch(queue, messages)
                 continue
             # One message per free thread: nothing waits fetched in this process.
-            self._free.acquire()
+            while not self._free.acquire(timeout=_SLOT_WAIT):
+                if self._stop.is_set():
+                    return taken
+            if self._stop.is_set():
+                self._free.release()
+                return taken
             free = 1
             while free < self._threads and self._free.acquire(blocking=False):
                 free += 1
@@ -263,8 +286,18 @@ class Consumer:
         self._settle(queue, [proxy], held=[message.options["redis_message_id"]])
 
     def _run_batch(self, queue: str, messages: list[dramatiq.Message[Any]]) -> None:
-        assert self._batch_handler is not None
         ids = [m.options["redis_message_id"] for m in messages]
+        try:
+            self._run_batch_held(queue, messages, ids)
+        except BaseException:
+            # Held by this worker and settled by nobody: the fetch loop gives them back.
+            self._hold(queue, ids)
+            raise
+
+    def _run_batch_held(
+        self, queue: str, messages: list[dramatiq.Message[Any]], ids: list[str]
+    ) -> None:
+        assert self._batch_handler is not None
         broker = self.broker
         proxies = [MessageProxy(m) for m in messages]
         deliveries: list[Delivery] = []

@@ -142,6 +142,9 @@ local function emit_notifications(rec, text, now)
       '","message_timestamp":' .. string.format('%d', math.floor(now * 1000)) .. '}'
     redis.call('HSET', cfg.notify_key .. '.msgs', nid, message)
     redis.call('RPUSH', cfg.notify_key, nid)
+    -- The queue layer's wake-up token: an idle notifier blocks on it.
+    redis.call('RPUSH', cfg.notify_wake, '1')
+    redis.call('LTRIM', cfg.notify_wake, -8, -1)
   end
   pending = {}
 end
