@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -119,3 +120,21 @@ def test_an_idle_mover_sleeps_instead_of_polling(redis_server: RedisServer) -> N
     time.sleep(2.0)
     mover.stop()
     assert len(calls) == 1  # one look, then a blocking wait for the next due time or token
+
+
+def test_an_idle_mover_never_outwaits_the_clients_socket_timeout(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A pop cut off by the socket timeout may already have popped the wake-up token of a
+    # new entry, which the retried pop then sleeps through.
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=0.5)
+    due = DueTimes(client, QUEUE)
+    mover = DueMover(due, client, max_sleep=30.0)
+    with caplog.at_level(logging.WARNING, logger="tocsin.common.queue.due"):
+        mover.start()
+        time.sleep(3.0)  # idle: several socket timeouts long
+        due.schedule("act", ("late",), 0.0)
+        wait_until(lambda: client.llen(queue_keys(QUEUE).pending) == 1, timeout=3, what="the move")
+        mover.stop()
+    client.close()
+    assert [r.getMessage() for r in caplog.records] == []

@@ -141,6 +141,12 @@ class DueMover:
     ) -> None:
         self._due = due
         self._redis = redis
+        # A blocking pop must end well inside the client's socket timeout: one cut off
+        # by it may already have popped the wake-up token, and the retry then sleeps
+        # through the entry it announced.
+        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        if socket_timeout:
+            max_sleep = min(max_sleep, float(socket_timeout) / 2)
         self._max_sleep = max_sleep
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name=f"due-mover-{due.queue}", daemon=True)
