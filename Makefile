@@ -9,7 +9,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 SOURCES := libs services tests conftest.py
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint fmt bench chaos clean image
+.PHONY: setup run test lint fmt bench chaos conformance clean image
 
 setup: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: $(STAMP)
 # runs the short forms only.
 chaos: $(STAMP)
 	TOCSIN_CHAOS=long $(BIN)/python -m pytest tests/chaos -s $(PYTEST_ARGS)
+
+# Outside conformance suites against real servers (tests/conformance; CHECK= picks some).
+conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance $(CHECK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

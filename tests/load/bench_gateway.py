@@ -12,6 +12,9 @@ publisher process and the Redis-compatible server pinned to core 1.
    exceeds 100 ms.
 3. The gateway's own WebSocket server (`tocsin`, the default) against uvicorn's
    implementations (websockets-sansio, wsproto, websockets) at 1,000 sockets.
+4. Connect: 10,000 sockets, each with its own token and a subscribe, into a fresh
+   gateway, three times: the time and the gateway's CPU seconds of each run.
+   `BENCH_GATEWAY_ONLY=connect` runs this part alone.
 
 The load side speaks WebSocket by hand over asyncio protocols, so that it stays
 cheaper than the server it measures. `BENCH_GATEWAY_STEP_SECONDS` sets the
@@ -45,6 +48,9 @@ COMPARE_RATE = 100
 SAMPLE_EVERY = 10
 STEP_SECONDS = float(os.environ.get("BENCH_GATEWAY_STEP_SECONDS", "2"))
 SHARED_TOKEN = os.environ.get("BENCH_GATEWAY_TOKENS", "distinct") == "shared"
+ONLY = os.environ.get("BENCH_GATEWAY_ONLY", "")
+CONNECT_RUNS = 3
+CONNECT_SOCKETS = 10_000
 EVENT_MARK = b'{"type":"event"'
 
 PUBLISHER = """
@@ -306,6 +312,27 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
               f"{s.p99_ms:>7.1f}")  # fmt: skip
 
 
+async def connect_runs(redis_url: str, server_core: int) -> None:
+    """10,000 sockets with their own tokens plus a subscribe, into a fresh gateway, 3 times."""
+    _tokens(CONNECT_SOCKETS)
+    rows = []
+    for _ in range(CONNECT_RUNS):
+        with gateway(redis_url, IMPLEMENTATIONS[0], server_core) as (port, pid):
+            cpu_before = _cpu(pid)
+            started = time.perf_counter()
+            probes, handshakes = await open_sockets(port, CONNECT_SOCKETS)
+            elapsed = time.perf_counter() - started
+            rows.append((elapsed, _cpu(pid) - cpu_before, _percentile(handshakes, 0.99)))
+            for probe in probes:
+                probe.close()
+            await asyncio.sleep(0.5)
+    print(f"\nConnect: {CONNECT_SOCKETS:,} sockets, own token and a subscribe each, "
+          "200 handshakes in flight, fresh gateway per run")  # fmt: skip
+    print(f"{'run':>4} {'seconds':>8} {'gateway CPU s':>14} {'handshake p99 ms':>17}")
+    for run_number, (elapsed, cpu, p99) in enumerate(rows, 1):
+        print(f"{run_number:>4} {elapsed:>8.2f} {cpu:>14.2f} {p99 * 1000:>17.1f}")
+
+
 def main() -> None:
     server_core, load_core = two_cores()
     os.sched_setaffinity(0, {load_core})
@@ -316,7 +343,9 @@ def main() -> None:
             import uvloop  # the load side must stay cheaper than the server it measures
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.run(run(redis_server.url, server_core, load_core))
+        if ONLY != "connect":
+            asyncio.run(run(redis_server.url, server_core, load_core))
+        asyncio.run(connect_runs(redis_server.url, server_core))
 
 
 if __name__ == "__main__":

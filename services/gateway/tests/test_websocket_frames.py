@@ -157,6 +157,7 @@ class RecordingTransport(asyncio.Transport):
         self.written = b""
         self.reading = True
         self.closed = False
+        self.aborted = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
@@ -172,6 +173,9 @@ class RecordingTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
 
 
 class ServerState:
@@ -195,7 +199,7 @@ async def test_a_client_flooding_frames_is_slowed_by_tcp_not_buffered() -> None:
     timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=1)
     socket = SocketProtocol(transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, 1024)
     socket.start(application, {"type": "websocket"})
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)  # the answer leaves with the wire's writes, at the turn's end
     assert transport.written.startswith(b"HTTP/1.1 101")
     socket.data_received(b"".join(client_frame(TEXT, b'{"n":%d}' % n) for n in range(200)))
     assert not transport.reading, "reading goes on while 200 messages wait"
@@ -204,3 +208,85 @@ async def test_a_client_flooding_frames_is_slowed_by_tcp_not_buffered() -> None:
     assert len(received) == 200
     assert transport.reading
     assert [message["text"] for message in received[:2]] == ['{"n":0}', '{"n":1}']
+
+
+async def _accepted(
+    transport: RecordingTransport, max_message: int, read_rate: float = 0.0, read_burst: int = 0
+) -> SocketProtocol:
+    """A socket whose application accepts and then reads nothing."""
+
+    async def application(scope: object, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.Event().wait()
+
+    timings = SocketTimings(
+        ping_interval=60,
+        pong_timeout=10,
+        close_timeout=0.05,
+        read_rate=read_rate,
+        read_burst=read_burst,
+    )
+    socket = SocketProtocol(
+        transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, max_message
+    )
+    socket.start(application, {"type": "websocket"})
+    await asyncio.sleep(0.01)  # accepted, and the answer written
+    return socket
+
+
+async def test_read_ahead_is_bounded_in_bytes_not_only_in_messages() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 256 * 1024)
+    message = client_frame(TEXT, b"x" * 200 * 1024)
+    fed = 0
+    while transport.reading and fed < 64:
+        socket.data_received(message)
+        fed += 1
+    # Six messages of 200 KiB pass the 1 MiB bound, far below the 64-message one.
+    assert fed == 6
+    assert socket.queue.size == 6 * 200 * 1024
+
+
+async def test_reading_pauses_while_writes_are_paused_so_unread_pongs_stop_the_pings() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024)
+    socket.pause_writing()
+    assert not transport.reading
+    socket.resume_writing()
+    assert transport.reading
+
+
+async def test_nothing_is_queued_after_the_close_and_a_peer_that_never_answers_is_aborted() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024)
+    await socket.send({"type": "websocket.close", "code": 1000})
+    queued = socket.queue.qsize()
+    socket.data_received(client_frame(TEXT, b"late") * 10)
+    assert socket.queue.qsize() == queued
+    assert not transport.aborted
+    await asyncio.sleep(0.2)
+    assert transport.aborted
+
+
+async def test_a_socket_past_its_read_budget_is_not_read_until_the_budget_refills() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024, read_rate=1000, read_burst=1000)
+    ping = client_frame(PING, b"p" * 94)  # 100 bytes on the wire
+    for _ in range(9):
+        socket.data_received(ping)
+    assert transport.reading, "within the burst"
+    socket.data_received(ping * 3)
+    assert not transport.reading, "past the burst"
+    # About 200 bytes overdrawn at 1,000 bytes/s: reading resumes some 0.2 s later.
+    await asyncio.sleep(0.6)
+    assert transport.reading
+
+
+async def test_the_pongs_to_one_read_of_pings_leave_in_one_write() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024)
+    writes: list[bytes] = []
+    transport.write = writes.append  # type: ignore[method-assign]
+    socket.data_received(client_frame(PING, b"x") * 100)
+    assert writes == [(bytes((0x80 | PONG, 1)) + b"x") * 100]

@@ -35,6 +35,7 @@ def test_empty_setting_gives_the_built_in_schedules() -> None:
     assert load_schedules("") == DEFAULT_SCHEDULES
     assert {s.job for s in DEFAULT_SCHEDULES} == {
         "daily_analytics", "pattern_detection", "cache_health", "health_score", "retention",
+        "prediction_history", "volume_forecast",
     }  # fmt: skip
 
 

@@ -332,10 +332,14 @@ def _claims_of(payload: dict[str, Any]) -> Claims:
         scopes = payload.get("scope", "")
         scope_set = frozenset(scopes.split() if isinstance(scopes, str) else scopes)
         channels = payload.get("channels", ["*"])
+        if type(channels) is not list or not all(type(c) is str for c in channels):
+            # A string would be read one character at a time, and any `*` in it
+            # would grant every channel: refuse rather than guess.
+            raise TokenError("token_invalid", "the channels claim must be a list of strings")
         return Claims(
             subject=str(payload["sub"]),
             scopes=scope_set,
-            channels=tuple(map(str, channels)),
+            channels=tuple(channels),
             expires_at=float(payload["exp"]),
             raw=payload,
         )

@@ -24,6 +24,8 @@ __all__ = [
     "APPLY_ACTION_ACTOR",
     "DELIVER_NOTIFICATION_ACTOR",
     "NOTIFICATIONS_QUEUE",
+    "PREDICTION_QUEUE",
+    "PREDICT_INCIDENT_ACTOR",
     "PROCESS_ALERTS_ACTOR",
     "QueueWakeup",
     "build_broker",
@@ -39,6 +41,11 @@ PROCESS_ALERTS_ACTOR = "process_alerts"
 APPLY_ACTION_ACTOR = "apply_action"
 # deliver_notification(notification: NotificationRequest as builtins) -- processor -> notifier
 DELIVER_NOTIFICATION_ACTOR = "deliver_notification"
+# predict_incident(alert_id: str) -- processor, after an incident opened -> the
+# scheduler's worker pool (docs/prediction.md); the scheduled prediction jobs
+# share the queue.
+PREDICTION_QUEUE = "prediction"
+PREDICT_INCIDENT_ACTOR = "predict_incident"
 
 
 def build_broker(

@@ -40,6 +40,12 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:ratelimit:{producer}` | hash | a producer's ingest token bucket (`tokens`, `at`) |
 | `tocsin:idempotency:{producer}:{key}` | string | the first answer to an `Idempotency-Key` (24 h) |
 | `tocsin:wake:{queue}` | list | wake-up tokens pushed on enqueue, popped by idle consumers |
+| `tocsin:prediction:alert:{id}` | string (JSON) | an incident's prediction (expiring) |
+| `tocsin:prediction:episodes:{level}:{value}` | hash | alert id -> `start end how` of episodes |
+| `tocsin:prediction:cursor` | string | last change (epoch s) the episode history has read up to |
+| `tocsin:prediction:counts:{service}` | hash | epoch hour -> incidents opened that hour |
+| `tocsin:prediction:services` | set | services with hourly counts |
+| `tocsin:prediction:volume` | string (JSON) | the latest volume forecast |
 """
 
 from __future__ import annotations
@@ -67,6 +73,12 @@ __all__ = [
     "notification_log",
     "open_alerts",
     "pattern_findings",
+    "prediction",
+    "prediction_counted_services",
+    "prediction_counts",
+    "prediction_cursor",
+    "prediction_episodes",
+    "prediction_volume",
     "queue_wakeup",
     "rate_bucket",
     "schedule_catalog",
@@ -233,3 +245,30 @@ def cache_health() -> str:
 
 def probe(node: str) -> str:
     return f"{PREFIX}probe:{node}"
+
+
+# Prediction (see docs/prediction.md): written by the scheduler's prediction jobs.
+def prediction(alert_id: str) -> str:
+    """An incident's prediction; read by the gateway and the notifier's auto-pause."""
+    return f"{PREFIX}prediction:alert:{alert_id}"
+
+
+def prediction_episodes(level: str, value: str) -> str:
+    """Past episodes of one fingerprint, alertname+service or alertname."""
+    return f"{PREFIX}prediction:episodes:{level}:{value}"
+
+
+def prediction_cursor() -> str:
+    return f"{PREFIX}prediction:cursor"
+
+
+def prediction_counts(service: str) -> str:
+    return f"{PREFIX}prediction:counts:{service}"
+
+
+def prediction_counted_services() -> str:
+    return f"{PREFIX}prediction:services"
+
+
+def prediction_volume() -> str:
+    return f"{PREFIX}prediction:volume"

@@ -2,7 +2,13 @@
 
 `/ws` is a plain ASGI endpoint (no per-message Starlette wrapper on the hot
 path): it admits the socket (drain, origin, connection limit), authenticates
-it by one of four paths, then hands it to a `Session`.
+it by one of four paths, checks the token's `read` scope (the REST API's rule
+for reading alerts), then hands it to a `Session`.
+
+A socket counts against `TOCSIN_MAX_CONNECTIONS` from its admission on, not
+only once authenticated; sockets waiting for their `auth` frame also have
+their own, smaller cap (`TOCSIN_MAX_UNAUTHENTICATED`), so upgrades that never
+authenticate cannot crowd out the clients that do.
 """
 
 from __future__ import annotations
@@ -92,14 +98,22 @@ class SocketEndpoint:
             node.stats.limit_breaches["origin"] += 1
             await self._accept_and_close(scope, send, CloseCode.ORIGIN_FORBIDDEN)
             return
-        if len(node.sessions) >= settings.max_connections:
+        if len(node.sessions) + node.unauthenticated >= settings.max_connections:
             node.stats.limit_breaches["connections"] += 1
             await self._accept_and_close(scope, send, CloseCode.TOO_MANY_CONNECTIONS)
             return
         token = _token_at_upgrade(scope)
+        if not token and node.unauthenticated >= settings.max_unauthenticated:
+            node.stats.limit_breaches["unauthenticated"] += 1
+            await self._accept_and_close(scope, send, CloseCode.TOO_MANY_CONNECTIONS)
+            return
         await send({"type": "websocket.accept", "subprotocol": self._subprotocol(scope)})
         if not token:
-            framed = await self._token_from_auth_frame(receive)
+            node.unauthenticated += 1
+            try:
+                framed = await self._token_from_auth_frame(receive)
+            finally:
+                node.unauthenticated -= 1
             if framed is None:
                 await self._close(send, CloseCode.TOKEN_MISSING, "token_missing", "no token")
                 return
@@ -112,6 +126,20 @@ class SocketEndpoint:
                 "token_expired": CloseCode.TOKEN_EXPIRED,
             }.get(exc.code, CloseCode.TOKEN_INVALID)
             await self._close(send, code, exc.code, str(exc))
+            return
+        if "read" not in claims.scopes:
+            await self._close(
+                send,
+                CloseCode.INSUFFICIENT_SCOPE,
+                "insufficient_scope",
+                "the `read` scope is required",
+            )
+            return
+        if len(node.sessions) >= settings.max_connections:
+            # Checked again: the limit may have filled while this socket authenticated.
+            node.stats.limit_breaches["connections"] += 1
+            reason = CloseCode.TOO_MANY_CONNECTIONS.reason
+            await self._close(send, CloseCode.TOO_MANY_CONNECTIONS, reason, reason)
             return
         session = Session(node, claims, send, receive, wire_of(scope))
         # Nothing reads the upgrade's headers again; the scope lives as long as the socket.

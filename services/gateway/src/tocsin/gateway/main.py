@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 
 from tocsin.common.config import load_settings
+from tocsin.common.httplimits import LimitedHttpToolsProtocol
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import tune_gc
 from tocsin.common.telemetry import instrument_app, setup_observability
@@ -65,7 +66,8 @@ def run() -> None:
     # documented `frame_too_large` close; beyond it the server closes with 1009.
     max_message = settings.max_frame_bytes * 4
     own_sockets = settings.ws_implementation == "tocsin"
-    http: type[asyncio.Protocol] | str = (
+    limits = settings.http_limits()
+    http: type[asyncio.Protocol] = (
         upgrade_protocol(
             app.state.socket_endpoint,
             SOCKET_PATH,
@@ -73,11 +75,14 @@ def run() -> None:
                 ping_interval=settings.heartbeat_interval,
                 pong_timeout=settings.heartbeat_timeout,
                 close_timeout=settings.close_timeout,
+                read_rate=settings.read_rate_bytes,
+                read_burst=settings.read_burst_bytes,
             ),
             max_message,
+            limits,
         )
         if own_sockets
-        else "httptools"
+        else LimitedHttpToolsProtocol.with_limits(limits)
     )
     config = uvicorn.Config(
         SocketsFirst(instrument_app(app), app.state.socket_endpoint),

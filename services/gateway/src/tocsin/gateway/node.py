@@ -34,6 +34,8 @@ class Node:
     verifier: TokenVerifier
     stats: Stats
     sessions: set[Session] = field(default_factory=set)
+    # Sockets admitted and still waiting for their `auth` frame.
+    unauthenticated: int = 0
     draining: bool = False
     # Bounds the Redis reads of a reconnect storm: every socket resumes at once.
     recovery_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))

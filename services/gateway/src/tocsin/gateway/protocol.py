@@ -38,6 +38,7 @@ class CloseCode(enum.IntEnum):
     TOKEN_INVALID = 4401
     TOKEN_MISSING = 4402
     ORIGIN_FORBIDDEN = 4403
+    INSUFFICIENT_SCOPE = 4406
     FRAME_TOO_LARGE = 4413
 
     @property

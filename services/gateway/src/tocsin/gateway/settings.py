@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tocsin.common.config import CommonSettings, setting
+from tocsin.common.config import setting
+from tocsin.common.httplimits import HttpServerSettings
 
 __all__ = ["DEFAULT_PORT", "GatewaySettings"]
 
@@ -12,7 +13,7 @@ DEFAULT_PORT = 8080
 
 
 @dataclasses.dataclass(frozen=True)
-class GatewaySettings(CommonSettings):
+class GatewaySettings(HttpServerSettings):
     """Settings of the gateway service."""
 
     outbound_queue_frames: int = setting(1000, "Most frames queued for one socket.")
@@ -23,10 +24,23 @@ class GatewaySettings(CommonSettings):
     api_cache_ttl_seconds: float = setting(
         60.0, "Longest life of a cached /v1/alerts or /v1/stats response (writes invalidate it)."
     )
-    max_connections: int = setting(20_000, "Most open sockets per gateway process.")
+    max_connections: int = setting(
+        20_000, "Most open sockets per gateway process, authenticated or not."
+    )
+    max_unauthenticated: int = setting(
+        1_000, "Most sockets per gateway process waiting for their `auth` frame."
+    )
     max_frame_bytes: int = setting(64 * 1024, "Largest inbound WebSocket frame accepted.")
     allowed_origins: tuple[str, ...] = setting(
         (), "Browser origins allowed to connect, comma-separated (empty: any origin)."
+    )
+    read_rate_bytes: int = setting(
+        65_536,
+        "Bytes a second each socket may send on average; beyond, the gateway stops reading "
+        "it until the budget refills (0: no limit).",
+    )
+    read_burst_bytes: int = setting(
+        262_144, "Bytes a socket may send at once before `TOCSIN_READ_RATE_BYTES` applies."
     )
     auth_timeout: float = setting(10.0, "Seconds a socket may take to send its `auth` frame.")
     heartbeat_interval: float = setting(25.0, "Seconds between WebSocket pings to each socket.")

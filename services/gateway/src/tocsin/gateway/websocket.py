@@ -16,6 +16,14 @@ version other than 13); an unmasked or otherwise malformed frame closes with
 1009, all before any of it reaches the application. Pings go out every
 `heartbeat_interval` counted from the last pong; no pong within
 `heartbeat_timeout` closes with `4002 heartbeat_timeout`.
+
+A hostile client holds little: messages read ahead of the application are
+bounded in count and bytes (reading pauses past them, so TCP slows the
+sender); reading also pauses while the transport's own writes are paused, so
+a client that sends pings and never reads its pongs stalls itself; nothing is
+queued for the application after the server's close; and a transport that has
+not finished closing `close_timeout` after it was asked to is aborted, so a
+peer that never reads cannot keep a closed socket (or its session) alive.
 """
 
 from __future__ import annotations
@@ -25,13 +33,13 @@ import base64
 import binascii
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.gateway.protocol import CloseCode
 from tocsin.gateway.wire import WIRE_EXTENSION, Coalescer, Inbox, Wire, Writable
 
@@ -56,10 +64,13 @@ _PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1
 _NO_STATUS = 1005
 _ABNORMAL = 1006
 _SERVICE_RESTART = 1012
-# Messages read ahead of the application before reading pauses, and where it resumes:
-# a client that floods frames faster than they are handled is slowed by TCP, not buffered.
+# Messages (and their payload bytes) read ahead of the application before reading
+# pauses, and where it resumes: a client that floods frames faster than they are
+# handled is slowed by TCP, not buffered.
 _READ_AHEAD = 64
+_READ_AHEAD_BYTES = 1 << 20
 _READ_RESUME = 16
+_READ_RESUME_BYTES = _READ_AHEAD_BYTES // 4
 
 
 class FrameError(Exception):
@@ -201,11 +212,19 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 
 @dataclass(frozen=True, slots=True)
 class SocketTimings:
-    """The heartbeat and closing times every socket of a process shares."""
+    """The heartbeat and closing times, and the read budget, every socket of a process shares.
+
+    A socket may send `read_rate` bytes a second on average and `read_burst` at once;
+    past that, reading it pauses until its budget refills (0: no budget). Dashboards
+    send a few small frames; a flood of frames costs the gateway CPU that its other
+    sockets need, so TCP slows the flooder instead.
+    """
 
     ping_interval: float
     pong_timeout: float
     close_timeout: float
+    read_rate: float = 0.0
+    read_burst: int = 0
 
 
 class SocketProtocol(asyncio.Protocol):
@@ -215,6 +234,8 @@ class SocketProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_accepted",
+        "_allowance",
+        "_allowance_at",
         "_closed_code",
         "_disconnected",
         "_key",
@@ -223,6 +244,7 @@ class SocketProtocol(asyncio.Protocol):
         "_reading_paused",
         "_response",
         "_server_state",
+        "_throttle",
         "_timer",
         "_timings",
         "close_sent",
@@ -260,6 +282,10 @@ class SocketProtocol(asyncio.Protocol):
         self._response: tuple[int, list[str]] | None = None
         # The heartbeat's one timer: the next ping, or the wait for its pong.
         self._timer: asyncio.TimerHandle | None = None
+        # The read budget (see `SocketTimings`), and the timer that ends a pause for it.
+        self._allowance = float(timings.read_burst)
+        self._allowance_at = 0.0
+        self._throttle: asyncio.TimerHandle | None = None
 
     def start(self, endpoint: Endpoint, scope: Message) -> None:
         """Run the application for this connection (the scope's extensions are filled here)."""
@@ -284,38 +310,53 @@ class SocketProtocol(asyncio.Protocol):
             return
         if self.close_sent and self._closed_code is not None:
             return
+        if self._timings.read_rate:
+            self._spend(len(data))
         try:
             messages = self._reader.feed(data)
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
             return
+        queue = self.queue
+        # Pongs to the pings of one read leave in one write (a ping flood costs one send).
+        pongs: list[bytes] = []
         for opcode, payload in messages:
-            if opcode == _TEXT:
-                try:
-                    text = payload.decode()
-                except UnicodeDecodeError:
-                    self._fail(1007, "text frames must be UTF-8")
-                    return
-                self.queue.put_nowait({"type": "websocket.receive", "text": text})
-            elif opcode == _BINARY:
-                self.queue.put_nowait({"type": "websocket.receive", "bytes": payload})
+            if opcode <= _BINARY:
+                if self.close_sent:
+                    # After our close only the peer's close matters: nothing more is queued.
+                    continue
+                if opcode == _TEXT:
+                    try:
+                        text = payload.decode()
+                    except UnicodeDecodeError:
+                        self._fail(1007, "text frames must be UTF-8")
+                        return
+                    queue.put_nowait({"type": "websocket.receive", "text": text}, len(payload))
+                else:
+                    queue.put_nowait({"type": "websocket.receive", "bytes": payload}, len(payload))
             elif opcode == _PING:
                 if not self.close_sent:
-                    self.transport.write(frame(_PONG, payload))
+                    pongs.append(frame(_PONG, payload))
             elif opcode == _PONG:
                 self._pong_received()
             else:
+                if pongs:
+                    self._write_now(b"".join(pongs))
                 self._close_received(payload)
                 return
-        if self.queue.qsize() > _READ_AHEAD and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if pongs:
+            self._write_now(b"".join(pongs))
+        if queue.qsize() > _READ_AHEAD or queue.size > _READ_AHEAD_BYTES:
+            self._pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server_state.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._throttle is not None:
+            self._throttle.cancel()
+            self._throttle = None
         self.close_sent = True
         self._disconnect(self._closed_code or _ABNORMAL)
         # Whoever waits to write learns of the loss from the send that follows.
@@ -323,9 +364,57 @@ class SocketProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        # A peer that does not read what it asked for (pongs, above all) is not read either.
+        self._pause_reading()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        self._resume_reading()
+
+    def _spend(self, size: int) -> None:
+        """Take `size` bytes from the read budget; pause reading while it is overdrawn."""
+        timings = self._timings
+        now = time.monotonic()
+        allowance = min(
+            float(timings.read_burst),
+            self._allowance + (now - self._allowance_at) * timings.read_rate,
+        )
+        self._allowance = allowance - size
+        self._allowance_at = now
+        if self._allowance < 0 and self._throttle is None:
+            self._pause_reading()
+            self._throttle = asyncio.get_running_loop().call_later(
+                -self._allowance / timings.read_rate, self._unthrottle
+            )
+
+    def _unthrottle(self) -> None:
+        self._throttle = None
+        self._resume_reading()
+
+    def _write_now(self, data: bytes) -> None:
+        """Write a control frame at once, after what the wire holds (the handshake's
+        answer, perhaps)."""
+        self.wire.flush()
+        self.transport.write(data)
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self.transport.is_closing():
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again once the application has caught up and the peer takes our writes."""
+        queue = self.queue
+        if (
+            self._reading_paused
+            and self._throttle is None
+            and self.writable.ready
+            and queue.qsize() <= _READ_RESUME
+            and queue.size <= _READ_RESUME_BYTES
+            and not self.transport.is_closing()
+        ):
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """uvicorn's exit: what a drain left open closes as a service restart."""
@@ -336,10 +425,8 @@ class SocketProtocol(asyncio.Protocol):
 
     async def receive(self) -> Message:
         message: Message = await self.queue.get()
-        if self._reading_paused and self.queue.qsize() <= _READ_RESUME:
-            self._reading_paused = False
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
+        if self._reading_paused:
+            self._resume_reading()
         return message
 
     async def send(self, message: Message) -> None:
@@ -392,12 +479,17 @@ class SocketProtocol(asyncio.Protocol):
         if subprotocol:
             lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n")
         lines.append(b"\r\n")
-        self.transport.write(b"".join(lines))
+        # Through the wire: the answer and the application's first frame (the welcome)
+        # leave in one write, one send(2) fewer per connect.
+        answer = b"".join(lines)
+        if not self.wire.write(answer):
+            self.transport.write(answer)
         self._accepted = True
         self._key = b""
         self._schedule_ping()
         pending, self._pending = self._pending, b""
         if pending:
+            self.wire.flush()
             self.data_received(pending)
 
     def _application_done(self, task: asyncio.Task[None]) -> None:
@@ -426,11 +518,11 @@ class SocketProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         if self._closed_code is not None:
-            self.transport.close()
+            self._end()
         else:
-            # A peer that never answers must not hold the socket open.
+            # A peer that never answers (or never reads) must not hold the socket open.
             self._timer = asyncio.get_running_loop().call_later(
-                self._timings.close_timeout, self.transport.close
+                self._timings.close_timeout, self.transport.abort
             )
 
     def _close_received(self, payload: bytes) -> None:
@@ -445,7 +537,7 @@ class SocketProtocol(asyncio.Protocol):
             self.transport.write(close_frame(code if code != _NO_STATUS else 1000))
             self.close_sent = True
         self._disconnect(code)
-        self.transport.close()
+        self._end()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close at once with `code`, telling the application why."""
@@ -454,7 +546,17 @@ class SocketProtocol(asyncio.Protocol):
             self.wire.flush()
             self.transport.write(close_frame(code, reason))
             self.close_sent = True
+        self._end()
+
+    def _end(self) -> None:
+        """Close the transport; abort it if its buffer has not drained after `close_timeout`
+        (a peer that never reads would otherwise keep it, and its memory, forever)."""
+        if self._timer is not None:
+            self._timer.cancel()
         self.transport.close()
+        self._timer = asyncio.get_running_loop().call_later(
+            self._timings.close_timeout, self.transport.abort
+        )
 
     def _disconnect(self, code: int, reason: str = "") -> None:
         if not self._disconnected:
@@ -472,7 +574,7 @@ class SocketProtocol(asyncio.Protocol):
         if self.close_sent:
             self._timer = None
             return
-        self.transport.write(frame(_PING))
+        self._write_now(frame(_PING))
         self._timer = asyncio.get_running_loop().call_later(
             self._timings.pong_timeout, self._pong_missed
         )
@@ -529,12 +631,17 @@ def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
 
 
 def upgrade_protocol(
-    endpoint: Endpoint, path: str, timings: SocketTimings, max_message: int
-) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol, answering upgrades to `path` with a `SocketProtocol`."""
+    endpoint: Endpoint,
+    path: str,
+    timings: SocketTimings,
+    max_message: int,
+    limits: HttpLimits | None = None,
+) -> type[LimitedHttpToolsProtocol]:
+    """uvicorn's httptools protocol with Tocsin's HTTP `limits`, answering upgrades to
+    `path` with a `SocketProtocol`."""
     path_bytes = path.encode()
 
-    class UpgradeProtocol(HttpToolsProtocol):
+    class UpgradeProtocol(LimitedHttpToolsProtocol):
         def handle_websocket_upgrade(self) -> None:
             url: bytes = self.url
             target, _, query = url.partition(b"?")
@@ -574,4 +681,4 @@ def upgrade_protocol(
             self.parser = None  # type: ignore[assignment]
             respond(self.transport, status, reason.encode(), *headers, _PLAIN_TEXT)
 
-    return UpgradeProtocol
+    return UpgradeProtocol.with_limits(limits) if limits is not None else UpgradeProtocol

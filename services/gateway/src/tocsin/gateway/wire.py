@@ -117,16 +117,23 @@ class Coalescer:
 
 
 class Inbox:
-    """A connection's ASGI receive queue: unbounded, one reader at a time (the app)."""
+    """A connection's ASGI receive queue, one reader at a time (the app).
 
-    __slots__ = ("_messages", "_waiter")
+    It counts the payload bytes it holds (`size`), so that the connection can
+    stop reading while the application is behind: the bound is the reader's
+    pause, not a refusal here.
+    """
+
+    __slots__ = ("_messages", "_waiter", "size")
 
     def __init__(self) -> None:
-        self._messages: list[Any] = []
+        self._messages: list[tuple[Any, int]] = []
         self._waiter: asyncio.Future[None] | None = None
+        self.size = 0
 
-    def put_nowait(self, message: Any) -> None:
-        self._messages.append(message)
+    def put_nowait(self, message: Any, size: int = 0) -> None:
+        self._messages.append((message, size))
+        self.size += size
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -145,7 +152,9 @@ class Inbox:
                 await waiter
             finally:
                 self._waiter = None
-        return self._messages.pop(0)
+        message, size = self._messages.pop(0)
+        self.size -= size
+        return message
 
 
 class Writable:

@@ -7,7 +7,8 @@ of one alert per request showed those writes as the largest single cost of
 ingest's accept path. Here the protocol writes through `CoalescedTransport`,
 which holds what is written during one event-loop step and hands it to the
 real transport in one write right after: a response's head and body, and
-the answers to pipelined requests, go out together.
+the answers to pipelined requests, go out together. The protocol keeps the
+limits and timeouts every HTTP server of Tocsin has (`tocsin.common.httplimits`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from tocsin.common.httplimits import LimitedHttpToolsProtocol
 
 __all__ = ["CoalescedTransport", "CoalescingHttpToolsProtocol"]
 
@@ -76,8 +77,8 @@ class CoalescedTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools HTTP/1.1 protocol over a `CoalescedTransport`."""
+class CoalescingHttpToolsProtocol(LimitedHttpToolsProtocol):
+    """uvicorn's httptools HTTP/1.1 protocol, with Tocsin's limits, over a `CoalescedTransport`."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         coalesced: Any = CoalescedTransport(transport)

@@ -32,5 +32,5 @@ def run() -> None:
         settings.host,
         settings.port or DEFAULT_PORT,
         proxy_headers=False,
-        http=CoalescingHttpToolsProtocol,
+        http=CoalescingHttpToolsProtocol.with_limits(settings.http_limits()),
     )

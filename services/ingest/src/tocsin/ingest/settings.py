@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tocsin.common.config import CommonSettings, setting
+from tocsin.common.config import setting
+from tocsin.common.httplimits import HttpServerSettings
 
 __all__ = ["DEFAULT_PORT", "IngestSettings"]
 
@@ -12,7 +13,7 @@ DEFAULT_PORT = 8081
 
 
 @dataclasses.dataclass(frozen=True)
-class IngestSettings(CommonSettings):
+class IngestSettings(HttpServerSettings):
     """Settings of the ingest service."""
 
     max_body_bytes: int = setting(1_048_576, "Largest accepted request body, in bytes.")

@@ -39,6 +39,7 @@ from tocsin.common.models import NotificationRequest
 from tocsin.common.queue.due import DueTimes
 from tocsin.common.telemetry import client_span
 from tocsin.notifier import metrics
+from tocsin.notifier.autopause import PauseGate
 from tocsin.notifier.bulkhead import Bulkheads, ReceiverBusyError
 from tocsin.notifier.deadletters import DeadLetters
 from tocsin.notifier.grouping import (
@@ -127,6 +128,7 @@ class Notifier:
         self._routing = routing
         self._due = due
         self._groups = Groups(redis, due)
+        self._pauses = PauseGate(redis)
         self._firing = FiringIndex(redis)
         self._log = notification_log
         self._limiter = RateLimiter(redis)
@@ -210,11 +212,24 @@ class Notifier:
         now = self._clock()
         ordered = sorted(snapshot.alerts.values(), key=lambda a: (a.at, a.alert.fingerprint))
         firing = [a for a in ordered if a.status == "firing"]
-        resolved = [a for a in ordered if a.status == "resolved"]
+        every_resolved = [a for a in ordered if a.status == "resolved"]
         muted = self._firing.muted(firing, active.config.inhibit_rules)
         if muted:
             metrics.INHIBITED.inc(len(muted))
-        visible = [a for a in firing if a.alert.fingerprint not in muted]
+        # Auto-pause: held pages leave `visible`, resolves of never-paged alerts leave `resolved`.
+        gate = self._pauses.apply(
+            route.pause_if_transient,
+            flush.receiver,
+            [a for a in firing if a.alert.fingerprint not in muted],
+            every_resolved,
+            now,
+        )
+        visible, resolved = gate.firing, gate.resolved
+        if gate.resume_at is not None:
+            # An extra look when the hold ends, durable like every timer; its own token
+            # matches no pending mark, so it schedules nothing beyond itself.
+            extra = self._flush_handoff(flush)
+            self._due.schedule_encoded(extra.message_id, extra.data, gate.resume_at - now)
         firing_hash = state_hash(visible)
         state = snapshot.state
         plan = plan_flush(
@@ -229,10 +244,8 @@ class Notifier:
         if receiver is None:
             log.error("receiver %r is no longer configured; dropping group %s", flush.receiver, key)
             # Forget the whole group: with no receiver its alerts can never be notified.
-            resolved, firing = ordered, []
+            every_resolved, firing = ordered, []
         elif plan.send and not time_muted and (visible or resolved):
-            # The one place a flush decides to send: a hold on the group (a time mute
-            # above, say) joins the condition; what is not sent stays for the next flush.
             listed, truncated = digest(
                 visible, resolved, self._policy.digest_threshold, self._policy.digest_sample
             )
@@ -255,15 +268,14 @@ class Notifier:
                 repeat=plan.repeat,
                 seq=state.seq,
                 alert_ids=[a.alert.id for a in everyone],
+                paused=gate.paused,
             )
             send = self._handoff(SEND_ACTOR, [msgspec.to_builtins(notification), 0])
         # Resolved alerts go once told, or at once if the group never notified anyone.
         keep_resolved = send is None and state.notified and receiver is not None
-        forget = (
-            {}
-            if keep_resolved
-            else {a.alert.fingerprint: snapshot.raw[a.alert.fingerprint] for a in resolved}
-        )
+        # A resolve auto-pause dropped (its page never went out) is never news: forget it.
+        forgotten = [a for a in every_resolved if not keep_resolved or a not in resolved]
+        forget = {a.alert.fingerprint: snapshot.raw[a.alert.fingerprint] for a in forgotten}
         self._crash_point("flush")
         # One step: the notification handed over, the flush recorded, the next one due.
         self._groups.commit(

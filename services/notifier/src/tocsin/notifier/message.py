@@ -47,6 +47,8 @@ class Notification(msgspec.Struct, kw_only=True):
     seq: int = 0
     # Every alert of the group (a digest lists only some), for the per-alert log.
     alert_ids: list[str] = msgspec.field(default_factory=list)
+    # Alerts whose page was held by auto-pause and goes out now that the pause ended.
+    paused: list[str] = msgspec.field(default_factory=list)
 
     @property
     def alert_count(self) -> int:

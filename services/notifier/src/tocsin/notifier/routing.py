@@ -41,6 +41,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from tocsin.notifier.autopause import PausePolicy, parse_pause_policy
+
 __all__ = [
     "InhibitRule",
     "Matcher",
@@ -174,6 +176,8 @@ class Route:
     mute_time_intervals: tuple[str, ...]
     active_time_intervals: tuple[str, ...]
     routes: tuple[Route, ...] = ()
+    # Hold likely-transient pages (tocsin.notifier.autopause); inherited, `false` opts out.
+    pause_if_transient: PausePolicy | None = None
 
     def group_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
         # `...` groups by every label, as in Alertmanager.
@@ -318,6 +322,7 @@ class _Loader:
             "mute_time_intervals",
             "active_time_intervals",
             "routes",
+            "pause_if_transient",
         }
         self.check_keys(node, items, allowed, "route")
         if parent is None and "matchers" in items:
@@ -365,6 +370,7 @@ class _Loader:
             continue_=cont,
             mute_time_intervals=names["mute_time_intervals"],
             active_time_intervals=names["active_time_intervals"],
+            pause_if_transient=self.pause_policy(items, parent),
         )
         if "routes" in items:
             children = items["routes"]
@@ -376,6 +382,15 @@ class _Loader:
             )
             route = Route(**{**route.__dict__, "routes": subroutes})
         return route
+
+    def pause_policy(self, items: dict[str, yaml.Node], parent: Route | None) -> PausePolicy | None:
+        if "pause_if_transient" not in items:
+            return parent.pause_if_transient if parent else None
+        node = items["pause_if_transient"]
+        try:
+            return parse_pause_policy(self.to_python(node), parse_duration)
+        except ValueError as exc:
+            raise self.error(node, str(exc)) from None
 
     def receiver(self, node: yaml.Node) -> Receiver:
         items = self.mapping(node, "receiver")

@@ -15,6 +15,7 @@ from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import current_traceparent, setup_observability
 from tocsin.processor.consumer import AlertBatches
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
+from tocsin.processor.prediction_hook import request_predictions
 from tocsin.processor.processing import AlertProcessor, AutoResolveSweep, Silences
 from tocsin.processor.settings import DEFAULT_PORT, ProcessorSettings
 
@@ -43,7 +44,11 @@ def run() -> None:
     broker = queues.build_broker(settings.redis_url)
     redis = sync_client(settings.redis_url)
     lifecycle = AlertLifecycle(redis, lifecycle_config(settings))
-    processor = AlertProcessor(lifecycle, Silences(redis))
+    processor = AlertProcessor(
+        lifecycle,
+        Silences(redis),
+        after_apply=lambda outcomes: request_predictions(redis, outcomes),
+    )
     sweep = AutoResolveSweep(
         lifecycle, settings.auto_resolve_seconds, settings.sweep_interval_seconds
     )

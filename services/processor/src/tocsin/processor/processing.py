@@ -82,9 +82,16 @@ def _count(outcomes: Sequence[Outcome]) -> None:
 class AlertProcessor:
     """Decodes queue payloads and applies them, with metrics."""
 
-    def __init__(self, lifecycle: AlertLifecycle, silences: Silences) -> None:
+    def __init__(
+        self,
+        lifecycle: AlertLifecycle,
+        silences: Silences,
+        after_apply: Callable[[Sequence[Outcome]], object] | None = None,
+    ) -> None:
         self._lifecycle = lifecycle
         self._silences = silences
+        # Runs once the batch is stored and published (the prediction requests).
+        self._after_apply = after_apply
 
     def process_alerts(self, batch: list[Any], traceparent: str = "") -> list[Outcome]:
         [outcomes] = self.process_alert_messages([(batch, traceparent)])
@@ -104,6 +111,8 @@ class AlertProcessor:
         traces = [trace for batch, (_, trace) in zip(decoded, messages, strict=True)
                   for _ in batch]  # fmt: skip
         outcomes = self._apply(queued, traces)
+        if self._after_apply is not None:
+            self._after_apply(outcomes)
         metrics.PROCESSING_SECONDS.labels("alerts").observe(time.perf_counter() - started)
         for batch in decoded:
             metrics.BATCH_SIZE.observe(len(batch))

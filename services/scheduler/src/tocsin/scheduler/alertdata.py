@@ -5,7 +5,8 @@ This module is the one place that knows their Redis layout (tocsin.common.keys):
 - `tocsin:alert:{id}`: the alert record, JSON. Fields used: id, fingerprint,
   name, severity, status (firing, acknowledged, resolved), source, service,
   labels.team, producer, count (occurrences merged into it), first_seen_ts,
-  last_seen_ts, updated_ts (epoch s), acknowledged_at and resolved_at (RFC 3339).
+  last_seen_ts, updated_ts (epoch s), acknowledged_at and resolved_at (RFC 3339),
+  resolved_by (the producer, `auto-resolve`, or the person who resolved it).
 - `tocsin:timeline:{id}`: the alert's transitions, JSON entries with kind and at.
 - `tocsin:idx:all`: every alert id scored by its last change (epoch s), plus the
   per-dimension indexes and `tocsin:open`, which retention must also clean.
@@ -61,6 +62,7 @@ class AlertRecord:
     last_seen: float
     acknowledged_at: float | None
     resolved_at: float | None
+    resolved_by: str = ""
 
 
 def _timestamp(value: Any) -> float | None:
@@ -103,6 +105,7 @@ def decode_alert(raw: bytes | str) -> AlertRecord | None:
         last_seen=last_seen or first_seen,
         acknowledged_at=_timestamp(data.get("acknowledged_at")),
         resolved_at=_timestamp(data.get("resolved_at")),
+        resolved_by=str(data.get("resolved_by") or ""),
     )
 
 
@@ -187,8 +190,8 @@ def notification_attempts(redis: Redis, alert_ids: list[str]) -> Iterator[Notifi
                 item = json.loads(entry)
             except ValueError:
                 continue
-            if not isinstance(item, dict):
-                continue
+            if not isinstance(item, dict) or item.get("status") == "paused":
+                continue  # auto-pause's notes (held, resolved during pause) are not attempts
             yield NotificationAttempt(
                 receiver=str(item.get("receiver", "")),
                 result=_attempt_result(str(item.get("outcome", ""))),

@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from tocsin.common.broker import PREDICTION_QUEUE
+
 __all__ = [
     "ANALYTICS_QUEUE",
     "JOB_QUEUES",
@@ -30,6 +32,8 @@ JOB_QUEUES: dict[str, str] = {
     "cache_health": MAINTENANCE_QUEUE,
     "health_score": MAINTENANCE_QUEUE,
     "retention": MAINTENANCE_QUEUE,
+    "prediction_history": PREDICTION_QUEUE,
+    "volume_forecast": PREDICTION_QUEUE,
 }
 
 

@@ -25,9 +25,10 @@ from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.dispatch import Dispatcher
 from tocsin.scheduler.jobs import JOB_QUEUES
 from tocsin.scheduler.ledger import RunLedger
+from tocsin.scheduler.prediction.actors import declare_prediction_actors
 from tocsin.scheduler.schedule import InvalidScheduleError, load_schedules
 from tocsin.scheduler.settings import DEFAULT_PORT, SchedulerSettings
-from tocsin.scheduler.worker import declare_job_actors
+from tocsin.scheduler.worker import declare_job_actors, predictor_of
 
 __all__ = ["run"]
 
@@ -60,6 +61,7 @@ def run() -> None:
     queues = sorted(set(JOB_QUEUES.values()))
     broker = build_broker(settings.redis_url, middleware=[ledger], queues=queues)
     declare_job_actors(broker, redis, settings, ledger)
+    declare_prediction_actors(broker, predictor_of(redis, settings))
 
     dispatcher = Dispatcher(
         RunClaims(

@@ -128,6 +128,10 @@ DEFAULT_SCHEDULES: tuple[Schedule, ...] = (
     Schedule("cache_health", "cache_health", "* * * * *", catch_up=CatchUp.SKIP),
     Schedule("health_score", "health_score", "*/15 * * * * *", catch_up=CatchUp.SKIP),
     Schedule("retention", "retention", "20 * * * *"),
+    # The episode history's backstop (resolves by people and the sweep; the processor's
+    # hook brings the rest at once); the volume forecast just after each hour.
+    Schedule("prediction_history", "prediction_history", "*/30 * * * * *", catch_up=CatchUp.SKIP),
+    Schedule("volume_forecast", "volume_forecast", "2 * * * *", catch_up=CatchUp.SKIP),
 )
 
 

@@ -74,3 +74,16 @@ class SchedulerSettings(CommonSettings):
         3, "Distinct days a fingerprint fired in the same hour to count as recurring."
     )
     recurring_lookback_days: int = setting(14, "Days examined for recurring alerts.")
+    prediction_window_seconds: float = setting(
+        300.0, "Window of the transient probability: P(an incident ends by itself within it), in s."
+    )
+    prediction_min_episodes: int = setting(
+        5, "Fewest past episodes a prediction rests on; with fewer none is made (and none pauses)."
+    )
+    prediction_history_cap: int = setting(
+        200, "Past episodes kept per fingerprint, alertname+service and alertname."
+    )
+    volume_lookback_days: int = setting(14, "Days of hourly counts the volume forecast fits.")
+    volume_interval: float = setting(
+        0.99, "Coverage of the volume forecast's prediction interval (storm above its top)."
+    )

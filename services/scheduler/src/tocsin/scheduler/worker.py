@@ -20,10 +20,11 @@ from tocsin.scheduler.cachehealth import check_cache_health
 from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
 from tocsin.scheduler.ledger import RunLedger
 from tocsin.scheduler.patterns import PatternRules, run_pattern_detection
+from tocsin.scheduler.prediction.actors import PredictionRules, Predictor
 from tocsin.scheduler.retention import RetentionPolicy, enforce_retention
 from tocsin.scheduler.settings import SchedulerSettings
 
-__all__ = ["declare_job_actors", "job_bodies"]
+__all__ = ["declare_job_actors", "job_bodies", "predictor_of"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,23 @@ def _health_score(redis: Redis) -> dict[str, Any]:
     return {"computed": True, "score": getattr(report, "score", None)}
 
 
+def predictor_of(redis: Redis, settings: SchedulerSettings) -> Predictor:
+    """The prediction jobs' and actor's shared state, from the settings."""
+    return Predictor(
+        redis,
+        PredictionRules(
+            window_seconds=settings.prediction_window_seconds,
+            min_episodes=settings.prediction_min_episodes,
+            history_cap=settings.prediction_history_cap,
+            ttl_seconds=settings.retention_days * 86400,
+            volume_lookback_hours=settings.volume_lookback_days * 24,
+            volume_interval=settings.volume_interval,
+            storm_min_alerts=settings.storm_min_alerts,
+        ),
+        clock=lambda: _redis_now(redis),
+    )
+
+
 def job_bodies(redis: Redis, settings: SchedulerSettings) -> dict[str, JobBody]:
     """What each job kind does, given the process's Redis client and settings."""
     rules = PatternRules(
@@ -65,6 +83,7 @@ def job_bodies(redis: Redis, settings: SchedulerSettings) -> dict[str, JobBody]:
         batch=settings.retention_batch,
     )
     batch = settings.retention_batch
+    predictor = predictor_of(redis, settings)
     return {
         "daily_analytics": lambda run: run_daily_analytics(
             redis, run.fire, run.params, top_n=settings.analytics_top_n, batch=batch
@@ -75,6 +94,8 @@ def job_bodies(redis: Redis, settings: SchedulerSettings) -> dict[str, JobBody]:
         "cache_health": lambda run: check_cache_health(redis, _redis_now(redis)),
         "health_score": lambda run: _health_score(redis),
         "retention": lambda run: enforce_retention(redis, _redis_now(redis), policy),
+        "prediction_history": lambda run: predictor.refresh_history(),
+        "volume_forecast": lambda run: {"storms": predictor.forecast_volume().storms},
     }
 
 

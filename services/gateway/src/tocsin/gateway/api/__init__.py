@@ -16,6 +16,7 @@ from tocsin.gateway.api import (
     health,
     notifications,
     patterns,
+    predictions,
     schedules,
     silences,
     stats,
@@ -33,6 +34,7 @@ def dashboard_routes(context: ApiContext) -> list[BaseRoute]:
     routes += stats.routes(context)
     routes += health.routes(context)
     routes += schedules.routes(context)
+    routes += predictions.routes(context)
     routes += analytics.routes(context)
     routes += patterns.routes(context)
     routes += notifications.routes(context)

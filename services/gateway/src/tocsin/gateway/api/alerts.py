@@ -276,12 +276,15 @@ async def alert_with_timeline(redis: redis_async.Redis, alert_id: str) -> dict[s
     pipe.get(keys.alert(alert_id))
     pipe.lrange(keys.timeline(alert_id), 0, -1)
     pipe.lrange(keys.notification_log(alert_id), 0, -1)
-    body, timeline, notifications = await pipe.execute()
+    pipe.get(keys.prediction(alert_id))
+    body, timeline, notifications, prediction = await pipe.execute()
     if body is None:
         return None
     record: dict[str, Any] = json.loads(body)
     record["timeline"] = [json.loads(entry) for entry in timeline]
     record["notifications"] = [json.loads(entry) for entry in notifications]
+    # Written by the scheduler's prediction actor (docs/prediction.md); null until then.
+    record["prediction"] = json.loads(prediction) if prediction else None
     return record
 
 
