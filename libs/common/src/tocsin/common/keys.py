@@ -30,7 +30,8 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:sched:catalog` | hash | schedule name -> its definition (JSON), written by the scheduler |
 | `tocsin:sched:state:{schedule}` | hash | `last_fired`, `next_fire`, last run and outcome |
 | `tocsin:sched:claim:{schedule}:{fire}` | string | the replica that claimed a fire time |
-| `tocsin:sched:pending` | hash | run id -> run (JSON) claimed but not yet handed to its queue |
+| `tocsin:sched:pending` | hash | run id -> run (JSON) claimed and not yet finished |
+| `tocsin:sched:leases` | sorted set | run id by when its lease lapses into a re-dispatch (ms) |
 | `tocsin:sched:run:{run_id}` | string | `running` or `done`: a job run's idempotency record |
 | `tocsin:sched:history` | stream | one entry per finished job run (capped) |
 | `tocsin:analytics:daily:{date}` | string (JSON) | the daily analytics of one UTC day |
@@ -85,6 +86,7 @@ __all__ = [
     "schedule_catalog",
     "schedule_claim",
     "schedule_history",
+    "schedule_leases",
     "schedule_pending",
     "schedule_run",
     "schedule_state",
@@ -221,6 +223,10 @@ def schedule_claim(schedule: str, fire: int) -> str:
 
 def schedule_pending() -> str:
     return f"{PREFIX}sched:pending"
+
+
+def schedule_leases() -> str:
+    return f"{PREFIX}sched:leases"
 
 
 def schedule_run(run_id: str) -> str:

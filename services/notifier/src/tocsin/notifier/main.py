@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -16,10 +17,18 @@ from tocsin.common.logging import configure_logging
 from tocsin.common.models import NotificationRequest
 from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
 from tocsin.common.queue import Consumer, Recovery
+from tocsin.common.queue.due import DueMover, DueTimes
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
+from tocsin.notifier.bulkhead import Bulkheads
 from tocsin.notifier.deadletters import DeadLetters
-from tocsin.notifier.dispatch import FLUSH_ACTOR, SEND_ACTOR, DeliveryPolicy, Notifier
+from tocsin.notifier.dispatch import (
+    CRASH_POINT_VARIABLE,
+    FLUSH_ACTOR,
+    SEND_ACTOR,
+    DeliveryPolicy,
+    Notifier,
+)
 from tocsin.notifier.grouping import GroupFlush
 from tocsin.notifier.message import Notification
 from tocsin.notifier.middleware import DeliveryLimit
@@ -62,11 +71,8 @@ def run() -> None:
         log.error("cannot load the routing file: %s", exc)
         sys.exit(2)
     lease = settings.claim_lease_seconds or settings.send_timeout_seconds + 5
-
-    def enqueue(actor: str, args: list[Any], delay: float) -> None:
-        message = queues.build_message(queues.NOTIFICATIONS_QUEUE, actor, tuple(args))
-        broker.enqueue(message, delay=int(delay * 1000) or None)
-
+    due = DueTimes(redis, queues.NOTIFICATIONS_QUEUE)
+    bulkheads = Bulkheads(settings.receiver_concurrency)
     notifier = Notifier(
         redis=redis,
         routing=routing,
@@ -77,9 +83,11 @@ def run() -> None:
             keep_claims=_KEEP_CLAIMS_SECONDS,
         ),
         dead_letters=dead_letters,
-        enqueue=enqueue,
+        due=due,
+        bulkheads=bulkheads,
+        crash_at=os.environ.get(CRASH_POINT_VARIABLE, ""),
         policy=DeliveryPolicy(
-            max_attempts=settings.max_attempts,
+            retry_budget=settings.retry_budget_seconds,
             min_backoff=settings.retry_min_backoff_ms / 1000,
             max_backoff=settings.retry_max_backoff_ms / 1000,
             digest_threshold=settings.digest_threshold,
@@ -93,8 +101,8 @@ def run() -> None:
     def flush_notification_group(flush: dict[str, Any]) -> None:
         notifier.flush(msgspec.convert(flush, GroupFlush))
 
-    def send_notification(notification: dict[str, Any], attempt: int) -> None:
-        notifier.send(msgspec.convert(notification, Notification), attempt)
+    def send_notification(notification: dict[str, Any], attempt: int, since: float = 0.0) -> None:
+        notifier.send(msgspec.convert(notification, Notification), attempt, since)
 
     # Delivery failures are handled by the pipeline itself; Dramatiq's retries only
     # cover infrastructure errors (Redis unreachable), hence the modest count.
@@ -122,10 +130,14 @@ def run() -> None:
     )
     stop = shutdown_event()
     tune_gc()
+    mover = DueMover(due, redis)
+    mover.start()
     consumer.start()
     log.info("notifier started", extra={"routes_file": settings.routes_file})
     stop.wait()
     # In-flight sends finish within the shutdown timeout; unstarted messages go back.
     consumer.stop(timeout=settings.shutdown_timeout_seconds)
+    mover.stop()
+    bulkheads.close()
     broker.close()
     http.close()

@@ -9,8 +9,10 @@ Fire times after it are handled in order:
   `last_fired` moves past them, so they are never fired again.
 
 Claims are exclusive (see `tocsin.scheduler.claims`), so running the loop in
-every replica needs no leader; a replica that dies between claim and enqueue
-leaves the run in the pending hash, where another replica picks it up.
+every replica needs no leader. A claim queues its run in the same step and
+leases it until a worker finishes it; every replica re-dispatches runs whose
+lease lapsed (a lost message, a dead worker, a lost acknowledgement), so a
+claimed fire time is always either run or dispatched again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import islice
 
 from prometheus_client import Counter
@@ -27,13 +29,14 @@ from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.jobs import Run
 from tocsin.scheduler.schedule import CatchUp, Schedule, utc_text
 
-__all__ = ["Dispatcher", "Enqueue", "run_for"]
+__all__ = ["Dispatcher", "run_for"]
 
 log = logging.getLogger(__name__)
 
 FIRES = Counter(
     "tocsin_scheduler_fires_total",
-    "Fire times this replica handled, by schedule and how (due, caught_up, skipped, rescued).",
+    "Fire times this replica handled, by schedule and how (due, caught_up, skipped, rescued: "
+    "dispatched again after its lease lapsed).",
     ["job", "how"],
 )
 
@@ -45,8 +48,6 @@ MAX_IDLE_SECONDS = 30.0
 
 # Seconds between two logs of a failing tick.
 FAILURE_LOG_INTERVAL = 30.0
-
-Enqueue = Callable[[Run], None]
 
 
 def run_for(schedule: Schedule, fire: int) -> Run:
@@ -61,20 +62,19 @@ def run_for(schedule: Schedule, fire: int) -> Run:
 
 
 class Dispatcher:
-    """Evaluates `schedules` on Redis's clock and enqueues the runs this replica claims."""
+    """Evaluates `schedules` on Redis's clock, claims (and so queues) due runs, and
+    re-dispatches runs whose lease lapsed."""
 
     def __init__(
         self,
         claims: RunClaims,
         schedules: Sequence[Schedule],
-        enqueue: Enqueue,
         *,
         misfire_grace: float,
         redispatch_after: float,
     ) -> None:
         self._claims = claims
         self._schedules = tuple(schedules)
-        self._enqueue = enqueue
         self._grace = misfire_grace
         self._redispatch_after = redispatch_after
         self._next_rescue = 0.0
@@ -138,7 +138,6 @@ class Dispatcher:
                 if self._claims.claim(run, next_fire):
                     FIRES.labels(schedule.name, "caught_up").inc()
                     log.info("caught up a missed run", extra={"run_id": run.run_id})
-                    self._hand_over(run)
             elif self._claims.skip(run, next_fire):
                 FIRES.labels(schedule.name, "skipped").inc()
                 log.info("skipped missed runs", extra={"run_id": run.run_id})
@@ -147,22 +146,13 @@ class Dispatcher:
             run = run_for(schedule, int(fire))
             if self._claims.claim(run, int(schedule.next_after(fire))):
                 FIRES.labels(schedule.name, "due").inc()
-                self._hand_over(run)
-
-    def _hand_over(self, run: Run) -> None:
-        self._enqueue(run)
-        self._claims.enqueued(run)
 
     def _rescue(self, now: float) -> None:
-        """Enqueue runs whose claimer died before enqueueing them.
-
-        Two replicas may both rescue one run; the job ledger runs a run id once.
-        """
-        for pending in self._claims.pending():
-            if now - pending.claimed_at < self._redispatch_after:
-                continue
-            log.warning(
-                "rescuing a claimed run never enqueued", extra={"run_id": pending.run.run_id}
-            )
-            FIRES.labels(pending.run.schedule, "rescued").inc()
-            self._hand_over(pending.run)
+        """Dispatch again the runs whose lease lapsed before a worker finished them."""
+        for run in self._claims.lapsed(now):
+            if self._claims.redispatch(run):
+                log.warning(
+                    "run not finished within its lease: dispatched again",
+                    extra={"run_id": run.run_id},
+                )
+                FIRES.labels(run.schedule, "rescued").inc()

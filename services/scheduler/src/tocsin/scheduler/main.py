@@ -12,10 +12,9 @@ import socket
 import sys
 import threading
 
-import msgspec
 from redis import Redis
 
-from tocsin.common.broker import build_broker, build_message
+from tocsin.common.broker import build_broker
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
@@ -24,7 +23,7 @@ from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
 from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.dispatch import Dispatcher
-from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
+from tocsin.scheduler.jobs import JOB_QUEUES
 from tocsin.scheduler.ledger import RunLedger
 from tocsin.scheduler.prediction.actors import declare_prediction_actors
 from tocsin.scheduler.schedule import InvalidScheduleError, load_schedules
@@ -55,6 +54,7 @@ def run() -> None:
         # The time limit stops a run, so a running mark outliving it by a little
         # belongs to a worker that died mid-run.
         running_ttl_ms=settings.job_time_limit_seconds * 1000 + RUNNING_MARGIN_MS,
+        lease_ms=int(settings.redispatch_after_seconds * 1000),
         done_ttl_seconds=settings.run_record_days * 86400,
         history_cap=settings.history_cap,
     )
@@ -63,16 +63,14 @@ def run() -> None:
     declare_job_actors(broker, redis, settings, ledger)
     declare_prediction_actors(broker, predictor_of(redis, settings))
 
-    def enqueue(run: Run) -> None:
-        message = build_message(
-            JOB_QUEUES[run.job], actor_name(run.job), (msgspec.to_builtins(run),)
-        )
-        broker.enqueue(message)
-
     dispatcher = Dispatcher(
-        RunClaims(redis, replica, settings.claim_ttl_seconds),
+        RunClaims(
+            redis,
+            replica,
+            settings.claim_ttl_seconds,
+            lease_seconds=settings.redispatch_after_seconds,
+        ),
         schedules,
-        enqueue,
         misfire_grace=settings.misfire_grace_seconds,
         redispatch_after=settings.redispatch_after_seconds,
     )
