@@ -423,3 +423,30 @@ def test_messages_a_lost_fetch_reply_left_in_a_live_workers_ack_set_run_after_an
         wait_until(lambda: sorted(calls.args) == [0, 1, 2], 15, "the reclaimed messages")
     finally:
         consumer.stop()
+
+
+def test_idle_wait_longer_than_the_socket_timeout_neither_reconnects_nor_misses_a_wakeup(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    # A blocking pop cut off by the client's socket timeout is retried on a new
+    # connection and may lose the wake-up token to the abandoned one: the consumer
+    # keeps its pops inside the timeout, however long its idle wait.
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
+        client=Redis.from_url(redis_server.url, socket_timeout=0.5),
+        namespace=keys.DRAMATIQ_NAMESPACE,
+    )
+    broker.declare_queue(QUEUE)
+    calls = Calls()
+    actor = _declare(broker, calls)
+    consumer = Consumer(broker, [QUEUE], idle_wait=30)
+    consumer.start()
+    try:
+        time.sleep(2.5)  # the fetcher's and the heartbeat's pooled connections exist
+        before = redis.info("stats")["total_connections_received"]
+        time.sleep(2.0)  # four socket timeouts of idling
+        assert redis.info("stats")["total_connections_received"] == before
+        actor.send("after idling")
+        wait_until(lambda: calls.args == ["after idling"], 5, "the message after idling")
+    finally:
+        consumer.stop()
+        broker.close()

@@ -43,6 +43,7 @@ from redis import Redis
 
 from tocsin.common.metrics import count_redis_error
 from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
+from tocsin.common.queue.wakeup import wait_for_wakeup
 from tocsin.common.queue.worker import QueueWorker, Recovery
 from tocsin.common.telemetry import TRACEPARENT, current_traceparent
 
@@ -279,7 +280,7 @@ class Consumer:
         if next_eta is not None:
             wait = min(wait, max(0.01, (next_eta - current_millis()) / 1000))
         # The blocking pop holds one pooled connection; the wait is its bound.
-        self.worker.redis.blpop(self._wake_keys, timeout=wait)
+        wait_for_wakeup(self.worker.redis, self._wake_keys, wait)
 
     # -- running messages ------------------------------------------------------
 

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from tocsin.common import keys
 from tocsin.common.queue import WAKEUP_TOKENS_KEPT, encode_message, queue_keys
+from tocsin.common.queue.wakeup import wait_for_wakeup
 
 __all__ = [
     "DueKeys",
@@ -141,12 +142,6 @@ class DueMover:
     ) -> None:
         self._due = due
         self._redis = redis
-        # A blocking pop must end well inside the client's socket timeout: one cut off
-        # by it may already have popped the wake-up token, and the retry then sleeps
-        # through the entry it announced.
-        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
-        if socket_timeout:
-            max_sleep = min(max_sleep, float(socket_timeout) / 2)
         self._max_sleep = max_sleep
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name=f"due-mover-{due.queue}", daemon=True)
@@ -167,7 +162,7 @@ class DueMover:
                 sleep = self._max_sleep if wait is None else min(self._max_sleep, wait)
                 if sleep > 0:
                     # Wakes early when a scheduling step pushes a token (a new earliest entry).
-                    self._redis.blpop([self._due.keys.wake], timeout=max(sleep, 0.001))
+                    wait_for_wakeup(self._redis, [self._due.keys.wake], sleep)
                 if failing:
                     log.info("due-time mover reconnected", extra={"queue": self._due.queue})
                     failing = False

@@ -14,10 +14,25 @@ from typing import Any
 import dramatiq
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
+from redis import Redis
 
 from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
 
-__all__ = ["QueueWakeup"]
+__all__ = ["QueueWakeup", "wait_for_wakeup"]
+
+
+def wait_for_wakeup(redis: Redis, keys: list[str], wanted: float) -> None:
+    """Block on `keys` for up to `wanted` seconds, or until a token arrives.
+
+    The pop is kept well inside the client's socket timeout: one cut off by it
+    is retried on a new connection while the server may still hand the next
+    token to the abandoned one, so the token that announced work is swallowed
+    and the retry sleeps through it (and each cut-off pop costs a reconnect).
+    """
+    socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+    if socket_timeout:
+        wanted = min(wanted, float(socket_timeout) / 2)
+    redis.blpop(keys, timeout=max(wanted, 0.001))
 
 
 class QueueWakeup(Middleware):
