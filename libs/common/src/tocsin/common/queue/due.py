@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from tocsin.common import keys
 from tocsin.common.queue import WAKEUP_TOKENS_KEPT, encode_message, queue_keys
 from tocsin.common.queue.wakeup import wait_for_wakeup
+from tocsin.common.telemetry import TRACEPARENT, current_traceparent
 
 __all__ = [
     "DueKeys",
@@ -98,8 +99,14 @@ class DueTimes:
         self._move = redis.register_script(script_with_functions((_HERE / "move.lua").read_text()))
 
     def encode(self, actor: str, args: tuple[Any, ...], message_id: str) -> bytes:
-        """`actor(*args)` as a message of this queue."""
-        return encode_message(self.queue, actor, args, message_id=message_id)
+        """`actor(*args)` as a message of this queue, in the current trace (if any).
+
+        A timer's message runs later, in another process perhaps: the traceparent
+        option keeps what it does (a group flush, a retry) in the alert's trace.
+        """
+        traceparent = current_traceparent()
+        options = {TRACEPARENT: traceparent} if traceparent else None
+        return encode_message(self.queue, actor, args, message_id=message_id, options=options)
 
     def schedule(
         self, actor: str, args: tuple[Any, ...], delay: float, *, message_id: str = ""
