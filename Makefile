@@ -9,7 +9,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 SOURCES := libs services tests conftest.py
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint fmt bench conformance clean image
+.PHONY: setup run test lint fmt bench chaos conformance clean image
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.load $(BENCH)
+
+# Every chaos scenario in its long form (minutes of traffic per fault); `make test`
+# runs the short forms only.
+chaos: $(STAMP)
+	TOCSIN_CHAOS=long $(BIN)/python -m pytest tests/chaos -s $(PYTEST_ARGS)
 
 # Outside conformance suites against real servers (tests/conformance; CHECK= picks some).
 conformance: $(STAMP)

@@ -235,18 +235,24 @@ def test_gateway_previews_a_template_against_a_sample_alert(
 def test_an_older_transition_taken_late_does_not_overwrite_a_newer_one(
     redis_server: Any,
 ) -> None:
-    from tocsin.notifier.grouping import Groups
+    from tocsin.common.queue.due import DueTimes
+    from tocsin.notifier.grouping import Groups, GroupTimers, Handoff
     from tocsin.notifier.message import GroupedAlert
 
-    groups = Groups(redis.Redis.from_url(redis_server.url))
+    client = redis.Redis.from_url(redis_server.url)
+    due = DueTimes(client, "notifications")
+    groups = Groups(client, due)
     stored = alert("OutOfOrder", "fp-order")
     resolved = GroupedAlert(transition="resolved", status="resolved", alert=stored, at=200.0)
     firing = GroupedAlert(transition="firing", status="firing", alert=stored, at=100.0)
-    scheduled, _ = groups.add("g-order", resolved, 60)
+    timers = GroupTimers(group_wait=30, group_interval=60)
+    scheduled, _ = groups.add("g-order", resolved, timers, Handoff("flush-1", b"{}"), 0.0)
     assert scheduled
-    again, _ = groups.add("g-order", firing, 60)  # a worker thread took the firing late
+    # A worker thread took the firing late.
+    again, _ = groups.add("g-order", firing, timers, Handoff("flush-2", b"{}"), 0.0)
     assert not again
-    assert groups.read("g-order").alerts["fp-order"].status == "resolved"
+    assert due.pending() == 1  # the one flush the first add scheduled
+    assert groups.read("g-order", "flush-1").alerts["fp-order"].status == "resolved"
 
 
 def test_message_delivered_more_than_max_deliveries_is_dead_lettered_not_processed(

@@ -1,4 +1,4 @@
-"""The processor's batch consumer: woken by ingest's enqueue, batches applied once each."""
+"""The processor on the queue layer's consumer: woken by any enqueue, batches applied once each."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ def stored(redis: redis_lib.Redis, fingerprint: str) -> bool:
 def test_idle_processor_starts_on_any_enqueue_without_waiting_for_its_idle_poll(
     start_service: Any,
 ) -> None:
-    # The idle wait is far longer than the deadlines below: only the wake-up
-    # token pushed with the enqueue (by ingest's admission script, or by the
-    # shared broker's middleware, as gateway actions) makes the processor fetch.
-    processor = start_service("processor", TOCSIN_WAKEUP_WAIT_MS="40000")
+    # The consumer's idle wait (30 s) is longer than the deadlines below: only the
+    # wake-up token pushed with the enqueue (by ingest's admission script, or by
+    # the shared broker's middleware, as gateway actions) makes the processor fetch.
+    processor = start_service("processor")
     ingest = start_service("ingest")
     redis = sync_client(processor.env["REDIS_URL"])
     key, _ = ApiKeyStore(redis).create("wakeup-test")

@@ -27,7 +27,6 @@ NOTIFICATIONS = f"{keys.DRAMATIQ_NAMESPACE}:notifications"
 # A killed worker's messages come back once its heartbeat is this old.
 FAST_REQUEUE = {
     "TOCSIN_QUEUE_HEARTBEAT_TIMEOUT_MS": "1500",
-    "TOCSIN_QUEUE_MAINTENANCE_CHANCE": "100000",
     "TOCSIN_AUTO_RESOLVE_SECONDS": "0",
 }
 

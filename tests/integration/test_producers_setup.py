@@ -235,10 +235,9 @@ def test_real_prometheus_configured_as_documented_sends_its_alerts_to_tocsin(
     headers = {"authorization": f"Bearer {user_token()}"}
 
     def stored() -> list[dict[str, Any]]:
-        page = httpx.get(f"{gateway.url}/v1/alerts", params={"label": "alertname=DocumentedSetup"},
-                         headers=headers, timeout=10).json()  # fmt: skip
-        alerts: list[dict[str, Any]] = page["alerts"]
-        return alerts
+        query = {"label": "alertname=DocumentedSetup", "fields": "full"}
+        page = httpx.get(f"{gateway.url}/v1/alerts", params=query, headers=headers, timeout=10)
+        return list(page.json()["alerts"])
 
     [alert] = wait_until(stored, 60, "Prometheus's alert in Tocsin")
     assert (alert["severity"], alert["service"], alert["producer"]) == (

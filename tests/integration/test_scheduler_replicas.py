@@ -146,23 +146,26 @@ def test_missed_fire_time_is_caught_up_once_on_start_and_skipped_under_skip_poli
     assert _last_fired(client, "yearly_once") == latest
 
 
-def test_run_marked_running_by_a_dead_worker_runs_once_after_the_mark_lapses(
+def test_run_left_running_by_a_dead_worker_runs_once_when_its_lease_lapses(
     redis_server: RedisServer, start_service: ServiceFactory
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
     run_id = "probe@2026-11-26T00:00:00Z"
     run = {"run_id": run_id, "schedule": "probe", "job": "cache_health", "fire": 1795651200,
            "params": {}}  # fmt: skip
-    # A worker that died mid-run left its mark; its message was requeued.
-    client.set(f"tocsin:sched:run:{run_id}", "running dead-worker", px=4000)
+    # A worker that died mid-run left its mark (for as long as a job may run) and its
+    # lease, which nobody renews any more; its message was requeued.
+    client.set(f"tocsin:sched:run:{run_id}", "running dead-worker", px=300_000)
     seconds, micros = client.time()
     lapses_ms = seconds * 1000 + micros // 1000 + 4000
+    client.zadd("tocsin:sched:leases", {run_id: lapses_ms})
+    client.hset("tocsin:sched:pending", run_id, json.dumps(run))
     broker = build_broker(redis_server.url, queues=("maintenance",))
     message = build_message("maintenance", "scheduled_cache_health", (run,))
     broker.enqueue(message)
 
     start_service("scheduler", **_env([]))
-    wait_until(lambda: len(_runs(client, "probe")) == 1, DEADLINE, "the run after the mark lapsed")
+    wait_until(lambda: len(_runs(client, "probe")) == 1, DEADLINE, "the run after the lease")
     assert client.get(f"tocsin:sched:run:{run_id}") == b"done"
     (entry_id, _), *_ = client.xrange("tocsin:sched:history")
     assert int(entry_id.split(b"-")[0]) >= lapses_ms
@@ -177,3 +180,29 @@ def test_run_marked_running_by_a_dead_worker_runs_once_after_the_mark_lapses(
         "the copies",
     )
     assert [r["outcome"] for r in _runs(client, "probe")] == ["ok"]
+    assert client.zcard("tocsin:sched:leases") == 0  # finished: nothing left to re-dispatch
+    assert client.hlen("tocsin:sched:pending") == 0
+
+
+def test_a_failing_run_is_retried_then_given_up_and_leaves_no_lease_behind(
+    redis_server: RedisServer, start_service: ServiceFactory
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    run_id = "broken@2026-11-26T00:00:00Z"
+    # An impossible date makes the analytics job raise on every attempt.
+    run = {"run_id": run_id, "schedule": "broken", "job": "daily_analytics",
+           "fire": 1795651200, "params": {"date": "not-a-date"}}  # fmt: skip
+    broker = build_broker(redis_server.url, queues=("analytics",))
+    broker.enqueue(build_message("analytics", "scheduled_daily_analytics", (run,)))
+
+    start_service("scheduler", **_env([], TOCSIN_JOB_MAX_RETRIES="1"))
+    wait_until(lambda: len(_runs(client, "broken")) == 2, DEADLINE, "the run and its retry")
+    # Retries exhausted: the run is given up, so its lease goes rather than re-dispatch it.
+    wait_until(
+        lambda: client.zcard("tocsin:sched:leases") == 0, DEADLINE, "the lease to be dropped"
+    )
+    assert [r["outcome"] for r in _runs(client, "broken")] == ["failed", "failed"]
+    assert client.hlen("tocsin:sched:pending") == 0
+    assert client.get(f"tocsin:sched:run:{run_id}") is None
+    time.sleep(4.0)  # longer than the lease: nothing dispatches it again
+    assert len(_runs(client, "broken")) == 2

@@ -14,10 +14,9 @@ gateway the other; the load generator runs on the processor's core unless told.
 `BENCH_E2E_STEP_SECONDS` sets each step's length (default 6),
 `BENCH_E2E_LOAD_CORE` where the load generator runs: `first` (default, with
 Redis and the processor), `second` (with ingest and the gateway) or `any`. The services
-inherit the environment, so `TOCSIN_*` settings given to the run apply: e.g.
-`TOCSIN_BATCH_CONSUMER=false` for Dramatiq's per-message worker (the "before"),
-`TOCSIN_QUEUE_WAKEUP=false` for the batch consumer polling every
-`TOCSIN_IDLE_POLL_MS` instead of waiting for ingest's wake-up signal.
+inherit the environment, so `TOCSIN_*` settings given to the run apply.
+`BENCH_E2E_TRACING=on` runs the services with tracing on, every span exported
+over OTLP/HTTP to a sink: the processor's consumer path is the same either way.
 """
 
 from __future__ import annotations
@@ -33,7 +32,14 @@ import httpx
 import psutil
 import redis
 
-from tests.load.harness import SocketClient, masked_text_frame, service, two_cores, upgrade_request
+from tests.load.harness import (
+    SocketClient,
+    masked_text_frame,
+    otlp_sink,
+    service,
+    two_cores,
+    upgrade_request,
+)
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.auth import mint_token
 from tocsin.common.server import RedisServer
@@ -351,7 +357,12 @@ def main() -> None:
         placement, {first_core, second_core}
     )
     os.sched_setaffinity(0, load_cores)
-    with RedisServer() as server:
+    tracing_on = os.environ.get("BENCH_E2E_TRACING", "off") == "on"
+    with (
+        otlp_sink() if tracing_on else contextlib.nullcontext({}) as tracing,
+        RedisServer() as server,
+    ):
+        os.environ.update(tracing)  # the services inherit it
         if server.pid is not None:
             _pin(server.pid, first_core)
         api_key, _ = ApiKeyStore(redis.Redis.from_url(server.url)).create("bench-e2e")
@@ -373,12 +384,14 @@ def main() -> None:
             pids = {"redis": server.pid or 0, "processor": processor, "ingest": ingest,
                     "gateway": gateway, "load": os.getpid()}  # fmt: skip
             rows = asyncio.run(run(ingest_url, gateway_url, api_key, pids))
+        for name in tracing:
+            os.environ.pop(name, None)
     print(
         f"\nlayout: Redis and processor on core {first_core}; ingest and gateway on core "
         f"{second_core}; load generator on core(s) {sorted(load_cores)}; "
         f"{STEP_SECONDS:g} s per step, {CONNECTIONS} keep-alive connections, one alert per request"
     )
-    print(f"settings given: {settings or 'defaults'}")
+    print(f"settings given: {settings or 'defaults'}; tracing {'on' if tracing_on else 'off'}")
     print("latency = client receive time - ingest receipt (`received_at`), in ms;")
     print("gw = the gateway's tocsin_e2e_latency_seconds over the step (bucket bound, ms);")
     print("send = its tocsin_gateway_publish_to_send_seconds (pub/sub arrival to first send)")

@@ -137,7 +137,6 @@ receivers:
             "TOCSIN_PORT": str(port),
             "TOCSIN_ROUTES_FILE": str(routes),
             "TOCSIN_LOG_LEVEL": "WARNING",
-            "TOCSIN_IDLE_POLL_MS": "5",
         }
         log = (workdir / "notifier.log").open("wb")
 

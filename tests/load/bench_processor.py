@@ -2,10 +2,11 @@
 
 1. Throughput: alerts applied per second by one processor process (its worker
    threads) at 0%, 50% and 90% duplicates, batches of 100 alerts per message.
-2. Enqueue-to-publish latency (single-alert messages at 100/s and 1,000/s):
-   Dramatiq's own worker with its default idle back-off ("before"), the same
-   with the back-off bounded to 5 ms, and the batch consumer woken by every
-   enqueue ("after", the default).
+2. Enqueue-to-publish latency (single-alert messages at 100/s and 1,000/s).
+
+Parts 1 and 2 run twice, tracing off and tracing on (spans exported over
+OTLP/HTTP to a sink): the processor runs the queue layer's one consumer path
+either way.
 3. The dashboard workload: 100 readers polling `/v1/alerts` and `/v1/stats`
    every second while 50 alerts per second are written (50% and 90% of them
    repeats of earlier alerts); the cache hit rate and the lookup time from the
@@ -47,7 +48,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,7 +57,7 @@ import httpx
 import msgspec
 import psutil
 
-from tests.load.harness import service
+from tests.load.harness import otlp_sink, service
 from tocsin.common import broker as queues
 from tocsin.common import keys
 from tocsin.common.auth import mint_token
@@ -442,31 +443,30 @@ def list_bytes_part(count: int = 50) -> None:
                 )
 
 
+def _tracing_variants() -> Iterator[tuple[str, dict[str, str]]]:
+    """Tracing off, then on (spans exported to a sink): one consumer path either way."""
+    yield "tracing off", {}
+    with otlp_sink() as env:
+        yield "tracing on", env
+
+
 def throughput_part() -> None:
-    with (
-        RedisServer() as server,
-        service("processor", server.url, secret=SECRET, TOCSIN_AUTO_RESOLVE_SECONDS="0") as (
-            processor,
-            _,
-        ),
-    ):
-        throughput(server.url, processor, 0.0, 2_000)  # warm-up
-        for duplicates in (0.0, 0.5, 0.9):
-            rate = throughput(server.url, processor, duplicates)
-            row(f"alerts/s, one process, {duplicates:.0%} duplicates", f"{rate:,.0f}")
+    for label, tracing in _tracing_variants():
+        with (
+            RedisServer() as server,
+            service(
+                "processor", server.url, secret=SECRET, TOCSIN_AUTO_RESOLVE_SECONDS="0", **tracing
+            ) as (processor, _),
+        ):
+            throughput(server.url, processor, 0.0, 2_000)  # warm-up
+            for duplicates in (0.0, 0.5, 0.9):
+                rate = throughput(server.url, processor, duplicates)
+                row(f"alerts/s, one process, {duplicates:.0%} duplicates, {label}", f"{rate:,.0f}")
 
 
 def latency_part() -> None:
-    variants = (
-        # Dramatiq's own worker with its default idle back-off (up to 1 s).
-        ("before: Dramatiq worker, 1 s back-off", {"TOCSIN_BATCH_CONSUMER": "false",
-                                                   "TOCSIN_IDLE_POLL_MS": "1000"}),
-        ("Dramatiq worker, 5 ms back-off", {"TOCSIN_BATCH_CONSUMER": "false",
-                                            "TOCSIN_IDLE_POLL_MS": "5"}),
-        ("after: batch consumer + wake-up", {}),
-    )  # fmt: skip
-    for label, variant in variants:
-        env = {"TOCSIN_AUTO_RESOLVE_SECONDS": "0", **variant}
+    for label, tracing in _tracing_variants():
+        env = {"TOCSIN_AUTO_RESOLVE_SECONDS": "0", **tracing}
         with (
             RedisServer() as server,
             service("processor", server.url, secret=SECRET, **env) as (processor, _),

@@ -7,8 +7,10 @@ import asyncio
 import base64
 import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -16,7 +18,14 @@ from typing import Any, cast
 from tests.support import wait_until_serving
 from tocsin.common.server import free_port, stop_process
 
-__all__ = ["SocketClient", "masked_text_frame", "service", "two_cores", "upgrade_request"]
+__all__ = [
+    "SocketClient",
+    "masked_text_frame",
+    "otlp_sink",
+    "service",
+    "two_cores",
+    "upgrade_request",
+]
 
 
 @contextlib.contextmanager
@@ -55,6 +64,53 @@ def service(
         yield url, process.pid
     finally:
         stop_process(process, 15)
+
+
+_SINK = """
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink)
+server.serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def otlp_sink() -> Iterator[dict[str, str]]:
+    """An OTLP/HTTP endpoint that accepts and drops spans; yields the env that turns tracing on.
+
+    For the "tracing on" rows: the services export every span for real, over
+    HTTP, to a process of its own (not this one: its work would slow the load
+    generator down and show up as latency).
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SINK, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the OTLP sink did not start")
+            time.sleep(0.05)
+        yield {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_TRACES_SAMPLER": "always_on",
+        }
+    finally:
+        stop_process(process, 5)
 
 
 def masked_text_frame(text: bytes) -> bytes:

@@ -115,3 +115,19 @@ def test_a_service_help_lists_its_port_and_every_variable(capsys: pytest.Capture
     assert "HTTP port (/healthz, /readyz, /metrics) is 8081" in shown
     for variable in ("REDIS_URL", "TOCSIN_PORT", "TOCSIN_MAX_BODY_BYTES", "TOCSIN_REQUIRE_AUTH"):
         assert f"  {variable} (default: " in shown
+
+
+def test_alerts_show_states_the_prediction_and_what_it_rests_on() -> None:
+    from tocsin.client._alerts_cli import _prediction_text
+
+    line = _prediction_text({
+        "level": "fingerprint", "episodes": 30, "resolved_episodes": 30, "enough_history": True,
+        "window_seconds": 300.0, "transient_probability": 0.97, "median_seconds": 120.0,
+        "p90_seconds": None,
+    })  # fmt: skip
+    assert line == (
+        "resolves by itself within 5 min with probability 97%; median 2.0 min, "
+        "p90 beyond the history; from 30 past episodes (fingerprint)"
+    )
+    scarce = {"level": "none", "episodes": 2, "enough_history": False, "median_seconds": None}
+    assert _prediction_text(scarce) == "too little history: 2 past episodes (none)"

@@ -21,7 +21,8 @@ from tocsin.common.health import (
     read_signals,
     score,
 )
-from tocsin.common.metrics import health_signals, queue_keys
+from tocsin.common.metrics import health_signals
+from tocsin.common.queue import dead_letter_keys, queue_keys
 from tocsin.common.server import RedisServer
 
 WEIGHTS = {component.name: component.weight for component in COMPONENTS}
@@ -148,10 +149,10 @@ def test_waiting_message_age_is_the_backlog_component(
     broker.enqueue(build_message(ALERTS_QUEUE, "process_alerts", ([],)))
     # Age the message as if it had waited 40 s, without waiting.
     names = queue_keys(ALERTS_QUEUE)
-    redis_id = redis.lindex(names["ready"], 0) or b""
-    stored = json.loads(redis.hget(names["messages"], redis_id) or b"{}")
+    redis_id = redis.lindex(names.pending, 0) or b""
+    stored = json.loads(redis.hget(names.messages, redis_id) or b"{}")
     stored["message_timestamp"] -= 40_000
-    redis.hset(names["messages"], redis_id, json.dumps(stored))
+    redis.hset(names.messages, redis_id, json.dumps(stored))
     signals = read_signals(redis)
     assert signals.queue_backlog_age is not None
     assert 39 <= signals.queue_backlog_age < 60
@@ -161,7 +162,7 @@ def test_waiting_message_age_is_the_backlog_component(
 def test_dead_letters_added_within_the_window_lower_the_score(redis: Redis) -> None:
     now = time.time()
     assert compute_and_store(redis, now=now).score == 100
-    dead = queue_keys(ALERTS_QUEUE)["dead"]
+    dead, _ = dead_letter_keys(ALERTS_QUEUE)
     redis.zadd(dead, {f"m{i}": now for i in range(10)})
     report = compute_and_store(redis, now=now + 15)
     parts = {part.name: part for part in report.components}

@@ -60,7 +60,7 @@ def test_fingerprint_ignores_label_order(labels: dict[str, str]) -> None:
     forward = AlertIn(name="n", severity="info", labels=dict(labels))
     backward = AlertIn(name="n", severity="info", labels=dict(reversed(list(labels.items()))))
     assert fingerprint(forward) == fingerprint(backward)
-    assert fingerprint(forward).startswith("v1:")
+    assert len(fingerprint(forward)) == 16
 
 
 @given(st.binary(max_size=200))

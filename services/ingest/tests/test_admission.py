@@ -11,6 +11,7 @@ import redis
 
 from tocsin.common import broker as queues
 from tocsin.common.pipelining import PipelinedRedis
+from tocsin.common.queue import QueueWorker, queue_keys
 from tocsin.common.server import RedisServer
 from tocsin.ingest.admission import Admission, Outcome, Verdict, encode_message
 
@@ -55,6 +56,7 @@ async def test_enqueued_message_is_consumed_by_a_dramatiq_worker_as_is(
         assert received.args == ([{"id": "a"}],)
         assert received.options["traceparent"] == "00-abc"
         assert received.options["redis_message_id"] == message_id
+        assert received.message_id == message_id
         consumer.ack(received)
         consumer.close()
     finally:
@@ -91,27 +93,44 @@ async def test_batch_larger_than_the_bucket_may_take_a_full_bucket(client: Pipel
     assert (await _admit(admission, cost=1)).outcome is Outcome.RATE_LIMITED
 
 
-async def test_backlog_past_its_bound_refuses_without_spending_tokens(
+async def test_backlog_counts_alerts_and_refuses_past_its_bound_without_spending_tokens(
     client: PipelinedRedis, redis_server: RedisServer
 ) -> None:
-    admission = _admission(client, max_backlog=2, rate_per_second=0.01, burst=3)
-    assert (await _admit(admission)).outcome is Outcome.ENQUEUED
-    assert (await _admit(admission)).outcome is Outcome.ENQUEUED
-    assert (await _admit(admission)).outcome is Outcome.BACKLOGGED
+    admission = _admission(client, max_backlog=150, rate_per_second=0.01, burst=500)
+    # Two messages, 150 alerts: the bound is reached by alerts, not by messages.
+    assert (await _admit(admission, cost=100)).outcome is Outcome.ENQUEUED
+    assert (await _admit(admission, cost=50)).outcome is Outcome.ENQUEUED
+    refused = await _admit(admission, cost=1)
+    assert refused.outcome is Outcome.BACKLOGGED
     sync = redis.Redis.from_url(redis_server.url)
-    sync.delete("tocsin:dramatiq:alerts")  # the processor drained the queue
-    assert (await _admit(admission)).outcome is Outcome.ENQUEUED, "the third token was kept"
+    # The processor takes and acks the first message: its 100 alerts leave the backlog.
+    worker = QueueWorker(sync)
+    first = worker.fetch(queues.ALERTS_QUEUE, 1)
+    worker.ack(queues.ALERTS_QUEUE, [m.options["redis_message_id"] for m in first])
+    assert sync.get(queue_keys(queues.ALERTS_QUEUE).backlog) == b"50"
+    assert (await _admit(admission, cost=1)).outcome is Outcome.ENQUEUED, "tokens were kept"
+
+
+async def test_dead_lettered_message_leaves_the_backlog(
+    client: PipelinedRedis, redis_server: RedisServer
+) -> None:
+    admission = _admission(client, max_backlog=10)
+    assert (await _admit(admission, cost=10)).outcome is Outcome.ENQUEUED
+    assert (await _admit(admission)).outcome is Outcome.BACKLOGGED
+    worker = QueueWorker(redis.Redis.from_url(redis_server.url))
+    [message] = worker.fetch(queues.ALERTS_QUEUE, 1)
+    worker.nack(queues.ALERTS_QUEUE, message.options["redis_message_id"])
+    assert (await _admit(admission)).outcome is Outcome.ENQUEUED
 
 
 def test_message_ids_are_distinct_canonical_version_4_uuids() -> None:
     seen: set[str] = set()
     for _ in range(500):
         redis_id, message = encode_message("alerts", "process_alerts", ([],), {})
-        message_id = dramatiq.Message.decode(message).message_id
-        for text in (redis_id, message_id):
-            parsed = uuid.UUID(text)
-            assert str(parsed) == text
-            assert parsed.version == 4
-            assert parsed.variant == uuid.RFC_4122
-            seen.add(text)
-    assert len(seen) == 1000
+        assert dramatiq.Message.decode(message).message_id == redis_id
+        parsed = uuid.UUID(redis_id)
+        assert str(parsed) == redis_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        seen.add(redis_id)
+    assert len(seen) == 500

@@ -16,7 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tocsin.common.models import AlertIn, InvalidBodyError, QueuedAlert
+from tocsin.common.models import (
+    AlertIn,
+    InvalidBodyError,
+    QueuedAlert,
+    fingerprint,
+    label_set_fingerprint,
+)
 from tocsin.ingest.alertmanager import parse_postable_alerts, parse_webhook, severity_of
 from tocsin.ingest.native import parse_native, with_defaults
 from tocsin.ingest.pagerduty import parse_event
@@ -44,13 +50,13 @@ def _webhook(**alert: Any) -> bytes:
                        "receiver": "tocsin", "alerts": [item]}).encode()  # fmt: skip
 
 
-def test_webhook_alert_maps_fingerprint_to_dedup_key_and_labels_to_fields() -> None:
+def test_webhook_alert_maps_labels_to_fields_and_says_its_path_in_source() -> None:
     [alert] = parse_webhook(_webhook(), 1000)
     assert alert.name == "DiskFull"
     assert alert.severity == "critical"
-    assert alert.dedup_key == "c0ffee12"
+    assert alert.dedup_key is None, "the body's fingerprint is not trusted as the identity"
     assert alert.summary == "disk 95% full"
-    assert alert.source == "db-1:9100"
+    assert alert.source == "alertmanager"
     assert alert.service == "node"
     assert alert.starts_at == datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
     assert alert.ends_at is None, "Go's zero time means no end"
@@ -67,6 +73,33 @@ def test_unknown_severity_label_maps_to_warning() -> None:
     assert severity_of({"severity": "SEV-9"}) == "warning"
     assert severity_of({"severity": "Page"}) == "critical"
     assert severity_of({}) == "warning"
+
+
+def test_one_label_set_is_one_fingerprint_via_webhook_push_and_native() -> None:
+    labels = {
+        "alertname": "DiskFull",
+        "severity": "critical",
+        "instance": "db-1:9100",
+        "job": "node",
+    }
+    [webhook] = parse_webhook(_webhook(), 1000)
+    [pushed] = parse_postable_alerts(json.dumps([{"labels": labels}]).encode(), 1000)
+    native_labels = {k: v for k, v in labels.items() if k != "alertname"}
+    [native] = parse_native(
+        json.dumps({"name": "DiskFull", "severity": "info", "labels": native_labels}).encode(), 10
+    )
+    assert fingerprint(webhook) == fingerprint(pushed) == fingerprint(native)
+    assert pushed.source == "prometheus"
+
+
+def test_fingerprint_is_fnv1a_over_the_sorted_label_set() -> None:
+    # As Prometheus's common/model: the empty set is FNV-1a's offset basis, and
+    # order does not matter (tests/integration compare it with a real Alertmanager's).
+    assert label_set_fingerprint({}) == "cbf29ce484222325"
+    assert label_set_fingerprint({"a": "1", "b": "2"}) == label_set_fingerprint(
+        {"b": "2", "a": "1"}
+    )
+    assert label_set_fingerprint({"a": "1"}) != label_set_fingerprint({"a": "2"})
 
 
 def test_pushed_alert_without_alertname_is_refused_with_its_path() -> None:

@@ -21,7 +21,7 @@ from tocsin.notifier.receivers.webhook import WebhookReceiver, sign, verify
 from tocsin.notifier.templating import Templates
 from tocsin.notifier.tools import preview
 
-POLICY = DeliveryPolicy(max_attempts=8, min_backoff=0.5, max_backoff=30.0)
+POLICY = DeliveryPolicy(min_backoff=0.5, max_backoff=30.0)
 
 
 def test_backoff_grows_exponentially_with_jitter_and_stops_at_the_cap() -> None:

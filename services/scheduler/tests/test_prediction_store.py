@@ -99,7 +99,7 @@ def test_a_person_resolving_and_auto_resolve_are_recorded_as_such(redis: Redis) 
     store_alert(redis, "manual", first_seen=NOW - 900, resolved_at=NOW - 800, resolved_by="alice")
     store_alert(redis, "quiet", first_seen=NOW - 900, resolved_at=NOW - 100,
                 resolved_by="auto-resolve")  # fmt: skip
-    store_alert(redis, "born-resolved", first_seen=NOW - 50, resolved_at=NOW - 50, count=1)
+    store_alert(redis, "born-resolved", first_seen=NOW - 50, resolved_at=NOW - 50, count=0)
     predictor.history.refresh(NOW)
     episodes = {e.alert_id: e for level in predictor.history.history("fp-disk", "DiskFull", "db")
                 .values() for e in level}  # fmt: skip

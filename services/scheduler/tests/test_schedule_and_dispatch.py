@@ -104,7 +104,7 @@ class MemoryClaims:
         self.clock = now
         self.last: int | None = last_fired
         self.claimed: set[int] = set()
-        self.runs: list[int] = []
+        self.runs: list[Run] = []
         self.skipped: list[int] = []
 
     def now(self) -> float:
@@ -126,7 +126,7 @@ class MemoryClaims:
 
     def claim(self, run: Run, next_fire: int) -> bool:
         if self._take(run):
-            self.runs.append(run.fire)
+            self.runs.append(run)  # claiming queues the run in the same step
             return True
         return False
 
@@ -136,24 +136,21 @@ class MemoryClaims:
             return True
         return False
 
-    def enqueued(self, run: Run) -> None:
-        pass
-
-    def pending(self) -> list[object]:
+    def lapsed(self, now: float) -> list[Run]:
         return []
 
 
 def _dispatch(schedule: Schedule, claims: MemoryClaims) -> list[Run]:
-    enqueued: list[Run] = []
+    """The runs one tick queues."""
+    before = len(claims.runs)
     dispatcher = Dispatcher(
         claims,  # type: ignore[arg-type]
         [schedule],
-        enqueued.append,
         misfire_grace=10,
         redispatch_after=5,
     )
     dispatcher.tick()
-    return enqueued
+    return claims.runs[before:]
 
 
 def test_first_start_sets_a_baseline_and_owes_nothing() -> None:

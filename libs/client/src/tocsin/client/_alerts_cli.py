@@ -107,6 +107,9 @@ def _show(alert: dict[str, Any]) -> None:
             print(f"  {title}:")
             for key, value in sorted(mapping.items()):
                 print(f"    {key}={value}")
+    prediction = alert.get("prediction")
+    if prediction:
+        print(f"  {'prediction:':<17}{_prediction_text(prediction)}")
     print("  timeline:")
     for entry in alert.get("timeline", []):
         by = f" by {entry['by']}" if entry.get("by") else ""
@@ -123,6 +126,22 @@ def _show(alert: dict[str, Any]) -> None:
                 f"    {when}  "
                 + "  ".join(f"{f}={entry[f]}" for f in fields if entry.get(f) not in (None, ""))
             )
+
+
+def _prediction_text(prediction: dict[str, Any]) -> str:
+    """One line a person can judge: the estimate and what it rests on (docs/prediction.md)."""
+    rests_on = f"{prediction.get('episodes', 0)} past episodes ({prediction.get('level', '?')})"
+    if not prediction.get("enough_history") or prediction.get("median_seconds") is None:
+        return f"too little history: {rests_on}"
+    window = float(prediction.get("window_seconds") or 0) / 60
+    p90 = prediction.get("p90_seconds")
+    # Kaplan-Meier has no p90 when too few of the episodes ended inside the history.
+    p90_text = f"{float(p90) / 60:.1f} min" if p90 is not None else "beyond the history"
+    return (
+        f"resolves by itself within {window:g} min with probability "
+        f"{float(prediction.get('transient_probability') or 0):.0%}; median "
+        f"{float(prediction['median_seconds']) / 60:.1f} min, p90 {p90_text}; from {rests_on}"
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:

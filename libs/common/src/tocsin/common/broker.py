@@ -15,6 +15,7 @@ from dramatiq.middleware import Middleware, Retries
 
 from tocsin.common import keys
 from tocsin.common.metrics import JobMetrics
+from tocsin.common.queue import QueueWakeup
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import TracingMiddleware, tracing_enabled
 
@@ -45,32 +46,6 @@ DELIVER_NOTIFICATION_ACTOR = "deliver_notification"
 # share the queue.
 PREDICTION_QUEUE = "prediction"
 PREDICT_INCIDENT_ACTOR = "predict_incident"
-
-
-# Queues whose consumers block on a wake-up list when idle (`keys.queue_wakeup`),
-# and how many tokens the list keeps: enough to wake every idle consumer.
-WAKEUP_QUEUES = frozenset({ALERTS_QUEUE})
-WAKEUP_TOKENS_KEPT = 8
-
-
-class QueueWakeup(Middleware):
-    """Pushes a wake-up token after each enqueue on a queue in `WAKEUP_QUEUES`.
-
-    The processor's idle consumer blocks on it (see `tocsin.processor.consumer`)
-    instead of polling; ingest's admission script pushes the same token itself.
-    """
-
-    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
-        if delay is not None or message.queue_name not in WAKEUP_QUEUES:
-            return
-        client = getattr(broker, "client", None)
-        if client is None:
-            return
-        key = keys.queue_wakeup(message.queue_name)
-        pipe = client.pipeline(transaction=False)
-        pipe.rpush(key, "1")
-        pipe.ltrim(key, -WAKEUP_TOKENS_KEPT, -1)
-        pipe.execute()
 
 
 def build_broker(

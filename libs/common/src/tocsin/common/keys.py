@@ -12,7 +12,8 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:notify:alertlog:{id}` | list | the notifier's attempts for an alert (JSON, newest first) |
 | `tocsin:idx:all` | sorted set | every alert id by last change (epoch s): retention reads it |
 | `tocsin:idx:{dim}:{value}` | sorted set | ids by last change per status/severity/service/team |
-| `tocsin:open` | sorted set | unresolved alert ids by `last_seen` (auto-resolve reads it) |
+| `tocsin:open` | sorted set | unresolved alert ids by `last_seen` |
+| `tocsin:resolve:due` | sorted set | open alert ids by when they resolve by themselves |
 | `tocsin:services`, `tocsin:teams` | set | service and team values seen on alerts |
 | `tocsin:stats:minute:{epoch_minute}` | string | alert messages received that minute (2 h) |
 | `tocsin:silence:all` | hash | silence id -> silence (JSON), written by the gateway API |
@@ -29,7 +30,8 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 | `tocsin:sched:catalog` | hash | schedule name -> its definition (JSON), written by the scheduler |
 | `tocsin:sched:state:{schedule}` | hash | `last_fired`, `next_fire`, last run and outcome |
 | `tocsin:sched:claim:{schedule}:{fire}` | string | the replica that claimed a fire time |
-| `tocsin:sched:pending` | hash | run id -> run (JSON) claimed but not yet handed to its queue |
+| `tocsin:sched:pending` | hash | run id -> run (JSON) claimed and not yet finished |
+| `tocsin:sched:leases` | sorted set | run id by when its lease lapses into a re-dispatch (ms) |
 | `tocsin:sched:run:{run_id}` | string | `running` or `done`: a job run's idempotency record |
 | `tocsin:sched:history` | stream | one entry per finished job run (capped) |
 | `tocsin:analytics:daily:{date}` | string (JSON) | the daily analytics of one UTC day |
@@ -80,9 +82,11 @@ __all__ = [
     "prediction_volume",
     "queue_wakeup",
     "rate_bucket",
+    "resolve_due",
     "schedule_catalog",
     "schedule_claim",
     "schedule_history",
+    "schedule_leases",
     "schedule_pending",
     "schedule_run",
     "schedule_state",
@@ -139,6 +143,11 @@ def alert_index_prefix() -> str:
 
 def open_alerts() -> str:
     return f"{PREFIX}open"
+
+
+def resolve_due() -> str:
+    """Open alerts by their deadline; the processor's sweep resolves those past it."""
+    return f"{PREFIX}resolve:due"
 
 
 def known_values(dimension: str) -> str:
@@ -214,6 +223,10 @@ def schedule_claim(schedule: str, fire: int) -> str:
 
 def schedule_pending() -> str:
     return f"{PREFIX}sched:pending"
+
+
+def schedule_leases() -> str:
+    return f"{PREFIX}sched:leases"
 
 
 def schedule_run(run_id: str) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
+from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
 from dramatiq.worker import Worker
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -44,7 +45,6 @@ __all__ = [
     "QueueCollector",
     "count_redis_error",
     "health_signals",
-    "queue_keys",
     "queue_state",
 ]
 
@@ -168,18 +168,6 @@ class HealthSignals:
 health_signals = HealthSignals()
 
 
-def queue_keys(queue: str) -> dict[str, str]:
-    """Dramatiq's Redis keys for `queue`: ready list, message hash, delayed list, dead letters."""
-    base = f"{keys.DRAMATIQ_NAMESPACE}:{queue}"
-    return {
-        "ready": base,
-        "messages": f"{base}.msgs",
-        "delayed": f"{base}.DQ",
-        "delayed_messages": f"{base}.DQ.msgs",
-        "dead": f"{base}.XQ",
-    }
-
-
 class QueueCollector(Collector):
     """Queue depth (ready, delayed, dead-lettered) and age of the oldest ready message.
 
@@ -219,19 +207,24 @@ class QueueCollector(Collector):
 
 def _queue_state(redis: Redis, queue: str) -> tuple[dict[str, int], float]:
     """Sizes by state and the enqueue time (epoch seconds, 0: empty) of the oldest ready message."""
+    # Imported here: the queue layer's consumer imports this module.
+    from tocsin.common.queue import dead_letter_keys, queue_keys
+
     names = queue_keys(queue)
+    delayed = queue_keys(dq_name(queue))
+    dead, _ = dead_letter_keys(queue)
     pipe = redis.pipeline(transaction=False)
-    pipe.llen(names["ready"])
-    pipe.hlen(names["delayed_messages"])
-    pipe.zcard(names["dead"])
-    pipe.lindex(names["ready"], 0)
-    ready, delayed, dead, head = pipe.execute()
+    pipe.llen(names.pending)
+    pipe.hlen(delayed.messages)
+    pipe.zcard(dead)
+    pipe.lindex(names.pending, 0)
+    ready, delayed_count, dead_count, head = pipe.execute()
     oldest = 0.0
     if head is not None:
-        data = redis.hget(names["messages"], head)
+        data = redis.hget(names.messages, head)
         if data is not None:
             oldest = _enqueued_at(data)
-    return {"ready": int(ready), "delayed": int(delayed), "dead": int(dead)}, oldest
+    return {"ready": int(ready), "delayed": int(delayed_count), "dead": int(dead_count)}, oldest
 
 
 def _enqueued_at(data: Any) -> float:
@@ -259,6 +252,10 @@ class JobMetrics(Middleware):
         self._registry = registry
         self._started: dict[str, float] = {}
         self._collector: QueueCollector | None = None
+        # Children per label values, kept rather than looked up through `labels()`
+        # (which validates and locks) for every message.
+        self._durations: dict[tuple[str, str], Histogram] = {}
+        self._outcomes: dict[tuple[str, str, str], Counter] = {}
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         client = getattr(broker, "client", None)
@@ -283,10 +280,12 @@ class JobMetrics(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         started = self._started.pop(message.message_id, None)
+        actor, queue = message.actor_name, message.queue_name
         if started is not None:
-            JOB_DURATION.labels(message.actor_name, message.queue_name).observe(
-                time.perf_counter() - started
-            )
+            duration = self._durations.get((actor, queue))
+            if duration is None:
+                duration = self._durations[actor, queue] = JOB_DURATION.labels(actor, queue)
+            duration.observe(time.perf_counter() - started)
         if exception is None:
             outcome = "success"
             health_signals.add("jobs_success")
@@ -294,7 +293,10 @@ class JobMetrics(Middleware):
             count_redis_error(exception)
             outcome = "dead_lettered" if message.failed else "retried"
             health_signals.add("jobs_failed")
-        JOBS.labels(message.actor_name, message.queue_name, outcome).inc()
+        counter = self._outcomes.get((actor, queue, outcome))
+        if counter is None:
+            counter = self._outcomes[actor, queue, outcome] = JOBS.labels(actor, queue, outcome)
+        counter.inc()
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         self._started.pop(message.message_id, None)

@@ -7,10 +7,11 @@ and `StoredAlert` what the processor keeps and publishes.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -28,12 +29,17 @@ __all__ = [
     "StoredAlert",
     "decode_alerts",
     "fingerprint",
+    "label_set",
+    "label_set_fingerprint",
     "new_alert_id",
+    "rfc3339",
     "utc_now",
 ]
 
 Severity = Literal["critical", "error", "warning", "info"]
 Status = Literal["firing", "resolved"]
+# The ingest path an alert came by; each has its own resolve rule (docs/lifecycle.md).
+Path = Literal["native", "alertmanager", "prometheus", "pagerduty"]
 
 MAX_LABELS = 64
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
@@ -73,6 +79,7 @@ class QueuedAlert(msgspec.Struct, kw_only=True):
     received_at: float
     producer: str
     alert: AlertIn
+    path: Path = "native"
 
 
 class StoredAlert(msgspec.Struct, kw_only=True):
@@ -196,22 +203,47 @@ def new_alert_id() -> str:
     return f"{millis:012x}{os.urandom(10).hex()}"
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's alerts share their received_at
+def rfc3339(timestamp: float) -> str:
+    """The one timestamp format of every record, event and answer: UTC, milliseconds, `Z`."""
+    return (
+        datetime.fromtimestamp(timestamp, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def label_set(alert: AlertIn) -> dict[str, str]:
+    """The alert's identity as Alertmanager sees it: its labels, with `alertname` its name."""
+    return {"alertname": alert.name, **alert.labels}
+
+
+# Prometheus's label-set fingerprint (common/model: FNV-1a 64 over the sorted
+# label names and values, each followed by the byte 0xff), so an alert pushed to
+# /api/v2/alerts, sent natively, or relayed by Alertmanager's webhook (whose
+# `fingerprint` is this same hash) is one identity.
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_MASK = (1 << 64) - 1
+
+
+def label_set_fingerprint(labels: Mapping[str, str]) -> str:
+    """Alertmanager's fingerprint of a label set: 16 hex digits."""
+    value = _FNV_OFFSET
+    for name in sorted(labels):
+        for part in (name, labels[name]):
+            for byte in part.encode():
+                value = ((value ^ byte) * _FNV_PRIME) & _MASK
+            value = ((value ^ 0xFF) * _FNV_PRIME) & _MASK
+    return f"{value:016x}"
+
+
 def fingerprint(alert: AlertIn) -> str:
     """The dedup identity of an alert.
 
-    The producer's `dedup_key` wins verbatim; otherwise a `v1:` hash of the
-    source, the name and the labels in canonical order, so the rule can change
-    later without regrouping old alerts.
+    The producer's `dedup_key` wins verbatim; otherwise Alertmanager's
+    fingerprint of the label set (`label_set`), whichever path the alert came by.
     """
     if alert.dedup_key:
         return alert.dedup_key
-    digest = hashlib.sha256()
-    digest.update(alert.source.encode())
-    digest.update(b"\0")
-    digest.update(alert.name.encode())
-    for key in sorted(alert.labels):
-        digest.update(b"\0")
-        digest.update(key.encode())
-        digest.update(b"=")
-        digest.update(alert.labels[key].encode())
-    return "v1:" + digest.hexdigest()[:32]
+    return label_set_fingerprint(label_set(alert))

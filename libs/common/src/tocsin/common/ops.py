@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 __all__ = [
+    "READY_TIMEOUT_SECONDS",
     "ReadyCheck",
     "metrics_app",
     "ops_app",
@@ -34,6 +35,10 @@ __all__ = [
 
 ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
 
+# /readyz answers within a second whatever its checks do: a probe that hangs on a
+# frozen Redis is itself the answer (503), not a reason for the probe to time out.
+READY_TIMEOUT_SECONDS = 0.5
+
 
 def ops_routes(
     ready: ReadyCheck, registry: CollectorRegistry = REGISTRY, *, metrics: bool = True
@@ -44,7 +49,10 @@ def ops_routes(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ok, checks = await ready()
+        try:
+            ok, checks = await asyncio.wait_for(ready(), READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            ok, checks = False, {"redis": f"no answer within {READY_TIMEOUT_SECONDS} s"}
         return JSONResponse(
             {"status": "ready" if ok else "unready", "checks": checks},
             status_code=200 if ok else 503,
@@ -111,11 +119,22 @@ def serve_in_thread(app: Starlette, host: str, port: int) -> uvicorn.Server:
 
 
 def redis_ready(redis: Redis) -> ReadyCheck:
-    """A readiness check that passes while `redis` answers PING."""
+    """A readiness check that passes while `redis` answers PING.
+
+    The blocking PING runs on a thread; one that hangs (a frozen Redis) is not
+    started again while it waits, so probes cannot pile threads up.
+    """
+    in_flight: list[asyncio.Future[bool]] = []
 
     async def ready() -> tuple[bool, dict[str, str]]:
+        if in_flight and not in_flight[0].done():
+            return False, {"redis": "the previous PING is still waiting for an answer"}
+        probe = asyncio.ensure_future(asyncio.to_thread(redis.ping))
+        # Read its outcome even when nobody waits for it any more (no "never retrieved").
+        probe.add_done_callback(lambda done: done.cancelled() or done.exception())
+        in_flight[:] = [probe]
         try:
-            await asyncio.to_thread(redis.ping)
+            await asyncio.shield(in_flight[0])
         except Exception as exc:
             return False, {"redis": f"unreachable: {exc}"}
         return True, {"redis": "ok"}

@@ -7,7 +7,9 @@ issued during one event-loop turn go out in one write, and replies come back in
 order, parsed by hiredis. Redis answers pipelined commands in the order sent, so
 a FIFO of futures per connection is all the matching needed. A broken or
 stalled connection fails its calls in flight (`ConnectionError`, an `OSError`)
-and the next call opens a new one. `PipelinedScript` runs one Lua script this
+and the next call opens a new one; a call whose command had already been
+written fails with `OutcomeUnknownError` (a `ConnectionError`): Redis may have
+run it. `PipelinedScript` runs one Lua script this
 way, and can hand a call to a pooled client (which retries) when the
 connection fails.
 """
@@ -28,13 +30,24 @@ from redis.asyncio.sentinel import Sentinel
 
 from tocsin.common.redis import SENTINEL_SCHEME, parse_sentinel_url
 
-__all__ = ["PipelinedRedis", "PipelinedScript", "RedisReplyError", "bulk", "encode_command"]
+__all__ = [
+    "OutcomeUnknownError",
+    "PipelinedRedis",
+    "PipelinedScript",
+    "RedisReplyError",
+    "bulk",
+    "encode_command",
+]
 
 Arg = bytes | str | int | float
 
 
 class RedisReplyError(Exception):
     """Redis answered a command with an error reply."""
+
+
+class OutcomeUnknownError(ConnectionError):
+    """The connection failed after the command was written: Redis may or may not have run it."""
 
 
 def bulk(data: bytes) -> bytes:
@@ -74,6 +87,8 @@ class _Connection(asyncio.Protocol):
         self._reader = hiredis.Reader()
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
+        # Calls at the tail of `pending` whose commands are still in `_outgoing`.
+        self._unwritten = 0
         # A stall detector rather than a timer per command: when commands are in
         # flight and no reply at all came for `reply_timeout`, the connection is dead.
         self._reply_timeout = reply_timeout
@@ -96,6 +111,7 @@ class _Connection(asyncio.Protocol):
                 self._arm_watchdog()
             return future
         self._outgoing.append(command)
+        self._unwritten += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -106,6 +122,7 @@ class _Connection(asyncio.Protocol):
         data, self._outgoing = b"".join(self._outgoing), []
         if self.closed or self.transport is None or not data:
             return
+        self._unwritten = 0
         self.transport.write(data)
         if self._watchdog is None:
             self._arm_watchdog()
@@ -161,11 +178,16 @@ class _Connection(asyncio.Protocol):
                 self.transport.abort()
             else:
                 self.transport.close()
-        error = ConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        reason = f"connection to Redis lost: {exc or 'closed'}"
         pending, self.pending = self.pending, deque()
-        for future in pending:
+        written = len(pending) - self._unwritten
+        for at, future in enumerate(pending):
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(
+                    OutcomeUnknownError(f"{reason} after the command was sent")
+                    if at < written
+                    else ConnectionError(reason)
+                )
 
 
 class PipelinedRedis:

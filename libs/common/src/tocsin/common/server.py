@@ -75,8 +75,12 @@ class RedisServer:
         binary: str | None = None,
         port: int | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        *,
+        appendfsync: str = "",
     ) -> None:
+        """`appendfsync` ("always", "everysec") turns AOF persistence on, as production runs."""
         self.binary = binary or find_server_binary()
+        self.appendfsync = appendfsync
         # Run in the child before exec (`tocsin dev` asks the kernel to end it with its parent).
         self._preexec_fn = preexec_fn
         self.host = "127.0.0.1"
@@ -99,7 +103,8 @@ class RedisServer:
             "--bind", self.host,
             "--dir", self._workdir,
             "--save", "",
-            "--appendonly", "no",
+            *(("--appendonly", "yes", "--appendfsync", self.appendfsync)
+              if self.appendfsync else ("--appendonly", "no")),
             "--protected-mode", "no",
             "--loglevel", "warning",
         ]  # fmt: skip

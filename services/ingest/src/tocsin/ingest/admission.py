@@ -1,12 +1,12 @@
 """Admitting a request's work onto the alerts queue in one atomic Redis script.
 
 `Admission.admit` replays an earlier answer for a repeated Idempotency-Key,
-refuses work when the queue backlog is past its bound or the producer's token
-bucket is empty, and otherwise enqueues one Dramatiq message -- written in
-Dramatiq's own Redis layout so the processor's worker consumes it unchanged,
-without a blocking client on ingest's event loop, over one pipelined connection.
-Each enqueue also pushes a wake-up token (`tocsin:wake:{queue}`) that an idle
-processor blocks on, so it starts on the message without polling.
+refuses work when the queue's backlog (in alerts) is past its bound or the
+producer's token bucket is empty, and otherwise enqueues one message through
+the queue layer's keys (`tocsin.common.queue`): Dramatiq's layout, a wake-up
+token an idle processor blocks on, and the message's weight in alerts, which
+counts in the backlog until the processor acks it. It runs over one pipelined
+connection, without a blocking client on ingest's event loop.
 """
 
 from __future__ import annotations
@@ -14,24 +14,22 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
-import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import msgspec
-
 from tocsin.common import keys
 from tocsin.common.pipelining import PipelinedRedis, RedisReplyError, bulk
+from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
+from tocsin.common.queue import encode_message as queue_encode
 
 __all__ = ["Admission", "Outcome", "Verdict", "encode_message"]
 
 _ADMIT_LUA = resources.files("tocsin.ingest").joinpath("admission/admit.lua").read_text()
 _ADMIT_SHA = hashlib.sha1(_ADMIT_LUA.encode()).hexdigest()
-# `EVALSHA sha 5` / `EVAL script 5`: 5 keys then 9 arguments, 17 array items in all.
-_EVALSHA_HEAD = b"*17\r\n" + bulk(b"EVALSHA") + bulk(_ADMIT_SHA.encode()) + bulk(b"5")
-_EVAL_HEAD = b"*17\r\n" + bulk(b"EVAL") + bulk(_ADMIT_LUA.encode()) + bulk(b"5")
-_encoder = msgspec.json.Encoder()
+# `EVALSHA sha 7` / `EVAL script 7`: 7 keys then 10 arguments, 20 array items in all.
+_EVALSHA_HEAD = b"*20\r\n" + bulk(b"EVALSHA") + bulk(_ADMIT_SHA.encode()) + bulk(b"7")
+_EVAL_HEAD = b"*20\r\n" + bulk(b"EVAL") + bulk(_ADMIT_LUA.encode()) + bulk(b"7")
 
 
 class Outcome(enum.Enum):
@@ -71,22 +69,13 @@ def _unique_id() -> str:
 def encode_message(
     queue: str, actor: str, args: tuple[Any, ...], options: dict[str, Any]
 ) -> tuple[str, bytes]:
-    """A Dramatiq message as `Message.encode()` writes it; returns its Redis id and JSON.
+    """A new message for the queue layer; returns its id and encoded form.
 
-    `options["redis_message_id"]` is set as `RedisBroker.enqueue` sets it: an id
-    of its own, distinct from `message_id`, because retries reuse the latter.
+    The id is fresh per request, and is both the message id and the Redis id:
+    Dramatiq's retries re-enqueue a copy under an id of their own.
     """
-    redis_message_id = _unique_id()
-    message = {
-        "queue_name": queue,
-        "actor_name": actor,
-        "args": args,
-        "kwargs": {},
-        "options": {**options, "redis_message_id": redis_message_id},
-        "message_id": _unique_id(),
-        "message_timestamp": int(time.time() * 1000),
-    }
-    return redis_message_id, _encoder.encode(message)
+    message_id = _unique_id()
+    return message_id, queue_encode(queue, actor, args, message_id=message_id, options=options)
 
 
 class Admission:
@@ -103,13 +92,15 @@ class Admission:
         idempotency_ttl: int,
     ) -> None:
         self._redis = redis
-        self._queue_key = f"{keys.DRAMATIQ_NAMESPACE}:{queue}"
-        self._messages_key = f"{self._queue_key}.msgs"
-        self._queue_keys = bulk(self._queue_key.encode()) + bulk(self._messages_key.encode())
-        self._wakeup_key = bulk(keys.queue_wakeup(queue).encode())
+        names = queue_keys(queue)
+        self._placeholder_key = names.pending
+        self._queue_keys = b"".join(
+            bulk(key.encode()) for key in (*names.as_list(), names.weights, names.backlog)
+        )
         self._rate_and_burst = bulk(repr(float(rate_per_second)).encode()) + bulk(b"%d" % burst)
         self._backlog_bound = bulk(b"%d" % max_backlog)
         self._ttl = bulk(b"%d" % idempotency_ttl)
+        self._tokens_kept = bulk(b"%d" % WAKEUP_TOKENS_KEPT)
 
     async def admit(
         self,
@@ -137,8 +128,7 @@ class Admission:
         command_tail = b"".join((
             bulk(keys.rate_bucket(producer).encode()),
             self._queue_keys,
-            bulk(idempotency.encode() if idempotency else self._queue_key.encode()),
-            self._wakeup_key,
+            bulk((idempotency or self._placeholder_key).encode()),
             self._rate_and_burst,
             bulk(b"%d" % cost),
             self._backlog_bound,
@@ -148,6 +138,7 @@ class Admission:
             bulk(request_digest.rjust(64, b"0") + answer if idempotency else answer),
             self._ttl,
             bulk(b"1" if idempotency else b"0"),
+            self._tokens_kept,
         ))  # fmt: skip
         try:
             result: list[Any] = await self._redis.execute_encoded(_EVALSHA_HEAD + command_tail)

@@ -2,9 +2,13 @@
 
 Alertmanager and Prometheus send more than Tocsin reads, so these models accept
 unknown fields (unlike Tocsin's own format). The mapping: `alertname` label ->
-name, `severity` label -> severity (unknown values -> warning), Alertmanager's
-fingerprint -> dedup key, `summary` (or `description`) annotation -> summary,
-`service` (or `job`) label -> service, `instance` (or `job`) label -> source.
+name, `severity` label -> severity (unknown values -> warning), `summary` (or
+`description`) annotation -> summary, `service` (or `job`) label -> service;
+`source` names the path (`alertmanager` for the webhook, `prometheus` for a push).
+
+Identity is the label set's fingerprint on both paths (`tocsin.common.models.fingerprint`,
+the hash Alertmanager itself sends as `fingerprint`), so one alert pushed directly
+and relayed by Alertmanager is one Tocsin alert.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, Severity
 from tocsin.ingest.native import checked_alert, field_error, go_time
 
 __all__ = [
+    "PUSH_SOURCE",
+    "WEBHOOK_SOURCE",
     "AlertmanagerError",
     "PostableAlert",
     "WebhookAlert",
@@ -44,6 +50,9 @@ _SEVERITIES: dict[str, Severity] = {
     "low": "info",
 }
 _NO_NAME = "unnamed"
+# `source` of an alert by the path it came in by.
+WEBHOOK_SOURCE = "alertmanager"
+PUSH_SOURCE = "prometheus"
 # Bounds against absurd bodies; per-field bounds are the native model's.
 _StrMap = Annotated[dict[str, str], msgspec.Meta(max_length=1024)]
 
@@ -106,12 +115,13 @@ def _common_fields(
     starts_at: datetime | None,
     ends_at: datetime | None,
     generator_url: str,
+    source: str,
 ) -> dict[str, Any]:
     summary = annotations.get("summary") or annotations.get("description") or ""
     fields: dict[str, Any] = {
         "name": labels.get("alertname") or _NO_NAME,
         "severity": severity_of(labels),
-        "source": labels.get("instance") or labels.get("job") or "alertmanager",
+        "source": source,
         "service": labels.get("service") or labels.get("job") or "",
         "summary": summary[:1024],
         "labels": dict(labels),
@@ -139,17 +149,24 @@ def _batch_bound(count: int, max_batch: int) -> None:
 
 
 def parse_webhook(body: bytes, max_batch: int) -> list[AlertIn]:
-    """Map a webhook notification to alerts; the fingerprint becomes the dedup key."""
+    """Map a webhook notification to alerts.
+
+    Alertmanager's `fingerprint` is not trusted as the identity: the label set is
+    hashed the same way here, so a hand-written body cannot split one alert in two.
+    """
     message: WebhookMessage = _decode(_webhook_decoder, body)
     _batch_bound(len(message.alerts), max_batch)
     alerts = []
     for index, item in enumerate(message.alerts):
         fields = _common_fields(
-            item.labels, item.annotations, item.starts_at, item.ends_at, item.generator_url
+            item.labels,
+            item.annotations,
+            item.starts_at,
+            item.ends_at,
+            item.generator_url,
+            WEBHOOK_SOURCE,
         )
         fields["status"] = item.status
-        if item.fingerprint:
-            fields["dedup_key"] = item.fingerprint
         alerts.append(checked_alert(fields, f"$.alerts[{index}]"))
     return alerts
 
@@ -168,7 +185,12 @@ def parse_postable_alerts(
                 [FieldError(f"$[{index}].labels.alertname", "the alertname label is required")]
             )
         fields = _common_fields(
-            item.labels, item.annotations, item.starts_at, item.ends_at, item.generator_url
+            item.labels,
+            item.annotations,
+            item.starts_at,
+            item.ends_at,
+            item.generator_url,
+            PUSH_SOURCE,
         )
         ends_at = fields["ends_at"]
         ended = ends_at is not None and ends_at.tzinfo is not None and ends_at <= moment

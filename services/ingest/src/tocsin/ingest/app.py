@@ -29,10 +29,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tocsin.common import broker as queues
 from tocsin.common.auth import TokenVerifier
-from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, QueuedAlert, fingerprint
+from tocsin.common.models import (
+    AlertIn,
+    FieldError,
+    InvalidBodyError,
+    Path,
+    QueuedAlert,
+    fingerprint,
+)
 from tocsin.common.models import new_alert_id as new_id
 from tocsin.common.ops import ops_routes
-from tocsin.common.pipelining import PipelinedRedis, RedisReplyError
+from tocsin.common.pipelining import OutcomeUnknownError, PipelinedRedis, RedisReplyError
 from tocsin.common.problems import problem
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest import alertmanager, pagerduty
@@ -131,6 +138,7 @@ PROBLEM_TYPES = {
     "rate_limited": "rate-limited",
     "backlog": "backlog-full",
     "unavailable": "unavailable",
+    "outcome_unknown": "outcome-unknown",
     "idempotency_key_reused": "idempotency-key-reused",
 }
 
@@ -164,7 +172,8 @@ def _alertmanager_answer(refusal: Refusal) -> Response:
 
 
 _PAGERDUTY_STATUS = {400: "invalid event", 401: "unauthorized", 403: "forbidden",
-                     413: "invalid event", 429: "throttle event", 503: "unavailable"}  # fmt: skip
+                     413: "invalid event", 429: "throttle event", 503: "unavailable",
+                     504: "outcome unknown"}  # fmt: skip
 
 
 def _pagerduty_answer(refusal: Refusal) -> Response:
@@ -270,7 +279,9 @@ def producer_headers(raw: list[tuple[bytes, bytes]]) -> ProducerHeaders:
     return headers
 
 
-def _queued(alerts: list[AlertIn], producer: Producer, received_at: float) -> list[QueuedAlert]:
+def _queued(
+    alerts: list[AlertIn], producer: Producer, received_at: float, path: Path = "native"
+) -> list[QueuedAlert]:
     return [
         QueuedAlert(
             id=new_id(),
@@ -278,6 +289,7 @@ def _queued(alerts: list[AlertIn], producer: Producer, received_at: float) -> li
             received_at=received_at,
             producer=producer.name,
             alert=with_defaults(alert, producer.labels),
+            path=path,
         )
         for alert in alerts
     ]
@@ -389,13 +401,26 @@ def build_app(
                 idempotency_key=idempotency_key,
                 request_digest=_request_digest(fmt, body) if idempotency_key else b"",
             )
+        except OutcomeUnknownError as exc:
+            # Sent, then no answer: Redis may have enqueued it. Not a refusal (503):
+            # a retry with the same Idempotency-Key is safe, one without may count twice.
+            raise RefusedError(
+                Refusal(
+                    504,
+                    "outcome_unknown",
+                    "Outcome unknown",
+                    f"the queue did not answer after the request was sent ({exc}): it may "
+                    "have been accepted; retry with the same Idempotency-Key to be safe",
+                    retry_after=1,
+                )
+            ) from None
         except (RedisError, RedisReplyError, OSError) as exc:
             raise RefusedError(
                 Refusal(
                     503,
                     "unavailable",
                     "Service unavailable",
-                    f"the queue is unreachable: {exc}",
+                    f"the queue is unreachable, nothing was enqueued: {exc}",
                     retry_after=1,
                 )
             ) from None
@@ -478,11 +503,12 @@ def build_app(
 
     def parse_webhook_request(body: bytes, producer: Producer, traceparent: str) -> Work:
         alerts = alertmanager.parse_webhook(body, settings.max_batch)
-        return _alerts_work(_queued(alerts, producer, time.time()), 200)
+        return _alerts_work(_queued(alerts, producer, time.time(), "alertmanager"), 200)
 
     def parse_push_request(body: bytes, producer: Producer, traceparent: str) -> Work:
         alerts = alertmanager.parse_postable_alerts(body, settings.max_batch)
-        return _alerts_work(_queued(alerts, producer, time.time()), 200, empty_answer=True)
+        queued = _queued(alerts, producer, time.time(), "prometheus")
+        return _alerts_work(queued, 200, empty_answer=True)
 
     def parse_event_request(body: bytes, producer: Producer, traceparent: str) -> Work:
         event = pagerduty.decode_event(body)
@@ -493,7 +519,7 @@ def build_app(
         if intent.action is not None:
             return Work(queues.APPLY_ACTION_ACTOR, (intent.action,), 0, answer, 202)
         assert intent.alert is not None
-        work = _alerts_work(_queued([intent.alert], producer, time.time()), 202)
+        work = _alerts_work(_queued([intent.alert], producer, time.time(), "pagerduty"), 202)
         return Work(work.actor, work.args, work.alerts, answer, 202)
 
     def routing_key(body: bytes) -> str:

@@ -14,7 +14,7 @@ ALERTS_RECEIVED = Counter(
 REQUESTS_REJECTED = Counter(
     "tocsin_ingest_requests_rejected",
     "Requests refused, by reason (unauthenticated, forbidden, invalid, too_large, "
-    "rate_limited, backlog, unavailable).",
+    "rate_limited, backlog, unavailable, outcome_unknown).",
     ["format", "reason"],
 )
 REQUEST_DURATION = Histogram(

@@ -45,10 +45,19 @@ def _errors(schema: dict[str, Any], media: str, invalid: int) -> dict[str, Any]:
         "403": _answer("a token without the ingest scope", schema, media),
         "413": _answer("the body is over the size limit", schema, media),
         "429": _answer("the producer's rate limit is spent", schema, media),
-        "503": _answer("the alerts backlog is full, or Redis is unreachable", schema, media),
+        "503": _answer(
+            "not accepted: the alerts backlog is full, or Redis is unreachable", schema, media
+        ),
+        "504": _answer(
+            "outcome unknown: Redis stopped answering after the request was sent; retry "
+            "with the same Idempotency-Key",
+            schema,
+            media,
+        ),
     }
     answers["429"]["headers"] = retry
     answers["503"]["headers"] = retry
+    answers["504"]["headers"] = retry
     return answers
 
 

@@ -34,7 +34,9 @@ class IngestSettings(TlsSettings, HttpServerSettings):
     )
     rate_burst: int = setting(40_000, "Token bucket size: alerts a producer may send at once.")
     max_backlog: int = setting(
-        10_000, "Queued messages on the alerts queue past which ingest answers 503."
+        100_000,
+        "Alerts queued for the processor (admitted, not yet applied) past which ingest "
+        "answers 503.",
     )
     backlog_retry_after: int = setting(5, "Retry-After, in seconds, sent with a backlog 503.")
     idempotency_ttl_seconds: int = setting(

@@ -6,10 +6,16 @@
                            flush: inhibit, apply time mutes, decide (plan_flush), compose
                            the notification (a digest for big groups), hand it to send
     send_notification      send: claim in the notification log, rate-limit, call the
-                           receiver, then retry with backoff, dead-letter, or settle
+                           receiver in its bulkhead, then retry with backoff while the
+                           retry budget lasts, dead-letter, or settle
 
 All three are messages on the `notifications` queue, so any replica does any
-step and a crash at any point leaves a message that is delivered again.
+step and a crash at any point leaves a message that is delivered again. Every
+message for later (a group's flush, a retry) is a durable due-time in Redis
+(`tocsin.common.queue.due`), and each step that must be followed by a message
+hands it over in the same atomic step as its state change: marking a group's
+flush as scheduled schedules it, and recording a flush hands its notification
+over and schedules the next flush.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import random
 import time
 import uuid
@@ -29,13 +36,17 @@ import msgspec
 from redis import Redis
 
 from tocsin.common.models import NotificationRequest
+from tocsin.common.queue.due import DueTimes
 from tocsin.common.telemetry import client_span
 from tocsin.notifier import metrics
 from tocsin.notifier.autopause import PauseGate
+from tocsin.notifier.bulkhead import Bulkheads, ReceiverBusyError
 from tocsin.notifier.deadletters import DeadLetters
 from tocsin.notifier.grouping import (
     GroupFlush,
     Groups,
+    GroupTimers,
+    Handoff,
     digest,
     group_key,
     plan_flush,
@@ -53,7 +64,6 @@ __all__ = [
     "FLUSH_ACTOR",
     "SEND_ACTOR",
     "DeliveryPolicy",
-    "Enqueue",
     "Notifier",
     "retry_delay",
 ]
@@ -64,17 +74,22 @@ FLUSH_ACTOR = "flush_notification_group"
 SEND_ACTOR = "send_notification"
 # Retry-After above this is treated as this: a page must not wait a day on a header.
 _MAX_RETRY_AFTER = 3600.0
-
-Enqueue = Callable[[str, list[Any], float], None]
+# How long a send that found its receiver's slots all taken waits before it looks again.
+_BUSY_RETRY_SECONDS = 0.5
+# Fault injection for the crash tests: the environment variable names a point of the
+# pipeline where the process exits at once, as a SIGKILL there would (never set it
+# outside tests).
+CRASH_POINT_VARIABLE = "TOCSIN_TEST_CRASH_AT"
 
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """Retry and digest limits."""
+    """Retry, bulkhead and digest limits."""
 
-    max_attempts: int = 8
+    # Retries go on until this long after the notification was made, then dead-letter.
+    retry_budget: float = 900.0
     min_backoff: float = 0.5
-    max_backoff: float = 300.0
+    max_backoff: float = 30.0
     digest_threshold: int = 20
     digest_sample: int = 10
 
@@ -103,21 +118,49 @@ class Notifier:
         routing: RoutingSource,
         notification_log: NotificationLog,
         dead_letters: DeadLetters,
-        enqueue: Enqueue,
+        due: DueTimes,
+        bulkheads: Bulkheads,
         policy: DeliveryPolicy,
         clock: Callable[[], float] = time.time,
+        crash_at: str = "",
     ) -> None:
         self._redis = redis
         self._routing = routing
-        self._groups = Groups(redis)
+        self._due = due
+        self._groups = Groups(redis, due)
         self._pauses = PauseGate(redis)
         self._firing = FiringIndex(redis)
         self._log = notification_log
         self._limiter = RateLimiter(redis)
         self._dead_letters = dead_letters
-        self._enqueue = enqueue
+        self._bulkheads = bulkheads
         self._policy = policy
         self._clock = clock
+        self._crash_at = crash_at
+
+    def _crash_point(self, name: str) -> None:
+        """Exit here, with no cleanup, when a crash test asked for it."""
+        if self._crash_at == name:
+            log.error("crash point %s reached: exiting as a crash would", name)
+            os._exit(137)
+
+    def _later(self, actor: str, args: list[Any], delay: float) -> None:
+        self._due.schedule(actor, tuple(args), delay)
+
+    def _handoff(self, actor: str, args: list[Any]) -> Handoff:
+        message_id = uuid.uuid4().hex
+        return Handoff(message_id, self._due.encode(actor, tuple(args), message_id))
+
+    def _flush_handoff(self, flush: GroupFlush) -> Handoff:
+        token = uuid.uuid4().hex
+        message = GroupFlush(
+            group_key=flush.group_key,
+            receiver=flush.receiver,
+            route=flush.route,
+            group_labels=flush.group_labels,
+            token=token,
+        )
+        return Handoff(token, self._due.encode(FLUSH_ACTOR, (msgspec.to_builtins(message),), token))
 
     # -- accept -------------------------------------------------------------------------
 
@@ -141,18 +184,19 @@ class Notifier:
         for route in active.config.routes_for(labels):
             group_labels = route.group_labels(labels)
             key = group_key(route.receiver, route.path, group_labels)
-            ttl = route.group_wait + route.group_interval + 60
-            scheduled, state = self._groups.add(key, item, ttl)
-            if not scheduled:
-                continue
-            if state.notified:
-                delay = max(0.0, state.last_sent_at + route.group_interval - now)
-            else:
-                delay = route.group_wait
             flush = GroupFlush(
                 group_key=key, receiver=route.receiver, route=route.path, group_labels=group_labels
             )
-            self._enqueue(FLUSH_ACTOR, [msgspec.to_builtins(flush)], delay)
+            # The alert joins its group and, unless one is coming, the group's flush is
+            # scheduled in the same step: a redelivered message always finds both done.
+            self._groups.add(
+                key,
+                item,
+                GroupTimers(route.group_wait, route.group_interval),
+                self._flush_handoff(flush),
+                now,
+            )
+            self._crash_point("accept")
 
     # -- flush --------------------------------------------------------------------------
 
@@ -164,7 +208,7 @@ class Notifier:
             route = active.config.root
         receiver = active.receivers.get(flush.receiver)
         key = flush.group_key
-        snapshot = self._groups.read(key)
+        snapshot = self._groups.read(key, flush.token)
         now = self._clock()
         ordered = sorted(snapshot.alerts.values(), key=lambda a: (a.at, a.alert.fingerprint))
         firing = [a for a in ordered if a.status == "firing"]
@@ -182,7 +226,10 @@ class Notifier:
         )
         visible, resolved = gate.firing, gate.resolved
         if gate.resume_at is not None:
-            self._enqueue(FLUSH_ACTOR, [msgspec.to_builtins(flush)], gate.resume_at - now)
+            # An extra look when the hold ends, durable like every timer; its own token
+            # matches no pending mark, so it schedules nothing beyond itself.
+            extra = self._flush_handoff(flush)
+            self._due.schedule_encoded(extra.message_id, extra.data, gate.resume_at - now)
         firing_hash = state_hash(visible)
         state = snapshot.state
         plan = plan_flush(
@@ -193,7 +240,7 @@ class Notifier:
             repeat_interval=route.repeat_interval,
         )
         time_muted = active.config.muted_by_time(route, datetime.fromtimestamp(now, UTC))
-        sent = False
+        send: Handoff | None = None
         if receiver is None:
             log.error("receiver %r is no longer configured; dropping group %s", flush.receiver, key)
             # Forget the whole group: with no receiver its alerts can never be notified.
@@ -223,33 +270,38 @@ class Notifier:
                 alert_ids=[a.alert.id for a in everyone],
                 paused=gate.paused,
             )
-            # Hand off before recording: a crash in between repeats the hand-off, and the
-            # claim makes the repeat a no-op; the other order could lose the notification.
-            self._enqueue(SEND_ACTOR, [msgspec.to_builtins(notification), 0], 0.0)
-            sent = True
+            send = self._handoff(SEND_ACTOR, [msgspec.to_builtins(notification), 0])
         # Resolved alerts go once told, or at once if the group never notified anyone.
-        keep_resolved = not sent and state.notified and receiver is not None
+        keep_resolved = send is None and state.notified and receiver is not None
         # A resolve auto-pause dropped (its page never went out) is never news: forget it.
         forgotten = [a for a in every_resolved if not keep_resolved or a not in resolved]
         forget = {a.alert.fingerprint: snapshot.raw[a.alert.fingerprint] for a in forgotten}
+        self._crash_point("flush")
+        # One step: the notification handed over, the flush recorded, the next one due.
         self._groups.commit(
             key,
-            sent=sent,
-            firing_hash=firing_hash if sent else state.last_firing,
+            send=send,
+            firing_hash=firing_hash if send else state.last_firing,
             now=now,
             forget=forget,
+            timers=GroupTimers(route.group_wait, route.group_interval),
+            next_flush=self._flush_handoff(flush),
         )
-        if (firing or keep_resolved) and self._groups.reserve_flush(key, route.group_interval + 60):
-            self._enqueue(FLUSH_ACTOR, [msgspec.to_builtins(flush)], route.group_interval)
 
     # -- send ---------------------------------------------------------------------------
 
-    def send(self, notification: Notification, attempt: int) -> None:
+    def send(self, notification: Notification, attempt: int, since: float = 0.0) -> None:
+        """Send `notification`; `since` is when this delivery's first attempt ran (0: now).
+
+        The retry budget runs from `since`, so a dead letter an operator retries gets
+        a whole budget again.
+        """
+        since = since or self._clock()
         outcome = self._log.claim(notification)
-        args: list[Any] = [msgspec.to_builtins(notification), attempt]
+        args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
         if outcome.state == "busy":
             # Another send holds the lease; if its worker died the lease lapses and we take it.
-            self._enqueue(SEND_ACTOR, args, outcome.wait + 0.05)
+            self._later(SEND_ACTOR, args, outcome.wait + 0.05)
             return
         if not outcome.acquired:
             metrics.DUPLICATES_SUPPRESSED.inc()
@@ -266,7 +318,7 @@ class Notifier:
             if wait > 0:
                 metrics.RATE_LIMITED.labels(kind).inc()
                 self._log.settle(notification, "retrying")
-                self._enqueue(SEND_ACTOR, args, wait)
+                self._later(SEND_ACTOR, args, wait)
                 return
         started = time.perf_counter()
         try:
@@ -277,17 +329,30 @@ class Notifier:
                     "tocsin.notification.id": notification.id,
                 },
             ):
-                receiver.notify(notification)
+                self._bulkheads.run(
+                    notification.receiver,
+                    lambda: receiver.notify(notification),
+                    receiver.timeout + 1.0,
+                )
+        except ReceiverBusyError:
+            # Its slots are held by slower sends: look again soon, holding no thread.
+            metrics.RECEIVER_BUSY.labels(kind).inc()
+            self._log.settle(notification, "retrying")
+            self._later(SEND_ACTOR, args, _BUSY_RETRY_SECONDS)
+            return
         except TemporaryDeliveryError as exc:
             metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
             metrics.FAILED.labels(kind, "temporary").inc()
-            if attempt + 1 >= self._policy.max_attempts:
+            # The last try is at the end of the budget (the receiver's own, if it has one).
+            budget = active.retry_budgets.get(notification.receiver, self._policy.retry_budget)
+            left = since + budget - self._clock()
+            if left <= 0:
                 self._dead_letter(notification, "retries-exhausted", str(exc), attempt + 1)
                 return
+            delay = min(left, retry_delay(attempt, self._policy, exc.retry_after))
             # Recorded before the retry exists, so the log keeps the attempts in order.
             self._log.record(notification, "failed-temporary", attempt, str(exc), settle="retrying")
-            delay = retry_delay(attempt, self._policy, exc.retry_after)
-            self._enqueue(SEND_ACTOR, [args[0], attempt + 1], delay)
+            self._later(SEND_ACTOR, [args[0], attempt + 1, since], delay)
             log.warning(
                 "send to %s failed (attempt %d), retrying in %.2fs: %s",
                 notification.receiver,

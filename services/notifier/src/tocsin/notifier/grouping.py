@@ -17,6 +17,8 @@ from pathlib import Path
 import msgspec
 from redis import Redis
 
+from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
+from tocsin.common.queue.due import DueTimes, script_with_functions
 from tocsin.notifier import keys
 from tocsin.notifier.message import GroupedAlert
 
@@ -25,15 +27,19 @@ __all__ = [
     "GroupFlush",
     "GroupSnapshot",
     "GroupState",
+    "GroupTimers",
     "Groups",
+    "Handoff",
     "digest",
     "group_key",
     "plan_flush",
     "state_hash",
 ]
 
-_ADD = (Path(__file__).parent / "grouping" / "add.lua").read_text()
-_COMMIT = (Path(__file__).parent / "grouping" / "commit.lua").read_text()
+_HERE = Path(__file__).parent / "grouping"
+_ADD = script_with_functions((_HERE / "add.lua").read_text())
+_READ = (_HERE / "read.lua").read_text()
+_COMMIT = script_with_functions((_HERE / "commit.lua").read_text())
 _encoder = msgspec.json.Encoder()
 _alert_decoder = msgspec.json.Decoder(GroupedAlert)
 
@@ -45,6 +51,31 @@ class GroupFlush(msgspec.Struct, kw_only=True):
     receiver: str
     route: str
     group_labels: dict[str, str]
+    # The group's pending mark holds the token of the one flush scheduled to come; a
+    # flush whose token is not there is a redelivered copy and schedules nothing.
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A message handed to the queue by a grouping step: its id and its encoded form."""
+
+    message_id: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class GroupTimers:
+    """A route's timers as the grouping scripts take them."""
+
+    group_wait: float
+    group_interval: float
+
+    @property
+    def pending_ttl(self) -> float:
+        # Outlives the flush it marks; should the flush be lost anyway, the next
+        # alert of the group schedules one again once the mark lapsed.
+        return self.group_wait + self.group_interval + 60
 
 
 def group_key(receiver: str, route: str, group_labels: dict[str, str]) -> str:
@@ -122,55 +153,102 @@ class GroupSnapshot:
 
 
 class Groups:
-    """The Redis-held groups: alerts per group, flush scheduling, notified state."""
+    """The Redis-held groups: alerts per group, flush scheduling, notified state.
 
-    def __init__(self, redis: Redis) -> None:
+    Flushes are due-times on the queue of `due`: the step that marks a group's
+    flush as scheduled is the step that schedules it.
+    """
+
+    def __init__(self, redis: Redis, due: DueTimes) -> None:
         self._redis = redis
+        self._due = due
         self._add = redis.register_script(_ADD)
+        self._read = redis.register_script(_READ)
         self._commit = redis.register_script(_COMMIT)
 
-    def add(self, key: str, item: GroupedAlert, pending_ttl: float) -> tuple[bool, GroupState]:
-        """Put `item` in the group unless it holds a newer transition of the same alert.
+    def add(
+        self, key: str, item: GroupedAlert, timers: GroupTimers, flush: Handoff, now: float
+    ) -> tuple[bool, GroupState]:
+        """Put `item` in the group unless it holds a newer transition of the same alert,
+        and schedule `flush` unless a flush of the group is already scheduled.
 
-        Returns whether this call must schedule the group's flush, and the group state.
+        Returns whether `flush` was scheduled, and the group state.
         """
         scheduled, flat = self._add(
-            keys=[keys.group_alerts(key), keys.group_pending(key), keys.group(key)],
+            keys=[
+                keys.group_alerts(key),
+                keys.group_pending(key),
+                keys.group(key),
+                *self._due.keys.as_list(),
+            ],
             args=[
                 item.alert.fingerprint,
                 _encoder.encode(item),
                 repr(item.at),
-                max(1, int(pending_ttl * 1000)),
+                _ms(timers.pending_ttl),
+                flush.message_id,
+                flush.data,
+                _ms(timers.group_wait),
+                _ms(timers.group_interval),
+                repr(now),
+                WAKEUP_TOKENS_KEPT,
             ],
         )
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
         return bool(scheduled), _state(meta)
 
-    def reserve_flush(self, key: str, pending_ttl: float) -> bool:
-        """Mark a flush as scheduled unless one already is."""
-        return bool(
-            self._redis.set(
-                keys.group_pending(key), b"1", nx=True, px=max(1, int(pending_ttl * 1000))
-            )
+    def read(self, key: str, token: str) -> GroupSnapshot:
+        """Start the flush `token`: read the group, clearing its pending mark if it is ours."""
+        raw_flat, meta_flat = self._read(
+            keys=[keys.group_alerts(key), keys.group_pending(key), keys.group(key)],
+            args=[token],
         )
-
-    def read(self, key: str) -> GroupSnapshot:
-        """Start a flush: clear the pending mark first, so alerts added from now on reschedule."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.delete(keys.group_pending(key))
-        pipe.hgetall(keys.group_alerts(key))
-        pipe.hgetall(keys.group(key))
-        _, raw, meta = pipe.execute()
+        raw = dict(zip(raw_flat[::2], raw_flat[1::2], strict=True))
+        meta = dict(zip(meta_flat[::2], meta_flat[1::2], strict=True))
         decoded = {k.decode(): _alert_decoder.decode(v) for k, v in raw.items()}
         return GroupSnapshot(decoded, {k.decode(): v for k, v in raw.items()}, _state(meta))
 
     def commit(
-        self, key: str, *, sent: bool, firing_hash: str, now: float, forget: dict[str, bytes]
+        self,
+        key: str,
+        *,
+        send: Handoff | None,
+        firing_hash: str,
+        now: float,
+        forget: dict[str, bytes],
+        timers: GroupTimers,
+        next_flush: Handoff,
     ) -> int:
-        args: list[str | bytes | float] = ["1" if sent else "0", firing_hash, now]
+        """Record the flush, hand `send` over, and schedule `next_flush` if alerts are left."""
+        args: list[str | bytes | float | int] = [
+            send.message_id if send else "",
+            send.data if send else b"",
+            firing_hash,
+            repr(now),
+            next_flush.message_id,
+            next_flush.data,
+            _ms(timers.group_interval),
+            _ms(timers.pending_ttl),
+            WAKEUP_TOKENS_KEPT,
+        ]
         for fingerprint, raw in forget.items():
             args.extend((fingerprint, raw))
-        return int(self._commit(keys=[keys.group(key), keys.group_alerts(key)], args=args))
+        return int(
+            self._commit(
+                keys=[
+                    keys.group(key),
+                    keys.group_alerts(key),
+                    keys.group_pending(key),
+                    *self._due.keys.as_list(),
+                    *queue_keys(self._due.queue).as_list(),
+                ],
+                args=args,
+            )
+        )
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _state(meta: dict[bytes, bytes]) -> GroupState:

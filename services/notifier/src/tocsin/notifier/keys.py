@@ -4,7 +4,7 @@
 | --- | --- | --- |
 | `tocsin:notify:group:{group}` | hash | `seq`, `last_firing`, `last_sent_at` of a group |
 | `tocsin:notify:group:{group}:alerts` | hash | fingerprint -> the alert's latest `GroupedAlert` |
-| `tocsin:notify:group:{group}:pending` | string | set while a flush of the group is scheduled |
+| `tocsin:notify:group:{group}:pending` | string | token of the group's one scheduled flush |
 | `tocsin:notify:claim:{receiver}:{group}:{seq}:{state}` | string | `state|token` claim |
 | `tocsin:notify:firing` | hash | fingerprint -> labels and time of firing alerts (inhibition) |
 | `tocsin:notify:resolved` | sorted set | fingerprints by resolve time (a day), for ordering |

@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 import dramatiq
 import httpx
 import msgspec
-from dramatiq import Worker
 
 from tocsin.common import broker as queues
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.models import NotificationRequest
 from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
+from tocsin.common.queue import Consumer, Recovery
+from tocsin.common.queue.due import DueMover, DueTimes
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
+from tocsin.notifier.bulkhead import Bulkheads
 from tocsin.notifier.deadletters import DeadLetters
-from tocsin.notifier.dispatch import FLUSH_ACTOR, SEND_ACTOR, DeliveryPolicy, Notifier
+from tocsin.notifier.dispatch import (
+    CRASH_POINT_VARIABLE,
+    FLUSH_ACTOR,
+    SEND_ACTOR,
+    DeliveryPolicy,
+    Notifier,
+)
 from tocsin.notifier.grouping import GroupFlush
 from tocsin.notifier.message import Notification
 from tocsin.notifier.middleware import DeliveryLimit
@@ -32,9 +41,6 @@ from tocsin.notifier.templating import Templates
 __all__ = ["run"]
 
 log = logging.getLogger(__name__)
-# Maintenance (requeueing the messages of dead workers) runs on this share of broker
-# calls, per million; Dramatiq's default makes recovery after a crash take minutes.
-_MAINTENANCE_CHANCE = 20_000
 # A settled claim only has to outlive redeliveries and duplicate flushes (minutes);
 # a day is ample and keeps the claim keys from piling up.
 _KEEP_CLAIMS_SECONDS = 86_400
@@ -51,8 +57,6 @@ def run() -> None:
         middleware=[DeliveryLimit(redis, dead_letters, settings.max_deliveries)],
         queues=(queues.NOTIFICATIONS_QUEUE,),
     )
-    broker.heartbeat_timeout = settings.heartbeat_timeout_ms
-    broker.maintenance_chance = _MAINTENANCE_CHANCE
     http = httpx.Client(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
     try:
         routing = RoutingSource(
@@ -67,11 +71,8 @@ def run() -> None:
         log.error("cannot load the routing file: %s", exc)
         sys.exit(2)
     lease = settings.claim_lease_seconds or settings.send_timeout_seconds + 5
-
-    def enqueue(actor: str, args: list[Any], delay: float) -> None:
-        message = queues.build_message(queues.NOTIFICATIONS_QUEUE, actor, tuple(args))
-        broker.enqueue(message, delay=int(delay * 1000) or None)
-
+    due = DueTimes(redis, queues.NOTIFICATIONS_QUEUE)
+    bulkheads = Bulkheads(settings.receiver_concurrency)
     notifier = Notifier(
         redis=redis,
         routing=routing,
@@ -82,9 +83,11 @@ def run() -> None:
             keep_claims=_KEEP_CLAIMS_SECONDS,
         ),
         dead_letters=dead_letters,
-        enqueue=enqueue,
+        due=due,
+        bulkheads=bulkheads,
+        crash_at=os.environ.get(CRASH_POINT_VARIABLE, ""),
         policy=DeliveryPolicy(
-            max_attempts=settings.max_attempts,
+            retry_budget=settings.retry_budget_seconds,
             min_backoff=settings.retry_min_backoff_ms / 1000,
             max_backoff=settings.retry_max_backoff_ms / 1000,
             digest_threshold=settings.digest_threshold,
@@ -98,8 +101,8 @@ def run() -> None:
     def flush_notification_group(flush: dict[str, Any]) -> None:
         notifier.flush(msgspec.convert(flush, GroupFlush))
 
-    def send_notification(notification: dict[str, Any], attempt: int) -> None:
-        notifier.send(msgspec.convert(notification, Notification), attempt)
+    def send_notification(notification: dict[str, Any], attempt: int, since: float = 0.0) -> None:
+        notifier.send(msgspec.convert(notification, Notification), attempt, since)
 
     # Delivery failures are handled by the pipeline itself; Dramatiq's retries only
     # cover infrastructure errors (Redis unreachable), hence the modest count.
@@ -118,18 +121,23 @@ def run() -> None:
         )(function)
 
     serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
-    worker = Worker(
+    consumer = Consumer(
         broker,
-        queues={queues.NOTIFICATIONS_QUEUE},
+        [queues.NOTIFICATIONS_QUEUE],
         worker_threads=settings.send_threads,
-        worker_timeout=settings.idle_poll_ms,
+        recovery=Recovery(timeout_ms=settings.heartbeat_timeout_ms),
+        name="notifications",
     )
     stop = shutdown_event()
     tune_gc()
-    worker.start()
+    mover = DueMover(due, redis)
+    mover.start()
+    consumer.start()
     log.info("notifier started", extra={"routes_file": settings.routes_file})
     stop.wait()
     # In-flight sends finish within the shutdown timeout; unstarted messages go back.
-    worker.stop(timeout=int(settings.shutdown_timeout_seconds * 1000))
+    consumer.stop(timeout=settings.shutdown_timeout_seconds)
+    mover.stop()
+    bulkheads.close()
     broker.close()
     http.close()

@@ -11,6 +11,7 @@ __all__ = [
     "FAILED",
     "INHIBITED",
     "RATE_LIMITED",
+    "RECEIVER_BUSY",
     "SENT",
 ]
 
@@ -39,5 +40,10 @@ DUPLICATES_SUPPRESSED = Counter(
 )
 RATE_LIMITED = Counter(
     "tocsin_notifier_rate_limited", "Sends delayed by a receiver's rate limit.", ["receiver_type"]
+)
+RECEIVER_BUSY = Counter(
+    "tocsin_notifier_receiver_busy",
+    "Sends put back because every send slot of their receiver was taken, by receiver type.",
+    ["receiver_type"],
 )
 INHIBITED = Counter("tocsin_notifier_inhibited", "Alerts left out of a notification by inhibition.")

@@ -17,7 +17,13 @@ import httpx
 
 from tocsin.notifier.ratelimit import Rate
 from tocsin.notifier.receivers import Receiver, build_receiver
-from tocsin.notifier.routing import Route, RoutesError, RoutingConfig, load_routing
+from tocsin.notifier.routing import (
+    Route,
+    RoutesError,
+    RoutingConfig,
+    load_routing,
+    parse_duration,
+)
 from tocsin.notifier.templating import Templates
 
 __all__ = ["ActiveRouting", "RoutingSource", "activate"]
@@ -41,6 +47,8 @@ class ActiveRouting:
     config: RoutingConfig
     receivers: dict[str, Receiver]
     rates: dict[str, Rate] = field(default_factory=dict)
+    # Receivers whose `retry_budget` replaces TOCSIN_RETRY_BUDGET_SECONDS, in seconds.
+    retry_budgets: dict[str, float] = field(default_factory=dict)
     configured: bool = True
 
     def route(self, path: str) -> Route | None:
@@ -59,6 +67,7 @@ def activate(
     config = load_routing(text, source)
     receivers: dict[str, Receiver] = {}
     rates: dict[str, Rate] = {}
+    budgets: dict[str, float] = {}
     where = f"{source}:" if source else "line "
     for name, spec in config.receivers.items():
         try:
@@ -67,9 +76,11 @@ def activate(
             )
             if spec.options.get("rate_limit"):
                 rates[name] = Rate.parse(str(spec.options["rate_limit"]))
+            if spec.options.get("retry_budget"):
+                budgets[name] = parse_duration(str(spec.options["retry_budget"]))
         except ValueError as exc:
             raise RoutesError(f"{where}{spec.line}: receiver {name!r}: {exc}") from None
-    return ActiveRouting(config, receivers, rates)
+    return ActiveRouting(config, receivers, rates, budgets)
 
 
 class RoutingSource:

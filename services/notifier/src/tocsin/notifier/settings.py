@@ -22,17 +22,21 @@ class NotifierSettings(CommonSettings):
         1.0, "How often the routing file is checked for changes, in seconds."
     )
     send_threads: int = setting(
-        8, "Concurrent sends: Dramatiq worker threads of the notifier process."
-    )
-    idle_poll_ms: int = setting(
-        5, "Longest wait between queue polls when idle (Dramatiq's worker timeout), in ms."
+        8, "Concurrent sends: worker threads of the notifier's queue consumer."
     )
     send_timeout_seconds: float = setting(10.0, "Timeout of one send to a receiver, in seconds.")
-    max_attempts: int = setting(
-        8, "Send attempts per notification before it is dead-lettered (timeouts, 5xx, 429)."
+    retry_budget_seconds: float = setting(
+        900.0,
+        "How long failed sends of a notification are retried (timeouts, 5xx, 429) before it "
+        "is dead-lettered, in s from its first attempt.",
     )
     retry_min_backoff_ms: int = setting(500, "Backoff before the first retry, in ms.")
-    retry_max_backoff_ms: int = setting(300_000, "Cap of the exponential retry backoff, in ms.")
+    retry_max_backoff_ms: int = setting(30_000, "Cap of the exponential retry backoff, in ms.")
+    receiver_concurrency: int = setting(
+        4,
+        "Sends open to one receiver at once per process; a receiver that hangs holds no more "
+        "worker threads than this, each for at most its timeout.",
+    )
     max_deliveries: int = setting(
         10, "Deliveries of one queue message (crash redeliveries included) before dead-lettering."
     )
@@ -41,7 +45,7 @@ class NotifierSettings(CommonSettings):
     )
     digest_sample: int = setting(10, "Alerts listed in a digest (the N above).")
     heartbeat_timeout_ms: int = setting(
-        30_000,
+        8_000,
         "Silence after which a crashed worker's in-flight messages are requeued, in ms.",
     )
     claim_lease_seconds: float = setting(

@@ -1,17 +1,30 @@
-"""The alert lifecycle: one atomic Lua step per message, pipelined per batch.
+"""The alert lifecycle against Redis: read, decide in Python, apply atomically in Lua.
 
-The script (`lifecycle/lifecycle.lua`) owns every decision that reads state:
-message-id idempotency, the dedup window, transitions, flapping, the timeline,
-indexes, the event and the notification enqueue. Python prepares what needs no
-state (the new record, the silence verdict, timestamps) and reads the outcome.
+`tocsin.processor.rules` decides; this module does the I/O around it. A batch
+is one pipelined read of its fingerprints' states and records, a decision per
+message in order (each seeing the previous ones' results), and one pipelined
+apply (`lifecycle/apply.lua`). The apply step checks that the fingerprint's
+version is still the one the decision was made from and that the message was
+not applied before, then writes the decision; a version conflict (another
+process wrote the fingerprint meanwhile) re-reads and re-decides just that
+message.
+
+Keys and Redis Cluster: every key the apply step touches is in its KEYS. The
+per-alert keys (`dedup:{fp}`, `alert:{id}`, `timeline:{id}`, `applied:{msg}`)
+could share a slot by a hash tag on the fingerprint; the shared ones (`open`,
+`resolve:due`, the indexes, `stats:minute:*`, the cache tag, channel keys,
+the notifications queue) cannot, so a Cluster deployment would split the
+apply into a per-alert step and an outbox relayed to the shared keys.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import itertools
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -21,85 +34,99 @@ from redis.exceptions import NoScriptError
 
 from tocsin.common import keys
 from tocsin.common.broker import DELIVER_NOTIFICATION_ACTOR, NOTIFICATIONS_QUEUE
-from tocsin.common.models import AlertAction, QueuedAlert, StoredAlert
+from tocsin.common.events import alert_channels
+from tocsin.common.models import AlertAction, QueuedAlert, StoredAlert, label_set
+from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.silences import SilenceSet
+from tocsin.processor.rules import (
+    Decision,
+    FingerprintState,
+    Policy,
+    decide_action,
+    decide_alert,
+    decide_expiry,
+    decide_trailing_update,
+    fingerprint_rule,
+)
 
 __all__ = [
     "AlertLifecycle",
     "LifecycleConfig",
     "Outcome",
+    "fingerprint_rule",
     "matching_labels",
-    "rfc3339",
-    "to_stored",
+    "notification_message",
 ]
 
 _PUBLISH_LUA = resources.files("tocsin.common").joinpath("events/publish.lua").read_text()
-_LIFECYCLE_LUA = resources.files("tocsin.processor").joinpath("lifecycle/lifecycle.lua").read_text()
-# The shared publish step becomes a local function: its KEYS/ARGV are parameters.
-SCRIPT = "local function publish_event(KEYS, ARGV)\n" + _PUBLISH_LUA + "\nend\n" + _LIFECYCLE_LUA
+_APPLY_LUA = resources.files("tocsin.processor").joinpath("lifecycle/apply.lua").read_text()
+
+
+def apply_script(config: LifecycleConfig) -> str:
+    """The apply step with its constants set: they are not sent with every call."""
+    constants = (
+        f"local LIVE_PREFIX = '{keys.live('')}'\n"
+        f"local STATE_FIELDS = {{{', '.join(repr(name) for name in FingerprintState.FIELDS)}}}\n"
+        f"local APPLIED_TTL = {int(config.applied_ttl)}\n"
+        f"local STATE_TTL = {int(config.state_ttl)}\n"
+        f"local TIMELINE_CAP = {int(config.timeline_cap)}\n"
+        f"local STREAM_CAP = {int(config.stream_cap)}\n"
+        f"local WAKEUP_TOKENS_KEPT = {WAKEUP_TOKENS_KEPT}\n"
+    )
+    # The shared publish step becomes a local function: its KEYS/ARGV are parameters.
+    publish = "local function publish_event(KEYS, ARGV)\n" + _PUBLISH_LUA + "\nend\n"
+    return constants + publish + _APPLY_LUA
+
 
 _encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(StoredAlert)
+_NO_SILENCE_CHECK = "-"
+# A conflict means another writer changed the fingerprint between read and apply;
+# each retry re-reads, so more than a few in a row means something is wrong.
+_MAX_ATTEMPTS = 20
 
 
-def rfc3339(timestamp: float) -> str:
-    return (
-        datetime.fromtimestamp(timestamp, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
+def notification_message(
+    notification_id: str, transition: str, record: bytes, at: float, traceparent: str
+) -> bytes:
+    """A `deliver_notification` message, as `tocsin.common.queue.encode_message` encodes it.
+
+    The same JSON document (tests pin it against `encode_message`), built with the
+    record's JSON spliced in rather than decoded and encoded again: the lifecycle
+    hands over one per notifying transition, on the hot path of every new alert.
+    """
+    options: dict[str, str] = {"traceparent": traceparent} if traceparent else {}
+    options["redis_message_id"] = notification_id
+    request = {"id": notification_id, "transition": transition, "alert": msgspec.Raw(record),
+               "at": at}  # fmt: skip
+    return _encoder.encode(
+        {
+            "queue_name": NOTIFICATIONS_QUEUE,
+            "actor_name": DELIVER_NOTIFICATION_ACTOR,
+            "args": [request],
+            "kwargs": {},
+            "options": options,
+            "message_id": notification_id,
+            "message_timestamp": int(at * 1000),
+        }
     )
-
-
-def to_stored(queued: QueuedAlert) -> StoredAlert:
-    """The record a first message of an incident creates."""
-    alert = queued.alert
-    seen = rfc3339(queued.received_at)
-    return StoredAlert(
-        id=queued.id,
-        fingerprint=queued.fingerprint,
-        name=alert.name,
-        severity=alert.severity,
-        status=alert.status,
-        source=alert.source,
-        service=alert.service,
-        summary=alert.summary,
-        labels=alert.labels,
-        annotations=alert.annotations,
-        producer=queued.producer,
-        count=1,
-        first_seen=seen,
-        last_seen=seen,
-        starts_at=alert.starts_at.isoformat() if alert.starts_at else None,
-        ends_at=alert.ends_at.isoformat() if alert.ends_at else None,
-        generator_url=alert.generator_url,
-        fingerprint_rule=fingerprint_rule(queued),
-        first_seen_ts=queued.received_at,
-        last_seen_ts=queued.received_at,
-    )
-
-
-def fingerprint_rule(queued: QueuedAlert) -> str:
-    """Which rule produced the fingerprint: the producer's key, or a versioned hash."""
-    if queued.alert.dedup_key and queued.fingerprint == queued.alert.dedup_key:
-        return "dedup_key"
-    head, sep, _ = queued.fingerprint.partition(":")
-    return head if sep and head.startswith("v") else "other"
 
 
 def matching_labels(alert: QueuedAlert) -> dict[str, str]:
-    """The labels silences match: the alert's labels plus its identifying fields."""
+    """The labels silences match: the alert's label set plus its identifying fields."""
     body = alert.alert
-    labels = {"alertname": body.name, "severity": body.severity}
+    labels: dict[str, str] = {"severity": body.severity}
     if body.service:
         labels["service"] = body.service
     if body.source:
         labels["source"] = body.source
-    labels.update(body.labels)
+    labels.update(label_set(body))
     return labels
 
 
 @dataclass(frozen=True)
 class LifecycleConfig:
-    """The knobs the script reads."""
+    """The lifecycle's settings: the rules' policy and what the apply step keeps."""
 
     window: float = 300.0
     flap_count: int = 4
@@ -109,69 +136,253 @@ class LifecycleConfig:
     timeline_cap: int = 100
     stream_cap: int = 10_000
     update_interval: float = 1.0
+    resolve_timeout: float = 300.0
+    alertmanager_resolve_timeout: float = 0.0
 
-    def as_json(self) -> str:
-        return json.dumps(
-            {
-                "window": self.window,
-                "flap_count": self.flap_count,
-                "flap_window": self.flap_window,
-                "applied_ttl": self.applied_ttl,
-                "state_ttl": self.state_ttl,
-                "timeline_cap": self.timeline_cap,
-                "stream_cap": self.stream_cap,
-                "update_interval": self.update_interval,
-                "notify_key": f"{keys.DRAMATIQ_NAMESPACE}:{NOTIFICATIONS_QUEUE}",
-                "notify_queue": NOTIFICATIONS_QUEUE,
-                "notify_actor": DELIVER_NOTIFICATION_ACTOR,
-            }
+    def policy(self) -> Policy:
+        return Policy(
+            window=self.window,
+            flap_count=self.flap_count,
+            flap_window=self.flap_window,
+            resolve_timeout=self.resolve_timeout,
+            alertmanager_resolve_timeout=self.alertmanager_resolve_timeout,
+            update_interval=self.update_interval,
         )
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one message did: `created`, `duplicate`, `replayed`, `resolved`, ..."""
+    """What one message did: `created`, `duplicate`, `replayed`, `resolved`, ...
+
+    `merged` says a throttled `alert.updated` is owed for `fingerprint`
+    (the processor's trailing updates publish it).
+    """
 
     outcome: str
     alert_id: str
     notified: tuple[str, ...]
+    fingerprint: str = ""
+    merged: bool = False
 
 
-def _outcome(raw: Sequence[Any]) -> Outcome:
-    def text(value: Any) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
+@dataclass(slots=True)
+class _Read:
+    """A fingerprint's state and current record, as read (or as left by earlier decisions)."""
 
-    notified = text(raw[2])
-    return Outcome(text(raw[0]), text(raw[1]), tuple(notified.split()) if notified else ())
+    state: FingerprintState
+    record: StoredAlert | None
+
+
+@dataclass(slots=True)
+class _Call:
+    """One apply-step call: its decision, the version it expects, and its context."""
+
+    decision: Decision
+    fingerprint: str
+    expected: str
+    message_id: str = ""
+    silence_version: str = _NO_SILENCE_CHECK
+    received_at: float = 0.0
+    traceparent: str = ""
+    counted: bool = False
+    previous_due: float = 0.0  # the deadline before the decision
+
+
+def _back_off(attempt: int) -> None:
+    """A short random pause before re-deciding, so two writers of one fingerprint
+    stop colliding rather than retrying in step."""
+    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class AlertLifecycle:
-    """Applies alerts, user actions and timeouts to stored state through the script."""
+    """Applies alerts, user actions, deadlines and trailing updates to stored state."""
 
-    def __init__(self, redis: Redis, config: LifecycleConfig) -> None:
+    def __init__(
+        self, redis: Redis, config: LifecycleConfig, clock: Callable[[], float] | None = None
+    ) -> None:
         self._redis = redis
-        self._config_json = config.as_json()
+        self._config = config
+        self._policy = config.policy()
+        self._clock = clock or time.time
+        # The keys every call declares after the per-alert ones.
+        self._shared_keys = [keys.open_alerts(), keys.resolve_due()]
+        self._tail_keys = [keys.cache_tag("alerts"), *queue_keys(NOTIFICATIONS_QUEUE).as_list()]
+        self._silence_key = keys.silences_version()
         self._sha = self._load()
+        # Version tokens: unique per write (a redelivered message must not reuse one).
+        self._writer = uuid.uuid4().hex[:12]
+        self._writes = itertools.count()
+
+    def _token(self) -> str:
+        return f"{self._writer}.{next(self._writes)}"
 
     def _load(self) -> str:
-        return str(self._redis.script_load(SCRIPT))
+        return str(self._redis.script_load(apply_script(self._config)))
 
-    def _run(self, calls: list[list[Any]]) -> list[Outcome]:
-        # Every call is idempotent, so a batch that meets a Redis that lost the
-        # script (a restart) is simply run again after reloading it.
+    # -- reading --------------------------------------------------------------
+
+    def _read(self, fingerprints: Sequence[str]) -> dict[str, _Read]:
+        pipe = self._redis.pipeline(transaction=False)
+        for fp in fingerprints:
+            pipe.hgetall(keys.dedup(fp))
+        states = [FingerprintState.from_hash(raw) for raw in pipe.execute()]
+        return dict(zip(fingerprints, self._with_records(states), strict=True))
+
+    def _with_records(self, states: list[FingerprintState]) -> list[_Read]:
+        wanted = [state.alert_id for state in states if state.alert_id]
+        records: dict[str, StoredAlert] = {}
+        if wanted:
+            for alert_id, raw in zip(wanted, self._redis.mget([keys.alert(i) for i in wanted]),
+                                     strict=True):  # fmt: skip
+                if raw:
+                    records[alert_id] = _record_decoder.decode(raw)
+        return [_Read(state, records.get(state.alert_id)) for state in states]
+
+    def _read_records(
+        self, alert_ids: Sequence[str]
+    ) -> list[tuple[StoredAlert | None, FingerprintState]]:
+        raws = (
+            self._redis.mget([keys.alert(alert_id) for alert_id in alert_ids]) if alert_ids else []
+        )
+        records = [_record_decoder.decode(raw) if raw else None for raw in raws]
+        pipe = self._redis.pipeline(transaction=False)
+        for record in records:
+            if record is not None:
+                pipe.hgetall(keys.dedup(record.fingerprint))
+        states = iter(pipe.execute() if any(records) else [])
+        return [
+            (record, FingerprintState.from_hash(next(states)) if record else FingerprintState())
+            for record in records
+        ]
+
+    # -- applying -------------------------------------------------------------
+
+    def _arguments(self, call: _Call) -> tuple[list[str], list[Any]]:
+        decision = call.decision
+        record = decision.alert
+        state = decision.state
+        alert_id = decision.alert_id or (record.id if record else "")
+        now = self._clock()
+        script_keys = [
+            keys.dedup(call.fingerprint),
+            keys.applied(call.message_id),
+            self._silence_key,
+            keys.alert(alert_id),
+            keys.timeline(alert_id),
+            *self._shared_keys,
+            keys.stats_minute(int(call.received_at // 60)),
+            *self._tail_keys,
+        ]
+        text = b""
+        removals: list[str] = []
+        adds: list[str] = []
+        sets: list[tuple[str, str]] = []
+        # Untouched unless the alert opens, resolves, or its deadline comes nearer:
+        # a later deadline is left to the sweep, which re-scores what is not yet due.
+        open_score = due_score = "-"
+        if record is not None and state is not None:
+            text = _encoder.encode(record)
+            if record.status == "resolved":
+                open_score = due_score = ""
+            else:
+                current = state.alert_id == record.id
+                if decision.transition:
+                    open_score = repr(record.last_seen_ts)
+                if current and (decision.transition or state.due != call.previous_due):
+                    if not state.due:
+                        due_score = ""
+                    elif (
+                        decision.transition
+                        or not call.previous_due
+                        or (state.due < call.previous_due)
+                    ):
+                        due_score = repr(state.due)
+            if decision.transition:
+                before = decision.before
+                team = record.labels.get("team", "")
+                if before is not None:
+                    if before.status != record.status:
+                        removals.append(keys.alert_index("status", before.status))
+                    if before.severity != record.severity:
+                        removals.append(keys.alert_index("severity", before.severity))
+                adds += [
+                    keys.alert_index(),
+                    keys.alert_index("status", record.status),
+                    keys.alert_index("severity", record.severity),
+                ]
+                if record.service:
+                    adds.append(keys.alert_index("service", record.service))
+                    if before is None:
+                        sets.append((keys.known_values("services"), record.service))
+                if team:
+                    adds.append(keys.alert_index("team", team))
+                    if before is None:
+                        sets.append((keys.known_values("teams"), team))
+        fields = state.to_values() if state is not None else []
+        entries = [_encoder.encode(entry) for entry in decision.timeline] if text else []
+        notes: list[Any] = []
+        channels: list[str] = []
+        publish: list[Any] = []
+        if record is not None and text:
+            for kind, seq in decision.notifications:
+                nid = f"{record.id}:{seq}"
+                notes += [nid, notification_message(nid, kind, text, now, call.traceparent)]
+            if decision.event:
+                team = record.labels.get("team", "")
+                channels = alert_channels(record.service, record.severity, team)
+                data = b'{"type":"%s","received_at":%s,"alert":%s}' % (
+                    decision.event.encode(),
+                    repr(call.received_at or now).encode(),
+                    text,
+                )
+                publish = [data, call.traceparent, *channels]
+        script_keys += removals + adds + [key for key, _ in sets]
+        for channel in channels:
+            script_keys += [keys.channel_meta(channel), keys.channel_stream(channel)]
+        counts = (
+            f"{len(removals)} {len(adds)} {len(sets)} {len(channels)} {len(fields)} "
+            f"{len(entries)} {len(notes) // 2}"
+        )
+        args: list[Any] = [
+            call.expected,
+            call.message_id,
+            call.silence_version,
+            text,
+            repr(now),
+            open_score,
+            due_score,
+            "1" if call.counted else "0",
+            counts,
+            alert_id,
+            *fields,
+            *entries,
+            *notes,
+            *(member for _, member in sets),
+            *publish,
+        ]
+        return script_keys, args
+
+    def _apply(self, calls: Sequence[_Call]) -> list[str]:
+        # Every call is guarded by its version and message id, so a batch that meets
+        # a Redis that lost the script (a restart) is simply run again after reloading.
+        prepared = [self._arguments(call) for call in calls]
         for attempt in range(2):
             pipe = self._redis.pipeline(transaction=False)
-            for args in calls:
-                pipe.evalsha(self._sha, 0, keys.PREFIX, self._config_json, *args)
+            for script_keys, args in prepared:
+                pipe.evalsha(self._sha, len(script_keys), *script_keys, *args)
             try:
-                results = pipe.execute()
+                return [_text(result) for result in pipe.execute()]
             except NoScriptError:
                 if attempt:
                     raise
                 self._sha = self._load()
-                continue
-            return [_outcome(result) for result in results]
         raise AssertionError("unreachable")
+
+    # -- alerts ---------------------------------------------------------------
 
     def apply_alerts(
         self,
@@ -187,56 +398,173 @@ class AlertLifecycle:
         from several queue messages).
         """
         traces = [traceparent] * len(batch) if isinstance(traceparent, str) else traceparent
-        calls: list[list[Any]] = []
-        for queued, trace in zip(batch, traces, strict=True):
-            received = queued.received_at
-            silenced = silences.mutes(matching_labels(queued), received) if silences else False
-            calls.append(
-                [
-                    "alert",
-                    queued.id,
-                    queued.fingerprint,
-                    _encoder.encode(to_stored(queued)),
-                    repr(received),
-                    rfc3339(received),
-                    "1" if silenced else "0",
-                    trace,
-                    repr(received),
-                    silence_version,
-                ]
-            )
-        return self._run(calls)
+        now = self._clock()
+        verdicts = [
+            silences.mutes(matching_labels(queued), queued.received_at) if silences else False
+            for queued in batch
+        ]
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        pending = list(range(len(batch)))
+        for attempt in range(_MAX_ATTEMPTS):
+            # A retry re-reads only the conflicted messages' fingerprints, and asks
+            # whether each was applied meanwhile (by another process, say).
+            view = self._read(list(dict.fromkeys(batch[n].fingerprint for n in pending)))
+            applied = self._applied([batch[n].id for n in pending]) if attempt else set()
+            calls: list[tuple[int, _Call]] = []
+            for n in pending:
+                queued = batch[n]
+                if queued.id in applied:
+                    outcomes[n] = Outcome("replayed", "", (), queued.fingerprint)
+                    continue
+                read = view[queued.fingerprint]
+                calls.append((n, self._decide(read, queued, verdicts[n], traces[n],
+                                              silence_version, now)))  # fmt: skip
+            results = self._apply([call for _, call in calls])
+            pending = []
+            for (n, call), result in zip(calls, results, strict=True):
+                if result == "conflict":
+                    pending.append(n)
+                else:
+                    outcomes[n] = self._outcome(call, result)
+            if not pending:
+                return [outcome for outcome in outcomes if outcome is not None]
+            _back_off(attempt)
+            now = self._clock()
+        raise RuntimeError("fingerprints kept changing while a batch was applied; retrying it")
+
+    def _applied(self, message_ids: Sequence[str]) -> set[str]:
+        pipe = self._redis.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.exists(keys.applied(message_id))
+        return {mid for mid, hit in zip(message_ids, pipe.execute(), strict=True) if hit}
+
+    def _decide(
+        self,
+        read: _Read,
+        queued: QueuedAlert,
+        silenced: bool,
+        trace: str,
+        silence_version: str,
+        now: float,
+    ) -> _Call:
+        """Decide one message from `read`, and move `read` on to what it leaves."""
+        decision = decide_alert(read.record, read.state, queued, silenced, now, self._policy)
+        expected = read.state.version
+        previous_due = read.state.due
+        if decision.state is not None:
+            decision.state.version = self._token()
+            read.state = decision.state
+            if decision.alert is not None and decision.alert.id == decision.state.alert_id:
+                read.record = decision.alert
+        return _Call(
+            decision,
+            queued.fingerprint,
+            expected,
+            message_id=queued.id,
+            silence_version=silence_version,
+            received_at=queued.received_at,
+            traceparent=trace,
+            counted=True,
+            previous_due=previous_due,
+        )
+
+    @staticmethod
+    def _outcome(call: _Call, result: str) -> Outcome:
+        if result in ("replayed", "stale"):
+            return Outcome(result, "", (), call.fingerprint)
+        decision = call.decision
+        return Outcome(
+            decision.outcome,
+            decision.alert_id,
+            decision.notified,
+            call.fingerprint,
+            decision.merged,
+        )
+
+    # -- actions, deadlines, trailing updates ----------------------------------
 
     def apply_action(self, action: AlertAction, now: float, traceparent: str = "") -> Outcome:
-        at = action.at or now
-        [result] = self._run(
-            [
-                [
-                    "action",
-                    action.id,
-                    action.action,
-                    action.alert_id or "",
-                    action.fingerprint or "",
-                    action.by,
-                    action.comment,
-                    repr(now),
-                    rfc3339(now),
-                    traceparent,
-                    repr(at),
-                ]
-            ]
-        )
-        return result
+        for attempt in range(_MAX_ATTEMPTS):
+            if action.alert_id:
+                [(record, state)] = self._read_records([action.alert_id])
+            else:
+                read = self._read([action.fingerprint or ""])[action.fingerprint or ""]
+                record, state = read.record, read.state
+            decision = decide_action(record, state, action, now, self._policy)
+            if decision.state is None or record is None:
+                return Outcome(decision.outcome, decision.alert_id, ())
+            decision.state.version = self._token()
+            call = _Call(
+                decision,
+                record.fingerprint,
+                state.version,
+                message_id=action.id,
+                received_at=action.at or now,
+                traceparent=traceparent,
+            )
+            [result] = self._apply([call])
+            if result != "conflict":
+                return self._outcome(call, result)
+            _back_off(attempt)
+        raise RuntimeError(f"alert {action.alert_id or action.fingerprint} kept changing")
 
-    def expire_stale(self, now: float, timeout: float, limit: int = 1000) -> list[Outcome]:
-        """Auto-resolve open alerts whose producer stopped re-sending for `timeout`."""
-        stale: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
-            keys.open_alerts(), "-inf", now - timeout, start=0, num=limit
+    def expire_stale(self, now: float, limit: int = 1000) -> list[Outcome]:
+        """Resolve open alerts whose deadline (`ends_at` or a resolve timeout) has passed."""
+        due: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.resolve_due(), "-inf", now, start=0, num=limit
         )
-        if not stale:
+        outcomes = []
+        for alert_id in (raw.decode() for raw in due):
+            outcomes.append(self._expire(alert_id, now))
+        return outcomes
+
+    def _expire(self, alert_id: str, now: float) -> Outcome:
+        for attempt in range(_MAX_ATTEMPTS):
+            [(record, state)] = self._read_records([alert_id])
+            decision = decide_expiry(record, state, now, self._policy)
+            if decision.state is None or record is None:
+                if decision.outcome in ("unknown", "unchanged"):
+                    # Nothing resolves it any more by time: it leaves the deadlines.
+                    self._redis.zrem(keys.resolve_due(), alert_id)
+                elif decision.outcome == "pending":
+                    # Refreshed since it was scored (refreshes do not re-score: see _arguments).
+                    self._redis.zadd(keys.resolve_due(), {alert_id: state.due})
+                return Outcome(decision.outcome, alert_id, ())
+            decision.state.version = self._token()
+            call = _Call(decision, record.fingerprint, state.version, received_at=now)
+            [result] = self._apply([call])
+            if result != "conflict":
+                return self._outcome(call, result)
+            _back_off(attempt)
+        raise RuntimeError(f"alert {alert_id} kept changing")
+
+    def publish_trailing(self, owed: Sequence[tuple[str, float]]) -> list[Outcome]:
+        """Publish the last state of each (fingerprint, since) whose alert had no
+        `alert.updated` out since `since`: one pipelined read, one pipelined apply."""
+        if not owed:
             return []
-        calls: list[list[Any]] = [
-            ["expire", alert_id.decode(), repr(now), rfc3339(now), repr(timeout)]
-            for alert_id in stale
-        ]
-        return self._run(calls)
+        view = self._read(list(dict.fromkeys(fp for fp, _ in owed)))
+        calls: list[_Call] = []
+        for fp, since in owed:
+            read = view[fp]
+            decision = decide_trailing_update(read.record, read.state, since, self._clock())
+            expected = read.state.version
+            if decision.state is not None:
+                decision.state.version = self._token()
+                read.state = decision.state
+            received = read.record.last_seen_ts if read.record else 0.0
+            # The deadline is not this write's business: `previous_due` leaves it as is.
+            due = decision.state.due if decision.state else 0.0
+            calls.append(_Call(decision, fp, expected, received_at=received, previous_due=due))
+        writes = [call for call in calls if call.decision.state is not None]
+        results = iter(self._apply(writes))
+        outcomes = []
+        for (fp, since), call in zip(owed, calls, strict=True):
+            result = next(results) if call.decision.state is not None else "applied"
+            if result == "conflict":
+                # Written meanwhile: that write either published or owes its own update.
+                [outcome] = self.publish_trailing([(fp, since)])
+                outcomes.append(outcome)
+            else:
+                outcomes.append(self._outcome(call, result))
+        return outcomes

@@ -45,6 +45,7 @@ FINGERPRINT_RULE = Counter(
     "tocsin_processor_fingerprint_total", "Alert messages by fingerprint rule.", ["rule"]
 )
 AUTO_RESOLVED = Counter(
-    "tocsin_processor_auto_resolved_total", "Alerts resolved by the resolve timeout."
+    "tocsin_processor_auto_resolved_total",
+    "Alerts resolved by their deadline (ends_at or a resolve timeout).",
 )
 SILENCES = Gauge("tocsin_processor_silences", "Silences loaded (any state).")

@@ -1,4 +1,5 @@
-"""The processor's work, free of Dramatiq: batches, actions, the silence set and the sweep."""
+"""The processor's work, free of Dramatiq: batches, actions, the silence set, the sweep
+of deadlines and the trailing updates the throttle owes."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from tocsin.common.silences import Silence, SilenceSet
 from tocsin.processor import metrics
 from tocsin.processor.lifecycle import AlertLifecycle, Outcome, fingerprint_rule
 
-__all__ = ["AlertProcessor", "AutoResolveSweep", "Silences"]
+__all__ = ["AlertProcessor", "AutoResolveSweep", "Silences", "TrailingUpdates"]
 
 log = logging.getLogger(__name__)
 
 # Outcomes that change nothing a reader can see.
-_NO_CHANGE = frozenset({"replayed", "unchanged", "unknown"})
+_NO_CHANGE = frozenset({"replayed", "unchanged", "unknown", "pending", "updated", "outdated"})
 _silence_decoder = msgspec.json.Decoder(Silence)
 
 
@@ -86,10 +87,12 @@ class AlertProcessor:
         self,
         lifecycle: AlertLifecycle,
         silences: Silences,
+        trailing: TrailingUpdates | None = None,
         after_apply: Callable[[Sequence[Outcome]], object] | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._silences = silences
+        self._trailing = trailing
         # Runs once the batch is stored and published (the prediction requests).
         self._after_apply = after_apply
 
@@ -111,6 +114,10 @@ class AlertProcessor:
         traces = [trace for batch, (_, trace) in zip(decoded, messages, strict=True)
                   for _ in batch]  # fmt: skip
         outcomes = self._apply(queued, traces)
+        if self._trailing is not None:
+            for outcome in outcomes:
+                if outcome.merged:
+                    self._trailing.owe(outcome.fingerprint)
         if self._after_apply is not None:
             self._after_apply(outcomes)
         metrics.PROCESSING_SECONDS.labels("alerts").observe(time.perf_counter() - started)
@@ -155,31 +162,29 @@ class AlertProcessor:
 
 
 class AutoResolveSweep:
-    """A thread resolving alerts whose producer went quiet (like `resolve_timeout`)."""
+    """A thread resolving alerts whose deadline passed: `ends_at`, or a resolve timeout
+    after the last message (as Alertmanager's `resolve_timeout`)."""
 
     def __init__(
         self,
         lifecycle: AlertLifecycle,
-        timeout: float,
         interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._lifecycle = lifecycle
-        self._timeout = timeout
         self._interval = interval
         self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="auto-resolve", daemon=True)
 
     def start(self) -> None:
-        if self._timeout > 0:
-            self._thread.start()
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
     def sweep_once(self) -> list[Outcome]:
-        outcomes = self._lifecycle.expire_stale(self._clock(), self._timeout)
+        outcomes = self._lifecycle.expire_stale(self._clock())
         resolved = sum(1 for outcome in outcomes if outcome.outcome == "resolved")
         metrics.AUTO_RESOLVED.inc(resolved)
         _count(outcomes)
@@ -191,3 +196,81 @@ class AutoResolveSweep:
                 self.sweep_once()
             except Exception:
                 log.exception("auto-resolve sweep failed; retrying next interval")
+
+
+class TrailingUpdates:
+    """A thread publishing the `alert.updated` the update throttle merged.
+
+    The throttle lets one `alert.updated` of a repeating alert out per interval;
+    the ones it merges are owed here and the last state goes out one interval
+    later, unless an event published meanwhile already carried it. Idle, the
+    thread waits on a condition, not a poll. What is owed lives in this process:
+    a crash loses at most one trailing update per alert, which the alert's next
+    event makes good.
+    """
+
+    def __init__(
+        self,
+        lifecycle: AlertLifecycle,
+        interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._interval = interval
+        self._clock = clock
+        self._owed: dict[str, tuple[float, float]] = {}  # fingerprint -> (due, last merge)
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="trailing-updates", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+
+    def owe(self, fingerprint: str) -> None:
+        now = self._clock()
+        with self._changed:
+            # Dues only grow (now + interval), so insertion order is due order and an
+            # update keeps its entry's place; the waiter needs waking only when idle.
+            owed = self._owed.get(fingerprint)
+            self._owed[fingerprint] = (owed[0] if owed else now + self._interval, now)
+            if len(self._owed) == 1:
+                self._changed.notify()
+
+    def flush_due(self) -> list[Outcome]:
+        """Publish what is due now; the outcomes (`updated`, or `unchanged` if not needed)."""
+        now = self._clock()
+        due: list[tuple[str, float]] = []
+        with self._changed:
+            for fp, (at, merged) in self._owed.items():
+                if at > now:
+                    break
+                due.append((fp, merged))
+            for fp, _ in due:
+                del self._owed[fp]
+        return self._lifecycle.publish_trailing(due)
+
+    def _wait(self) -> bool:
+        with self._changed:
+            while not self._stopping:
+                if self._owed:
+                    wait = next(iter(self._owed.values()))[0] - self._clock()
+                    if wait <= 0:
+                        return True
+                    self._changed.wait(wait)
+                else:
+                    self._changed.wait()
+            return False
+
+    def _run(self) -> None:
+        while self._wait():
+            try:
+                self.flush_due()
+            except Exception:
+                log.exception("trailing updates failed; retrying shortly")
+                with self._changed:
+                    self._changed.wait(self._interval)

@@ -24,10 +24,20 @@ class ProcessorSettings(CommonSettings):
     flap_window_seconds: float = setting(600.0, "Window over which flips are counted, in s.")
     auto_resolve_seconds: float = setting(
         300.0,
-        "Resolve an open alert whose producer stopped re-sending for this long, in s (0: never).",
+        "Resolve a native or /api/v2/alerts alert without ends_at whose producer stopped "
+        "re-sending for this long, in s (0: never). Alertmanager webhook and PagerDuty "
+        "alerts are resolved by their producer (docs/lifecycle.md).",
+    )
+    alertmanager_resolve_seconds: float = setting(
+        0.0,
+        "Fallback for Alertmanager receivers with send_resolved: false: resolve a webhook "
+        "alert not re-sent for this long, in s (0: never, Alertmanager owns resolution; "
+        "set it above the route's repeat_interval).",
     )
     sweep_interval_seconds: float = setting(
-        5.0, "How often the auto-resolve sweep looks for stale alerts, in seconds."
+        5.0,
+        "How often the sweep resolves alerts past their deadline (ends_at or a resolve "
+        "timeout), in s.",
     )
     applied_ttl_seconds: int = setting(
         86_400, "How long applied message ids are remembered for idempotency, in seconds."
@@ -39,34 +49,10 @@ class ProcessorSettings(CommonSettings):
     update_event_interval_seconds: float = setting(
         1.0, "Least time between two `alert.updated` events of one duplicated alert, in s."
     )
-    worker_threads: int = setting(
-        8, "Dramatiq worker threads in the process (each waits on Redis round trips)."
-    )
-    idle_poll_ms: int = setting(
-        5, "Longest wait between queue polls when idle (Dramatiq's worker timeout), in ms."
-    )
-    batch_consumer: bool = setting(
-        True,
-        "Consume the alerts queue in batches (one fetch, one lifecycle pipeline, one ack "
-        "pipeline per batch) instead of Dramatiq's per-message worker. With tracing on, "
-        "the per-message worker is used: it makes a span per message.",
-    )
     batch_max_messages: int = setting(200, "Most queue messages the batch consumer takes at once.")
-    queue_wakeup: bool = setting(
-        True,
-        "When the alerts queue is empty, block on ingest's wake-up list instead of polling "
-        "every idle_poll_ms (batch consumer only).",
-    )
-    wakeup_wait_ms: int = setting(
-        100,
-        "Longest idle wait for a wake-up, in ms: bounds the start delay of messages "
-        "enqueued without one (retries, a dead worker's requeued messages).",
-    )
     stream_cap: int = setting(10_000, "Approximate number of events kept per channel stream.")
     queue_heartbeat_timeout_ms: int = setting(
-        60_000,
-        "Silence after which a worker counts as dead and its unacked messages are requeued, in ms.",
-    )
-    queue_maintenance_chance: int = setting(
-        1000, "Queue commands per million that also run the broker's dead-worker maintenance."
+        8_000,
+        "Silence after which a worker counts as dead and its unacked messages are requeued, "
+        "in ms (its messages run again within this plus 2 s).",
     )

@@ -100,7 +100,7 @@ def decode_alert(raw: bytes | str) -> AlertRecord | None:
         service=str(data.get("service", "")),
         team=str(labels.get("team", "")),
         producer=str(data.get("producer", "")),
-        count=int(data.get("count") or 1),
+        count=int(data.get("count", 1)),
         first_seen=first_seen,
         last_seen=last_seen or first_seen,
         acknowledged_at=_timestamp(data.get("acknowledged_at")),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -20,6 +21,7 @@ from typing import Any
 from redis import Redis
 
 from tocsin.common import keys
+from tocsin.common.models import rfc3339
 from tocsin.scheduler import alertdata
 from tocsin.scheduler.alertdata import AlertRecord, NotificationAttempt
 
@@ -137,6 +139,6 @@ def run_daily_analytics(
     else:
         day = datetime.fromtimestamp(fire, UTC).date() - timedelta(days=1)
     report = compute_daily(redis, day, top_n=top_n, batch=batch)
-    report["computed_at"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    report["computed_at"] = rfc3339(time.time())
     redis.set(keys.analytics_daily(day.isoformat()), json.dumps(report))
     return {"date": day.isoformat(), "alerts": report["alerts"]}

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
 
 from tocsin.common import keys
+from tocsin.common.models import rfc3339
 
 __all__ = ["check_cache_health"]
 
@@ -63,7 +63,7 @@ def check_cache_health(redis: Redis, now: float) -> dict[str, Any]:
     maxmemory = int(memory.get("maxmemory", 0))
     used = int(memory.get("used_memory", 0))
     report: dict[str, Any] = {
-        "checked_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        "checked_at": rfc3339(now),
         "hit_rate": None if counts is None else _ratio(*counts),
         "cache_hits": None if counts is None else counts[0],
         "cache_misses": None if counts is None else counts[1],

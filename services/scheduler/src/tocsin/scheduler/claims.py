@@ -1,11 +1,16 @@
 """Claiming fire times: one atomic script per fire time, on Redis's clock.
 
 Every replica evaluates every schedule; the claim script (claims/claim.lua)
-decides which replica gets each fire time, so exactly one enqueues it.
+decides which replica gets each fire time, so exactly one dispatches it, and
+puts the run on its queue in the same step. Until a worker finishes it, the run
+holds a lease (`tocsin:sched:leases`): the worker running it renews the lease,
+and a lease that lapses (the message was lost, the worker died, its
+acknowledgement went missing) is re-dispatched by `redispatch_lapsed`.
 """
 
 from __future__ import annotations
 
+import uuid
 from importlib import resources
 from typing import Any
 
@@ -13,30 +18,43 @@ import msgspec
 from redis import Redis
 
 from tocsin.common import keys
-from tocsin.scheduler.jobs import Run
+from tocsin.common.queue import WAKEUP_TOKENS_KEPT, encode_message, queue_keys
+from tocsin.common.queue.due import script_with_functions
+from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
 
-__all__ = ["PendingRun", "RunClaims"]
+__all__ = ["RunClaims", "run_message"]
 
-_CLAIM_LUA = resources.files("tocsin.scheduler").joinpath("claims/claim.lua").read_text()
+_SCRIPTS = resources.files("tocsin.scheduler").joinpath("claims")
+_CLAIM_LUA = script_with_functions(_SCRIPTS.joinpath("claim.lua").read_text())
+_REDISPATCH_LUA = script_with_functions(_SCRIPTS.joinpath("redispatch.lua").read_text())
 _encoder = msgspec.json.Encoder()
 _run_decoder = msgspec.json.Decoder(Run)
 
 
-class PendingRun(msgspec.Struct):
-    """A claimed run not yet confirmed as enqueued, and when it was claimed (Redis time)."""
-
-    run: Run
-    claimed_at: float
+def run_message(run: Run) -> tuple[str, bytes]:
+    """A new queue message for `run`: its id and its encoded form."""
+    message_id = uuid.uuid4().hex
+    data = encode_message(
+        JOB_QUEUES[run.job],
+        actor_name(run.job),
+        (msgspec.to_builtins(run),),
+        message_id=message_id,
+    )
+    return message_id, data
 
 
 class RunClaims:
-    """The claim, skip and pending-run operations of one replica."""
+    """The claim, skip and re-dispatch operations of one replica."""
 
-    def __init__(self, redis: Redis, replica: str, claim_ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis, replica: str, claim_ttl_seconds: int, *, lease_seconds: float
+    ) -> None:
         self._redis = redis
         self._script = redis.register_script(_CLAIM_LUA)
+        self._redispatch = redis.register_script(_REDISPATCH_LUA)
         self.replica = replica
         self._ttl = claim_ttl_seconds
+        self._lease_ms = max(1, int(lease_seconds * 1000))
 
     def now(self) -> float:
         """Redis's clock, the one clock every replica agrees on."""
@@ -63,7 +81,7 @@ class RunClaims:
             self._redis.hset(state, "next_fire", next_fire)
 
     def claim(self, run: Run, next_fire: int) -> bool:
-        """Claim `run`'s fire time; True if this replica must enqueue it."""
+        """Claim `run`'s fire time and queue it; True if this replica claimed it."""
         return self._call(run, next_fire, "run")
 
     def skip(self, run: Run, next_fire: int) -> bool:
@@ -71,11 +89,14 @@ class RunClaims:
         return self._call(run, next_fire, "skip")
 
     def _call(self, run: Run, next_fire: int, mode: str) -> bool:
+        message_id, data = run_message(run)
         result = self._script(
             keys=[
                 keys.schedule_claim(run.schedule, run.fire),
                 keys.schedule_state(run.schedule),
                 keys.schedule_pending(),
+                keys.schedule_leases(),
+                *queue_keys(JOB_QUEUES[run.job]).as_list(),
             ],
             args=[
                 run.fire,
@@ -85,21 +106,43 @@ class RunClaims:
                 _encoder.encode(run),
                 next_fire,
                 mode,
+                message_id,
+                data,
+                self._lease_ms,
+                WAKEUP_TOKENS_KEPT,
             ],
         )
         return int(result) == 1
 
-    def enqueued(self, run: Run) -> None:
-        """The run is on its queue: it no longer needs a rescuer."""
-        self._redis.hdel(keys.schedule_pending(), run.run_id)
-
-    def pending(self) -> list[PendingRun]:
-        runs: list[PendingRun] = []
-        raw: dict[bytes, bytes] = self._redis.hgetall(keys.schedule_pending())  # type: ignore[assignment]
-        for value in raw.values():
-            claimed_at, _, body = value.partition(b" ")
-            try:
-                runs.append(PendingRun(_run_decoder.decode(body), float(claimed_at)))
-            except (msgspec.DecodeError, ValueError):
+    def lapsed(self, now: float, limit: int = 100) -> list[Run]:
+        """Runs whose lease lapsed by `now` (Redis time, seconds)."""
+        ids: list[bytes] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            keys.schedule_leases(), "-inf", int(now * 1000), start=0, num=limit
+        )
+        if not ids:
+            return []
+        runs: list[Run] = []
+        for run_id, body in zip(ids, self._redis.hmget(keys.schedule_pending(), ids), strict=True):
+            if body is None:
+                # Nothing left to dispatch it from: the lease is all that remained.
+                self._redis.zrem(keys.schedule_leases(), run_id)
                 continue
+            try:
+                runs.append(_run_decoder.decode(body))
+            except msgspec.DecodeError:
+                self._redis.zrem(keys.schedule_leases(), run_id)
         return runs
+
+    def redispatch(self, run: Run) -> bool:
+        """Queue `run` again if its lease has lapsed; True if this replica did."""
+        message_id, data = run_message(run)
+        result = self._redispatch(
+            keys=[
+                keys.schedule_leases(),
+                keys.schedule_pending(),
+                keys.schedule_run(run.run_id),
+                *queue_keys(JOB_QUEUES[run.job]).as_list(),
+            ],
+            args=[run.run_id, message_id, data, self._lease_ms, WAKEUP_TOKENS_KEPT],
+        )
+        return int(result) == 1

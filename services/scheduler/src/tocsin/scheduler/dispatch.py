@@ -9,8 +9,10 @@ Fire times after it are handled in order:
   `last_fired` moves past them, so they are never fired again.
 
 Claims are exclusive (see `tocsin.scheduler.claims`), so running the loop in
-every replica needs no leader; a replica that dies between claim and enqueue
-leaves the run in the pending hash, where another replica picks it up.
+every replica needs no leader. A claim queues its run in the same step and
+leases it until a worker finishes it; every replica re-dispatches runs whose
+lease lapsed (a lost message, a dead worker, a lost acknowledgement), so a
+claimed fire time is always either run or dispatched again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import islice
 
 from prometheus_client import Counter
@@ -27,23 +29,25 @@ from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.jobs import Run
 from tocsin.scheduler.schedule import CatchUp, Schedule, utc_text
 
-__all__ = ["Dispatcher", "Enqueue", "run_for"]
+__all__ = ["Dispatcher", "run_for"]
 
 log = logging.getLogger(__name__)
 
 FIRES = Counter(
     "tocsin_scheduler_fires_total",
-    "Fire times this replica handled, by schedule and how (due, caught_up, skipped, rescued).",
+    "Fire times this replica handled, by schedule and how (due, caught_up, skipped, rescued: "
+    "dispatched again after its lease lapsed).",
     ["job", "how"],
 )
 
 # Due fire times handled in one tick per schedule; the rest wait for the next tick.
 MAX_FIRES_PER_TICK = 1000
 
+# Longest sleep between two ticks of an idle replica (a bound on clock drift).
+MAX_IDLE_SECONDS = 30.0
+
 # Seconds between two logs of a failing tick.
 FAILURE_LOG_INTERVAL = 30.0
-
-Enqueue = Callable[[Run], None]
 
 
 def run_for(schedule: Schedule, fire: int) -> Run:
@@ -58,35 +62,42 @@ def run_for(schedule: Schedule, fire: int) -> Run:
 
 
 class Dispatcher:
-    """Evaluates `schedules` on Redis's clock and enqueues the runs this replica claims."""
+    """Evaluates `schedules` on Redis's clock, claims (and so queues) due runs, and
+    re-dispatches runs whose lease lapsed."""
 
     def __init__(
         self,
         claims: RunClaims,
         schedules: Sequence[Schedule],
-        enqueue: Enqueue,
         *,
         misfire_grace: float,
         redispatch_after: float,
     ) -> None:
         self._claims = claims
         self._schedules = tuple(schedules)
-        self._enqueue = enqueue
         self._grace = misfire_grace
         self._redispatch_after = redispatch_after
         self._next_rescue = 0.0
+        # Per schedule, its first fire time after the last evaluation (Redis clock):
+        # until then there is nothing to read, so an idle replica sleeps instead.
+        self._next_due: dict[str, float] = {}
+        self._now = 0.0
 
     def publish_catalog(self) -> None:
         """Record the configured schedules so the API and CLI can list them."""
         self._claims.publish_catalog({s.name: s.describe() for s in self._schedules})
 
     def tick(self) -> None:
-        now = self._claims.now()
+        now = self._now = self._claims.now()
         for schedule in self._schedules:
+            if now < self._next_due.get(schedule.name, 0.0):
+                continue
             try:
                 self._evaluate(schedule, now)
             except Exception:
                 log.exception("schedule evaluation failed", extra={"schedule": schedule.name})
+                continue
+            self._next_due[schedule.name] = schedule.next_after(now)
         if now >= self._next_rescue:
             self._next_rescue = now + self._redispatch_after / 2
             self._rescue(now)
@@ -102,7 +113,11 @@ class Dispatcher:
                 if time.monotonic() - logged_at > FAILURE_LOG_INTERVAL:
                     logged_at = time.monotonic()
                     log.exception("scheduler tick failed; retrying every tick")
-            stop.wait(interval)
+                stop.wait(interval)
+                continue
+            # Sleep until the next fire time or rescue round, at least `interval`.
+            wake = min((*self._next_due.values(), self._next_rescue))
+            stop.wait(min(MAX_IDLE_SECONDS, max(interval, wake - self._now)))
 
     def _evaluate(self, schedule: Schedule, now: float) -> None:
         last = self._claims.last_fired(schedule.name)
@@ -123,7 +138,6 @@ class Dispatcher:
                 if self._claims.claim(run, next_fire):
                     FIRES.labels(schedule.name, "caught_up").inc()
                     log.info("caught up a missed run", extra={"run_id": run.run_id})
-                    self._hand_over(run)
             elif self._claims.skip(run, next_fire):
                 FIRES.labels(schedule.name, "skipped").inc()
                 log.info("skipped missed runs", extra={"run_id": run.run_id})
@@ -132,22 +146,13 @@ class Dispatcher:
             run = run_for(schedule, int(fire))
             if self._claims.claim(run, int(schedule.next_after(fire))):
                 FIRES.labels(schedule.name, "due").inc()
-                self._hand_over(run)
-
-    def _hand_over(self, run: Run) -> None:
-        self._enqueue(run)
-        self._claims.enqueued(run)
 
     def _rescue(self, now: float) -> None:
-        """Enqueue runs whose claimer died before enqueueing them.
-
-        Two replicas may both rescue one run; the job ledger runs a run id once.
-        """
-        for pending in self._claims.pending():
-            if now - pending.claimed_at < self._redispatch_after:
-                continue
-            log.warning(
-                "rescuing a claimed run never enqueued", extra={"run_id": pending.run.run_id}
-            )
-            FIRES.labels(pending.run.schedule, "rescued").inc()
-            self._hand_over(pending.run)
+        """Dispatch again the runs whose lease lapsed before a worker finished them."""
+        for run in self._claims.lapsed(now):
+            if self._claims.redispatch(run):
+                log.warning(
+                    "run not finished within its lease: dispatched again",
+                    extra={"run_id": run.run_id},
+                )
+                FIRES.labels(run.schedule, "rescued").inc()

@@ -12,19 +12,18 @@ import socket
 import sys
 import threading
 
-import msgspec
-from dramatiq import Worker
 from redis import Redis
 
-from tocsin.common.broker import build_broker, build_message
+from tocsin.common.broker import build_broker
 from tocsin.common.config import load_settings
 from tocsin.common.logging import configure_logging
 from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
+from tocsin.common.queue import Consumer, Recovery
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
 from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.dispatch import Dispatcher
-from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
+from tocsin.scheduler.jobs import JOB_QUEUES
 from tocsin.scheduler.ledger import RunLedger
 from tocsin.scheduler.prediction.actors import declare_prediction_actors
 from tocsin.scheduler.schedule import InvalidScheduleError, load_schedules
@@ -35,10 +34,6 @@ __all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
-# Dead workers' messages are requeued by Dramatiq's maintenance step, which runs
-# on a random share of broker calls; a larger share than its default keeps the
-# requeue close to the configured heartbeat timeout at this service's low traffic.
-MAINTENANCE_CHANCE = 50_000  # out of Dramatiq's scale of one million
 RUNNING_MARGIN_MS = 2000
 
 
@@ -59,26 +54,23 @@ def run() -> None:
         # The time limit stops a run, so a running mark outliving it by a little
         # belongs to a worker that died mid-run.
         running_ttl_ms=settings.job_time_limit_seconds * 1000 + RUNNING_MARGIN_MS,
+        lease_ms=int(settings.redispatch_after_seconds * 1000),
         done_ttl_seconds=settings.run_record_days * 86400,
         history_cap=settings.history_cap,
     )
     queues = sorted(set(JOB_QUEUES.values()))
     broker = build_broker(settings.redis_url, middleware=[ledger], queues=queues)
-    broker.heartbeat_timeout = settings.worker_heartbeat_ms
-    broker.maintenance_chance = MAINTENANCE_CHANCE
     declare_job_actors(broker, redis, settings, ledger)
     declare_prediction_actors(broker, predictor_of(redis, settings))
 
-    def enqueue(run: Run) -> None:
-        message = build_message(
-            JOB_QUEUES[run.job], actor_name(run.job), (msgspec.to_builtins(run),)
-        )
-        broker.enqueue(message)
-
     dispatcher = Dispatcher(
-        RunClaims(redis, replica, settings.claim_ttl_seconds),
+        RunClaims(
+            redis,
+            replica,
+            settings.claim_ttl_seconds,
+            lease_seconds=settings.redispatch_after_seconds,
+        ),
         schedules,
-        enqueue,
         misfire_grace=settings.misfire_grace_seconds,
         redispatch_after=settings.redispatch_after_seconds,
     )
@@ -86,12 +78,16 @@ def run() -> None:
     serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
 
     stop = shutdown_event()
-    worker: Worker | None = None
+    consumer: Consumer | None = None
     if settings.run_workers:
-        worker = Worker(
-            broker, queues=set(queues), worker_threads=settings.worker_threads, worker_timeout=100
+        consumer = Consumer(
+            broker,
+            queues,
+            worker_threads=settings.worker_threads,
+            recovery=Recovery(timeout_ms=settings.worker_heartbeat_ms),
+            name="jobs",
         )
-        worker.start()
+        consumer.start()
     tune_gc()
     log.info(
         "scheduler started",
@@ -103,6 +99,6 @@ def run() -> None:
     ticker.start()
     stop.wait()
     ticker.join()
-    if worker is not None:
-        worker.stop()
+    if consumer is not None:
+        consumer.stop()
     broker.close()

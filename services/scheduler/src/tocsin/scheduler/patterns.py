@@ -27,6 +27,7 @@ from redis import Redis
 
 from tocsin.common import keys
 from tocsin.common.events import EventPublisher
+from tocsin.common.models import rfc3339
 from tocsin.scheduler import alertdata
 from tocsin.scheduler.alertdata import AlertRecord
 
@@ -167,7 +168,7 @@ def run_pattern_detection(
         timelines.update(alertdata.timeline_kinds(redis, ids[offset : offset + batch]))
     findings = detect(alerts.values(), timelines, now, rules)
     report: dict[str, Any] = {
-        "detected_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        "detected_at": rfc3339(now),
         "run_id": run_id,
         "window_seconds": rules.window_seconds,
         **findings,

@@ -30,16 +30,16 @@ class SchedulerSettings(CommonSettings):
         3600, "Lifetime of a per-run claim key (must exceed the misfire grace)."
     )
     redispatch_after_seconds: float = setting(
-        5.0,
-        "A claimed run still not handed to the queue after this long (its replica died "
-        "between claim and enqueue) is enqueued by another replica.",
+        10.0,
+        "Lease of a claimed run, in s: the worker running it renews it; a run not finished "
+        "when its lease lapses (its message lost, its worker dead) is queued again.",
     )
     run_workers: bool = setting(True, "Run the job worker threads in this process.")
-    worker_threads: int = setting(2, "Dramatiq worker threads for the job queues.")
+    worker_threads: int = setting(2, "Worker threads of the job queues' consumer.")
     worker_heartbeat_ms: int = setting(
-        60_000,
-        "Silence after which a dead worker's in-flight jobs are requeued (Dramatiq "
-        "heartbeat timeout), in ms.",
+        8_000,
+        "Silence after which a dead worker's in-flight jobs are requeued (queue heartbeat "
+        "timeout), in ms.",
     )
     job_time_limit_seconds: int = setting(300, "Longest a job may run before it is stopped.")
     job_max_retries: int = setting(3, "Retries of a failed job run (same run id).")

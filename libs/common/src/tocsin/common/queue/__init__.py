@@ -1,84 +1,41 @@
 """The queue layer: the one module that knows Dramatiq's Redis layout.
 
-Every other module enqueues, fetches, acks and schedules through here, so a
-Dramatiq upgrade that changes the layout fails this module's contract tests
-rather than production.
-
-Dramatiq's RedisBroker keeps, per queue, under its namespace (`tocsin:dramatiq`):
-
-| key | type | holds |
-| --- | --- | --- |
-| `{ns}:{queue}` | list | ids of messages waiting to be fetched |
-| `{ns}:{queue}.msgs` | hash | message id -> encoded message (Dramatiq's `Message.encode()`) |
-| `{ns}:__acks__.{worker}.{queue}` | set | ids fetched by a worker and not yet acked |
-| `{ns}:__heartbeats__` | sorted set | worker id by its last heartbeat (ms) |
-| `{ns}:{queue}.XQ` | list | dead-lettered message ids |
-
-Enqueueing is `HSET {queue}.msgs id data` then `RPUSH {queue} id` (what Dramatiq's
-`dispatch.lua` "enqueue" does), plus a wake-up token on `tocsin:wake:{queue}`
-so an idle consumer blocked there starts at once. A Lua script that hands
-messages over as part of a larger atomic step (the processor's apply step)
-declares the three keys of `QueueKeys` in its KEYS and receives messages
-already encoded by `encode_message`, so no script builds a message's JSON.
+Everything about queues goes through here: the key layout and message
+encoding (`_layout`), enqueue with a wake-up (`enqueue`), one worker's fetch,
+ack, requeue, dead-letter, delayed release and dead-worker recovery (`worker`,
+Lua scripts in `worker/`), the wake-up tokens of Dramatiq's own enqueues
+(`wakeup`), and the consumer every service runs, batched or not, with the
+broker's middleware around each message (`consumer`). The contract tests run
+Dramatiq's own RedisBroker against it in both directions, so a Dramatiq
+upgrade that changes the layout fails a test.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from tocsin.common.queue._layout import (
+    WAKEUP_TOKENS_KEPT,
+    QueueKeys,
+    dead_letter_keys,
+    encode_message,
+    queue_keys,
+)
+from tocsin.common.queue.consumer import BatchHandler, Consumer, Delivery
+from tocsin.common.queue.enqueue import enqueue
+from tocsin.common.queue.wakeup import QueueWakeup
+from tocsin.common.queue.worker import DelayedMessages, QueueWorker, Recovery
 
-import dramatiq
-from dramatiq.common import current_millis
-
-from tocsin.common import keys
-
-__all__ = ["WAKEUP_TOKENS_KEPT", "QueueKeys", "encode_message", "queue_keys"]
-
-# How many wake-up tokens a queue's wake-up list keeps: enough to wake every
-# idle consumer, few enough that an idle list costs nothing.
-WAKEUP_TOKENS_KEPT = 8
-
-
-@dataclass(frozen=True, slots=True)
-class QueueKeys:
-    """The Redis keys through which messages are handed to one queue."""
-
-    pending: str  # list of waiting message ids
-    messages: str  # hash: message id -> encoded message
-    wakeup: str  # list of wake-up tokens idle consumers block on
-
-    def as_list(self) -> list[str]:
-        """The keys in the order scripts declare them (KEYS[n..n+2])."""
-        return [self.pending, self.messages, self.wakeup]
-
-
-def queue_keys(queue: str) -> QueueKeys:
-    """The keys of `queue` under Tocsin's Dramatiq namespace."""
-    pending = f"{keys.DRAMATIQ_NAMESPACE}:{queue}"
-    return QueueKeys(pending=pending, messages=f"{pending}.msgs", wakeup=keys.queue_wakeup(queue))
-
-
-def encode_message(
-    queue: str,
-    actor: str,
-    args: tuple[Any, ...],
-    *,
-    message_id: str,
-    options: dict[str, Any] | None = None,
-    timestamp_ms: int | None = None,
-) -> bytes:
-    """A message for `actor`, encoded exactly as Dramatiq's broker would enqueue it.
-
-    `message_id` doubles as the Redis message id, so a step that runs twice
-    (a redelivery after a crash) writes the same message, not a second one.
-    """
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=queue,
-        actor_name=actor,
-        args=args,
-        kwargs={},
-        options={**(options or {}), "redis_message_id": message_id},
-        message_id=message_id,
-        message_timestamp=timestamp_ms if timestamp_ms is not None else current_millis(),
-    )
-    return message.encode()
+__all__ = [
+    "WAKEUP_TOKENS_KEPT",
+    "BatchHandler",
+    "Consumer",
+    "DelayedMessages",
+    "Delivery",
+    "QueueKeys",
+    "QueueWakeup",
+    "QueueWorker",
+    "Recovery",
+    "dead_letter_keys",
+    "encode_message",
+    "enqueue",
+    "queue_keys",
+]

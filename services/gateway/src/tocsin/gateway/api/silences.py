@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -18,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from tocsin.common import keys
-from tocsin.common.models import FieldError
+from tocsin.common.models import FieldError, rfc3339
 from tocsin.common.problems import problem
 from tocsin.common.silences import Silence, SilenceIn, silence_state
 from tocsin.gateway.api.context import ApiContext, Unauthorized
@@ -28,14 +27,6 @@ __all__ = ["routes", "silence_view"]
 SILENCE_STATES = ("pending", "active", "expired")
 _decoder = msgspec.json.Decoder(Silence)
 _encoder = msgspec.json.Encoder()
-
-
-def _rfc3339(timestamp: float) -> str:
-    return (
-        datetime.fromtimestamp(timestamp, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def silence_view(silence: Silence, now: float) -> dict[str, Any]:
@@ -96,13 +87,13 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         silence = Silence(
             id=uuid.uuid4().hex,
             matchers=body.matchers,
-            startsAt=_rfc3339(starts),
-            endsAt=_rfc3339(ends),
+            startsAt=rfc3339(starts),
+            endsAt=rfc3339(ends),
             starts_ts=starts,
             ends_ts=ends,
             createdBy=body.createdBy or claims.subject,
             comment=body.comment,
-            updatedAt=_rfc3339(now),
+            updatedAt=rfc3339(now),
         )
         await save(silence)
         return JSONResponse(
@@ -124,9 +115,9 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             # Expiring ends it now; a pending silence ends before it started.
             silence.ends_ts = now
             silence.starts_ts = min(silence.starts_ts, now)
-            silence.endsAt = _rfc3339(now)
-            silence.startsAt = _rfc3339(silence.starts_ts)
-            silence.updatedAt = _rfc3339(now)
+            silence.endsAt = rfc3339(now)
+            silence.startsAt = rfc3339(silence.starts_ts)
+            silence.updatedAt = rfc3339(now)
             await save(silence)
         return JSONResponse(silence_view(silence, now))
 

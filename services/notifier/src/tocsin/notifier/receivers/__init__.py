@@ -38,6 +38,11 @@ class Receiver(Protocol):
     kind: str
     name: str
 
+    @property
+    def timeout(self) -> float:
+        """Longest one send may take, in seconds."""
+        ...
+
     def notify(self, notification: Notification) -> None: ...
 
 

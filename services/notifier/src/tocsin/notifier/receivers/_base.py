@@ -50,6 +50,11 @@ class TemplatedReceiver:
         self._timeout = float(options.get("timeout_seconds") or timeout)
         self.configure(options)
 
+    @property
+    def timeout(self) -> float:
+        """Longest one send may take, in seconds (the `timeout_seconds` option)."""
+        return self._timeout
+
     def configure(self, options: Mapping[str, Any]) -> None:
         """Read the options particular to this receiver type."""
 

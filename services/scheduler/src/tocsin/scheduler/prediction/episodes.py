@@ -56,8 +56,10 @@ def episode_of(record: AlertRecord) -> Episode | None:
         # It ended when its producer stopped repeating it, not when the sweep noticed.
         return Episode(record.id, record.first_seen, record.last_seen, True)
     if record.resolved_by == record.producer:
-        if record.count <= 1:
-            return None  # its first message was a resolve: no episode was seen
+        if record.count == 0:
+            # Its first message was a resolve (a resolve is not an occurrence, so
+            # `count` counts firing messages only: docs/lifecycle.md): no episode was seen.
+            return None
         return Episode(record.id, record.first_seen, record.resolved_at, True)
     return Episode(record.id, record.first_seen, record.resolved_at, False)
 

@@ -1,0 +1,236 @@
+"""One worker's side of the queues: fetch, ack, requeue, dead-letter, recover, release.
+
+Every operation is one Lua script (`worker/*.lua`, each with its key layout in
+a header comment) over Dramatiq's own Redis layout, so a message enqueued by
+Dramatiq's RedisBroker is fetched here and a message left behind here is
+recovered by Dramatiq's maintenance, and the other way round; the contract
+tests (`tests/test_queue_contract.py`) hold both directions.
+
+What differs from Dramatiq's consumer is when things happen: messages are
+fetched and acked many at a time, a dead worker's messages are recovered on a
+clock (`recover`, every `Recovery.interval`) rather than on a random share of
+commands, and delayed messages stay in Redis until due (`release`) rather than
+in a consumer's memory, where a reconnect used to strand them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import dramatiq
+from dramatiq.common import current_millis, dq_name
+from redis import Redis
+
+from tocsin.common import keys
+from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, dead_letter_keys, queue_keys
+
+__all__ = ["DelayedMessages", "QueueWorker", "Recovery"]
+
+
+def _script(redis: Redis, name: str) -> Any:
+    text = resources.files("tocsin.common.queue").joinpath(f"worker/{name}.lua").read_text()
+    return redis.register_script(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """How fast a dead worker's messages come back.
+
+    Each consumer beats every `interval` seconds and, in the same call, requeues
+    the messages of any worker silent for `timeout_ms`: a SIGKILLed worker's
+    messages run again within `timeout_ms / 1000 + interval` seconds (10 s by
+    default). A live worker must beat within `timeout_ms` even while busy, which
+    is why the beat has a thread of its own, at least four times per timeout.
+    """
+
+    timeout_ms: int = 8_000
+    # How long dead letters are kept (Dramatiq's default: a week).
+    dead_letter_ttl_ms: int = 7 * 86_400_000
+
+    @property
+    def interval(self) -> float:
+        """Seconds between beats: a quarter of the timeout, at most 2 s (an idle cost)."""
+        return min(2.0, self.timeout_ms / 4000)
+
+
+@dataclass(frozen=True, slots=True)
+class DelayedMessages:
+    """What a look at a delay queue found: how many were released, and the next due time."""
+
+    released: int
+    next_eta_ms: int | None
+
+
+class QueueWorker:
+    """One worker id's view of the queues it consumes (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        namespace: str = keys.DRAMATIQ_NAMESPACE,
+        worker_id: str | None = None,
+        recovery: Recovery | None = None,
+    ) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        # Host and pid first, so an operator (or a chaos scenario) can tell whose ack set it is.
+        self.worker_id = (
+            worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        )
+        self.recovery = recovery or Recovery()
+        self._heartbeats = f"{namespace}:__heartbeats__"
+        self._fetch = _script(redis, "fetch")
+        self._ack = _script(redis, "ack")
+        self._requeue = _script(redis, "requeue")
+        self._nack = _script(redis, "nack")
+        self._recover = _script(redis, "recover")
+        self._release = _script(redis, "release")
+
+    def acks_key(self, queue: str) -> str:
+        """The set of messages of `queue` this worker fetched and has not acked."""
+        return f"{self.namespace}:__acks__.{self.worker_id}.{queue}"
+
+    def fetch(
+        self, queue: str, count: int, *, drop_wakeups: bool = True
+    ) -> list[dramatiq.Message[Any]]:
+        """Up to `count` waiting messages of `queue`, moved into this worker's ack set."""
+        names = queue_keys(queue)
+        raw: list[bytes] = self._fetch(
+            keys=[
+                names.pending,
+                names.messages,
+                self.acks_key(queue),
+                self._heartbeats,
+                names.wakeup,
+                names.weights,
+                names.backlog,
+            ],
+            args=[current_millis(), self.worker_id, count, "1" if drop_wakeups else "0"],
+        )
+        return [dramatiq.Message.decode(raw[i]) for i in range(1, len(raw), 2)]
+
+    def ack(self, queue: str, ids: Sequence[str]) -> int:
+        """Settle `ids` (redis message ids) of `queue`; how many were still held."""
+        if not ids:
+            return 0
+        names = queue_keys(queue)
+        return int(
+            self._ack(
+                keys=[
+                    self.acks_key(queue),
+                    names.messages,
+                    self._heartbeats,
+                    names.weights,
+                    names.backlog,
+                ],
+                args=[current_millis(), self.worker_id, *ids],
+            )
+        )
+
+    def requeue(self, queue: str, ids: Sequence[str]) -> int:
+        """Give `ids` back to the tail of `queue`, waking an idle consumer."""
+        if not ids:
+            return 0
+        names = queue_keys(queue)
+        return int(
+            self._requeue(
+                keys=[names.pending, names.messages, self.acks_key(queue), names.wakeup],
+                args=[WAKEUP_TOKENS_KEPT, *ids],
+            )
+        )
+
+    def nack(self, queue: str, message_id: str) -> bool:
+        """Move a fetched message to the queue's dead letters."""
+        names = queue_keys(queue)
+        dead, dead_messages = dead_letter_keys(queue)
+        return bool(
+            self._nack(
+                keys=[
+                    self.acks_key(queue),
+                    names.messages,
+                    dead,
+                    dead_messages,
+                    names.weights,
+                    names.backlog,
+                ],
+                args=[current_millis(), message_id],
+            )
+        )
+
+    def beat(self, queues: Iterable[str] = ()) -> int:
+        """Refresh this worker's heartbeat and recover dead workers' messages; how many."""
+        return int(
+            self._recover(
+                keys=[self._heartbeats],
+                args=[
+                    current_millis(),
+                    self.worker_id,
+                    self.recovery.timeout_ms,
+                    self.namespace,
+                    keys.queue_wakeup(""),
+                    WAKEUP_TOKENS_KEPT,
+                    self.recovery.dead_letter_ttl_ms,
+                    *queues,
+                ],
+            )
+        )
+
+    def leave(self) -> None:
+        """Forget this worker's heartbeat (after requeueing what it held)."""
+        self.redis.zrem(self._heartbeats, self.worker_id)
+
+    def release_due(self, queue: str, limit: int = 1000) -> DelayedMessages:
+        """Move the delayed messages of `queue` that are due onto it.
+
+        The delay queue is read, not fetched: a message stays in Redis until it
+        moves, so nothing delayed lives only in this process.
+        """
+        delayed = queue_keys(dq_name(queue))
+        ids: list[Any] = self.redis.lrange(delayed.pending, 0, limit - 1)
+        if not ids:
+            return DelayedMessages(0, None)
+        datas: list[Any] = self.redis.hmget(delayed.messages, ids)
+        now = current_millis()
+        due: list[Any] = []
+        next_eta: int | None = None
+        for redis_id, data in zip(ids, datas, strict=True):
+            if data is None:
+                continue
+            message = dramatiq.Message.decode(data)
+            eta = int(message.options.get("eta") or 0)
+            if eta > now:
+                next_eta = eta if next_eta is None else min(next_eta, eta)
+                continue
+            fresh: dramatiq.Message[Any] = dramatiq.Message(
+                queue_name=queue,
+                actor_name=message.actor_name,
+                args=message.args,
+                kwargs=message.kwargs,
+                options={k: v for k, v in message.options.items() if k != "eta"},
+                message_id=message.message_id,
+                message_timestamp=message.message_timestamp,
+            )
+            due += [redis_id, fresh.encode()]
+        released = 0
+        if due:
+            names = queue_keys(queue)
+            released = int(
+                self._release(
+                    keys=[
+                        delayed.pending,
+                        delayed.messages,
+                        names.pending,
+                        names.messages,
+                        names.wakeup,
+                    ],
+                    args=[WAKEUP_TOKENS_KEPT, *due],
+                )
+            )
+        return DelayedMessages(released, next_eta)

@@ -1,0 +1,104 @@
+-- Apply one lifecycle decision atomically. Python (tocsin.processor.rules) has
+-- decided everything; this step only checks that the decision still holds and
+-- writes it: it builds no JSON and takes no decision of its own.
+--
+-- The publish step of tocsin.common (events/publish.lua) is prepended by the
+-- loader as `publish_event(KEYS, ARGV)`, so frames keep its exact format.
+--
+-- KEYS (every key touched is declared):
+--   1 {P}dedup:{fingerprint}   hash: the fingerprint state, `v` its version token
+--   2 {P}applied:{message id}  string, NX with expiry (ARGV[2] = '': not checked)
+--   3 {P}silence:version       compared with ARGV[3] (ARGV[3] = '-': not checked)
+--   4 {P}alert:{id}            the record
+--   5 {P}timeline:{id}         list of transition entries, capped
+--   6 {P}open                  sorted set: unresolved ids by last_seen
+--   7 {P}resolve:due           sorted set: ids by the time they resolve by themselves
+--   8 {P}stats:minute:{m}      messages received in minute m
+--   9 {P}cache:tag:alerts      cache generation, incremented on every transition
+--   10-12                      the notifications queue: pending, messages, wake-up
+--   then r index keys to remove the id from, a index keys to add it to (score
+--   ARGV[5]), s known-value sets, 2c channel keys (meta, stream) for publish.lua
+--
+-- ARGV: 1 expected version, 2 message id, 3 silence version, 4 record JSON
+--   ('' none), 5 now, 6 open score ('' remove, '-' untouched), 7 due score (same),
+--   8 count a received message (1|0), 9 counts "r a s c f e n" (index removals,
+--   index adds, sets, channels, state values, timeline entries, notifications),
+--   10 alert id, then: f state values (in STATE_FIELDS order), e timeline
+--   entries, n notification id/message pairs, s set members, and for c > 0:
+--   event data, traceparent, c channel names.
+-- The constants (LIVE_PREFIX, STATE_FIELDS, APPLIED_TTL, STATE_TTL, TIMELINE_CAP,
+-- STREAM_CAP, WAKEUP_TOKENS_KEPT) are prepended by the loader.
+--
+-- Returns the outcome of the check: `applied`, `replayed` (message id seen),
+-- `conflict` (the fingerprint changed since it was read: decide again) or
+-- `stale` (the silences changed since the verdict).
+
+if ARGV[3] ~= '-' and (redis.call('GET', KEYS[3]) or '') ~= ARGV[3] then
+  return 'stale'
+end
+if (redis.call('HGET', KEYS[1], 'v') or '') ~= ARGV[1] then
+  return 'conflict'
+end
+if ARGV[2] ~= '' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', APPLIED_TTL) then
+  return 'replayed'
+end
+if ARGV[8] == '1' and redis.call('INCR', KEYS[8]) == 1 then
+  redis.call('EXPIRE', KEYS[8], 7200)
+end
+
+local counts = {}
+for n in string.gmatch(ARGV[9], '%d+') do counts[#counts + 1] = tonumber(n) end
+local r, a, s, c, nvalues, nentries, nnotes = unpack(counts)
+local id = ARGV[10]
+local at = 11
+
+if nvalues > 0 then
+  local fields = {}
+  for i = 1, nvalues do
+    fields[2 * i - 1] = STATE_FIELDS[i]
+    fields[2 * i] = ARGV[at + i - 1]
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('EXPIRE', KEYS[1], STATE_TTL)
+  at = at + nvalues
+end
+
+if ARGV[4] ~= '' then redis.call('SET', KEYS[4], ARGV[4]) end
+
+if nentries > 0 then
+  redis.call('RPUSH', KEYS[5], unpack(ARGV, at, at + nentries - 1))
+  redis.call('LTRIM', KEYS[5], -TIMELINE_CAP, -1)
+  at = at + nentries
+end
+
+if nnotes > 0 then
+  for i = 0, nnotes - 1 do
+    redis.call('HSET', KEYS[11], ARGV[at + 2 * i], ARGV[at + 2 * i + 1])
+    redis.call('RPUSH', KEYS[10], ARGV[at + 2 * i])
+  end
+  redis.call('RPUSH', KEYS[12], '1')
+  redis.call('LTRIM', KEYS[12], -WAKEUP_TOKENS_KEPT, -1)
+  at = at + 2 * nnotes
+end
+
+if ARGV[6] == '' then redis.call('ZREM', KEYS[6], id)
+elseif ARGV[6] ~= '-' then redis.call('ZADD', KEYS[6], ARGV[6], id) end
+if ARGV[7] == '' then redis.call('ZREM', KEYS[7], id)
+elseif ARGV[7] ~= '-' then redis.call('ZADD', KEYS[7], ARGV[7], id) end
+
+local k = 13
+for i = 1, r do redis.call('ZREM', KEYS[k], id); k = k + 1 end
+for i = 1, a do redis.call('ZADD', KEYS[k], ARGV[5], id); k = k + 1 end
+for i = 1, s do redis.call('SADD', KEYS[k], ARGV[at]); k = k + 1; at = at + 1 end
+if r + a > 0 then redis.call('INCR', KEYS[9]) end
+
+if c > 0 then
+  local pk, pa = {}, {STREAM_CAP, ARGV[at], ARGV[at + 1]}
+  for i = 1, 2 * c do pk[i] = KEYS[k + i - 1] end
+  for i = 1, c do
+    pa[3 + i] = ARGV[at + 1 + i]
+    pa[3 + c + i] = LIVE_PREFIX .. ARGV[at + 1 + i]
+  end
+  publish_event(pk, pa)
+end
+return 'applied'

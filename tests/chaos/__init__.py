@@ -1,0 +1,1 @@
+"""Chaos scenarios: real processes, injected faults, and what became of every alert."""

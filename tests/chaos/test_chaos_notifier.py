@@ -1,0 +1,255 @@
+"""Chaos scenarios of the notifier: a crash inside accept, a Redis SIGKILL, receivers that hang
+or are away for a while.
+
+Each scenario runs real processes (the harness's Redis with AOF on, the notifier, real HTTP
+receivers), injects its fault, waits for things to settle and prints the harness's tally. The
+short form runs in `make test`; under `make chaos` (`TOCSIN_CHAOS=long`) the same scenarios
+run at the issue's scale.
+
+Notifications are enqueued directly, as the processor hands them over, so `stored` counts
+the accepted transitions. Every alert is its own group: each accepted alert owes exactly one
+firing notification, and a second one is a duplicate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.exceptions import RedisError
+
+from tests.chaos.harness import LONG, ChaosRedis, Stack, Tally, settle
+from tests.integration.test_notifier_delivery import Enqueuer, Receiver, alert, routes_file
+from tests.support import metric
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+def firing_fingerprints(receiver: Receiver) -> Counter[str]:
+    """How many notifications reached `receiver` for each alert."""
+    with receiver.lock:
+        bodies = [arrival.json() for arrival in receiver.arrivals]
+    return Counter(a["alert"]["fingerprint"] for body in bodies for a in body["alerts"])
+
+
+def latencies(receiver: Receiver, count: int, timeout: float) -> list[float]:
+    """Wait for `count` alerts' notifications; each one's seconds from enqueue to arrival
+    (seen by polling every 20 ms, so within that of the truth)."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"{len(seen)} of {count} notifications arrived"
+        with receiver.lock:
+            bodies = [arrival.json() for arrival in receiver.arrivals]
+        now = time.time()
+        for body in bodies:
+            for item in body["alerts"]:
+                seen.setdefault(item["alert"]["fingerprint"], now - body["enqueued_at"])
+        time.sleep(0.02)
+    return sorted(seen.values())
+
+
+def count_arrivals(tally: Tally, receiver: Receiver) -> None:
+    seen = firing_fingerprints(receiver)
+    tally.stored = tally.accepted
+    tally.delivered = len(seen)
+    tally.lost = tally.accepted - len(seen)
+    tally.duplicated = sum(seen.values()) - len(seen)
+
+
+def one_group_per_alert(receiver: Receiver, tmp_path: Path, group_wait: str = "200ms") -> str:
+    return routes_file(
+        tmp_path,
+        f"""
+route:
+  receiver: hook
+  group_by: [alertname]
+  group_wait: {group_wait}
+  group_interval: 1h
+  repeat_interval: 4h
+receivers:
+  - {{name: hook, type: webhook, url: "{receiver.url}", timeout_seconds: 2}}
+""",
+    )
+
+
+def send_alerts(enqueue: Enqueuer, count: int, prefix: str, every: float = 0.0) -> int:
+    """Enqueue `count` firing alerts like a producer that retries until each is accepted."""
+    accepted = 0
+    for n in range(count):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                enqueue.transition(alert(f"{prefix}{n}", f"fp-{prefix}{n}"))
+                accepted += 1
+                break
+            except RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        time.sleep(every)
+    return accepted
+
+
+FAST = {
+    "TOCSIN_ROUTES_POLL_SECONDS": "0.2",
+    # A killed worker's fetched messages come back after a second of silence.
+    "TOCSIN_HEARTBEAT_TIMEOUT_MS": "1000",
+}
+
+
+@pytest.mark.parametrize("crash_point", ["accept", "flush"])
+def test_notifier_killed_inside_accept_or_flush_loses_no_page(
+    chaos_redis: ChaosRedis,
+    stack: Stack,
+    receiver: Receiver,
+    tmp_path: Path,
+    crash_point: str,
+) -> None:
+    tally = Tally(f"notifier/killed-inside-{crash_point}", sent=20 if LONG else 5)
+    routes = one_group_per_alert(receiver, tmp_path)
+    crashing = stack.start(
+        "notifier", TOCSIN_ROUTES_FILE=routes, TOCSIN_TEST_CRASH_AT=crash_point, **FAST
+    )
+    tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, crash_point)
+    # The process dies the first time it reaches the crash point (the state written by the
+    # step before it is in Redis, the message that got there is unacknowledged).
+    assert crashing.process is not None
+    assert crashing.process.wait(timeout=30) == 137
+    stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
+    tally.settle_seconds = settle(
+        lambda: len(firing_fingerprints(receiver)) == tally.accepted,
+        60,
+        "every alert's page after the restart",
+    )
+    time.sleep(1.0)  # room for a duplicate to show up
+    count_arrivals(tally, receiver)
+    tally.report()
+    tally.assert_clean()
+
+
+def test_redis_sigkill_with_aof_during_notification_flow_strands_no_notification(
+    chaos_redis: ChaosRedis, stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
+    tally = Tally("notifier/redis-sigkill-aof", sent=50 if LONG else 20)
+    outage = 5.0 if LONG else 1.0
+    routes = one_group_per_alert(receiver, tmp_path, group_wait="1s")
+    stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
+    enqueue = Enqueuer(chaos_redis.url)
+    results: list[int] = []
+    producer = threading.Thread(
+        target=lambda: results.append(send_alerts(enqueue, tally.sent, "aof", every=0.05))
+    )
+    producer.start()
+    # Kill Redis while alerts are being accepted, grouped, flushed and sent.
+    settle(lambda: len(receiver.arrivals) >= 2, 30, "the flow to start")
+    chaos_redis.kill()
+    time.sleep(outage)
+    chaos_redis.restart()
+    restarted = time.monotonic()
+    producer.join(timeout=120)
+    tally.accepted = results[0]
+    settle(
+        lambda: len(firing_fingerprints(receiver)) >= tally.accepted,
+        90,
+        "every accepted alert's notification",
+    )
+    tally.settle_seconds = time.monotonic() - restarted
+    time.sleep(1.0)
+    count_arrivals(tally, receiver)
+    tally.report()
+    # A send cut off by the kill may be repeated (same notification id): reported, allowed.
+    assert tally.lost == 0, tally.report()
+
+
+def test_a_hanging_receiver_does_not_delay_a_healthy_one(
+    chaos_redis: ChaosRedis, stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
+    tally = Tally("notifier/hanging-receiver", sent=40 if LONG else 12)
+    # It answers nothing for longer than the send timeout: each send to it times out.
+    hanging = Receiver(hold=60.0).start()
+    try:
+        routes = routes_file(
+            tmp_path,
+            f"""
+route:
+  receiver: healthy
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1h
+  routes:
+    - {{receiver: hanging, continue: true}}
+    - {{receiver: healthy}}
+receivers:
+  - {{name: healthy, type: webhook, url: "{receiver.url}", timeout_seconds: 8}}
+  - {{name: hanging, type: slack, url: "{hanging.url}", timeout_seconds: 8}}
+""",
+        )
+        notifier = stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
+        enqueue = Enqueuer(chaos_redis.url)
+        started = time.monotonic()
+        tally.accepted = send_alerts(enqueue, tally.sent, "hang")
+        healthy = latencies(receiver, tally.accepted, timeout=60)
+        tally.settle_seconds = time.monotonic() - started
+        # Every healthy page arrived before a single send to the hanging receiver had
+        # even timed out: none of them waited behind it (with shared send threads they
+        # queue behind the hanging sends until those time out).
+        timed_out = metric(notifier.url, "tocsin_notifier_failed_total", receiver_type="slack")
+        count_arrivals(tally, receiver)
+        tally.notes["healthy_p50_s"] = f"{healthy[len(healthy) // 2]:.2f}"
+        tally.notes["healthy_max_s"] = f"{healthy[-1]:.2f}"  # its group_wait is 1 s
+        tally.report()
+        tally.assert_clean()
+        assert timed_out == 0
+        assert len(hanging.arrivals) >= 1  # it was tried, and is still hanging
+    finally:
+        hanging.stop()
+
+
+def test_a_receiver_outage_shorter_than_the_retry_budget_loses_nothing(
+    chaos_redis: ChaosRedis, stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
+    tally = Tally("notifier/receiver-outage", sent=50 if LONG else 10)
+    outage = 70.0 if LONG else 4.0
+    backoff = (
+        {}  # the defaults: 0.5 s doubling to 30 s, a 15 min budget
+        if LONG
+        else {
+            "TOCSIN_RETRY_MIN_BACKOFF_MS": "100",
+            "TOCSIN_RETRY_MAX_BACKOFF_MS": "1000",
+            "TOCSIN_RETRY_BUDGET_SECONDS": "30",
+        }
+    )
+    with receiver.lock:
+        receiver.answers.extend([503] * 100_000)
+    routes = one_group_per_alert(receiver, tmp_path)
+    notifier = stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST, **backoff)
+    tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, "outage")
+    time.sleep(outage)
+    with receiver.lock:
+        receiver.answers.clear()
+        refused = len(receiver.arrivals)
+        receiver.arrivals.clear()
+    tally.settle_seconds = settle(
+        lambda: len(firing_fingerprints(receiver)) == tally.accepted,
+        120 if LONG else 60,
+        "every notification once the receiver is back",
+    )
+    time.sleep(1.0)
+    count_arrivals(tally, receiver)
+    tally.notes["outage_s"] = f"{outage:g}"
+    tally.notes["refused_attempts"] = refused
+    tally.report()
+    tally.assert_clean()
+    assert metric(notifier.url, "tocsin_notifier_dead_lettered_total") == 0

@@ -1,0 +1,74 @@
+"""The grouping steps against a real server: each schedules what must follow it, once."""
+
+from __future__ import annotations
+
+import redis
+from tests.integration.test_notifier_delivery import alert
+
+from tocsin.common.queue import queue_keys
+from tocsin.common.queue.due import DueTimes
+from tocsin.common.server import RedisServer
+from tocsin.notifier.grouping import Groups, GroupTimers, Handoff
+from tocsin.notifier.message import GroupedAlert
+
+TIMERS = GroupTimers(group_wait=30, group_interval=300)
+
+
+def due_ids(client: redis.Redis, due: DueTimes) -> set[bytes]:
+    return set(client.zrange(due.keys.entries, 0, -1))
+
+
+def test_adding_an_alert_and_scheduling_its_groups_flush_are_one_step(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    due = DueTimes(client, "notifications")
+    groups = Groups(client, due)
+    item = GroupedAlert(transition="firing", status="firing", alert=alert("A", "fp-a"), at=1.0)
+    scheduled, _ = groups.add("g", item, TIMERS, Handoff("flush-1", b"{}"), 1.0)
+    assert scheduled
+    # A redelivered accept (the process died after the step) finds the flush scheduled.
+    again, _ = groups.add("g", item, TIMERS, Handoff("flush-2", b"{}"), 1.0)
+    assert not again
+    assert due_ids(client, due) == {b"flush-1"}
+    assert client.get("tocsin:notify:group:g:pending") == b"flush-1"
+
+
+def test_a_redelivered_flush_hands_nothing_over_twice_and_starts_no_second_chain(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    due = DueTimes(client, "notifications")
+    groups = Groups(client, due)
+    item = GroupedAlert(transition="firing", status="firing", alert=alert("A", "fp-a"), at=1.0)
+    groups.add("g", item, TIMERS, Handoff("flush-1", b"{}"), 1.0)
+    client.delete(due.keys.entries, due.keys.messages)  # as if the mover took it
+    snapshot = groups.read("g", "flush-1")
+    assert snapshot.alerts["fp-a"].status == "firing"
+    groups.commit(
+        "g",
+        send=Handoff("send-1", b"{}"),
+        firing_hash="h1",
+        now=2.0,
+        forget={},
+        timers=TIMERS,
+        next_flush=Handoff("flush-2", b"{}"),
+    )
+    queue = queue_keys("notifications")
+    assert client.lrange(queue.pending, 0, -1) == [b"send-1"]
+    assert due_ids(client, due) == {b"flush-2"}
+    # The same flush delivered again (its worker died after the commit): the mark now
+    # belongs to flush-2, so the copy neither clears it nor schedules a third flush.
+    groups.read("g", "flush-1")
+    groups.commit(
+        "g",
+        send=None,
+        firing_hash="h1",
+        now=3.0,
+        forget={},
+        timers=TIMERS,
+        next_flush=Handoff("flush-3", b"{}"),
+    )
+    assert due_ids(client, due) == {b"flush-2"}
+    assert client.get("tocsin:notify:group:g:pending") == b"flush-2"
+    assert client.lrange(queue.pending, 0, -1) == [b"send-1"]
