@@ -403,8 +403,11 @@ class Fleet:
         return sum(s.live and s.port == port for s in self.subscribers)
 
     def collect(self, heads: dict[str, int]) -> dict[str, Any]:
-        """The phase's figures; what did not reach its channel's head counts as lost."""
+        """The phase's figures; what a subscribed socket did not get up to its channel's
+        head counts as lost (a socket still down is counted as down)."""
         for subscriber in self.subscribers:
+            if not subscriber.live:
+                continue  # still reconnecting: reported as down, not as lost
             for i, channel in enumerate(subscriber.channels):
                 self.tally.tail(subscriber.offsets[i], heads.get(channel, 0))
         figures = {
@@ -941,7 +944,8 @@ class Run:
             + f"; final tail {_seconds(tail)}"
         )
         print(
-            f"   reconnects {len(handshakes):,}; lost {sum(f['lost'] for f in figures)}, "
+            f"   reconnects {len(handshakes):,}; still down {sum(f['down'] for f in figures)}; "
+            f"lost {sum(f['lost'] for f in figures)}, "
             f"duplicates {sum(f['duplicates'] for f in figures)}, resets "
             f"{sum(f['resets'] for f in figures)}; closes {_merge(f['closes'] for f in figures)}; "
             f"HTTP refusals {_merge(f['refusals'] for f in figures)}"
