@@ -105,7 +105,7 @@ def send_alerts(enqueue: Enqueuer, count: int, prefix: str, every: float = 0.0) 
 FAST = {
     "TOCSIN_ROUTES_POLL_SECONDS": "0.2",
     # A killed worker's fetched messages come back after a second of silence.
-    "TOCSIN_HEARTBEAT_TIMEOUT_MS": "1000",
+    "TOCSIN_QUEUE_HEARTBEAT_TIMEOUT_MS": "1000",
 }
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from tests.support import descendants, process_alive, wait_until
 
+from tocsin.common.server import RedisServer
+
 pytestmark = pytest.mark.integration
 
 TOCSIN = [sys.executable, "-m", "tocsin.client"]
@@ -136,3 +138,31 @@ def test_no_child_outlives_dev_closed_or_killed_and_send_watch_then_say_not_runn
         assert done.returncode == 1, done.stderr
         assert done.stderr.startswith("tocsin: the dev stack is not running"), done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("service", ["gateway", "ingest"])
+def test_a_service_alone_whose_port_is_taken_exits_instead_of_hanging(
+    service: str, redis_server: RedisServer
+) -> None:
+    # The gateway used to log Errno 98 and then hang in its shutdown: its pub/sub
+    # reader swallowed the cancellation and reconnected forever.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, REDIS_URL=redis_server.url, TOCSIN_PORT=str(port),
+                   TOCSIN_JWT_SECRET="a-signing-secret-of-at-least-32-bytes!")  # fmt: skip
+        started = subprocess.Popen(
+            [sys.executable, "-m", "tocsin.client", service],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            code = started.wait(timeout=60)
+        finally:
+            if started.poll() is None:
+                started.kill()
+            output = started.communicate()[0].decode(errors="replace")
+    assert code != 0, output
+    assert "address already in use" in output

@@ -511,7 +511,7 @@ receivers:
         "TOCSIN_ROUTES_FILE": routes,
         "TOCSIN_SEND_TIMEOUT_SECONDS": "5",
         "TOCSIN_CLAIM_LEASE_SECONDS": "3",
-        "TOCSIN_HEARTBEAT_TIMEOUT_MS": "2000",
+        "TOCSIN_QUEUE_HEARTBEAT_TIMEOUT_MS": "2000",
         "TOCSIN_SEND_THREADS": "4",
     }
     doomed = start_service("notifier", **env)

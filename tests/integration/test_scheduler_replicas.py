@@ -35,7 +35,7 @@ def _env(schedules: list[dict[str, object]], **extra: str) -> dict[str, str]:
         # A slow moment on a shared machine must not turn due fire times into misfires.
         "TOCSIN_MISFIRE_GRACE_SECONDS": "60",
         "TOCSIN_REDISPATCH_AFTER_SECONDS": "2",
-        "TOCSIN_WORKER_HEARTBEAT_MS": "2000",
+        "TOCSIN_QUEUE_HEARTBEAT_TIMEOUT_MS": "2000",
         "TOCSIN_JOB_TIME_LIMIT_SECONDS": "2",
         "TOCSIN_LOG_FORMAT": "json",
     }

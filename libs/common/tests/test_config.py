@@ -57,3 +57,16 @@ def test_sentinel_settings_become_the_redis_url() -> None:
         },
     )
     assert settings.redis_url == "redis+sentinel://:p%40ss@s1:26379,s2:26379/main/0"
+
+
+def test_a_renamed_setting_still_reads_its_former_variable_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tocsin.common.queue import QueueConsumerSettings
+
+    with caplog.at_level("WARNING"):
+        former = load_settings(QueueConsumerSettings, {"TOCSIN_WORKER_HEARTBEAT_MS": "1500"})
+    assert former.queue_heartbeat_timeout_ms == 1500
+    assert "TOCSIN_WORKER_HEARTBEAT_MS is deprecated" in caplog.text
+    both = {"TOCSIN_HEARTBEAT_TIMEOUT_MS": "1500", "TOCSIN_QUEUE_HEARTBEAT_TIMEOUT_MS": "2500"}
+    assert load_settings(QueueConsumerSettings, both).queue_heartbeat_timeout_ms == 2500

@@ -12,6 +12,7 @@ def test_queue_layer_exports_exactly_its_public_names_sorted() -> None:
         "Consumer",
         "DelayedMessages",
         "Delivery",
+        "QueueConsumerSettings",
         "QueueKeys",
         "QueueWakeup",
         "QueueWorker",

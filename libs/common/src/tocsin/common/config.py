@@ -9,6 +9,7 @@ prefixed with `TOCSIN_`, unless the field's metadata names it (`REDIS_URL`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
@@ -33,9 +34,16 @@ class ConfigError(ValueError):
     """One or more environment variables could not be read into settings."""
 
 
-def setting(default: Any, doc: str, *, env: str | None = None) -> Any:
-    """Declare a settings field with its documentation and, optionally, its variable name."""
-    return dataclasses.field(default=default, metadata={"doc": doc, "env": env})
+log = logging.getLogger(__name__)
+
+
+def setting(default: Any, doc: str, *, env: str | None = None, former: tuple[str, ...] = ()) -> Any:
+    """Declare a settings field with its documentation and, optionally, its variable name.
+
+    `former` lists the variables that set it before a rename: still read, with a
+    warning, for one release.
+    """
+    return dataclasses.field(default=default, metadata={"doc": doc, "env": env, "former": former})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +126,11 @@ def load_settings(cls: type[SettingsT], environ: Mapping[str, str] | None = None
     for field in dataclasses.fields(cls):
         name = env_name(field)
         if name not in source:
-            continue
+            former = [old for old in field.metadata.get("former", ()) if old in source]
+            if not former:
+                continue
+            log.warning("%s is deprecated: set %s instead", former[0], name)
+            name = former[0]
         try:
             values[field.name] = _convert(source[name], hints[field.name])
         except ValueError as exc:

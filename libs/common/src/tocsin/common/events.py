@@ -21,6 +21,7 @@ from tocsin.common import keys
 __all__ = [
     "CHANNEL_PATTERN",
     "DEFAULT_STREAM_CAP",
+    "SYSTEM_CHANNEL",
     "EventPublisher",
     "InvalidChannelError",
     "alert_channels",
@@ -31,6 +32,8 @@ __all__ = [
 # characters that need no escaping. `alert_channels` is the one channel rule:
 # the processor's apply step publishes to exactly what it returns.
 CHANNEL_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+# Where Tocsin's own findings go: health, patterns, volume storms.
+SYSTEM_CHANNEL = "system"
 DEFAULT_STREAM_CAP = 10_000
 
 _PUBLISH_LUA = resources.files("tocsin.common").joinpath("events/publish.lua").read_text()

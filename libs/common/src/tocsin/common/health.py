@@ -41,13 +41,12 @@ from redis import Redis, RedisError
 
 from tocsin.common import keys
 from tocsin.common.broker import ALERTS_QUEUE, NOTIFICATIONS_QUEUE
-from tocsin.common.events import EventPublisher
+from tocsin.common.events import SYSTEM_CHANNEL, EventPublisher
 from tocsin.common.metrics import E2E_LATENCY_BUCKETS, count_redis_error, queue_state
 
 __all__ = [
     "COMPONENTS",
     "MIN_CACHE_LOOKUPS",
-    "SYSTEM_CHANNEL",
     "WINDOW_SECONDS",
     "Component",
     "ComponentScore",
@@ -66,7 +65,6 @@ WINDOW_SECONDS = 300
 # console's first page of each query is a miss, which alone scored 0 on the
 # component (health 90 on an idle stack, with nothing wrong).
 MIN_CACHE_LOOKUPS = 20
-SYSTEM_CHANNEL = "system"
 DEFAULT_QUEUES = (ALERTS_QUEUE, NOTIFICATIONS_QUEUE)
 # Dead-letter samples older than this are dropped; a bit more than the window.
 _SAMPLE_RETENTION_SECONDS = WINDOW_SECONDS * 2

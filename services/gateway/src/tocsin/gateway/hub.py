@@ -105,9 +105,13 @@ class Hub:
         ]
 
     async def stop(self) -> None:
+        # redis-py can swallow a cancellation that lands inside a (re)connect, and the
+        # reader then loops on: cancel until each task has really ended, or a gateway
+        # whose server failed to bind never finishes shutting down.
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._close_pubsub()

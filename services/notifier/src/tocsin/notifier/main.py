@@ -125,7 +125,7 @@ def run() -> None:
         broker,
         [queues.NOTIFICATIONS_QUEUE],
         worker_threads=settings.send_threads,
-        recovery=Recovery(timeout_ms=settings.heartbeat_timeout_ms),
+        recovery=Recovery(timeout_ms=settings.queue_heartbeat_timeout_ms),
         name="notifications",
     )
     stop = shutdown_event()

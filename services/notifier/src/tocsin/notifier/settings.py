@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tocsin.common.config import CommonSettings, setting
+from tocsin.common.config import setting
+from tocsin.common.queue import QueueConsumerSettings
 
 __all__ = ["DEFAULT_PORT", "NotifierSettings"]
 
@@ -12,7 +13,7 @@ DEFAULT_PORT = 8083
 
 
 @dataclasses.dataclass(frozen=True)
-class NotifierSettings(CommonSettings):
+class NotifierSettings(QueueConsumerSettings):
     """Settings of the notifier service."""
 
     routes_file: str = setting(
@@ -44,10 +45,6 @@ class NotifierSettings(CommonSettings):
         20, "A group with more alerts than this is sent as a digest (counts plus the first N)."
     )
     digest_sample: int = setting(10, "Alerts listed in a digest (the N above).")
-    heartbeat_timeout_ms: int = setting(
-        8_000,
-        "Silence after which a crashed worker's in-flight messages are requeued, in ms.",
-    )
     claim_lease_seconds: float = setting(
         0.0, "Lease of an in-progress send claim, in seconds (0: send timeout plus 5 s)."
     )

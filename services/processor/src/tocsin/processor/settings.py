@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tocsin.common.config import CommonSettings, setting
+from tocsin.common.config import setting
+from tocsin.common.queue import QueueConsumerSettings
 
 __all__ = ["DEFAULT_PORT", "ProcessorSettings"]
 
@@ -12,7 +13,7 @@ DEFAULT_PORT = 8082
 
 
 @dataclasses.dataclass(frozen=True)
-class ProcessorSettings(CommonSettings):
+class ProcessorSettings(QueueConsumerSettings):
     """Settings of the processor service."""
 
     dedup_window_seconds: float = setting(
@@ -51,8 +52,3 @@ class ProcessorSettings(CommonSettings):
     )
     batch_max_messages: int = setting(200, "Most queue messages the batch consumer takes at once.")
     stream_cap: int = setting(10_000, "Approximate number of events kept per channel stream.")
-    queue_heartbeat_timeout_ms: int = setting(
-        8_000,
-        "Silence after which a worker counts as dead and its unacked messages are requeued, "
-        "in ms (its messages run again within this plus 2 s).",
-    )

@@ -84,7 +84,7 @@ def run() -> None:
             broker,
             queues,
             worker_threads=settings.worker_threads,
-            recovery=Recovery(timeout_ms=settings.worker_heartbeat_ms),
+            recovery=Recovery(timeout_ms=settings.queue_heartbeat_timeout_ms),
             name="jobs",
         )
         consumer.start()

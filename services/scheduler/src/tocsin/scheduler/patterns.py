@@ -26,14 +26,12 @@ from typing import Any
 from redis import Redis
 
 from tocsin.common import keys
-from tocsin.common.events import EventPublisher
+from tocsin.common.events import SYSTEM_CHANNEL, EventPublisher
 from tocsin.common.models import rfc3339
 from tocsin.scheduler import alertdata
 from tocsin.scheduler.alertdata import AlertRecord
 
-__all__ = ["SYSTEM_CHANNEL", "PatternRules", "detect", "run_pattern_detection"]
-
-SYSTEM_CHANNEL = "system"
+__all__ = ["PatternRules", "detect", "run_pattern_detection"]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tocsin.common.config import CommonSettings, setting
+from tocsin.common.config import setting
+from tocsin.common.queue import QueueConsumerSettings
 
 __all__ = ["DEFAULT_PORT", "SchedulerSettings"]
 
@@ -12,7 +13,7 @@ DEFAULT_PORT = 8084
 
 
 @dataclasses.dataclass(frozen=True)
-class SchedulerSettings(CommonSettings):
+class SchedulerSettings(QueueConsumerSettings):
     """Settings of the scheduler service."""
 
     schedules: str = setting(
@@ -36,11 +37,6 @@ class SchedulerSettings(CommonSettings):
     )
     run_workers: bool = setting(True, "Run the job worker threads in this process.")
     worker_threads: int = setting(2, "Worker threads of the job queues' consumer.")
-    worker_heartbeat_ms: int = setting(
-        8_000,
-        "Silence after which a dead worker's in-flight jobs are requeued (queue heartbeat "
-        "timeout), in ms.",
-    )
     job_time_limit_seconds: int = setting(300, "Longest a job may run before it is stopped.")
     job_max_retries: int = setting(3, "Retries of a failed job run (same run id).")
     run_record_days: int = setting(7, "How long a finished run id is remembered, in days.")

@@ -19,6 +19,7 @@ from tocsin.common.queue._layout import (
     encode_message,
     queue_keys,
 )
+from tocsin.common.queue._settings import QueueConsumerSettings
 from tocsin.common.queue.consumer import BatchHandler, Consumer, Delivery
 from tocsin.common.queue.enqueue import enqueue
 from tocsin.common.queue.wakeup import QueueWakeup
@@ -30,6 +31,7 @@ __all__ = [
     "Consumer",
     "DelayedMessages",
     "Delivery",
+    "QueueConsumerSettings",
     "QueueKeys",
     "QueueWakeup",
     "QueueWorker",

@@ -30,7 +30,7 @@ from redis import Redis
 
 from tocsin.common import keys
 from tocsin.common.broker import PREDICT_INCIDENT_ACTOR, PREDICTION_QUEUE
-from tocsin.common.events import EventPublisher, alert_channels
+from tocsin.common.events import SYSTEM_CHANNEL, EventPublisher, alert_channels
 from tocsin.common.prediction import (
     PREDICTED_EVENT,
     VOLUME_EVENT,
@@ -59,7 +59,6 @@ __all__ = ["PredictionRules", "Predictor", "declare_prediction_actors"]
 
 log = logging.getLogger(__name__)
 
-SYSTEM_CHANNEL = "system"
 FORECAST_HOURS = 24
 _encoder = msgspec.json.Encoder()
 
