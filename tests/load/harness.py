@@ -30,10 +30,17 @@ __all__ = [
 
 @contextlib.contextmanager
 def service(
-    name: str, redis_url: str, *, secret: str, core: int | None = None, **env: str
+    name: str,
+    redis_url: str,
+    *,
+    secret: str,
+    core: int | None = None,
+    port: int | None = None,
+    **env: str,
 ) -> Iterator[tuple[str, int]]:
-    """A Tocsin service process, ready, pinned to `core` when given; yields its URL and pid."""
-    port = free_port()
+    """A Tocsin service process, ready, pinned to `core` when given, on `port` when given
+    (a restarted process takes its predecessor's); yields its URL and pid."""
+    port = port or free_port()
     environ = dict(os.environ)
     environ.update(
         REDIS_URL=redis_url,

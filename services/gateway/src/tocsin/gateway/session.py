@@ -496,7 +496,7 @@ class Session:
                     if (epoch and head.epoch and epoch != head.epoch) or since > head.offset:
                         recovered = False
                     elif since < head.offset:
-                        history = await node.log.read(channel, since, batch)
+                        history = await node.log.read(channel, since, batch, head)
                         if history and history[0].offset == since + 1:
                             start = since
                         else:
