@@ -81,6 +81,8 @@ def test_redos_label_filters_answer_and_the_gateway_stays_responsive(
     prober = threading.Thread(target=probe)
     prober.start()
     try:
+        # The prober answers before the filters start, so it really runs beside them.
+        wait_until(lambda: bool(probes), 10, "a first health probe")
         with httpx.Client(base_url=gateway.url, headers=auth, timeout=10) as http:
             for pattern in EVIL_PATTERNS:
                 answer = http.get("/v1/alerts", params={"label": f"x=~{pattern}"})
