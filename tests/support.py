@@ -11,16 +11,23 @@ import shutil
 import socket as sockets
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import pytest
+
+from tocsin.common import broker as queues
+from tocsin.common.models import AlertIn, QueuedAlert
 
 __all__ = [
     "RawWebSocket",
+    "debian_binary",
     "descendants",
+    "enqueue_alert",
     "metric",
     "next_frame",
     "process_alive",
@@ -250,3 +257,21 @@ def debian_binary(binary: str, package: str) -> str:
         pytest.skip(f"apt-get install {package} failed: "
                     + result.stderr.decode(errors="replace")[-500:])  # fmt: skip
     return found
+
+
+def enqueue_alert(redis_url: str, fingerprint: str, labels: dict[str, str]) -> None:
+    """Put one alert on the processor's queue as ingest would, bypassing HTTP."""
+    message = QueuedAlert(
+        id=uuid.uuid4().hex,
+        fingerprint=fingerprint,
+        received_at=time.time(),
+        producer="test",
+        alert=AlertIn(name="latency", severity="error", labels=labels, dedup_key=fingerprint),
+    )
+    broker = queues.build_broker(redis_url)
+    broker.enqueue(
+        queues.build_message(
+            queues.ALERTS_QUEUE, queues.PROCESS_ALERTS_ACTOR, ([msgspec.to_builtins(message)],)
+        )
+    )
+    broker.close()

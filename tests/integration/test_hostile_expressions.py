@@ -10,42 +10,22 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
+from tests.support import enqueue_alert as send
 from tests.support import wait_until
 
-from tocsin.common import broker as queues
 from tocsin.common import keys
-from tocsin.common.models import AlertIn, QueuedAlert
 from tocsin.common.redis import sync_client
 
 pytestmark = pytest.mark.integration
 
 EVIL_VALUE = "a" * 60
 EVIL_PATTERNS = ["(a+)+b", "(a|aa)+b", "(a|a?)+b", "(.*a){20}b"]
-
-
-def send(redis_url: str, fingerprint: str, labels: dict[str, str]) -> None:
-    message = QueuedAlert(
-        id=uuid.uuid4().hex,
-        fingerprint=fingerprint,
-        received_at=time.time(),
-        producer="test",
-        alert=AlertIn(name="latency", severity="error", labels=labels, dedup_key=fingerprint),
-    )
-    broker = queues.build_broker(redis_url)
-    broker.enqueue(
-        queues.build_message(
-            queues.ALERTS_QUEUE, queues.PROCESS_ALERTS_ACTOR, ([msgspec.to_builtins(message)],)
-        )
-    )
-    broker.close()
 
 
 def silence_body(matchers: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,41 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
+from tests.support import enqueue_alert as send
 from tests.support import wait_until
 
-from tocsin.common import broker as queues
 from tocsin.common import keys
-from tocsin.common.models import AlertIn, QueuedAlert
 from tocsin.common.redis import sync_client
 
 pytestmark = pytest.mark.integration
 
 NOTIFICATIONS = f"{keys.DRAMATIQ_NAMESPACE}:notifications"
-
-
-def send(redis_url: str, fingerprint: str, labels: dict[str, str]) -> None:
-    message = QueuedAlert(
-        id=uuid.uuid4().hex,
-        fingerprint=fingerprint,
-        received_at=time.time(),
-        producer="test",
-        alert=AlertIn(name="latency", severity="error", labels=labels, dedup_key=fingerprint),
-    )
-    broker = queues.build_broker(redis_url)
-    broker.enqueue(
-        queues.build_message(
-            queues.ALERTS_QUEUE, queues.PROCESS_ALERTS_ACTOR, ([msgspec.to_builtins(message)],)
-        )
-    )
-    broker.close()
 
 
 def test_silenced_alert_is_stored_and_streamed_but_not_notified_until_the_silence_expires(
