@@ -342,14 +342,17 @@ def test_keyboard_moves_with_j_and_k_and_acts_with_a_and_s(open_console: Any) ->
     row(page, "DiskFull").wait_for()
     page.locator("#list").focus()
     selected = page.locator(".row[aria-current=true]")
-    # Compared by id, not by position: rows the live stream adds meanwhile may shift them.
+    current = "document.querySelector('.row[aria-current=true]')?.dataset.id"
+    # Compared by id, not by position (rows the live stream adds may shift them), and
+    # waited for: the virtualised list redraws the selection on the next frame.
     page.keyboard.press("j")
+    selected.wait_for()
     first = selected.get_attribute("data-id")
     page.keyboard.press("j")
-    assert selected.get_attribute("data-id") not in (None, first)
+    page.wait_for_function(f"first => {current} && {current} !== first", arg=first, timeout=10_000)
     page.keyboard.press("k")
+    page.wait_for_function(f"first => {current} === first", arg=first, timeout=10_000)
     assert selected.count() == 1
-    assert selected.get_attribute("data-id") == first
     page.keyboard.press("a")
     page.locator("#comment-dialog[open]").wait_for()
     page.keyboard.press("Escape")
