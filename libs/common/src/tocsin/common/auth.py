@@ -39,6 +39,7 @@ import msgspec
 from jwt.algorithms import HMACAlgorithm
 
 from tocsin.common.config import CommonSettings
+from tocsin.common.errors import TokenError
 
 __all__ = ["Claims", "TokenError", "TokenVerifier", "mint_token"]
 
@@ -79,14 +80,6 @@ def _numeric_date(value: Any) -> int | None:
         return int(value)
     except (ValueError, TypeError, OverflowError):
         return None
-
-
-class TokenError(Exception):
-    """A token that was refused; `code` is stable and documented."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tocsin.common.errors import InvalidBodyError
+
 __all__ = [
     "AlertAction",
     "AlertIn",
@@ -176,14 +178,6 @@ def decode_alerts(body: bytes) -> tuple[list[AlertIn], bool]:
     if isinstance(decoded, list):
         return decoded, True
     return [decoded], False
-
-
-class InvalidBodyError(ValueError):
-    """A request body that does not decode into the expected model."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__("; ".join(f"{e.path}: {e.reason}" for e in errors))
-        self.errors = errors
 
 
 def _field_error(message: str) -> FieldError:
