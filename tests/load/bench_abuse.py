@@ -42,8 +42,8 @@ import psutil
 from tests.hostile import PING, TEXT, client_frame
 from tests.load.bench_gateway import SECRET, _cpu, _rss, open_sockets, publish_step
 from tests.load.harness import masked_text_frame, service, two_cores
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer
+from tocsin.client.devserver import RedisServer
+from tocsin.client.devtoken import mint_token
 
 HOSTILE = int(os.environ.get("BENCH_ABUSE_HOSTILE", "1000"))
 HONEST = int(os.environ.get("BENCH_ABUSE_HONEST", "200"))

@@ -40,9 +40,9 @@ from tests.load.harness import (
     two_cores,
     upgrade_request,
 )
+from tocsin.client.devserver import RedisServer
+from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-end-to-end-benchmark-run"
 STEP_SECONDS = float(os.environ.get("BENCH_E2E_STEP_SECONDS", "6"))

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import psutil
 
 from tests.load.harness import SocketClient, masked_text_frame, service, two_cores, upgrade_request
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer
+from tocsin.client.devserver import RedisServer
+from tocsin.client.devtoken import mint_token
 
 SECRET = "bench-secret-for-the-gateway-benchmark-run"
 IMPLEMENTATIONS = ("tocsin", "websockets-sansio", "wsproto", "websockets")

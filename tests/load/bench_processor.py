@@ -58,14 +58,14 @@ import msgspec
 import psutil
 
 from tests.load.harness import otlp_sink, service
+from tocsin.client.devserver import RedisServer
+from tocsin.client.devtoken import mint_token
 from tocsin.common import broker as queues
 from tocsin.common import keys
-from tocsin.common.auth import mint_token
 from tocsin.common.cache import ReadThroughCache
 from tocsin.common.models import AlertIn, QueuedAlert
 from tocsin.common.pipelining import PipelinedRedis
 from tocsin.common.redis import async_client, sync_client
-from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-processor-benchmark-run"
 ROOT = Path(__file__).resolve().parents[2]

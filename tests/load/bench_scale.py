@@ -63,8 +63,8 @@ from tests.load import capacity
 from tests.load.harness import SocketClient, masked_text_frame, service, upgrade_request
 from tests.load.scale_metrics import Histogram, Tally, percentile
 from tocsin.client import Backoff
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
-from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-scale-benchmark-run"
 FD_LIMIT = 20_000
@@ -605,7 +605,7 @@ class Run:
             self.workers.append(Worker(process))
 
     def specs(self) -> None:
-        from tocsin.common.auth import mint_token
+        from tocsin.client.devtoken import mint_token
 
         ports = [g.port for g in self.gateways]
         shuffle = random.Random(19)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tests.support import wait_until_serving
-from tocsin.common.server import free_port, stop_process
+from tocsin.client.devserver import free_port, stop_process
 
 __all__ = [
     "SocketClient",

@@ -30,7 +30,7 @@ import json
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from jwt.algorithms import HMACAlgorithm
 from tocsin.common.config import CommonSettings
 from tocsin.common.errors import TokenError
 
-__all__ = ["Claims", "TokenError", "TokenVerifier", "mint_token"]
+__all__ = ["Claims", "TokenError", "TokenVerifier"]
 
 
 # base64url to the standard alphabet; `+`, `/` and `=` are not base64url, so they become
@@ -338,29 +338,3 @@ def _claims_of(payload: dict[str, Any]) -> Claims:
         )
     except (TypeError, ValueError, OverflowError) as exc:
         raise TokenError("token_invalid", f"malformed claims: {exc}") from None
-
-
-def mint_token(
-    secret: str,
-    subject: str,
-    *,
-    scopes: Iterable[str] = ("read",),
-    channels: Iterable[str] = ("*",),
-    audience: str = "tocsin",
-    issuer: str = "",
-    ttl: float = 3600.0,
-) -> str:
-    """An HS256 token, for development and tests."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": subject,
-        "aud": audience,
-        "iat": now,
-        "nbf": now,
-        "exp": now + int(ttl),
-        "scope": " ".join(scopes),
-        "channels": list(channels),
-    }
-    if issuer:
-        claims["iss"] = issuer
-    return jwt.encode(claims, secret, algorithm="HS256")
