@@ -20,11 +20,13 @@ import msgspec
 from tocsin.common.errors import InvalidBodyError
 
 __all__ = [
+    "MAX_LABELS",
     "AlertAction",
     "AlertIn",
     "FieldError",
     "InvalidBodyError",
     "NotificationRequest",
+    "Path",
     "QueuedAlert",
     "Severity",
     "Status",
