@@ -45,7 +45,7 @@ def test_matcher_op_is_derived_from_the_alertmanager_flags() -> None:
 
 
 def test_invalid_regex_is_refused_naming_the_matcher_as_invalid_input() -> None:
-    with pytest.raises(UnsupportedRegexError, match="matcher a: .*invalid regex"):
+    with pytest.raises(UnsupportedRegexError, match=r"matcher a: .*invalid regex"):
         Matcher(name="a", value="(", isRegex=True).check()
 
 
