@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
 
 import pytest
 
 import tocsin.client
+import tocsin.common
+import tocsin.common.queue
 from tocsin.common import errors
 from tocsin.common.errors import (
     ConfigError,
@@ -123,3 +126,20 @@ def test_a_refused_body_keeps_its_field_errors_and_names_them_in_its_message() -
 def test_a_refused_token_carries_its_stable_code() -> None:
     refused = TokenError("token_expired", "the token expired 5 s ago")
     assert (refused.code, str(refused)) == ("token_expired", "the token expired 5 s ago")
+
+
+def test_every_public_error_a_common_module_defines_is_in_the_tree() -> None:
+    outside = []
+    for package in (tocsin.common, tocsin.common.queue):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            module = importlib.import_module(info.name)
+            for name, value in vars(module).items():
+                if (
+                    isinstance(value, type)
+                    and issubclass(value, BaseException)
+                    and value.__module__ == module.__name__
+                    and not name.startswith("_")
+                    and not issubclass(value, TocsinError)
+                ):
+                    outside.append(f"{module.__name__}.{name}")
+    assert outside == []
