@@ -643,15 +643,14 @@ def upgrade_protocol(
 
     class UpgradeProtocol(LimitedHttpToolsProtocol):
         def handle_websocket_upgrade(self) -> None:
-            url: bytes = self.url
-            target, _, query = url.partition(b"?")
-            if target != path_bytes:
+            request = self.upgrade_request()
+            if request.target != path_bytes:
                 self._refuse(404, "no WebSocket endpoint here")
                 return
-            if self.scope["method"] != "GET":
+            if request.method != "GET":
                 self._refuse(405, "the upgrade must be a GET")
                 return
-            headers = self.headers
+            headers = request.headers
             key, refusal = _handshake_key(headers)
             if key is None:
                 if refusal == "426":
@@ -659,26 +658,21 @@ def upgrade_protocol(
                 else:
                     self._refuse(400, refusal)
                 return
-            self.connections.discard(self)
-            # The parser and this protocol refer to each other: part them now,
-            # rather than leave a cycle per connection to the garbage collector.
-            self.parser = None  # type: ignore[assignment]
-            transport = self.transport
-            socket = SocketProtocol(transport, key, self.server_state, timings, max_message)
-            transport.set_protocol(socket)
+            socket = self.hand_over(
+                lambda transport, state: SocketProtocol(transport, key, state, timings, max_message)
+            )
             socket.start(
                 endpoint,
                 {
                     "type": "websocket",
                     "path": path,
-                    "query_string": query,
+                    "query_string": request.query,
                     "headers": headers,
                     "subprotocols": _subprotocols(headers),
                 },
             )
 
         def _refuse(self, status: int, reason: str, *headers: str) -> None:
-            self.parser = None  # type: ignore[assignment]
-            respond(self.transport, status, reason.encode(), *headers, _PLAIN_TEXT)
+            respond(self.release_parser(), status, reason.encode(), *headers, _PLAIN_TEXT)
 
     return UpgradeProtocol.with_limits(limits) if limits is not None else UpgradeProtocol
