@@ -29,9 +29,6 @@ peer that never reads cannot keep a closed socket (or its session) alive.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, MutableMapping
@@ -41,13 +38,33 @@ from typing import Any
 
 from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.gateway.protocol import CloseCode
+from tocsin.gateway.rfc6455 import (
+    BINARY,
+    NO_STATUS,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    FrameReader,
+    accept_answer,
+    close_frame,
+    frame,
+    handshake_key,
+    offered_subprotocols,
+    parse_close,
+    unmask,
+)
 from tocsin.gateway.wire import WIRE_EXTENSION, Coalescer, Inbox, Wire, Writable
 
+# The framing's names stay importable from here, where the server that speaks it lives.
 __all__ = [
     "FrameError",
     "FrameReader",
     "SocketProtocol",
     "SocketTimings",
+    "frame",
+    "parse_close",
+    "unmask",
     "upgrade_protocol",
 ]
 
@@ -56,12 +73,6 @@ log = logging.getLogger(__name__)
 Message = MutableMapping[str, Any]
 Endpoint = Callable[[Message, Any, Any], Coroutine[Any, Any, None]]
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TEXT, _BINARY, _CONTINUATION = 0x1, 0x2, 0x0
-_CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
-# Codes a peer may send in a close frame (RFC 6455 7.4), besides 3000-4999.
-_PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
-_NO_STATUS = 1005
 _ABNORMAL = 1006
 _SERVICE_RESTART = 1012
 # Messages (and their payload bytes) read ahead of the application before reading
@@ -71,143 +82,6 @@ _READ_AHEAD = 64
 _READ_AHEAD_BYTES = 1 << 20
 _READ_RESUME = 16
 _READ_RESUME_BYTES = _READ_AHEAD_BYTES // 4
-
-
-class FrameError(Exception):
-    """The peer broke the framing rules; `code` is the close code to answer with."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR `payload` with the repeating 4-byte `mask`, as one big-integer operation."""
-    length = len(payload)
-    if not length:
-        return payload
-    key = (mask * (length // 4 + 1))[:length]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
-        length, "little"
-    )
-
-
-def frame(opcode: int, payload: bytes = b"") -> bytes:
-    """An unmasked, final server frame."""
-    length = len(payload)
-    if length < 126:
-        return bytes((0x80 | opcode, length)) + payload
-    if length < 65536:
-        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big") + payload
-    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big") + payload
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    return frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()[:123])
-
-
-class FrameReader:
-    """Client frames in, whole messages and control frames out (pure: no I/O).
-
-    `feed` returns `(opcode, payload)` pairs: complete text or binary messages
-    (continuations joined) and control frames, unmasked. It raises `FrameError`
-    at the first broken rule, and refuses an oversized message from its header,
-    before buffering its payload.
-    """
-
-    __slots__ = ("_buffer", "_fragments", "_fragments_size", "_message_opcode", "max_size")
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._buffer = b""
-        self._fragments: list[bytes] | None = None
-        self._fragments_size = 0
-        self._message_opcode = 0
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buffer = self._buffer + data if self._buffer else data
-        out: list[tuple[int, bytes]] = []
-        position = 0
-        end = len(buffer)
-        while end - position >= 2:
-            first, second = buffer[position], buffer[position + 1]
-            opcode = first & 0x0F
-            length = second & 0x7F
-            header = 2
-            if length == 126:
-                header = 4
-                if end - position < header:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
-            elif length == 127:
-                header = 10
-                if end - position < header:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
-            self._check_header(first, second, opcode, length)
-            total = header + 4 + length
-            if end - position < total:
-                break
-            mask = buffer[position + header : position + header + 4]
-            payload = unmask(buffer[position + header + 4 : position + total], mask)
-            position += total
-            message = self._take(first & 0x80, opcode, payload)
-            if message is not None:
-                out.append(message)
-        self._buffer = buffer[position:] if position < end else b""
-        return out
-
-    def _check_header(self, first: int, second: int, opcode: int, length: int) -> None:
-        if first & 0x70:
-            raise FrameError(1002, "reserved bits are set, and no extension was agreed")
-        if not second & 0x80:
-            raise FrameError(1002, "client frames must be masked")
-        if opcode >= 0x8:
-            if opcode not in (_CLOSE, _PING, _PONG):
-                raise FrameError(1002, f"unknown opcode {opcode:#x}")
-            if not first & 0x80 or length > 125:
-                raise FrameError(1002, "control frames are final and at most 125 bytes")
-        elif opcode not in (_TEXT, _BINARY, _CONTINUATION):
-            raise FrameError(1002, f"unknown opcode {opcode:#x}")
-        elif length + self._fragments_size > self.max_size:
-            raise FrameError(1009, f"messages are limited to {self.max_size} bytes")
-
-    def _take(self, final: int, opcode: int, payload: bytes) -> tuple[int, bytes] | None:
-        if opcode >= 0x8:
-            return opcode, payload
-        fragments = self._fragments
-        if opcode == _CONTINUATION:
-            if fragments is None:
-                raise FrameError(1002, "a continuation frame without a message to continue")
-            fragments.append(payload)
-            self._fragments_size += len(payload)
-            if not final:
-                return None
-            self._fragments, self._fragments_size = None, 0
-            return self._message_opcode, b"".join(fragments)
-        if fragments is not None:
-            raise FrameError(1002, "a new message began before the last one ended")
-        if final:
-            return opcode, payload
-        self._fragments, self._fragments_size = [payload], len(payload)
-        self._message_opcode = opcode
-        return None
-
-
-def parse_close(payload: bytes) -> tuple[int, str]:
-    """The code and reason of a peer's close frame; `FrameError` if malformed."""
-    if not payload:
-        return _NO_STATUS, ""
-    if len(payload) == 1:
-        raise FrameError(1002, "a close payload of one byte")
-    code = int.from_bytes(payload[:2], "big")
-    if code not in _PEER_CLOSE_CODES and not 3000 <= code <= 4999:
-        raise FrameError(1002, f"close code {code} may not be sent")
-    try:
-        return code, payload[2:].decode()
-    except UnicodeDecodeError:
-        raise FrameError(1007, "the close reason is not UTF-8") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,11 +195,11 @@ class SocketProtocol(asyncio.Protocol):
         # Pongs to the pings of one read leave in one write (a ping flood costs one send).
         pongs: list[bytes] = []
         for opcode, payload in messages:
-            if opcode <= _BINARY:
+            if opcode <= BINARY:
                 if self.close_sent:
                     # After our close only the peer's close matters: nothing more is queued.
                     continue
-                if opcode == _TEXT:
+                if opcode == TEXT:
                     try:
                         text = payload.decode()
                     except UnicodeDecodeError:
@@ -334,10 +208,10 @@ class SocketProtocol(asyncio.Protocol):
                     queue.put_nowait({"type": "websocket.receive", "text": text}, len(payload))
                 else:
                     queue.put_nowait({"type": "websocket.receive", "bytes": payload}, len(payload))
-            elif opcode == _PING:
+            elif opcode == PING:
                 if not self.close_sent:
-                    pongs.append(frame(_PONG, payload))
-            elif opcode == _PONG:
+                    pongs.append(frame(PONG, payload))
+            elif opcode == PONG:
                 self._pong_received()
             else:
                 if pongs:
@@ -440,9 +314,9 @@ class SocketProtocol(asyncio.Protocol):
         if kind == "websocket.send":
             text = message.get("text")
             if text is not None:
-                self.transport.write(frame(_TEXT, text.encode()))
+                self.transport.write(frame(TEXT, text.encode()))
             else:
-                self.transport.write(frame(_BINARY, message.get("bytes") or b""))
+                self.transport.write(frame(BINARY, message.get("bytes") or b""))
             if not self.writable.ready:
                 await self.writable.wait()
         elif kind == "websocket.close":
@@ -470,18 +344,9 @@ class SocketProtocol(asyncio.Protocol):
             raise RuntimeError(f"unexpected ASGI message {kind!r} before the handshake")
 
     def _accept(self, subprotocol: str | None) -> None:
-        # RFC 6455 fixes SHA-1 here; it proves only that the server read the key.
-        accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
-        lines = [
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n"
-        ]
-        if subprotocol:
-            lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n")
-        lines.append(b"\r\n")
         # Through the wire: the answer and the application's first frame (the welcome)
         # leave in one write, one send(2) fewer per connect.
-        answer = b"".join(lines)
+        answer = accept_answer(self._key, subprotocol)
         if not self.wire.write(answer):
             self.transport.write(answer)
         self._accepted = True
@@ -534,7 +399,7 @@ class SocketProtocol(asyncio.Protocol):
         self._closed_code = code
         if not self.close_sent:
             self.wire.flush()
-            self.transport.write(close_frame(code if code != _NO_STATUS else 1000))
+            self.transport.write(close_frame(code if code != NO_STATUS else 1000))
             self.close_sent = True
         self._disconnect(code)
         self._end()
@@ -574,7 +439,7 @@ class SocketProtocol(asyncio.Protocol):
         if self.close_sent:
             self._timer = None
             return
-        self._write_now(frame(_PING))
+        self._write_now(frame(PING))
         self._timer = asyncio.get_running_loop().call_later(
             self._timings.pong_timeout, self._pong_missed
         )
@@ -604,32 +469,6 @@ def respond(transport: asyncio.Transport, status: int, body: bytes = b"", *heade
     transport.close()
 
 
-def _handshake_key(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str]:
-    """The client's `Sec-WebSocket-Key`, or None and why the handshake is refused."""
-    key = version = None
-    for name, value in headers:
-        if name == b"sec-websocket-key":
-            key = value.strip()
-        elif name == b"sec-websocket-version":
-            version = value.strip()
-    if version != b"13":
-        return None, "426"
-    try:
-        if key is None or len(base64.b64decode(key, validate=True)) != 16:
-            return None, "a Sec-WebSocket-Key of 16 base64-encoded bytes is required"
-    except binascii.Error:
-        return None, "Sec-WebSocket-Key is not base64"
-    return key, ""
-
-
-def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
-    offered: list[str] = []
-    for name, value in headers:
-        if name == b"sec-websocket-protocol":
-            offered += [part.strip() for part in value.decode("latin-1").split(",")]
-    return offered
-
-
 def upgrade_protocol(
     endpoint: Endpoint,
     path: str,
@@ -651,7 +490,7 @@ def upgrade_protocol(
                 self._refuse(405, "the upgrade must be a GET")
                 return
             headers = request.headers
-            key, refusal = _handshake_key(headers)
+            key, refusal = handshake_key(headers)
             if key is None:
                 if refusal == "426":
                     self._refuse(426, "only WebSocket version 13", "sec-websocket-version: 13")
@@ -668,7 +507,7 @@ def upgrade_protocol(
                     "path": path,
                     "query_string": request.query,
                     "headers": headers,
-                    "subprotocols": _subprotocols(headers),
+                    "subprotocols": offered_subprotocols(headers),
                 },
             )
 
