@@ -29,6 +29,7 @@ peer that never reads cannot keep a closed socket (or its session) alive.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable, Coroutine, MutableMapping
@@ -61,6 +62,7 @@ __all__ = [
     "FrameError",
     "FrameReader",
     "SocketProtocol",
+    "SocketState",
     "SocketTimings",
     "frame",
     "parse_close",
@@ -101,17 +103,53 @@ class SocketTimings:
     read_burst: int = 0
 
 
+class SocketState(enum.Enum):
+    """Where a connection stands, from the upgrade request to the application's disconnect."""
+
+    CONNECTING = "connecting"
+    """The handshake waits for the application's accept."""
+    REFUSED = "refused"
+    """An HTTP answer went instead of the upgrade."""
+    ABORTED = "aborted"
+    """Gone before it was accepted; the application has been told."""
+    OPEN = "open"
+    CLOSING = "closing"
+    """Our close frame went (or the peer's was answered); nothing more is sent."""
+    CLOSED = "closed"
+    """Closed after it was accepted; the application has been told."""
+
+
+_UNACCEPTED = frozenset({SocketState.CONNECTING, SocketState.REFUSED, SocketState.ABORTED})
+_TOLD = frozenset({SocketState.ABORTED, SocketState.CLOSED})
+_CLOSE_SENT = frozenset(SocketState) - {SocketState.CONNECTING, SocketState.OPEN}
+# Each state's successor when our side stops sending, when the application accepts,
+# and when the application is told of the disconnect.
+_ON_CLOSE_SENT = {
+    SocketState.CONNECTING: SocketState.REFUSED,
+    SocketState.OPEN: SocketState.CLOSING,
+}
+_ON_ACCEPT = {
+    SocketState.CONNECTING: SocketState.OPEN,
+    SocketState.REFUSED: SocketState.CLOSING,
+    SocketState.ABORTED: SocketState.CLOSED,
+}
+_ON_TOLD = {
+    SocketState.CONNECTING: SocketState.ABORTED,
+    SocketState.REFUSED: SocketState.ABORTED,
+    SocketState.OPEN: SocketState.CLOSED,
+    SocketState.CLOSING: SocketState.CLOSED,
+}
+
+
 class SocketProtocol(asyncio.Protocol):
     """One WebSocket connection, from the accepted handshake to the closed transport."""
 
     coalescer = Coalescer()
 
     __slots__ = (
-        "_accepted",
         "_allowance",
         "_allowance_at",
         "_closed_code",
-        "_disconnected",
         "_key",
         "_pending",
         "_reader",
@@ -123,6 +161,7 @@ class SocketProtocol(asyncio.Protocol):
         "_timings",
         "close_sent",
         "queue",
+        "state",
         "transport",
         "wire",
         "writable",
@@ -144,10 +183,10 @@ class SocketProtocol(asyncio.Protocol):
         self.queue = Inbox()
         self.writable = Writable()
         self.wire = Wire(self, self.coalescer)
+        self.state = SocketState.CONNECTING
+        # The state's "our close went" as a plain attribute: `Wire.write` reads it per frame.
         self.close_sent = False
-        self._accepted = False
         self._reading_paused = False
-        self._disconnected = False
         # The close code the peer sent, once it sent one.
         self._closed_code: int | None = None
         # Bytes that arrived before the application accepted.
@@ -160,6 +199,13 @@ class SocketProtocol(asyncio.Protocol):
         self._allowance = float(timings.read_burst)
         self._allowance_at = 0.0
         self._throttle: asyncio.TimerHandle | None = None
+
+    def _enter(self, state: SocketState) -> None:
+        self.state = state
+        self.close_sent = state in _CLOSE_SENT
+
+    def _stop_sending(self) -> None:
+        self._enter(_ON_CLOSE_SENT.get(self.state, self.state))
 
     def start(self, endpoint: Endpoint, scope: Message) -> None:
         """Run the application for this connection (the scope's extensions are filled here)."""
@@ -174,12 +220,12 @@ class SocketProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if not self._accepted:
+        if self.state in _UNACCEPTED:
             # A client must wait for the handshake's answer before it sends (RFC 6455
             # 4.1); one that sends more than a message meanwhile is not a client.
             self._pending += data
             if len(self._pending) > self._reader.max_size + 14:
-                self.close_sent = True
+                self._stop_sending()
                 self.transport.close()
             return
         if self.close_sent and self._closed_code is not None:
@@ -231,7 +277,7 @@ class SocketProtocol(asyncio.Protocol):
         if self._throttle is not None:
             self._throttle.cancel()
             self._throttle = None
-        self.close_sent = True
+        self._stop_sending()
         self._disconnect(self._closed_code or _ABNORMAL)
         # Whoever waits to write learns of the loss from the send that follows.
         self.writable.set()
@@ -305,7 +351,7 @@ class SocketProtocol(asyncio.Protocol):
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if not self._accepted:
+        if self.state in _UNACCEPTED:
             self._send_before_accept(kind, message)
             return
         if self.close_sent:
@@ -330,7 +376,7 @@ class SocketProtocol(asyncio.Protocol):
             self._accept(message.get("subprotocol"))
         elif kind == "websocket.close":
             respond(self.transport, 403)
-            self.close_sent = True
+            self._stop_sending()
         elif kind == "websocket.http.response.start":
             self._response = (
                 int(message["status"]),
@@ -339,7 +385,7 @@ class SocketProtocol(asyncio.Protocol):
         elif kind == "websocket.http.response.body" and self._response is not None:
             status, headers = self._response
             respond(self.transport, status, message.get("body", b""), *headers)
-            self.close_sent = True
+            self._stop_sending()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} before the handshake")
 
@@ -349,7 +395,7 @@ class SocketProtocol(asyncio.Protocol):
         answer = accept_answer(self._key, subprotocol)
         if not self.wire.write(answer):
             self.transport.write(answer)
-        self._accepted = True
+        self._enter(_ON_ACCEPT[self.state])
         self._key = b""
         self._schedule_ping()
         pending, self._pending = self._pending, b""
@@ -361,15 +407,15 @@ class SocketProtocol(asyncio.Protocol):
         self._server_state.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("the WebSocket application failed", exc_info=task.exception())
-            if not self._accepted:
+            if self.state in _UNACCEPTED:
                 respond(self.transport, 500)
-                self.close_sent = True
+                self._stop_sending()
             else:
                 self._fail(1011, "internal error")
             return
-        if not self._accepted and not self.close_sent:
+        if self.state is SocketState.CONNECTING:
             respond(self.transport, 403)
-            self.close_sent = True
+            self._stop_sending()
         elif not self.close_sent:
             self._close(1000, "")
 
@@ -379,7 +425,7 @@ class SocketProtocol(asyncio.Protocol):
         """Send our close; the transport closes when the peer answers, or after a while."""
         self.wire.flush()
         self.transport.write(close_frame(code, reason))
-        self.close_sent = True
+        self._stop_sending()
         if self._timer is not None:
             self._timer.cancel()
         if self._closed_code is not None:
@@ -400,17 +446,18 @@ class SocketProtocol(asyncio.Protocol):
         if not self.close_sent:
             self.wire.flush()
             self.transport.write(close_frame(code if code != NO_STATUS else 1000))
-            self.close_sent = True
+            self._stop_sending()
         self._disconnect(code)
         self._end()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close at once with `code`, telling the application why."""
+        sending = not self.close_sent
         self._disconnect(code, reason)
-        if not self.close_sent:
+        if sending:
             self.wire.flush()
             self.transport.write(close_frame(code, reason))
-            self.close_sent = True
+            self._stop_sending()
         self._end()
 
     def _end(self) -> None:
@@ -424,8 +471,8 @@ class SocketProtocol(asyncio.Protocol):
         )
 
     def _disconnect(self, code: int, reason: str = "") -> None:
-        if not self._disconnected:
-            self._disconnected = True
+        if self.state not in _TOLD:
+            self._enter(_ON_TOLD[self.state])
             self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     # -- heartbeat --------------------------------------------------------------------
