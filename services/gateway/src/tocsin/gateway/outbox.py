@@ -40,6 +40,11 @@ class WriterState(enum.Enum):
     """The writer waits on a socket that applies back-pressure."""
 
 
+# Read per frame: a module global is found in a few ns, an enum member (a class
+# attribute lookup through EnumType) in ~70 ns on Python 3.11.
+_IDLE, _DRAINING, _BLOCKED = WriterState.IDLE, WriterState.DRAINING, WriterState.BLOCKED
+
+
 def observe(frame: Frame) -> None:
     """Record publish-to-send and end-to-end latency at a live event's first send."""
     frame.unobserved = False
@@ -83,7 +88,7 @@ class Outbox:
         self._queued_bytes = 0
         self._room: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self.writer_state = WriterState.IDLE
+        self.writer_state = _IDLE
 
     @property
     def queued_frames(self) -> int:
@@ -97,7 +102,7 @@ class Outbox:
     def push(self, frame: Frame) -> None:
         """Send `frame` after everything queued before it; never awaits."""
         wire = self._wire
-        if wire is not None and self.writer_state is WriterState.IDLE and wire.write(frame.wire):
+        if wire is not None and self.writer_state is _IDLE and wire.write(frame.wire):
             # The common case: nothing waiting, the socket takes it now; no task involved.
             if frame.unobserved:
                 observe(frame)
@@ -112,7 +117,7 @@ class Outbox:
         self._queued_bytes += frame.size
         if self._writer is None:
             # A writer task exists only while there is a backlog to work off.
-            self.writer_state = WriterState.DRAINING
+            self.writer_state = _DRAINING
             self._writer = asyncio.create_task(self._drain())
 
     def overflow(self) -> None:
@@ -127,7 +132,7 @@ class Outbox:
         dropped = len(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
-        if self.writer_state is WriterState.BLOCKED and self._writer is not None:
+        if self.writer_state is _BLOCKED and self._writer is not None:
             self._writer.cancel()
         return dropped
 
@@ -148,7 +153,7 @@ class Outbox:
                 self._queued_bytes -= frame.size
                 wire = self._wire
                 if wire is None or not wire.write(frame.wire):
-                    self.writer_state = WriterState.BLOCKED
+                    self.writer_state = _BLOCKED
                     try:
                         await send({"type": "websocket.send", "text": frame.text})
                     except Exception:
@@ -157,7 +162,7 @@ class Outbox:
                         self._queued_bytes = 0
                         return
                     finally:
-                        self.writer_state = WriterState.DRAINING
+                        self.writer_state = _DRAINING
                 if frame.unobserved:
                     observe(frame)
                 room = self._room
@@ -165,4 +170,4 @@ class Outbox:
                     room.set_result(None)
         finally:
             self._writer = None
-            self.writer_state = WriterState.IDLE
+            self.writer_state = _IDLE

@@ -72,6 +72,11 @@ class SessionState(enum.Enum):
     CLOSED = "closed"
 
 
+# Read per delivered frame: a module global is found in a few ns, an enum member
+# (`SessionState.OPEN`, a class attribute lookup through EnumType) in ~70 ns on 3.11.
+_OPEN = SessionState.OPEN
+
+
 class Session(Outbox):
     """One socket: its subscriptions, outbound queue, writer and token lease."""
 
@@ -109,7 +114,7 @@ class Session(Outbox):
 
     def deliver(self, frame: Frame) -> None:
         position = self.positions.get(frame.channel)
-        if position is None or self.state is not SessionState.OPEN:
+        if position is None or self.state is not _OPEN:
             return
         if (
             frame.offset == position.offset + 1
@@ -134,7 +139,7 @@ class Session(Outbox):
 
     def resume(self, channel: str) -> None:
         position = self.positions.get(channel)
-        if position is None or self.state is not SessionState.OPEN or not position.recover():
+        if position is None or self.state is not _OPEN or not position.recover():
             return
         self._start_recovery(channel, initial=False)
 
@@ -146,11 +151,11 @@ class Session(Outbox):
             # The stream was lost and restarted under a new epoch.
             self._announce(frame.channel, frame.epoch, frame.offset - 1, recovered=False)
         self.delivered += 1
-        if self.state is SessionState.OPEN:
+        if self.state is _OPEN:
             self.push(frame)
 
     def send_control(self, text: str) -> None:
-        if self.state is SessionState.OPEN:
+        if self.state is _OPEN:
             self.push(control_frame(text))
 
     def overflow(self) -> None:
@@ -175,7 +180,7 @@ class Session(Outbox):
     def close(self, code: CloseCode) -> None:
         """Ask for the socket to close with `code`; queued frames are sent first,
         except for a slow consumer, whose queue is dropped at once."""
-        if self.state is not SessionState.OPEN:
+        if self.state is not _OPEN:
             return
         self.state = SessionState.CLOSING
         self.close_code = code
@@ -270,16 +275,13 @@ class Session(Outbox):
         while True:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
-                if (
-                    message.get("code") == CloseCode.HEARTBEAT_TIMEOUT
-                    and self.state is SessionState.OPEN
-                ):
+                if message.get("code") == CloseCode.HEARTBEAT_TIMEOUT and self.state is _OPEN:
                     # The server protocol closed it for a missed pong (see websocket.py).
                     self.state = SessionState.CLOSING
                     self.close_code = CloseCode.HEARTBEAT_TIMEOUT
                     self._count_disconnect(CloseCode.HEARTBEAT_TIMEOUT.reason)
                 return
-            if self.state is not SessionState.OPEN:
+            if self.state is not _OPEN:
                 continue  # closing: the disconnect is on its way
             raw = message.get("text")
             data = raw.encode() if raw is not None else message.get("bytes") or b""
@@ -418,7 +420,7 @@ class Session(Outbox):
                 while history:
                     for frame in history:
                         self._take(frame, position.merge(frame))
-                    if len(history) < batch or self.state is not SessionState.OPEN:
+                    if len(history) < batch or self.state is not _OPEN:
                         break
                     await self.room()
                     history = await node.log.read(channel, position.offset, batch)
