@@ -5,6 +5,10 @@ ping), keeps a `Position` per subscribed channel and runs its recoveries, and
 writes through the `Outbox` it extends; its `TokenLease` closes it when the
 token runs out. Frames reach it from the hub through `deliver`, which never
 awaits.
+
+A little over 400 lines, on purpose: it is one class, the protocol's dispatch
+and the recovery that reads the stream for it, which share the subscription
+state; the pieces that stand alone (outbox, position, lease) live beside it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,12 @@ a client that sends pings and never reads its pongs stalls itself; nothing is
 queued for the application after the server's close; and a transport that has
 not finished closing `close_timeout` after it was asked to is aborted, so a
 peer that never reads cannot keep a closed socket (or its session) alive.
+
+The framing itself (RFC 6455 parsing and building, no I/O) is `rfc6455.py`;
+uvicorn's internals are reached through `tocsin.common.uvicorn_shim`. What
+remains here, over 400 lines, is one asyncio protocol and its state machine
+(handshake, read-ahead and flow control, heartbeat, closing), kept together
+because each part reads the others' state on every callback.
 """
 
 from __future__ import annotations
