@@ -13,6 +13,7 @@ from tocsin.common.auth import Claims, TokenError
 from tocsin.gateway.frames import Frame, control_frame
 from tocsin.gateway.lease import TokenLease
 from tocsin.gateway.outbox import Outbox, WriterState
+from tocsin.gateway.protocol import CloseCode
 
 
 class Socket:
@@ -101,6 +102,22 @@ async def test_a_queue_past_its_byte_bound_overflows() -> None:
     assert outbox.queued_frames == 0
 
 
+class Holder:
+    """The socket a lease keeps: what it was told, and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.told: list[dict[str, Any]] = []
+        self.closed = asyncio.Event()
+        self.close_code: CloseCode | None = None
+
+    def send_control(self, text: str) -> None:
+        self.told.append(json.loads(text))
+
+    def close(self, code: CloseCode) -> None:
+        self.close_code = code
+        self.closed.set()
+
+
 class Verifier:
     def __init__(self, claims: Claims | None) -> None:
         self.claims = claims
@@ -116,33 +133,31 @@ def claims(subject: str, expires_at: float | None, channels: tuple[str, ...] = (
 
 
 async def test_an_expired_token_is_warned_about_then_the_socket_closed_after_the_grace() -> None:
-    told: list[dict[str, Any]] = []
-    expired = asyncio.Event()
+    holder = Holder()
     lease = TokenLease(
         claims("someone", time.time() - 1),
         Verifier(None),  # type: ignore[arg-type]
+        holder,
         warning=30.0,
         grace=0.0,
-        notify=lambda frame: told.append(json.loads(frame)),
-        expire=expired.set,
     )
     lease.start()
-    await asyncio.wait_for(expired.wait(), 10)
-    assert [frame["type"] for frame in told] == ["token_expiring"]
-    assert told[0]["grace"] == 0.0
+    await asyncio.wait_for(holder.closed.wait(), 10)
+    assert holder.close_code is CloseCode.TOKEN_EXPIRED
+    assert [frame["type"] for frame in holder.told] == ["token_expiring"]
+    assert holder.told[0]["grace"] == 0.0
     assert lease.claims.raw == {}  # the raw token payload is not kept
 
 
 async def test_a_refresh_keeps_the_subject_and_replaces_grant_and_timer() -> None:
-    expired: list[bool] = []
+    holder = Holder()
     verifier = Verifier(claims("someone", time.time() + 3600, ("ops.*",)))
     lease = TokenLease(
         claims("someone", time.time() - 1, ("*",)),
         verifier,  # type: ignore[arg-type]
+        holder,
         warning=0.0,
         grace=0.0,
-        notify=lambda frame: None,
-        expire=lambda: expired.append(True),
     )
     lease.start()
     answer = json.loads(lease.refresh("new"))
@@ -150,7 +165,7 @@ async def test_a_refresh_keeps_the_subject_and_replaces_grant_and_timer() -> Non
     assert lease.grant.allows("ops.db")
     assert not lease.grant.allows("billing")
     await asyncio.sleep(0.05)
-    assert expired == []  # the old timer was replaced
+    assert holder.close_code is None  # the old timer was replaced
     lease.cancel()
 
 
@@ -164,10 +179,9 @@ async def test_a_refused_refresh_answers_token_invalid_and_keeps_the_lease(
     lease = TokenLease(
         claims("someone", None),
         Verifier(verified),  # type: ignore[arg-type]
+        Holder(),
         warning=0.0,
         grace=0.0,
-        notify=lambda frame: None,
-        expire=lambda: None,
     )
     answer = json.loads(lease.refresh("token"))
     assert (answer["type"], answer["code"], answer["message"]) == (

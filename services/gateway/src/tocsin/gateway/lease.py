@@ -12,13 +12,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 from tocsin.common.auth import Claims, TokenError, TokenVerifier
 from tocsin.gateway.access import ChannelGrant
-from tocsin.gateway.protocol import ErrorCode, encode, error_frame
+from tocsin.gateway.protocol import CloseCode, ErrorCode, encode, error_frame
 
-__all__ = ["TokenLease"]
+__all__ = ["LeaseHolder", "TokenLease"]
+
+
+class LeaseHolder(Protocol):
+    """The socket a lease keeps open: told of the coming expiry, closed at its end."""
+
+    def send_control(self, text: str) -> None: ...
+
+    def close(self, code: CloseCode) -> None: ...
 
 
 def _slim(claims: Claims) -> Claims:
@@ -29,35 +37,23 @@ def _slim(claims: Claims) -> Claims:
 class TokenLease:
     """A socket's claims and grant, with the timers their expiry sets."""
 
-    __slots__ = (
-        "_expire",
-        "_grace",
-        "_notify",
-        "_timer",
-        "_verifier",
-        "_warning",
-        "claims",
-        "grant",
-    )
+    __slots__ = ("_grace", "_holder", "_timer", "_verifier", "_warning", "claims", "grant")
 
     def __init__(
         self,
         claims: Claims,
         verifier: TokenVerifier,
+        holder: LeaseHolder,
         *,
         warning: float,
         grace: float,
-        notify: Callable[[str], None],
-        expire: Callable[[], None],
     ) -> None:
         self.claims = _slim(claims)
         self.grant = ChannelGrant(claims.channels)
         self._verifier = verifier
+        self._holder = holder
         self._warning = warning
         self._grace = grace
-        # `notify` sends a control frame to the client; `expire` closes the socket.
-        self._notify = notify
-        self._expire = expire
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -76,8 +72,10 @@ class TokenLease:
 
     def _warn(self, expires_at: float) -> None:
         close_in = max(0.0, expires_at + self._grace - time.time())
-        self._timer = asyncio.get_running_loop().call_later(close_in, self._expire)
-        self._notify(
+        self._timer = asyncio.get_running_loop().call_later(
+            close_in, self._holder.close, CloseCode.TOKEN_EXPIRED
+        )
+        self._holder.send_control(
             encode({"type": "token_expiring", "expires_at": expires_at, "grace": self._grace})
         )
 

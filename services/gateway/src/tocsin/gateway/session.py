@@ -94,10 +94,9 @@ class Session(Outbox):
         self.lease = TokenLease(
             claims,
             node.verifier,
+            self,
             warning=settings.token_warning,
             grace=settings.token_grace,
-            notify=self.send_control,
-            expire=self._expire,
         )
         self.id = uuid.uuid4().hex
         self.positions: dict[str, Position] = {}
@@ -434,6 +433,3 @@ class Session(Outbox):
             return
         for frame in position.finish():
             self._take(frame, position.merge(frame))
-
-    def _expire(self) -> None:
-        self.close(CloseCode.TOKEN_EXPIRED)
