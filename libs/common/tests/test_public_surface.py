@@ -60,6 +60,7 @@ SURFACE: dict[str, list[str]] = {
     "tocsin.common.errors": [
         "ConfigError",
         "CredentialError",
+        "FieldError",
         "InvalidBodyError",
         "InvalidChannelError",
         "InvalidInputError",
@@ -71,6 +72,7 @@ SURFACE: dict[str, list[str]] = {
         "TocsinError",
         "TokenError",
         "UnsupportedRegexError",
+        "UnsupportedUvicornError",
     ],
     "tocsin.common.events": [
         "CHANNEL_PATTERN",
@@ -248,6 +250,15 @@ SURFACE: dict[str, list[str]] = {
         "tracing_enabled",
     ],
     "tocsin.common.tls": ["TlsSettings"],
+    "tocsin.common.uvicorn_shim": [
+        "STATUS_LINE",
+        "SUPPORTED_UVICORN",
+        "ServerProtocol",
+        "ServerState",
+        "UnsupportedUvicornError",
+        "UpgradeRequest",
+        "check_version",
+    ],
     "tocsin.common.queue.consumer": ["BatchHandler", "Consumer", "Delivery"],
     "tocsin.common.queue.due": [
         "DueKeys",

@@ -28,12 +28,14 @@ regex        user-supplied regexes on RE2
 silences     silences in Alertmanager's shape and the rule that mutes an alert
 telemetry    OpenTelemetry tracing set-up and propagation
 tls          optional TLS for the servers producers and browsers reach
+uvicorn_shim every touch of uvicorn's internals, pinned to the versions it was read against
 """
 
 from tocsin.common._version import __version__
 from tocsin.common.errors import (
     ConfigError,
     CredentialError,
+    FieldError,
     InvalidBodyError,
     InvalidChannelError,
     InvalidInputError,
@@ -45,11 +47,13 @@ from tocsin.common.errors import (
     TocsinError,
     TokenError,
     UnsupportedRegexError,
+    UnsupportedUvicornError,
 )
 
 __all__ = [
     "ConfigError",
     "CredentialError",
+    "FieldError",
     "InvalidBodyError",
     "InvalidChannelError",
     "InvalidInputError",
@@ -61,5 +65,6 @@ __all__ = [
     "TocsinError",
     "TokenError",
     "UnsupportedRegexError",
+    "UnsupportedUvicornError",
     "__version__",
 ]

@@ -4,7 +4,8 @@ Catch a branch rather than a tuple of leaves; each module that raises a leaf
 also exports it (`tocsin.common.auth.TokenError` is this `TokenError`).
 
 TocsinError
-├── ConfigError (ValueError)          settings could not be read: the process does not start
+├── ConfigError (ValueError)          settings or installation wrong: the process does not start
+│   └── UnsupportedUvicornError (RuntimeError)  a uvicorn the shim was not checked against
 ├── InvalidInputError                 what a client sent is refused (an HTTP 4xx problem)
 │   ├── InvalidBodyError (ValueError)      a body that does not decode into the model
 │   ├── InvalidChannelError (ValueError)   a channel name outside the channel rule
@@ -23,19 +24,18 @@ libraries rely on them (a `ValueError` from a parser, `ConnectionError` for
 retry logic). Errors of dependencies (redis-py, PyJWT, msgspec, RE2) are
 translated into these where Tocsin's own code meets them; the boundaries
 translate these for people: an RFC 9457 problem on HTTP, a close code on
-WebSocket, one line on stderr from the `tocsin` command.
+WebSocket, one line on stderr from the `tocsin` command. `FieldError`, what
+an `InvalidBodyError` carries, is a value rather than an exception.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tocsin.common.models import FieldError
+import msgspec
 
 __all__ = [
     "ConfigError",
     "CredentialError",
+    "FieldError",
     "InvalidBodyError",
     "InvalidChannelError",
     "InvalidInputError",
@@ -47,6 +47,7 @@ __all__ = [
     "TocsinError",
     "TokenError",
     "UnsupportedRegexError",
+    "UnsupportedUvicornError",
 ]
 
 
@@ -58,8 +59,20 @@ class ConfigError(TocsinError, ValueError):
     """One or more environment variables could not be read into settings."""
 
 
+class UnsupportedUvicornError(ConfigError, RuntimeError):
+    """The installed uvicorn is not one whose internals `tocsin.common.uvicorn_shim` was
+    checked against."""
+
+
 class InvalidInputError(TocsinError):
     """What a client sent is refused; the boundary answers it with a 4xx."""
+
+
+class FieldError(msgspec.Struct):
+    """One reason a request body was refused, with the JSON path it concerns."""
+
+    path: str
+    reason: str
 
 
 class InvalidBodyError(InvalidInputError, ValueError):

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tocsin.common.errors import InvalidBodyError
+from tocsin.common.errors import FieldError, InvalidBodyError
 
 __all__ = [
     "MAX_LABELS",
@@ -153,13 +153,6 @@ class NotificationRequest(msgspec.Struct, kw_only=True):
     transition: Literal["firing", "resolved", "acknowledged", "flapping", "escalated"]
     alert: StoredAlert
     at: float
-
-
-class FieldError(msgspec.Struct):
-    """One reason a request body was refused, with the JSON path it concerns."""
-
-    path: str
-    reason: str
 
 
 _PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
