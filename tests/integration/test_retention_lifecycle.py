@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from tests.integration.test_scheduler_jobs import seed_alert
 from tests.support import wait_until
 
 from tocsin.client.devserver import RedisServer
@@ -117,3 +118,33 @@ def test_retention_keeps_long_firing_alerts_and_removes_old_resolved_ones(
     assert enforce_retention(client, float(seconds) + 3 * DAY, policy)["alerts_removed"] == 1
     assert not client.exists(keys.alert(firing["id"]), keys.dedup(firing["fingerprint"]))
     assert enforce_retention(client, float(seconds) + 3 * DAY, policy)["alerts_removed"] == 0
+
+
+def test_retention_leaves_alerts_changed_after_resolving_and_newer_incidents_state(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    seconds, _ = client.time()
+    now = float(seconds)
+    # Resolved 40 days ago; its fingerprint has since opened a newer incident.
+    seed_alert(client, "old", fingerprint="fp-reopened", first_seen=now - 41 * DAY,
+               resolved_at=now - 40 * DAY)  # fmt: skip
+    seed_alert(client, "newer", fingerprint="fp-reopened", first_seen=now - 60)
+    client.hset(keys.dedup("fp-reopened"), mapping={"id": "newer", "v": "w.1"})
+    # Resolved 40 days ago, but its last change (idx:all) is recent: not past retention.
+    seed_alert(client, "touched", fingerprint="fp-touched", first_seen=now - 41 * DAY,
+               resolved_at=now - 40 * DAY)  # fmt: skip
+    client.zadd(keys.alert_index(), {"touched": now - 60})
+    client.hset(keys.dedup("fp-touched"), mapping={"id": "touched", "v": "w.2"})
+    # Acknowledged and never resolved, untouched for 40 days: open, so kept.
+    seed_alert(client, "acked", fingerprint="fp-acked", first_seen=now - 41 * DAY,
+               acknowledged_at=now - 40 * DAY)  # fmt: skip
+
+    policy = RetentionPolicy(alert_seconds=30 * DAY, stream_seconds=30 * DAY, batch=1)
+    assert enforce_retention(client, now, policy)["alerts_removed"] == 1
+
+    assert not client.exists(keys.alert("old"), keys.timeline("old"))
+    assert client.hget(keys.dedup("fp-reopened"), "id") == b"newer"
+    assert client.exists(keys.alert("newer"), keys.alert("touched"), keys.alert("acked")) == 3
+    assert client.hget(keys.dedup("fp-touched"), "id") == b"touched"
+    assert client.zscore(keys.alert_index("status", "resolved"), "touched") is not None
