@@ -12,6 +12,9 @@ expiry of its own, so retention is the one thing that ends it.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -152,3 +155,59 @@ def test_retention_leaves_alerts_changed_after_resolving_and_newer_incidents_sta
     assert client.exists(keys.alert("newer"), keys.alert("touched"), keys.alert("acked")) == 3
     assert client.hget(keys.dedup("fp-touched"), "id") == b"touched"
     assert client.zscore(keys.alert_index("status", "resolved"), "touched") is not None
+
+
+_RETENTION_RUN = """
+import sys, redis
+from tocsin.scheduler.retention import RetentionPolicy, enforce_retention
+client = redis.Redis.from_url(sys.argv[1])
+policy = RetentionPolicy(alert_seconds=30 * 86400, stream_seconds=30 * 86400, batch=20)
+enforce_retention(client, float(sys.argv[2]), policy)
+"""
+
+
+def test_retention_killed_mid_run_leaves_each_alert_whole_or_gone(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    seconds, _ = client.time()
+    now = float(seconds)
+    ids = [f"ended{i}" for i in range(20_000)]
+    pipe = client.pipeline(transaction=False)
+    for i, alert_id in enumerate(ids):
+        record = {"id": alert_id, "fingerprint": f"fp{i}", "name": "n", "status": "resolved",
+                  "severity": "warning", "first_seen_ts": now - 40 * DAY}  # fmt: skip
+        pipe.set(keys.alert(alert_id), json.dumps(record))
+        pipe.rpush(keys.timeline(alert_id), "{}")
+        pipe.hset(keys.dedup(f"fp{i}"), mapping={"id": alert_id, "v": "w"})
+        for index in (keys.alert_index(), keys.alert_index("status", "resolved")):
+            pipe.zadd(index, {alert_id: now - 40 * DAY})
+    pipe.execute()
+
+    run = subprocess.Popen([sys.executable, "-c", _RETENTION_RUN, redis_server.url, repr(now)])
+    try:
+        wait_until(lambda: client.zcard(keys.alert_index()) < len(ids), DEADLINE)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait(DEADLINE)
+    left = client.zcard(keys.alert_index())
+    assert 0 < left < len(ids), "the run was not killed part way; nothing to check"
+
+    pipe = client.pipeline(transaction=False)
+    for i, alert_id in enumerate(ids):
+        pipe.exists(keys.alert(alert_id), keys.timeline(alert_id), keys.dedup(f"fp{i}"))
+        pipe.zscore(keys.alert_index(), alert_id)
+        pipe.zscore(keys.alert_index("status", "resolved"), alert_id)
+    replies = pipe.execute()
+    for n in range(len(ids)):
+        present, in_all, in_resolved = replies[3 * n : 3 * n + 3]
+        assert (present, in_all is None, in_resolved is None) in {
+            (3, False, False),
+            (0, True, True),
+        }
+
+    # The next run finishes the work.
+    policy = RetentionPolicy(alert_seconds=30 * DAY, stream_seconds=30 * DAY)
+    assert enforce_retention(client, now, policy)["alerts_removed"] == left
+    assert client.zcard(keys.alert_index()) == 0
+    assert not client.keys(keys.dedup("*"))
