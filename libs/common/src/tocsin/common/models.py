@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+import fnv_c  # type: ignore[import-untyped]  # no stubs; one function, bytes -> int
 import msgspec
 
 __all__ = [
@@ -221,21 +222,19 @@ def label_set(alert: AlertIn) -> dict[str, str]:
 # Prometheus's label-set fingerprint (common/model: FNV-1a 64 over the sorted
 # label names and values, each followed by the byte 0xff), so an alert pushed to
 # /api/v2/alerts, sent natively, or relayed by Alertmanager's webhook (whose
-# `fingerprint` is this same hash) is one identity.
-_FNV_OFFSET = 14695981039346656037
-_FNV_PRIME = 1099511628211
-_MASK = (1 << 64) - 1
+# `fingerprint` is this same hash) is one identity. The hash runs in C (fnv-c):
+# byte by byte in Python it was the largest cost of accepting one alert.
+_SEPARATOR = b"\xff"
 
 
 def label_set_fingerprint(labels: Mapping[str, str]) -> str:
     """Alertmanager's fingerprint of a label set: 16 hex digits."""
-    value = _FNV_OFFSET
+    parts = []
     for name in sorted(labels):
-        for part in (name, labels[name]):
-            for byte in part.encode():
-                value = ((value ^ byte) * _FNV_PRIME) & _MASK
-            value = ((value ^ 0xFF) * _FNV_PRIME) & _MASK
-    return f"{value:016x}"
+        parts.append(name.encode())
+        parts.append(labels[name].encode())
+    parts.append(b"")  # the last value's separator
+    return f"{fnv_c.fnv1a_64(_SEPARATOR.join(parts)):016x}"
 
 
 def fingerprint(alert: AlertIn) -> str:
