@@ -11,11 +11,11 @@ A 2xx leaves only after the admission script has put the message in Redis.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
 
+import msgspec
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
@@ -138,7 +138,7 @@ class AcceptPipeline:
         producer: Producer | None = None
         # Authenticate before reading the body, unless the credential is inside it.
         if credential or not fmt.credential_in_body:
-            producer = await self.authenticate(credential)
+            producer = self.known(credential) or await self.authenticate(credential)
         body = await self.read(fmt, receive, headers.content_length)
         if producer is None:
             try:
@@ -157,14 +157,19 @@ class AcceptPipeline:
         )
         return work, traceparent, replayed
 
+    def known(self, credential: str) -> Producer | None:
+        """Step 1 when no Redis read is needed (see `ProducerAuth.known`), else `None`."""
+        try:
+            return self._auth.known(credential)
+        except AuthError as exc:
+            raise RefusedError(_unauthenticated(exc)) from None
+
     async def authenticate(self, credential: str) -> Producer:
         """Step 1: who sends (an API key or an `ingest`-scoped JWT)."""
         try:
             return await self._auth.authenticate(credential)
         except AuthError as exc:
-            reason = "forbidden" if exc.status == 403 else "unauthenticated"
-            title = "Forbidden" if exc.status == 403 else "Unauthorized"
-            raise RefusedError(Refusal(exc.status, reason, title, f"{exc.code}: {exc}")) from None
+            raise RefusedError(_unauthenticated(exc)) from None
         except (RedisError, OSError) as exc:
             raise RefusedError(
                 Refusal(
@@ -277,7 +282,7 @@ class AcceptPipeline:
                 )
             )
         if verdict.outcome is Outcome.REPLAYED:
-            return dataclasses.replace(work, answer=verdict.replay), True
+            return msgspec.structs.replace(work, answer=verdict.replay), True
         if work.alerts:
             received = self._alerts_received.get((fmt.name, producer.name))
             if received is None:
@@ -285,6 +290,12 @@ class AcceptPipeline:
                 self._alerts_received[fmt.name, producer.name] = received
             received.inc(work.alerts)
         return work, False
+
+
+def _unauthenticated(exc: AuthError) -> Refusal:
+    if exc.status == 403:
+        return Refusal(exc.status, "forbidden", "Forbidden", f"{exc.code}: {exc}")
+    return Refusal(exc.status, "unauthenticated", "Unauthorized", f"{exc.code}: {exc}")
 
 
 def _invalid(fmt: Format, exc: InvalidBodyError | UnicodeDecodeError) -> Refusal:
@@ -325,7 +336,7 @@ class ProducerEndpoint:
                 (b"traceparent", traceparent.encode()),
             ]
             if work.media_type:
-                headers.append((b"content-type", work.media_type.encode()))
+                headers.append((b"content-type", work.media_type))
             if replayed:
                 headers.append((b"idempotent-replayed", b"true"))
             await send({"type": "http.response.start", "status": work.status, "headers": headers})

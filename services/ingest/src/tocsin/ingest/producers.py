@@ -61,19 +61,30 @@ class ProducerAuth:
         self._cache: dict[str, tuple[Producer, float]] = {}
 
     async def authenticate(self, credential: str) -> Producer:
+        """The producer `credential` names; raises `AuthError` when refused."""
+        return self.known(credential) or await self._api_key(credential)
+
+    def known(self, credential: str) -> Producer | None:
+        """The producer, when deciding needs no Redis read; `None` when it does.
+
+        No read is needed without a credential, for a token, or for an API key
+        verified within `cache_seconds` -- what nearly every request brings, so
+        the accept path only awaits Redis for a key it has not seen lately.
+        Raises `AuthError` as `authenticate` does.
+        """
         if not credential:
             if not self._required:
                 return ANONYMOUS
             raise AuthError(401, "credentials_missing", "an API key or an ingest token is required")
-        if looks_like_key(credential):
-            return await self._api_key(credential)
-        return self._token(credential)
+        if not looks_like_key(credential):
+            return self._token(credential)
+        cached = self._cache.get(credential)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
 
     async def _api_key(self, credential: str) -> Producer:
-        cached = self._cache.get(credential)
         now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
         try:
             key_id, secret = parse_key(credential)
         except InvalidKeyError:
