@@ -7,6 +7,7 @@ working within that time (0 makes revocation immediate).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class ProducerAuth:
         self._required = required
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Producer, float]] = {}
+        self._lookups: dict[str, asyncio.Future[Producer]] = {}
 
     async def authenticate(self, credential: str) -> Producer:
         """The producer `credential` names; raises `AuthError` when refused."""
@@ -84,6 +86,16 @@ class ProducerAuth:
         return None
 
     async def _api_key(self, credential: str) -> Producer:
+        # One Redis read per key at a time: when a cached key expires under load,
+        # every request in flight with it waits for that read instead of making its own.
+        lookup = self._lookups.get(credential)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._read_api_key(credential))
+            self._lookups[credential] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(credential, None))
+        return await asyncio.shield(lookup)
+
+    async def _read_api_key(self, credential: str) -> Producer:
         now = time.monotonic()
         try:
             key_id, secret = parse_key(credential)
