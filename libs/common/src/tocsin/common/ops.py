@@ -111,17 +111,17 @@ class RestingServer(uvicorn.Server):
     """
 
     _tick: asyncio.Future[None] | None = None
-    _loop: asyncio.AbstractEventLoop | None = None
+    _tick_loop: asyncio.AbstractEventLoop | None = None
 
     async def main_loop(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._tick_loop = asyncio.get_running_loop()
         # on_tick refreshes the Date header when the counter is a multiple of 10.
         counter = 0
         should_exit = await self.on_tick(counter)
         while not should_exit:
             counter = (counter + 10) % 864_000
-            self._tick = self._loop.create_future()
-            timer = self._loop.call_later(1.0, self._end_tick)
+            self._tick = self._tick_loop.create_future()
+            timer = self._tick_loop.call_later(1.0, self._end_tick)
             await self._tick
             timer.cancel()
             should_exit = await self.on_tick(counter)
@@ -132,8 +132,8 @@ class RestingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._end_tick)
+        if self._tick_loop is not None and not self._tick_loop.is_closed():
+            self._tick_loop.call_soon_threadsafe(self._end_tick)
 
 
 def serve(app: Starlette, host: str, port: int, **options: object) -> None:
