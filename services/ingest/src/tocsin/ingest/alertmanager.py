@@ -218,34 +218,27 @@ def refusal_answer(refusal: Refusal) -> Response:
     return Response(_encoder.encode(body), refusal.status, refusal.headers(), "application/json")
 
 
-class WebhookFormat(Format):
+class _AlertmanagerFormat(Format):
+    """What both of Alertmanager's formats share: its error shape."""
+
+    def refusal_answer(self, refusal: Refusal) -> Response:
+        return refusal_answer(refusal)
+
+
+class WebhookFormat(_AlertmanagerFormat):
     """`POST /v1/integrations/alertmanager`: Alertmanager's webhook notification."""
 
     name = "alertmanager"
 
-    def __init__(self, body_limit: int, max_batch: int) -> None:
-        super().__init__(body_limit)
-        self._max_batch = max_batch
-
     def parse(self, body: bytes, producer: Producer) -> Work:
-        return alerts_work(parse_webhook(body, self._max_batch), producer, "alertmanager", 200)
-
-    def refusal_answer(self, refusal: Refusal) -> Response:
-        return refusal_answer(refusal)
+        return alerts_work(parse_webhook(body, self.max_batch), producer, "alertmanager", 200)
 
 
-class PushFormat(Format):
+class PushFormat(_AlertmanagerFormat):
     """`POST /api/v2/alerts`: alerts pushed as Prometheus pushes them, answered with no body."""
 
     name = "prometheus"
 
-    def __init__(self, body_limit: int, max_batch: int) -> None:
-        super().__init__(body_limit)
-        self._max_batch = max_batch
-
     def parse(self, body: bytes, producer: Producer) -> Work:
-        alerts = parse_postable_alerts(body, self._max_batch)
+        alerts = parse_postable_alerts(body, self.max_batch)
         return alerts_work(alerts, producer, "prometheus", 200, empty_answer=True)
-
-    def refusal_answer(self, refusal: Refusal) -> Response:
-        return refusal_answer(refusal)

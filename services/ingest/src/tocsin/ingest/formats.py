@@ -71,8 +71,9 @@ class Format(abc.ABC):
     # which case the body is read before the producer is authenticated.
     credential_in_body = False
 
-    def __init__(self, body_limit: int) -> None:
+    def __init__(self, body_limit: int, max_batch: int = 1) -> None:
         self.body_limit = body_limit
+        self.max_batch = max_batch  # the most alerts one request may carry
 
     @abc.abstractmethod
     def parse(self, body: bytes, producer: Producer) -> Work:

@@ -177,12 +177,8 @@ class NativeFormat(Format):
     name = "native"
     invalid_status = 422
 
-    def __init__(self, body_limit: int, max_batch: int) -> None:
-        super().__init__(body_limit)
-        self._max_batch = max_batch
-
     def parse(self, body: bytes, producer: Producer) -> Work:
-        return alerts_work(parse_native(body, self._max_batch), producer, "native", 202)
+        return alerts_work(parse_native(body, self.max_batch), producer, "native", 202)
 
     def refusal_answer(self, refusal: Refusal) -> Response:
         return problem(
