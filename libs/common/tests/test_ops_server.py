@@ -12,8 +12,8 @@ import httpx
 import uvicorn
 from tests.support import wait_until
 
+from tocsin.client.devserver import free_port
 from tocsin.common.ops import RestingServer, ops_app
-from tocsin.common.server import free_port
 
 
 async def _always_ready() -> tuple[bool, dict[str, str]]:

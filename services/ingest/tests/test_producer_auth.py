@@ -7,9 +7,9 @@ import asyncio
 import pytest
 import redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.redis import async_client
-from tocsin.common.server import RedisServer
 from tocsin.ingest.producers import AuthError, ProducerAuth
 
 
