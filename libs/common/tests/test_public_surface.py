@@ -179,6 +179,7 @@ SURFACE: dict[str, list[str]] = {
     "tocsin.common.ops": [
         "READY_TIMEOUT_SECONDS",
         "ReadyCheck",
+        "RestingServer",
         "metrics_app",
         "ops_app",
         "ops_routes",
