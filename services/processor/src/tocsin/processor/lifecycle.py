@@ -36,6 +36,7 @@ from tocsin.common import keys
 from tocsin.common.broker import DELIVER_NOTIFICATION_ACTOR, NOTIFICATIONS_QUEUE
 from tocsin.common.events import alert_channels
 from tocsin.common.models import AlertAction, QueuedAlert, StoredAlert, label_set
+from tocsin.common.pipelining import bulk
 from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.silences import SilenceSet
 from tocsin.processor.rules import (
@@ -48,6 +49,7 @@ from tocsin.processor.rules import (
     decide_trailing_update,
     fingerprint_rule,
 )
+from tocsin.processor.wire import RespChunks, execute_packed
 
 __all__ = [
     "AlertLifecycle",
@@ -81,6 +83,9 @@ def apply_script(config: LifecycleConfig) -> str:
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(StoredAlert)
 _NO_SILENCE_CHECK = "-"
+# The keys before the variable ones: the per-alert five, open, resolve:due, the
+# stats minute, the cache tag and the notifications queue's three (see apply.lua).
+_FIXED_KEYS = 12
 # A conflict means another writer changed the fingerprint between read and apply;
 # each retry re-reads, so more than a few in a row means something is wrong.
 _MAX_ATTEMPTS = 20
@@ -208,11 +213,19 @@ class AlertLifecycle:
         self._config = config
         self._policy = config.policy()
         self._clock = clock or time.time
-        # The keys every call declares after the per-alert ones.
-        self._shared_keys = [keys.open_alerts(), keys.resolve_due()]
-        self._tail_keys = [keys.cache_tag("alerts"), *queue_keys(NOTIFICATIONS_QUEUE).as_list()]
-        self._silence_key = keys.silences_version()
-        self._sha = self._load()
+        # RESP chunks of what every call sends alike, encoded once.
+        self._chunk = RespChunks()
+        self._silence_chunk = bulk(keys.silences_version().encode())
+        self._shared_chunks = b"".join(
+            bulk(key.encode()) for key in (keys.open_alerts(), keys.resolve_due())
+        )
+        tail = [keys.cache_tag("alerts"), *queue_keys(NOTIFICATIONS_QUEUE).as_list()]
+        self._tail_chunks = b"".join(bulk(key.encode()) for key in tail)
+        self._all_index_chunk = bulk(keys.alert_index().encode())
+        self._services_chunk = bulk(keys.known_values("services").encode())
+        self._teams_chunk = bulk(keys.known_values("teams").encode())
+        self._evalsha_chunk = b""
+        self._load()
         # Version tokens: unique per write (a redelivered message must not reuse one).
         self._writer = uuid.uuid4().hex[:12]
         self._writes = itertools.count()
@@ -220,8 +233,9 @@ class AlertLifecycle:
     def _token(self) -> str:
         return f"{self._writer}.{next(self._writes)}"
 
-    def _load(self) -> str:
-        return str(self._redis.script_load(apply_script(self._config)))
+    def _load(self) -> None:
+        sha = str(self._redis.script_load(apply_script(self._config)))
+        self._evalsha_chunk = bulk(b"EVALSHA") + bulk(sha.encode())
 
     # -- reading --------------------------------------------------------------
 
@@ -261,26 +275,30 @@ class AlertLifecycle:
 
     # -- applying -------------------------------------------------------------
 
-    def _arguments(self, call: _Call) -> tuple[list[str], list[Any]]:
+    def _command(self, call: _Call) -> bytes:
+        """The EVALSHA of one call, packed: keys and values that recur come from
+        `self._chunk` (encoded once), the rest is encoded here."""
+        chunk = self._chunk
         decision = call.decision
         record = decision.alert
         state = decision.state
         alert_id = decision.alert_id or (record.id if record else "")
         now = self._clock()
-        script_keys = [
-            keys.dedup(call.fingerprint),
-            keys.applied(call.message_id),
-            self._silence_key,
-            keys.alert(alert_id),
-            keys.timeline(alert_id),
-            *self._shared_keys,
-            keys.stats_minute(int(call.received_at // 60)),
-            *self._tail_keys,
+        key_chunks = [
+            bulk(keys.dedup(call.fingerprint).encode()),
+            bulk(keys.applied(call.message_id).encode()),
+            self._silence_chunk,
+            bulk(keys.alert(alert_id).encode()),
+            bulk(keys.timeline(alert_id).encode()),
+            self._shared_chunks,
+            chunk(keys.stats_minute(int(call.received_at // 60))),
+            self._tail_chunks,
         ]
+        nkeys = _FIXED_KEYS
         text = b""
-        removals: list[str] = []
-        adds: list[str] = []
-        sets: list[tuple[str, str]] = []
+        removals: list[bytes] = []
+        adds: list[bytes] = []
+        sets: list[tuple[bytes, str]] = []
         # Untouched unless the alert opens, resolves, or its deadline comes nearer:
         # a later deadline is left to the sweep, which re-scores what is not yet due.
         open_score = due_score = "-"
@@ -306,31 +324,32 @@ class AlertLifecycle:
                 team = record.labels.get("team", "")
                 if before is not None:
                     if before.status != record.status:
-                        removals.append(keys.alert_index("status", before.status))
+                        removals.append(chunk(keys.alert_index("status", before.status)))
                     if before.severity != record.severity:
-                        removals.append(keys.alert_index("severity", before.severity))
+                        removals.append(chunk(keys.alert_index("severity", before.severity)))
                 adds += [
-                    keys.alert_index(),
-                    keys.alert_index("status", record.status),
-                    keys.alert_index("severity", record.severity),
+                    self._all_index_chunk,
+                    chunk(keys.alert_index("status", record.status)),
+                    chunk(keys.alert_index("severity", record.severity)),
                 ]
                 if record.service:
-                    adds.append(keys.alert_index("service", record.service))
+                    adds.append(chunk(keys.alert_index("service", record.service)))
                     if before is None:
-                        sets.append((keys.known_values("services"), record.service))
+                        sets.append((self._services_chunk, record.service))
                 if team:
-                    adds.append(keys.alert_index("team", team))
+                    adds.append(chunk(keys.alert_index("team", team)))
                     if before is None:
-                        sets.append((keys.known_values("teams"), team))
+                        sets.append((self._teams_chunk, team))
         fields = state.to_values() if state is not None else []
         entries = [_encoder.encode(entry) for entry in decision.timeline] if text else []
-        notes: list[Any] = []
+        notes: list[bytes] = []
         channels: list[str] = []
-        publish: list[Any] = []
+        publish: list[bytes] = []
         if record is not None and text:
             for kind, seq in decision.notifications:
                 nid = f"{record.id}:{seq}"
-                notes += [nid, notification_message(nid, kind, text, now, call.traceparent)]
+                message = notification_message(nid, kind, text, now, call.traceparent)
+                notes += [nid.encode(), message]
             if decision.event:
                 team = record.labels.get("team", "")
                 channels = alert_channels(record.service, record.severity, team)
@@ -339,47 +358,52 @@ class AlertLifecycle:
                     repr(call.received_at or now).encode(),
                     text,
                 )
-                publish = [data, call.traceparent, *channels]
-        script_keys += removals + adds + [key for key, _ in sets]
+                publish = [bulk(data), bulk(call.traceparent.encode())]
+                publish += [chunk(channel) for channel in channels]
+        key_chunks += removals
+        key_chunks += adds
+        key_chunks += [key for key, _ in sets]
         for channel in channels:
-            script_keys += [keys.channel_meta(channel), keys.channel_stream(channel)]
+            key_chunks.append(chunk(keys.channel_meta(channel)))
+            key_chunks.append(chunk(keys.channel_stream(channel)))
+        nkeys += len(removals) + len(adds) + len(sets) + 2 * len(channels)
         counts = (
             f"{len(removals)} {len(adds)} {len(sets)} {len(channels)} {len(fields)} "
             f"{len(entries)} {len(notes) // 2}"
         )
-        args: list[Any] = [
+        values = [
             call.expected,
             call.message_id,
             call.silence_version,
-            text,
-            repr(now),
-            open_score,
-            due_score,
-            "1" if call.counted else "0",
-            counts,
-            alert_id,
-            *fields,
-            *entries,
-            *notes,
-            *(member for _, member in sets),
-            *publish,
         ]
-        return script_keys, args
+        arg_chunks = [bulk(value.encode()) for value in values]
+        arg_chunks.append(bulk(text))
+        values = [repr(now), open_score, due_score, "1" if call.counted else "0", counts,
+                  alert_id, *fields]  # fmt: skip
+        arg_chunks += [bulk(value.encode()) for value in values]
+        arg_chunks += [bulk(value) for value in entries]
+        arg_chunks += [bulk(value) for value in notes]
+        arg_chunks += [chunk(member) for _, member in sets]
+        arg_chunks += publish
+        return b"*%d\r\n%b%b%b%b" % (
+            3 + nkeys + len(arg_chunks),
+            self._evalsha_chunk,
+            chunk(str(nkeys)),
+            b"".join(key_chunks),
+            b"".join(arg_chunks),
+        )
 
     def _apply(self, calls: Sequence[_Call]) -> list[str]:
         # Every call is guarded by its version and message id, so a batch that meets
         # a Redis that lost the script (a restart) is simply run again after reloading.
-        prepared = [self._arguments(call) for call in calls]
         for attempt in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            for script_keys, args in prepared:
-                pipe.evalsha(self._sha, len(script_keys), *script_keys, *args)
+            commands = (self._command(call) for call in calls)
             try:
-                return [_text(result) for result in pipe.execute()]
+                return [_text(result) for result in execute_packed(self._redis, commands)]
             except NoScriptError:
                 if attempt:
                     raise
-                self._sha = self._load()
+                self._load()
         raise AssertionError("unreachable")
 
     # -- alerts ---------------------------------------------------------------
