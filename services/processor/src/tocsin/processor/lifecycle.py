@@ -23,7 +23,7 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -49,7 +49,7 @@ from tocsin.processor.rules import (
     decide_trailing_update,
     fingerprint_rule,
 )
-from tocsin.processor.wire import RespChunks, execute_packed
+from tocsin.processor.wire import RespChunks, execute_packed, pack_command
 
 __all__ = [
     "AlertLifecycle",
@@ -86,6 +86,8 @@ _NO_SILENCE_CHECK = "-"
 # The keys before the variable ones: the per-alert five, open, resolve:due, the
 # stats minute, the cache tag and the notifications queue's three (see apply.lua).
 _FIXED_KEYS = 12
+# Bound on the (service, severity, team) channel sets kept encoded: producers choose them.
+_CACHED_CHANNEL_SETS = 10_000
 # A conflict means another writer changed the fingerprint between read and apply;
 # each retry re-reads, so more than a few in a row means something is wrong.
 _MAX_ATTEMPTS = 20
@@ -199,6 +201,13 @@ def _back_off(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
 
+def _mapping(reply: Any) -> dict[bytes, bytes]:
+    """A hash as HGETALL answers it: a map in RESP3, a flat list in RESP2."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -224,6 +233,7 @@ class AlertLifecycle:
         self._all_index_chunk = bulk(keys.alert_index().encode())
         self._services_chunk = bulk(keys.known_values("services").encode())
         self._teams_chunk = bulk(keys.known_values("teams").encode())
+        self._channels: dict[tuple[str, str, str], tuple[int, bytes, bytes]] = {}
         self._evalsha_chunk = b""
         self._load()
         # Version tokens: unique per write (a redelivered message must not reuse one).
@@ -240,10 +250,10 @@ class AlertLifecycle:
     # -- reading --------------------------------------------------------------
 
     def _read(self, fingerprints: Sequence[str]) -> dict[str, _Read]:
-        pipe = self._redis.pipeline(transaction=False)
-        for fp in fingerprints:
-            pipe.hgetall(keys.dedup(fp))
-        states = [FingerprintState.from_hash(raw) for raw in pipe.execute()]
+        reads = [pack_command(b"HGETALL", [bulk(keys.dedup(fp).encode())]) for fp in fingerprints]
+        states = [
+            FingerprintState.from_hash(_mapping(raw)) for raw in execute_packed(self._redis, reads)
+        ]
         return dict(zip(fingerprints, self._with_records(states), strict=True))
 
     def _with_records(self, states: list[FingerprintState]) -> list[_Read]:
@@ -343,7 +353,7 @@ class AlertLifecycle:
         fields = state.to_values() if state is not None else []
         entries = [_encoder.encode(entry) for entry in decision.timeline] if text else []
         notes: list[bytes] = []
-        channels: list[str] = []
+        nchannels = 0
         publish: list[bytes] = []
         if record is not None and text:
             for kind, seq in decision.notifications:
@@ -352,23 +362,23 @@ class AlertLifecycle:
                 notes += [nid.encode(), message]
             if decision.event:
                 team = record.labels.get("team", "")
-                channels = alert_channels(record.service, record.severity, team)
+                nchannels, channel_keys, names = self._channel_chunks(
+                    record.service, record.severity, team
+                )
                 data = b'{"type":"%s","received_at":%s,"alert":%s}' % (
                     decision.event.encode(),
                     repr(call.received_at or now).encode(),
                     text,
                 )
-                publish = [bulk(data), bulk(call.traceparent.encode())]
-                publish += [chunk(channel) for channel in channels]
+                publish = [bulk(data), bulk(call.traceparent.encode()), names]
         key_chunks += removals
         key_chunks += adds
         key_chunks += [key for key, _ in sets]
-        for channel in channels:
-            key_chunks.append(chunk(keys.channel_meta(channel)))
-            key_chunks.append(chunk(keys.channel_stream(channel)))
-        nkeys += len(removals) + len(adds) + len(sets) + 2 * len(channels)
+        if nchannels:
+            key_chunks.append(channel_keys)
+        nkeys += len(removals) + len(adds) + len(sets) + 2 * nchannels
         counts = (
-            f"{len(removals)} {len(adds)} {len(sets)} {len(channels)} {len(fields)} "
+            f"{len(removals)} {len(adds)} {len(sets)} {nchannels} {len(fields)} "
             f"{len(entries)} {len(notes) // 2}"
         )
         values = [
@@ -386,25 +396,56 @@ class AlertLifecycle:
         arg_chunks += [chunk(member) for _, member in sets]
         arg_chunks += publish
         return b"*%d\r\n%b%b%b%b" % (
-            3 + nkeys + len(arg_chunks),
+            # `names` is one chunk of `nchannels` arguments.
+            3 + nkeys + len(arg_chunks) - len(publish) + (2 + nchannels if publish else 0),
             self._evalsha_chunk,
             chunk(str(nkeys)),
             b"".join(key_chunks),
             b"".join(arg_chunks),
         )
 
-    def _apply(self, calls: Sequence[_Call]) -> list[str]:
-        # Every call is guarded by its version and message id, so a batch that meets
-        # a Redis that lost the script (a restart) is simply run again after reloading.
-        for attempt in range(2):
-            commands = (self._command(call) for call in calls)
-            try:
-                return [_text(result) for result in execute_packed(self._redis, commands)]
-            except NoScriptError:
-                if attempt:
-                    raise
-                self._load()
-        raise AssertionError("unreachable")
+    def _channel_chunks(self, service: str, severity: str, team: str) -> tuple[int, bytes, bytes]:
+        """An alert's channels for the publish step: how many, their keys, their names."""
+        cached = self._channels.get((service, severity, team))
+        if cached is None:
+            if len(self._channels) >= _CACHED_CHANNEL_SETS:
+                self._channels.clear()
+            channels = alert_channels(service, severity, team)
+            channel_keys = b"".join(
+                bulk(key.encode())
+                for channel in channels
+                for key in (keys.channel_meta(channel), keys.channel_stream(channel))
+            )
+            names = b"".join(bulk(channel.encode()) for channel in channels)
+            cached = self._channels[(service, severity, team)] = (
+                len(channels),
+                channel_keys,
+                names,
+            )
+        return cached
+
+    def _apply(self, calls: Iterable[_Call]) -> list[str]:
+        """Apply `calls` in one pipeline; their results, in order.
+
+        `calls` may be a generator deciding as it goes: each call is packed and
+        sent as soon as it is decided, so Python decides the next alerts while
+        Redis applies the first (they run on different cores).
+        """
+        made: list[_Call] = []
+
+        def commands() -> Iterator[bytes]:
+            for call in calls:
+                made.append(call)
+                yield self._command(call)
+
+        try:
+            return [_text(result) for result in execute_packed(self._redis, commands())]
+        except NoScriptError:
+            # Every call is guarded by its version and message id, so a batch that
+            # meets a Redis that lost the script (a restart) simply runs again.
+            self._load()
+        again = execute_packed(self._redis, [self._command(call) for call in made])
+        return [_text(result) for result in again]
 
     # -- alerts ---------------------------------------------------------------
 
@@ -436,14 +477,24 @@ class AlertLifecycle:
             applied = self._applied([batch[n].id for n in pending]) if attempt else set()
             calls: list[tuple[int, _Call]] = []
             for n in pending:
-                queued = batch[n]
-                if queued.id in applied:
-                    outcomes[n] = Outcome("replayed", "", (), queued.fingerprint)
-                    continue
-                read = view[queued.fingerprint]
-                calls.append((n, self._decide(read, queued, verdicts[n], traces[n],
-                                              silence_version, now)))  # fmt: skip
-            results = self._apply([call for _, call in calls])
+                if batch[n].id in applied:
+                    outcomes[n] = Outcome("replayed", "", (), batch[n].fingerprint)
+            # Decided as the pipeline is written: Redis applies the first meanwhile.
+            decided = (
+                self._decide_into(
+                    calls,
+                    n,
+                    view[batch[n].fingerprint],
+                    batch[n],
+                    verdicts[n],
+                    traces[n],
+                    silence_version,
+                    now,
+                )
+                for n in pending
+                if batch[n].id not in applied
+            )
+            results = self._apply(decided)
             pending = []
             for (n, call), result in zip(calls, results, strict=True):
                 if result == "conflict":
@@ -461,6 +512,22 @@ class AlertLifecycle:
         for message_id in message_ids:
             pipe.exists(keys.applied(message_id))
         return {mid for mid, hit in zip(message_ids, pipe.execute(), strict=True) if hit}
+
+    def _decide_into(
+        self,
+        calls: list[tuple[int, _Call]],
+        n: int,
+        read: _Read,
+        queued: QueuedAlert,
+        silenced: bool,
+        trace: str,
+        silence_version: str,
+        now: float,
+    ) -> _Call:
+        """`_decide`, noting the call in `calls` as the `n`th message's."""
+        call = self._decide(read, queued, silenced, trace, silence_version, now)
+        calls.append((n, call))
+        return call
 
     def _decide(
         self,

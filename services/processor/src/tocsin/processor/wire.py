@@ -72,12 +72,13 @@ def execute_packed(redis: Redis, commands: Iterable[bytes], flush_every: int = 8
         for command in pending:
             batch.append(command)
             if len(batch) == flush_every:
-                connection.send_packed_command([b"".join(batch)])  # type: ignore[no-untyped-call]
+                # Counted as sent before the write: if it fails, the retry sends it.
                 sent.extend(batch)
+                connection.send_packed_command([b"".join(batch)])  # type: ignore[no-untyped-call]
                 batch = []
         if batch:
-            connection.send_packed_command([b"".join(batch)])  # type: ignore[no-untyped-call]
             sent.extend(batch)
+            connection.send_packed_command([b"".join(batch)])  # type: ignore[no-untyped-call]
         replies: list[Any] = []
         for _ in sent:
             try:
