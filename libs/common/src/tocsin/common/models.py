@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tocsin.common import keys
+
 __all__ = [
     "AlertAction",
     "AlertIn",
@@ -197,10 +199,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def new_alert_id() -> str:
-    """A time-ordered, unique id: 48-bit milliseconds then 80 random bits, hex."""
+def new_alert_id(fingerprint: str) -> str:
+    """A time-ordered, unique id: 48-bit milliseconds, 64 random bits, then the
+    fingerprint's hash tag (16 bits), hex: its alert's keys share the fingerprint's slot."""
     millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{os.urandom(10).hex()}"
+    return f"{millis:012x}{os.urandom(8).hex()}{keys.fingerprint_tag(fingerprint)}"
 
 
 @functools.lru_cache(maxsize=4096)  # a batch's alerts share their received_at

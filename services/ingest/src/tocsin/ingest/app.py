@@ -284,14 +284,15 @@ def _queued(
 ) -> list[QueuedAlert]:
     return [
         QueuedAlert(
-            id=new_id(),
-            fingerprint=fingerprint(alert),
+            id=new_id(fp),  # the id carries its fingerprint's hash tag
+            fingerprint=fp,
             received_at=received_at,
             producer=producer.name,
             alert=with_defaults(alert, producer.labels),
             path=path,
         )
         for alert in alerts
+        for fp in (fingerprint(alert),)
     ]
 
 

@@ -10,11 +10,13 @@ process wrote the fingerprint meanwhile) re-reads and re-decides just that
 message.
 
 Keys and Redis Cluster: every key the apply step touches is in its KEYS. The
-per-alert keys (`dedup:{fp}`, `alert:{id}`, `timeline:{id}`, `applied:{msg}`)
-could share a slot by a hash tag on the fingerprint; the shared ones (`open`,
-`resolve:due`, the indexes, `stats:minute:*`, the cache tag, channel keys,
-the notifications queue) cannot, so a Cluster deployment would split the
-apply into a per-alert step and an outbox relayed to the shared keys.
+per-alert keys (`dedup`, `applied`, `alert`, `timeline`) carry the
+fingerprint's hash tag (`keys.fingerprint_tag`; ingest mints alert ids ending
+with it), so they share a slot. The shared ones (`open`, `resolve:due`, the
+indexes, `stats:minute:*`, the cache tag, the silence version, channel keys,
+the notifications queue) cannot, so one call is not Cluster-safe: a Cluster
+deployment would split the apply into the per-alert step and an outbox relayed
+to the shared keys (docs/storage.md, "Redis Cluster").
 """
 
 from __future__ import annotations
@@ -296,7 +298,7 @@ class AlertLifecycle:
         now = self._clock()
         key_chunks = [
             bulk(keys.dedup(call.fingerprint).encode()),
-            bulk(keys.applied(call.message_id).encode()),
+            bulk(keys.applied(call.message_id, call.fingerprint).encode()),
             self._silence_chunk,
             bulk(keys.alert(alert_id).encode()),
             bulk(keys.timeline(alert_id).encode()),
@@ -474,7 +476,7 @@ class AlertLifecycle:
             # A retry re-reads only the conflicted messages' fingerprints, and asks
             # whether each was applied meanwhile (by another process, say).
             view = self._read(list(dict.fromkeys(batch[n].fingerprint for n in pending)))
-            applied = self._applied([batch[n].id for n in pending]) if attempt else set()
+            applied = self._applied([batch[n] for n in pending]) if attempt else set()
             calls: list[tuple[int, _Call]] = []
             for n in pending:
                 if batch[n].id in applied:
@@ -507,11 +509,11 @@ class AlertLifecycle:
             now = self._clock()
         raise RuntimeError("fingerprints kept changing while a batch was applied; retrying it")
 
-    def _applied(self, message_ids: Sequence[str]) -> set[str]:
+    def _applied(self, messages: Sequence[QueuedAlert]) -> set[str]:
         pipe = self._redis.pipeline(transaction=False)
-        for message_id in message_ids:
-            pipe.exists(keys.applied(message_id))
-        return {mid for mid, hit in zip(message_ids, pipe.execute(), strict=True) if hit}
+        for message in messages:
+            pipe.exists(keys.applied(message.id, message.fingerprint))
+        return {m.id for m, hit in zip(messages, pipe.execute(), strict=True) if hit}
 
     def _decide_into(
         self,
