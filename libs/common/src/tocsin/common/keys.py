@@ -61,6 +61,7 @@ __all__ = [
     "TAG_LENGTH",
     "alert",
     "alert_index",
+    "alert_prefix",
     "analytics_daily",
     "api_key",
     "applied",
@@ -132,7 +133,12 @@ def _id_tag(alert_id: str) -> str:
 
 def alert(alert_id: str) -> str:
     """An alert's record, in its fingerprint's slot (the tag is the id's last 4 characters)."""
-    return f"{PREFIX}alert:{{{_id_tag(alert_id)}}}{alert_id}"
+    return f"{alert_prefix()}{{{_id_tag(alert_id)}}}{alert_id}"
+
+
+def alert_prefix() -> str:
+    """What every record key starts with, before its tag (for a script that builds them)."""
+    return f"{PREFIX}alert:"
 
 
 def dedup(fingerprint: str) -> str:

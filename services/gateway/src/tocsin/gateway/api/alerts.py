@@ -366,7 +366,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         lookups=context.pipelined,
     )
     read_records = PipelinedScript(context.pipelined, _RECORDS_LUA, fallback=context.redis)
-    record_prefix = f"{keys.PREFIX}alert:"
+    record_prefix = keys.alert_prefix()
 
     @_guard(context, "read")
     async def list_endpoint(request: Request) -> Response:
