@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 from tocsin.common.pipelining import bulk, encode_command
 from tocsin.common.redis import sync_client
 from tocsin.common.server import RedisServer
-from tocsin.processor.wire import RespChunks, execute_packed, pack_command
+from tocsin.processor.wire import RespChunks, bulks, execute_packed, pack_command
 
 
 @pytest.fixture
@@ -44,6 +44,7 @@ def test_pack_command_with_chunks_is_the_plain_encoding() -> None:
     chunks = RespChunks()
     packed = pack_command(b"EVALSHA", [chunks("abc"), chunks("1"), bulk(b"key"), chunks("abc")])
     assert packed == encode_command("EVALSHA", "abc", "1", "key", "abc")
+    assert bulks([b"", b"a\r\nb"]) == encode_command("", "a\r\nb").split(b"\r\n", 1)[1]
 
 
 def test_chunk_cache_starts_over_at_its_limit() -> None:

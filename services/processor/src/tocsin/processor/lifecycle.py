@@ -51,7 +51,7 @@ from tocsin.processor.rules import (
     decide_trailing_update,
     fingerprint_rule,
 )
-from tocsin.processor.wire import RespChunks, execute_packed, pack_command
+from tocsin.processor.wire import RespChunks, bulks, execute_packed, pack_command
 
 __all__ = [
     "AlertLifecycle",
@@ -383,23 +383,20 @@ class AlertLifecycle:
             f"{len(removals)} {len(adds)} {len(sets)} {nchannels} {len(fields)} "
             f"{len(entries)} {len(notes) // 2}"
         )
-        values = [
-            call.expected,
-            call.message_id,
-            call.silence_version,
-        ]
-        arg_chunks = [bulk(value.encode()) for value in values]
-        arg_chunks.append(bulk(text))
-        values = [repr(now), open_score, due_score, "1" if call.counted else "0", counts,
-                  alert_id, *fields]  # fmt: skip
-        arg_chunks += [bulk(value.encode()) for value in values]
-        arg_chunks += [bulk(value) for value in entries]
-        arg_chunks += [bulk(value) for value in notes]
+        scalars = [call.expected, call.message_id, call.silence_version]
+        values = [value.encode() for value in scalars]
+        values.append(text)
+        scalars = [repr(now), open_score, due_score, "1" if call.counted else "0", counts,
+                   alert_id, *fields]  # fmt: skip
+        values += [value.encode() for value in scalars]
+        values += entries
+        values += notes
+        nargs = len(values) + len(sets) + (2 + nchannels if publish else 0)
+        arg_chunks = [bulks(values)]
         arg_chunks += [chunk(member) for _, member in sets]
         arg_chunks += publish
         return b"*%d\r\n%b%b%b%b" % (
-            # `names` is one chunk of `nchannels` arguments.
-            3 + nkeys + len(arg_chunks) - len(publish) + (2 + nchannels if publish else 0),
+            3 + nkeys + nargs,
             self._evalsha_chunk,
             chunk(str(nkeys)),
             b"".join(key_chunks),

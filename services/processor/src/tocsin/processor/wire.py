@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 
 from tocsin.common.pipelining import bulk
 
-__all__ = ["RespChunks", "execute_packed", "pack_command"]
+__all__ = ["RespChunks", "bulks", "execute_packed", "pack_command"]
 
 
 class RespChunks:
@@ -46,6 +46,11 @@ class RespChunks:
                 self._chunks.clear()
             chunk = self._chunks[value] = bulk(value.encode())
         return chunk
+
+
+def bulks(values: Sequence[bytes]) -> bytes:
+    """`values` as consecutive RESP bulk strings (one call for many: no call per value)."""
+    return b"".join([b"$%d\r\n%b\r\n" % (len(value), value) for value in values])
 
 
 def pack_command(name: bytes, bulks: Sequence[bytes]) -> bytes:
