@@ -9,10 +9,10 @@ import pytest
 from redis import Redis
 from redis.crc import key_slot
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.models import AlertAction, AlertIn, QueuedAlert, new_alert_id
 from tocsin.common.redis import sync_client
-from tocsin.common.server import RedisServer
 from tocsin.common.silences import SilenceSet
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
 

@@ -8,9 +8,9 @@ import pytest
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.pipelining import bulk, encode_command
 from tocsin.common.redis import sync_client
-from tocsin.common.server import RedisServer
 from tocsin.processor.wire import RespChunks, bulks, execute_packed, pack_command
 
 
