@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import fnv_c  # type: ignore[import-untyped]  # no stubs; one function, bytes -> int
 import msgspec
 
+from tocsin.common import keys
 from tocsin.common.errors import FieldError, InvalidBodyError
 
 __all__ = [
@@ -187,11 +188,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def new_alert_id() -> str:
-    """A time-ordered, unique id: 48-bit milliseconds then 80 random bits, hex."""
+def new_alert_id(fingerprint: str) -> str:
+    """A time-ordered, unique id: 48-bit milliseconds, 64 random bits, then the
+    fingerprint's hash tag (16 bits), hex: its alert's keys share the fingerprint's slot."""
     # Unique, not secret (reading an alert takes a token): the seeded PRNG, which
     # Python reseeds in a forked child, rather than a getrandom(2) call per alert.
-    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
+    millis = time.time_ns() // 1_000_000
+    return f"{millis:012x}{random.getrandbits(64):016x}{keys.fingerprint_tag(fingerprint)}"
 
 
 @functools.lru_cache(maxsize=4096)  # a batch's alerts share their received_at

@@ -156,14 +156,15 @@ def alerts_work(
     received_at = time.time()
     queued = [
         QueuedAlert(
-            id=new_alert_id(),
-            fingerprint=fingerprint(alert),
+            id=new_alert_id(fp),  # the id carries its fingerprint's hash tag
+            fingerprint=fp,
             received_at=received_at,
             producer=producer.name,
             alert=with_defaults(alert, producer.labels),
             path=path,
         )
         for alert in alerts
+        for fp in (fingerprint(alert),)
     ]
     if empty_answer:
         return Work(PROCESS_ALERTS_ACTOR, (queued,), len(queued), b"", status, None)
