@@ -20,6 +20,7 @@ from tocsin.common import telemetry
 from tocsin.common.broker import ALERTS_QUEUE, build_broker, build_message
 from tocsin.common.metrics import health_signals
 from tocsin.common.server import RedisServer
+from tocsin.gateway.tracing import event_delivery
 
 ENQUEUES = 3000
 FANOUT_EVENTS = 20_000
@@ -73,7 +74,7 @@ def _fanout_cost() -> float:
 
     def run() -> None:
         for _ in range(FANOUT_EVENTS):
-            with telemetry.event_delivery("alerts", frame) as delivery:
+            with event_delivery("alerts", frame) as delivery:
                 delivery.fan_out(members, lambda member: member.deliver(frame))
 
     return _per_call_us(run, FANOUT_EVENTS)
@@ -91,9 +92,9 @@ def main() -> None:
         from opentelemetry import trace
 
         trace.set_tracer_provider(provider)
-        telemetry._enabled = True
+        telemetry.setup._enabled = True
         rows.append((f"event fan-out to {FANOUT_MEMBERS}, tracing on", _fanout_cost()))
-        telemetry._enabled = False
+        telemetry.setup._enabled = False
         redis = Redis.from_url(server.url)
         health_signals.bind(redis, flush_interval=0)
         rows.append(

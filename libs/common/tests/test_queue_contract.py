@@ -284,7 +284,7 @@ def test_batch_handler_gets_each_message_with_its_own_consumer_span_when_tracing
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(telemetry, "_enabled", True)
+    monkeypatch.setattr(telemetry.setup, "_enabled", True)
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
     broker.add_middleware(telemetry.TracingMiddleware(provider))
     _declare(broker, Calls())

@@ -32,10 +32,10 @@ import redis.asyncio as redis_async
 from redis.asyncio.client import PubSub
 
 from tocsin.common import keys
-from tocsin.common.telemetry import event_delivery
 from tocsin.gateway.frames import Frame, event_frame
 from tocsin.gateway.history import ChannelHead, ChannelLog
 from tocsin.gateway.metrics import Stats
+from tocsin.gateway.tracing import event_delivery
 
 __all__ = ["Hub", "Member", "SubscribeTimeoutError"]
 
