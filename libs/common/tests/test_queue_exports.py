@@ -10,7 +10,6 @@ def test_queue_layer_exports_exactly_its_public_names_sorted() -> None:
         "WAKEUP_TOKENS_KEPT",
         "BatchHandler",
         "Consumer",
-        "DelayedMessages",
         "Delivery",
         "QueueConsumerSettings",
         "QueueKeys",
