@@ -32,6 +32,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ class Consumer:
     def start(self) -> None:
         if self._batch_handler is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="job")
+        _boot_process(self.broker)
         self.broker.emit_after("worker_boot", self)
         for due in self._dues:
             try:
@@ -381,6 +383,26 @@ class Consumer:
             count_redis_error(exc)
             log.warning("could not settle %d messages of %s: %s", len(held), queue, exc)
             self._hold(queue, held)
+
+
+_booted: weakref.WeakSet[dramatiq.Broker] = weakref.WeakSet()
+_booted_lock = threading.Lock()
+
+
+def _boot_process(broker: dramatiq.Broker) -> None:
+    """Emit the broker's process-boot hooks once per process, as Dramatiq's CLI does.
+
+    Middleware starts its threads there: TimeLimit's, which stops an actor
+    that outruns its `time_limit` (TimeLimitExceeded, raised in the job's
+    thread, fails the message like any error: its retries and the scheduler's
+    run record follow), and ShutdownNotifications'.
+    """
+    with _booted_lock:
+        if broker in _booted:
+            return
+        _booted.add(broker)
+    broker.emit_before("process_boot")
+    broker.emit_after("process_boot")
 
 
 def _log_failure(proxy: MessageProxy, error: BaseException) -> None:
