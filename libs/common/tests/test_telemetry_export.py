@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -84,6 +84,7 @@ def _write_varied_spans(provider: TracerProvider) -> None:
             },
         ) as span:
             span.add_event("enqueued", {"queue": "alerts", "count": 3})
+            span.add_event("beyond the event limit")
         with tracer.start_as_current_span("process alerts", kind=SpanKind.CONSUMER) as failing:
             failing.record_exception(RuntimeError("receiver said no"))
             failing.set_status(Status(StatusCode.ERROR, "RuntimeError"))
@@ -95,13 +96,17 @@ def test_spans_through_the_child_arrive_as_the_library_encodes_them(
 ) -> None:
     memory = InMemorySpanExporter()
     pipe = SpanPipe(RESOURCE, environ=_environ(receiver))
-    provider = TracerProvider(resource=RESOURCE)
+    # Limits low enough that the dropped counts are not all zero.
+    limits = SpanLimits(max_span_attributes=3, max_events=1)
+    provider = TracerProvider(resource=RESOURCE, span_limits=limits)
     provider.add_span_processor(pipe)
     provider.add_span_processor(SimpleSpanProcessor(memory))
     try:
         _write_varied_spans(provider)
         assert pipe.force_flush(30_000)
-        expected = encode_spans(memory.get_finished_spans())
+        finished = memory.get_finished_spans()
+        assert {(s.dropped_attributes, s.dropped_events) for s in finished} >= {(1, 1)}
+        expected = encode_spans(finished)
         received = _received(receiver)
         assert len(received) == len(memory.get_finished_spans()) == 4
         for resource_spans in expected.resource_spans:
@@ -181,7 +186,7 @@ def test_a_stopped_exporting_process_costs_dropped_spans_never_a_blocked_caller(
 _PARENT = """
 import sys, time
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from tocsin.common.telemetry.export import SpanPipe
 pipe = SpanPipe(Resource.create({"service.name": "doomed"}))
 provider = TracerProvider()
