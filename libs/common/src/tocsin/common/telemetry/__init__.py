@@ -6,8 +6,8 @@ concern:
 
 - `setup`: switching tracing on from `OTEL_*` (`setup_tracing`,
   `setup_observability`), `tracing_enabled`, the cached `tracer`;
-- `export`: finished spans handed over a pipe to a child process that encodes
-  and exports them (OTLP/HTTP), off the serving process's GIL;
+- `export`: finished spans handed over a pipe to a child process (`exporter`)
+  that encodes and exports them (OTLP/HTTP), off the serving process's GIL;
 - `propagation`: the W3C `traceparent`/`tracestate` between processes, and the
   CLIENT and PRODUCER spans around hand-offs;
 - `dramatiq`: `TracingMiddleware`, the spans around enqueues and jobs;

@@ -12,7 +12,7 @@ with tracing on (issue 14). Here:
   `HAND_OFF_SPANS`) down a pipe as one length-prefixed `marshal` frame: one
   C-speed call and a write that releases the GIL (marshal, not pickle: it
   takes only plain values, and the child runs no code from the pipe);
-- the child (`python -m tocsin.common.telemetry.export`, at a lower CPU
+- the child (`python -m tocsin.common.telemetry.exporter`, at a lower CPU
   priority) rebuilds them as SDK spans and feeds the SDK's own
   BatchSpanProcessor and OTLP/HTTP exporter, configured by the same `OTEL_BSP_*`
   and `OTEL_EXPORTER_OTLP_*` variables a service would read.
@@ -39,7 +39,6 @@ import logging
 import marshal
 import os
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -50,13 +49,11 @@ from typing import IO, Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext
 from prometheus_client import Counter
 
-__all__ = ["SpanPipe", "main"]
+__all__ = ["FLUSH", "FLUSHED", "FRAME_LENGTH", "RESOURCE", "SPANS", "SpanPipe", "SpanRecord"]
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +65,6 @@ MAX_QUEUED_SPANS = 4096
 RESTART_PAUSE_SECONDS = 5.0
 # Longest a frame may wait for room in the pipe before the child counts as wedged.
 WRITE_TIMEOUT_SECONDS = 10.0
-# The child yields the CPU to whatever serves requests beside it (it shares their cores).
-CHILD_NICENESS = 10
 
 # Dropped spans are logged at most this often (with the count since the last line).
 DROP_LOG_SECONDS = 10.0
@@ -80,8 +75,8 @@ SPANS_DROPPED = Counter(
 )
 
 RESOURCE, SPANS, FLUSH = 0, 1, 2
-_LENGTH = struct.Struct(">I")
-_FLUSHED = struct.Struct(">Q?")  # the flush answered, whether everything was exported
+FRAME_LENGTH = struct.Struct(">I")
+FLUSHED = struct.Struct(">Q?")  # the flush answered, whether everything was exported
 
 # A span as plain values (see `_record` for the order); marshal takes nothing else.
 SpanRecord = tuple[Any, ...]
@@ -142,7 +137,7 @@ def _record(span: ReadableSpan) -> SpanRecord:
 
 def _frame(kind: int, body: Any) -> bytes:
     payload = marshal.dumps((kind, body))
-    return _LENGTH.pack(len(payload)) + payload
+    return FRAME_LENGTH.pack(len(payload)) + payload
 
 
 class SpanPipe(SpanProcessor):
@@ -161,7 +156,7 @@ class SpanPipe(SpanProcessor):
             RESOURCE, (dict(resource.attributes), resource.schema_url or "")
         )
         self._environ = dict(os.environ if environ is None else environ)
-        self._command = list(command or [sys.executable, "-m", __name__])
+        self._command = list(command or [sys.executable, "-m", "tocsin.common.telemetry.exporter"])
         self._max_queued = max_queued
         self._restart_pause = restart_pause
         # No lock around it: a lock the writer held when the GIL switched threads made
@@ -337,142 +332,8 @@ def _await_flushed(answers: IO[bytes], wanted: int, deadline: float) -> bool:
         if not chunk:
             return False
         buffer += chunk
-        while len(buffer) >= _FLUSHED.size:
-            answered, exported = _FLUSHED.unpack(buffer[: _FLUSHED.size])
-            buffer = buffer[_FLUSHED.size :]
+        while len(buffer) >= FLUSHED.size:
+            answered, exported = FLUSHED.unpack(buffer[: FLUSHED.size])
+            buffer = buffer[FLUSHED.size :]
             if answered >= wanted:
                 return bool(exported)
-
-
-# -- the child process ---------------------------------------------------------
-
-
-class _PipedSpan(ReadableSpan):
-    """A span rebuilt in the child, keeping the counts of what its limits dropped."""
-
-    def __init__(self, dropped: tuple[int, int, int], **fields: Any) -> None:
-        super().__init__(**fields)
-        self._dropped_counts = dropped
-
-    @property
-    def dropped_attributes(self) -> int:
-        return self._dropped_counts[0]
-
-    @property
-    def dropped_events(self) -> int:
-        return self._dropped_counts[1]
-
-    @property
-    def dropped_links(self) -> int:
-        return self._dropped_counts[2]
-
-
-def _span_context(record: tuple[int, int, int, str], *, remote: bool = False) -> SpanContext:
-    trace_id, span_id, flags, state = record
-    return SpanContext(
-        trace_id,
-        span_id,
-        is_remote=remote,
-        trace_flags=TraceFlags(flags),
-        trace_state=TraceState.from_header([state]) if state else None,
-    )
-
-
-def rebuild(
-    record: SpanRecord,
-    resource: Resource,
-    scopes: dict[tuple[str, str | None, str | None], InstrumentationScope],
-) -> ReadableSpan:
-    """The SDK span a `_record` came from, as an exporter sees it."""
-    (
-        name,
-        context,
-        parent,
-        kind,
-        start,
-        end,
-        attributes,
-        (status_code, status_description),
-        events,
-        links,
-        dropped,
-        scope_key,
-    ) = record
-    context_span = _span_context(context)
-    scope = None
-    if scope_key is not None:
-        scope_key = tuple(scope_key)
-        scope = scopes.get(scope_key)
-        if scope is None:
-            scope = scopes[scope_key] = InstrumentationScope(*scope_key)
-    return _PipedSpan(
-        tuple(dropped),
-        name=name,
-        context=context_span,
-        parent=None
-        if parent is None
-        else SpanContext(
-            context_span.trace_id,
-            parent[0],
-            is_remote=parent[1],
-            trace_flags=context_span.trace_flags,
-        ),
-        resource=resource,
-        attributes=attributes,
-        events=[Event(e_name, e_attributes, e_time) for e_name, e_time, e_attributes in events],
-        links=[Link(_span_context(ctx, remote=True), attrs) for ctx, attrs in links],
-        kind=SpanKind(kind),
-        status=Status(StatusCode(status_code), status_description),
-        start_time=start,
-        end_time=end,
-        instrumentation_scope=scope,
-    )
-
-
-def _read_frame(stream: IO[bytes]) -> tuple[int, Any] | None:
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        return None
-    (length,) = _LENGTH.unpack(head)
-    payload = stream.read(length)
-    if len(payload) < length:
-        return None
-    kind, body = marshal.loads(payload)
-    return kind, body
-
-
-def main() -> None:
-    """The child: read frames from stdin until it closes, export spans through the SDK."""
-    # Imported here: the serving process never loads the exporter.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    logging.basicConfig(level=logging.WARNING, format="span exporter: %(message)s")
-    os.nice(CHILD_NICENESS)
-    # Ctrl-C reaches the whole process group; the child ends when its parent closes the pipe.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    processor = BatchSpanProcessor(OTLPSpanExporter())
-    resource = Resource.get_empty()
-    scopes: dict[tuple[str, str | None, str | None], InstrumentationScope] = {}
-    frames, answers = sys.stdin.buffer, sys.stdout.buffer
-    try:
-        while (frame := _read_frame(frames)) is not None:
-            kind, body = frame
-            if kind == SPANS:
-                for record in body:
-                    processor.on_end(rebuild(record, resource, scopes))
-            elif kind == RESOURCE:
-                attributes, schema_url = body
-                resource = Resource(attributes, schema_url or None)
-            elif kind == FLUSH:
-                # Bounded well inside the parent's write deadline, which would count a
-                # longer wait as a wedged child.
-                exported = processor.force_flush(int(WRITE_TIMEOUT_SECONDS * 500))
-                answers.write(_FLUSHED.pack(body, exported))
-                answers.flush()
-    finally:
-        processor.shutdown()  # type: ignore[no-untyped-call]
-
-
-if __name__ == "__main__":
-    main()
