@@ -23,7 +23,9 @@ heartbeat every `Recovery.interval`, not a poll. The heartbeat runs on its own
 thread so a long job does not make its worker look dead. A `DueMover` thread
 moves the queues' due messages (retry backoff, timers: `queue.due`) onto them
 when due, whether the consumer is busy or idle, and its move wakes the fetch
-loop.
+loop. (Over 400 lines: it is one class, whose fetch loop, thread pool, batch
+path and shutdown share its state; split apart, each part would reach into
+the others.)
 """
 
 from __future__ import annotations
