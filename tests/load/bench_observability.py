@@ -18,10 +18,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from redis import Redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import telemetry
 from tocsin.common.broker import ALERTS_QUEUE, build_broker, build_message
 from tocsin.common.metrics import health_signals
-from tocsin.common.server import RedisServer
 from tocsin.common.telemetry.export import SpanPipe
 from tocsin.gateway.tracing import event_delivery
 

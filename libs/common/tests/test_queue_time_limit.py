@@ -16,8 +16,8 @@ import pytest
 from redis import Redis
 from tests.support import wait_until
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.queue import dead_letter_keys, enqueue
-from tocsin.common.server import RedisServer
 
 QUEUE = "limits"
 

@@ -13,9 +13,9 @@ import msgspec
 from redis import Redis
 from tests.support import wait_until
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.queue import enqueue
-from tocsin.common.server import RedisServer
 from tocsin.scheduler.jobs import Run, actor_name
 
 QUEUE = "maintenance"

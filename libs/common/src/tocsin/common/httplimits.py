@@ -30,10 +30,11 @@ import dataclasses
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from tocsin.common.config import CommonSettings, setting
+from tocsin.common.errors import LimitExceededError
 from tocsin.common.problems import problem
+from tocsin.common.uvicorn_shim import STATUS_LINE, ServerProtocol
 
 __all__ = ["HttpLimits", "HttpServerSettings", "LimitedHttpToolsProtocol"]
 
@@ -89,17 +90,6 @@ class HttpLimits:
     keepalive_timeout: float = 120.0
 
 
-class LimitExceededError(Exception):
-    """A request broke a limit; the connection answers `status` and closes."""
-
-    def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.kind = kind
-        self.title = title
-        self.detail = detail
-
-
 class _PipelineOverflowError(Exception):
     """More pipelined requests than a connection may queue: it is dropped unanswered."""
 
@@ -114,7 +104,7 @@ def _head_too_large(limits: HttpLimits) -> LimitExceededError:
     )
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
+class LimitedHttpToolsProtocol(ServerProtocol):
     """uvicorn's httptools protocol with `limits` applied; `with_limits` makes a subclass
     carrying a server's own."""
 

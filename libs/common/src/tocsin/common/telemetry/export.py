@@ -53,7 +53,16 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanContext
 from prometheus_client import Counter
 
-__all__ = ["FLUSH", "FLUSHED", "FRAME_LENGTH", "RESOURCE", "SPANS", "SpanPipe", "SpanRecord"]
+__all__ = [
+    "FLUSH",
+    "FLUSHED",
+    "FRAME_LENGTH",
+    "RESOURCE",
+    "SPANS",
+    "WRITE_TIMEOUT_SECONDS",
+    "SpanPipe",
+    "SpanRecord",
+]
 
 log = logging.getLogger(__name__)
 
