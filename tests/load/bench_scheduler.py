@@ -157,6 +157,7 @@ def bench_retention(url: str) -> list[tuple[str, str]]:
         pipe.set(keys.alert(alert_id), json.dumps(record))
         pipe.rpush(keys.timeline(alert_id), '{"kind":"firing","at":"2026-01-01T00:00:00Z"}')
         pipe.zadd("tocsin:idx:all", {alert_id: old})
+        pipe.zadd("tocsin:idx:status:resolved", {alert_id: old})
         pipe.zadd(f"tocsin:idx:service:svc{index % 20}", {alert_id: old})
         if index % 1000 == 999:
             pipe.execute()

@@ -72,7 +72,6 @@ def apply_script(config: LifecycleConfig) -> str:
         f"local LIVE_PREFIX = '{keys.live('')}'\n"
         f"local STATE_FIELDS = {{{', '.join(repr(name) for name in FingerprintState.FIELDS)}}}\n"
         f"local APPLIED_TTL = {int(config.applied_ttl)}\n"
-        f"local STATE_TTL = {int(config.state_ttl)}\n"
         f"local TIMELINE_CAP = {int(config.timeline_cap)}\n"
         f"local STREAM_CAP = {int(config.stream_cap)}\n"
         f"local WAKEUP_TOKENS_KEPT = {WAKEUP_TOKENS_KEPT}\n"
@@ -141,7 +140,6 @@ class LifecycleConfig:
     flap_count: int = 4
     flap_window: float = 600.0
     applied_ttl: int = 86_400
-    state_ttl: int = 30 * 86_400
     timeline_cap: int = 100
     stream_cap: int = 10_000
     update_interval: float = 1.0

@@ -35,7 +35,6 @@ def lifecycle_config(settings: ProcessorSettings) -> LifecycleConfig:
         flap_count=settings.flap_threshold,
         flap_window=settings.flap_window_seconds,
         applied_ttl=settings.applied_ttl_seconds,
-        state_ttl=settings.retention_days * 86_400,
         timeline_cap=settings.timeline_cap,
         stream_cap=settings.stream_cap,
         update_interval=settings.update_event_interval_seconds,

@@ -43,9 +43,6 @@ class ProcessorSettings(QueueConsumerSettings):
     applied_ttl_seconds: int = setting(
         86_400, "How long applied message ids are remembered for idempotency, in seconds."
     )
-    retention_days: int = setting(
-        30, "How long alerts are kept (the scheduler enforces it; dedup state expires with it)."
-    )
     timeline_cap: int = setting(100, "Most transitions kept on one alert's timeline.")
     update_event_interval_seconds: float = setting(
         1.0, "Least time between two `alert.updated` events of one duplicated alert, in s."

@@ -25,6 +25,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from typing import Any
 
 from redis import Redis
@@ -36,12 +37,14 @@ __all__ = [
     "NotificationAttempt",
     "alerts_changed_since",
     "decode_alert",
-    "delete_alerts",
+    "delete_ended_alerts",
     "notification_attempts",
     "timeline_kinds",
 ]
 
-INDEX_DIMENSIONS = ("status", "severity", "service", "team")
+_REMOVE_ENDED_LUA = (
+    resources.files("tocsin.scheduler").joinpath("retention/remove_ended.lua").read_text()
+)
 
 
 @dataclass(frozen=True)
@@ -199,31 +202,43 @@ def notification_attempts(redis: Redis, alert_ids: list[str]) -> Iterator[Notifi
             )
 
 
-def delete_alerts(redis: Redis, alert_ids: list[str]) -> int:
-    """Remove alerts with their timelines, notification logs and index entries; one pipeline.
+def delete_ended_alerts(redis: Redis, alert_ids: list[str], cutoff: float) -> int:
+    """Remove those of `alert_ids` that are resolved and last changed before `cutoff`.
 
-    UNLINK frees memory off the main thread, so a batch costs Redis little.
+    Each goes with everything keyed by it (timeline, notification log,
+    prediction, auto-pause notes), its index entries, and its fingerprint state
+    if that still names it, in one script call (`retention/remove_ended.lua`),
+    so a crash leaves each alert either whole or gone. An alert that is open,
+    or that changed since it was read, is left alone. Returns how many went.
     """
     if not alert_ids:
         return 0
     raws: list[bytes | None] = redis.mget(  # type: ignore[assignment]
         [keys.alert(i) for i in alert_ids]
     )
+    script = redis.register_script(_REMOVE_ENDED_LUA)
     pipe = redis.pipeline(transaction=False)
     for alert_id, raw in zip(alert_ids, raws, strict=True):
-        pipe.unlink(keys.alert(alert_id), keys.timeline(alert_id), keys.notification_log(alert_id))
-        pipe.zrem(keys.alert_index(), alert_id)
-        pipe.zrem(keys.open_alerts(), alert_id)
         record = None if raw is None else decode_alert(raw)
+        if raw is not None and (record is None or record.status != "resolved"):
+            continue  # open (or unreadable): never removed by age
+        unlinks = [
+            keys.timeline(alert_id),
+            keys.notification_log(alert_id),
+            keys.prediction(alert_id),
+            keys.notify_pause(alert_id),
+            keys.notify_pause_told(alert_id),
+        ]
+        indexes = [keys.open_alerts(), keys.resolve_due(), keys.alert_index("status", "resolved")]
         if record is not None:
-            values = {
-                "status": record.status,
-                "severity": record.severity,
-                "service": record.service,
-                "team": record.team,
-            }
-            for dimension in INDEX_DIMENSIONS:
-                if values[dimension]:
-                    pipe.zrem(keys.alert_index(dimension, values[dimension]), alert_id)
-    pipe.execute()
-    return len(alert_ids)
+            values = {"severity": record.severity, "service": record.service, "team": record.team}
+            indexes += [keys.alert_index(dim, value) for dim, value in values.items() if value]
+        # Without a fingerprint there is no state to drop; the slot then repeats a key.
+        fingerprint = record.fingerprint if record else ""
+        state = keys.dedup(fingerprint) if fingerprint else keys.alert(alert_id)
+        script(
+            keys=[keys.alert(alert_id), keys.alert_index(), state, *unlinks, *indexes],
+            args=[raw or b"", alert_id, repr(cutoff), "1" if fingerprint else "0", len(unlinks)],
+            client=pipe,
+        )
+    return sum(int(done) for done in pipe.execute())

@@ -1,7 +1,9 @@
 """Retention: remove what is past its retention, a small batch per Redis call.
 
-- alerts last changed before the alert cutoff, with their timelines,
-  notification logs and index entries (`tocsin.scheduler.alertdata`);
+- resolved alerts last changed before the alert cutoff, with everything keyed
+  by them, their index entries and their fingerprint state, one atomic step
+  per alert (`tocsin.scheduler.alertdata.delete_ended_alerts`); an open alert
+  is kept however long it fires (docs/storage.md);
 - channel stream entries older than the stream cutoff, found by reading a few
   entries at a time from the oldest and cut with `XTRIM MINID`. Entry ids are
   offsets, not times, so an entry's age is read from its frame; a stream whose
@@ -56,14 +58,20 @@ def frame_time(frame: bytes | str) -> float | None:
 
 
 def _remove_alerts(redis: Redis, cutoff: float, policy: RetentionPolicy) -> int:
-    removed = 0
+    # Candidates come from the resolved index: an open alert's last-change score
+    # stays put while it repeats, so the time index alone would remove alerts
+    # that are still firing. Those left alone (changed meanwhile) are stepped over.
+    index = keys.alert_index("status", "resolved")
+    removed = left = 0
     for _ in range(policy.max_batches):
         ids: list[bytes] = redis.zrangebyscore(  # type: ignore[assignment]
-            keys.alert_index(), "-inf", f"({cutoff}", start=0, num=policy.batch
+            index, "-inf", f"({cutoff}", start=left, num=policy.batch
         )
         if not ids:
             break
-        removed += alertdata.delete_alerts(redis, [i.decode() for i in ids])
+        done = alertdata.delete_ended_alerts(redis, [i.decode() for i in ids], cutoff)
+        removed += done
+        left += len(ids) - done
     return removed
 
 

@@ -43,8 +43,8 @@ class SchedulerSettings(QueueConsumerSettings):
     history_cap: int = setting(10_000, "Approximate number of run records kept in the history.")
     retention_days: int = setting(
         30,
-        "Alerts (with their timelines and notification logs) unchanged for longer than this "
-        "are removed, in days; the same variable sets the processor's dedup state lifetime.",
+        "Resolved alerts (with their timelines, notification logs and fingerprint state) "
+        "unchanged for longer than this are removed, in days; open alerts are kept.",
     )
     stream_retention_days: float = setting(
         7.0, "Channel stream entries older than this are trimmed."

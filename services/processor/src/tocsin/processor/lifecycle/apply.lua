@@ -27,7 +27,7 @@
 --   10 alert id, then: f state values (in STATE_FIELDS order), e timeline
 --   entries, n notification id/message pairs, s set members, and for c > 0:
 --   event data, traceparent, c channel names.
--- The constants (LIVE_PREFIX, STATE_FIELDS, APPLIED_TTL, STATE_TTL, TIMELINE_CAP,
+-- The constants (LIVE_PREFIX, STATE_FIELDS, APPLIED_TTL, TIMELINE_CAP,
 -- STREAM_CAP, WAKEUP_TOKENS_KEPT) are prepended by the loader.
 --
 -- Returns the outcome of the check: `applied`, `replayed` (message id seen),
@@ -60,7 +60,10 @@ if nvalues > 0 then
     fields[2 * i] = ARGV[at + i - 1]
   end
   redis.call('HSET', KEYS[1], unpack(fields))
-  redis.call('EXPIRE', KEYS[1], STATE_TTL)
+  -- No expiry: an open alert may be quiet for longer than any TTL (a PagerDuty
+  -- incident has no deadline); retention deletes the state with its ended alert.
+  -- PERSIST also clears the expiry that earlier versions set.
+  redis.call('PERSIST', KEYS[1])
   at = at + nvalues
 end
 
