@@ -13,22 +13,13 @@ from dataclasses import dataclass
 import redis.asyncio as redis_async
 from dramatiq.brokers.redis import RedisBroker
 from starlette.requests import Request
-from starlette.responses import Response
 
-from tocsin.common.auth import Claims, TokenError, TokenVerifier
+from tocsin.common.auth import Claims, TokenVerifier
+from tocsin.common.bearer import Unauthorized, authorize
 from tocsin.common.pipelining import PipelinedRedis
-from tocsin.common.problems import problem
 from tocsin.gateway.settings import GatewaySettings
 
 __all__ = ["ApiContext", "Unauthorized"]
-
-
-class Unauthorized(Exception):  # noqa: N818 -- it carries the response, it is not an error value
-    """Raised by `authorize`; carries the 401/403 problem response to return."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
 
 
 @dataclass(frozen=True)
@@ -47,22 +38,4 @@ class ApiContext:
 
     def authorize(self, request: Request, scope: str) -> Claims:
         """The caller's claims, if its bearer token is valid and carries `scope`."""
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        try:
-            claims = self.verifier.verify(token)
-        except TokenError as exc:
-            raise Unauthorized(
-                problem(
-                    401,
-                    exc.code.replace("_", "-"),
-                    "Unauthorized",
-                    str(exc),
-                    headers={"www-authenticate": "Bearer"},
-                )
-            ) from None
-        if scope not in claims.scopes:
-            raise Unauthorized(
-                problem(403, "insufficient-scope", "Forbidden", f"the `{scope}` scope is required")
-            )
-        return claims
+        return authorize(self.verifier, request, scope)
