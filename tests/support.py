@@ -32,6 +32,7 @@ __all__ = [
     "next_frame",
     "process_alive",
     "recv",
+    "start_previewing_gateway",
     "wait_until",
     "wait_until_serving",
 ]
@@ -275,3 +276,9 @@ def enqueue_alert(redis_url: str, fingerprint: str, labels: dict[str, str]) -> N
         )
     )
     broker.close()
+
+
+def start_previewing_gateway(start_service: Callable[..., Any], **gateway_env: str) -> Any:
+    """A notifier and a gateway that forwards template previews to it (`TOCSIN_NOTIFIER_URL`)."""
+    notifier = start_service("notifier")
+    return start_service("gateway", TOCSIN_NOTIFIER_URL=notifier.url, **gateway_env)

@@ -129,7 +129,9 @@ def test_selectors_match_labels_and_service_ports_match_container_ports(
     check_selectors_and_ports(render(chart, VALUE_SETS[value_set]))
 
 
-def test_gateway_ingest_and_notifier_services_expose_http_and_metrics_ports(chart: helm.Chart) -> None:
+def test_gateway_ingest_and_notifier_services_expose_http_and_metrics_ports(
+    chart: helm.Chart,
+) -> None:
     objects = render(chart, {})
     for service in SERVICES:
         ports = {
@@ -385,8 +387,8 @@ def test_generated_auth_secret_is_kept_across_uninstall_and_existing_secret_is_u
         }
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
         assert refs == (
-                {"corp-tocsin"} if component in ("gateway", "ingest", "notifier") else set()
-            )
+            {"corp-tocsin"} if component in ("gateway", "ingest", "notifier") else set()
+        )
 
 
 def test_routes_and_schedules_come_from_the_config_map(chart: helm.Chart) -> None:

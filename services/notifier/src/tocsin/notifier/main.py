@@ -13,11 +13,11 @@ import msgspec
 from starlette.applications import Starlette
 
 from tocsin.common import broker as queues
+from tocsin.common.auth import TokenVerifier
 from tocsin.common.config import load_settings
+from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.common.logging import configure_logging
 from tocsin.common.models import NotificationRequest
-from tocsin.common.auth import TokenVerifier
-from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.common.ops import ops_routes, redis_ready, serve_in_thread, shutdown_event, tune_gc
 from tocsin.common.queue import Consumer, Recovery
 from tocsin.common.queue.due import DueMover, DueTimes

@@ -81,7 +81,9 @@ def routes(context: ApiContext) -> list[BaseRoute]:
                 f"the notifier at {notifier_url} did not answer: {type(exc).__name__}",
                 headers={"Retry-After": "5"},
             )
-        headers = {name: answer.headers[name] for name in _RELAYED_HEADERS if name in answer.headers}
+        headers = {
+            name: answer.headers[name] for name in _RELAYED_HEADERS if name in answer.headers
+        }
         return Response(answer.content, status_code=answer.status_code, headers=headers)
 
     return [Route(PREVIEW_PATH, preview, methods=["POST"])]
