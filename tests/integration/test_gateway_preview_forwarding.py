@@ -92,3 +92,12 @@ def test_a_preview_body_over_the_bound_is_413_at_the_gateway_and_at_the_notifier
     for base in (gateway.url, notifier_url):
         answer = httpx.post(base + PREVIEW_PATH, headers=auth, json=huge, timeout=30)
         _problem(answer, 413, "body-too-large")
+
+
+def test_a_notifier_without_a_jwt_key_stays_ready_but_refuses_every_preview(
+    start_service: Any, auth: dict[str, str]
+) -> None:
+    notifier = start_service("notifier", TOCSIN_JWT_SECRET="")
+    answer = httpx.post(notifier.url + PREVIEW_PATH, headers=auth, json=SLACK, timeout=30)
+    assert "TOCSIN_JWT_SECRET" in _problem(answer, 503, "preview-unavailable")["detail"]
+    assert httpx.get(notifier.url + "/readyz", timeout=30).status_code == 200

@@ -133,7 +133,11 @@ def run() -> None:
         Starlette(
             routes=[
                 *ops_routes(redis_ready(redis)),
-                *preview_routes(TokenVerifier.from_settings(settings)),
+                *preview_routes(
+                    TokenVerifier.from_settings(settings)
+                    if settings.jwt_secret or settings.jwt_public_key
+                    else None
+                ),
             ]
         ),
         settings.host,

@@ -32,11 +32,23 @@ __all__ = ["CONCURRENT_RENDERS", "preview_routes"]
 CONCURRENT_RENDERS = 2
 
 
-def preview_routes(verifier: TokenVerifier) -> list[Route]:
-    """The preview endpoint, for the notifier's ops app."""
+def preview_routes(verifier: TokenVerifier | None) -> list[Route]:
+    """The preview endpoint, for the notifier's ops app.
+
+    Without a `verifier` (no JWT key configured) every preview is a 503: the notifier
+    still delivers, but renders for nobody it cannot identify.
+    """
     rendering = asyncio.Semaphore(CONCURRENT_RENDERS)
 
     async def render(request: Request) -> Response:
+        if verifier is None:
+            return problem(
+                503,
+                "preview-unavailable",
+                "Preview unavailable",
+                "this notifier has no TOCSIN_JWT_SECRET or TOCSIN_JWT_PUBLIC_KEY to check "
+                "the caller's token with",
+            )
         try:
             authorize(verifier, request, "read")
         except Unauthorized as refused:
