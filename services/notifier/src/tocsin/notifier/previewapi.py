@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tocsin.common.auth import TokenVerifier
-from tocsin.common.bearer import Unauthorized, authorize
+from tocsin.common.bearer import check_bearer
 from tocsin.common.models import FieldError
 from tocsin.common.preview import PREVIEW_PATH, read_preview
 from tocsin.common.problems import problem
@@ -49,10 +49,9 @@ def preview_routes(verifier: TokenVerifier | None) -> list[Route]:
                 "this notifier has no TOCSIN_JWT_SECRET or TOCSIN_JWT_PUBLIC_KEY to check "
                 "the caller's token with",
             )
-        try:
-            authorize(verifier, request, "read")
-        except Unauthorized as refused:
-            return refused.response
+        checked = check_bearer(verifier, request, "read")
+        if isinstance(checked, Response):
+            return checked
         read = await read_preview(request)
         if isinstance(read, Response):
             return read

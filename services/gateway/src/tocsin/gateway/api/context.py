@@ -13,13 +13,22 @@ from dataclasses import dataclass
 import redis.asyncio as redis_async
 from dramatiq.brokers.redis import RedisBroker
 from starlette.requests import Request
+from starlette.responses import Response
 
 from tocsin.common.auth import Claims, TokenVerifier
-from tocsin.common.bearer import Unauthorized, authorize
+from tocsin.common.bearer import check_bearer
 from tocsin.common.pipelining import PipelinedRedis
 from tocsin.gateway.settings import GatewaySettings
 
 __all__ = ["ApiContext", "Unauthorized"]
+
+
+class Unauthorized(Exception):  # noqa: N818 -- it carries the response, it is not an error value
+    """Raised by `authorize`; carries the 401/403 problem response to return."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 @dataclass(frozen=True)
@@ -38,4 +47,7 @@ class ApiContext:
 
     def authorize(self, request: Request, scope: str) -> Claims:
         """The caller's claims, if its bearer token is valid and carries `scope`."""
-        return authorize(self.verifier, request, scope)
+        checked = check_bearer(self.verifier, request, scope)
+        if isinstance(checked, Response):
+            raise Unauthorized(checked)
+        return checked
