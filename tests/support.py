@@ -42,6 +42,7 @@ __all__ = [
     "next_frame",
     "process_alive",
     "recv",
+    "start_previewing_gateway",
     "wait_until",
     "wait_until_serving",
 ]
@@ -343,3 +344,9 @@ class OtlpReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def start_previewing_gateway(start_service: Callable[..., Any], **gateway_env: str) -> Any:
+    """A notifier and a gateway that forwards template previews to it (`TOCSIN_NOTIFIER_URL`)."""
+    notifier = start_service("notifier")
+    return start_service("gateway", TOCSIN_NOTIFIER_URL=notifier.url, **gateway_env)

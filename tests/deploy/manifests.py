@@ -121,7 +121,8 @@ def check_service_deployment(
     assert "/tmp" in mounts
     env = {item["name"]: item for item in container.get("env", [])}
     # Each service gets only the secrets it uses: the signing secret where tokens are verified.
-    if service in ("gateway", "ingest"):
+    # (The notifier verifies the token of a template preview the gateway forwards.)
+    if service in ("gateway", "ingest", "notifier"):
         assert "secretKeyRef" in env["TOCSIN_JWT_SECRET"]["valueFrom"]
     else:
         assert "TOCSIN_JWT_SECRET" not in env, service

@@ -129,13 +129,17 @@ def test_selectors_match_labels_and_service_ports_match_container_ports(
     check_selectors_and_ports(render(chart, VALUE_SETS[value_set]))
 
 
-def test_gateway_and_ingest_services_expose_http_and_metrics_ports(chart: helm.Chart) -> None:
+def test_gateway_ingest_and_notifier_services_expose_http_and_metrics_ports(
+    chart: helm.Chart,
+) -> None:
     objects = render(chart, {})
     for service in SERVICES:
         ports = {
             p["name"] for p in named(objects, "Service", f"{RELEASE}-{service}")["spec"]["ports"]
         }
-        expected = {"http", "metrics"} if service in ("gateway", "ingest") else {"metrics"}
+        expected = (
+            {"http", "metrics"} if service in ("gateway", "ingest", "notifier") else {"metrics"}
+        )
         assert ports == expected, service
 
 
@@ -382,7 +386,9 @@ def test_generated_auth_secret_is_kept_across_uninstall_and_existing_secret_is_u
             if e["name"] == "TOCSIN_JWT_SECRET"
         }
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
-        assert refs == ({"corp-tocsin"} if component in ("gateway", "ingest") else set())
+        assert refs == (
+            {"corp-tocsin"} if component in ("gateway", "ingest", "notifier") else set()
+        )
 
 
 def test_routes_and_schedules_come_from_the_config_map(chart: helm.Chart) -> None:
@@ -459,10 +465,18 @@ def test_network_policies_allow_only_the_architectures_flows(chart: helm.Chart) 
         policy = policies[f"{RELEASE}-{service}"]
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
         rules = policy["spec"]["ingress"]
-        # Only gateway and ingest take traffic from the ingress controller; all get scraped.
-        assert len(rules) == (2 if service in ("gateway", "ingest") else 1), service
+        # Only gateway and ingest take traffic from the ingress controller, only the
+        # notifier from the gateway (template previews); all get scraped.
+        assert len(rules) == (2 if service in ("gateway", "ingest", "notifier") else 1), service
         for rule in rules:
             [source] = rule["from"]
+            if "namespaceSelector" not in source:
+                assert service == "notifier"
+                assert source["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+                    "gateway"
+                )
+                assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+                continue
             [namespaces] = source["namespaceSelector"]["matchExpressions"]
             assert namespaces["key"] == "kubernetes.io/metadata.name"
             assert namespaces["operator"] == "In"
@@ -475,8 +489,9 @@ def test_network_policies_allow_only_the_architectures_flows(chart: helm.Chart) 
                 expected = "metrics" if service in ("gateway", "ingest") else "http"
                 assert port["port"] == expected, service
         egress = policy["spec"]["egress"]
-        # DNS and Redis for all; the notifier alone leaves the cluster for its receivers.
-        assert len(egress) == (3 if service == "notifier" else 2), service
+        # DNS and Redis for all; the notifier alone leaves the cluster for its receivers,
+        # the gateway alone reaches the notifier.
+        assert len(egress) == (3 if service in ("notifier", "gateway") else 2), service
     # On by default, the bundled Redis included.
     bundled = render(chart, {})
     redis_policy = named(bundled, "NetworkPolicy", f"{RELEASE}-redis")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.support import descendants, process_alive, wait_until
 
@@ -98,6 +99,18 @@ def _the_hint_and_the_log_receiver_work(tmp_path: Path) -> None:
     assert "no routing file configured" not in (tmp_path / "dev.log").read_text()
 
 
+def _the_preview_renders(state: dict) -> None:
+    """The gateway forwards a template preview to the dev stack's notifier."""
+    answer = httpx.post(
+        state["urls"]["gateway"] + "/v1/notifications/preview",
+        headers={"authorization": f"Bearer {state['token']}"},
+        json={"receiver_type": "slack", "templates": {"title": "{{ 6 * 7 }}"}},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rendered"]["payload"]["blocks"][0]["text"]["text"] == "42"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
 def test_no_child_outlives_dev_closed_or_killed_and_send_watch_then_say_not_running(
     tmp_path: Path, signum: signal.Signals
@@ -116,6 +129,7 @@ def test_no_child_outlives_dev_closed_or_killed_and_send_watch_then_say_not_runn
         assert f"already running (pid {dev.pid}" in second.stderr
         if signum == signal.SIGHUP:
             _the_hint_and_the_log_receiver_work(tmp_path)
+            _the_preview_renders(state)
         dev.send_signal(signum)
         dev.wait(60)
         wait_until(lambda: not [p for p in children if process_alive(p)], 30, "every child to exit")

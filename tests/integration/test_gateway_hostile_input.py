@@ -10,14 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import RawWebSocket
+from tests.support import RawWebSocket, start_previewing_gateway
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def gateway(start_service: Any) -> Any:
-    return start_service("gateway")
+    return start_previewing_gateway(start_service)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 from tests.integration.test_processor_api import enqueue, queued
-from tests.support import wait_until
+from tests.support import start_previewing_gateway, wait_until
 
 from tocsin.common.redis import sync_client
 from tocsin.scheduler.healthscore import compute_and_store
@@ -50,7 +50,7 @@ def test_every_dashboard_operation_answers_within_its_documented_schema(
     start_service: Any, user_token: Callable[..., str]
 ) -> None:
     processor = start_service("processor")
-    gateway = start_service("gateway")
+    gateway = start_previewing_gateway(start_service)
     enqueue(
         processor.env["REDIS_URL"],
         [

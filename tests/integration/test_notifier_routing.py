@@ -16,7 +16,7 @@ import pytest
 import redis
 from tests.integration import test_notifier_delivery as support
 from tests.integration.test_notifier_delivery import FAST, Enqueuer, alert, routes_file
-from tests.support import metric, wait_until
+from tests.support import metric, start_previewing_gateway, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -201,7 +201,7 @@ receivers:
 def test_gateway_previews_a_template_against_a_sample_alert(
     start_service: Any, user_token: Any
 ) -> None:
-    gateway = start_service("gateway")
+    gateway = start_previewing_gateway(start_service)
     headers = {"authorization": f"Bearer {user_token()}"}
     url = f"{gateway.url}/v1/notifications/preview"
     answer = httpx.post(

@@ -31,6 +31,7 @@ SURFACE: dict[str, list[str]] = {
         "parse_key",
     ],
     "tocsin.common.auth": ["Claims", "TokenError", "TokenVerifier"],
+    "tocsin.common.bearer": ["check_bearer"],
     "tocsin.common.broker": [
         "ALERTS_QUEUE",
         "APPLY_ACTION_ACTOR",
@@ -207,6 +208,12 @@ SURFACE: dict[str, list[str]] = {
         "ServiceForecast",
         "VOLUME_EVENT",
         "VolumeForecast",
+    ],
+    "tocsin.common.preview": [
+        "MAX_PREVIEW_BYTES",
+        "PREVIEW_PATH",
+        "PreviewRequest",
+        "read_preview",
     ],
     "tocsin.common.problems": ["FieldErrorDetail", "PROBLEM_BASE", "ProblemDetails", "problem"],
     "tocsin.common.queue": [

@@ -88,15 +88,23 @@ spec:
             - name: TOCSIN_LOG_LEVEL
               value: {{ $root.Values.common.logLevel | quote }}
             {{- include "tocsin.redisEnv" $root | trim | nindent 12 }}
-            {{- /* Only the services that verify tokens get the signing secret. */}}
-            {{- if has $component (list "gateway" "ingest") }}
+            {{- if hasKey $svc "metricsPort" }}
+            - name: TOCSIN_METRICS_PORT
+              value: {{ $svc.metricsPort | quote }}
+            {{- end }}
+            {{- if eq $component "gateway" }}
+            {{- $notifier := dict "root" $root "component" "notifier" }}
+            - name: TOCSIN_NOTIFIER_URL
+              value: {{ printf "http://%s:%d" (include "tocsin.componentName" $notifier) (int $root.Values.notifier.port) | quote }}
+            {{- end }}
+            {{- /* Only the services that verify tokens get the signing secret (the notifier
+            verifies the token of a template preview the gateway forwards). */}}
+            {{- if has $component (list "gateway" "ingest" "notifier") }}
             - name: TOCSIN_JWT_SECRET
               valueFrom:
                 secretKeyRef:
                   name: {{ include "tocsin.authSecretName" $root }}
                   key: {{ $root.Values.auth.jwtSecretKey }}
-            - name: TOCSIN_METRICS_PORT
-              value: {{ $svc.metricsPort | quote }}
             - name: TOCSIN_JWT_AUDIENCE
               value: {{ $root.Values.auth.jwtAudience | quote }}
             {{- with $root.Values.auth.jwtIssuer }}
@@ -199,7 +207,8 @@ spec:
   selector:
     {{- include "tocsin.componentSelectorLabels" $ctx | nindent 4 }}
   ports:
-    {{- if has $component (list "gateway" "ingest") }}
+    {{- /* The notifier's http port serves the template preview the gateway forwards. */}}
+    {{- if has $component (list "gateway" "ingest" "notifier") }}
     - name: http
       port: {{ $svc.port }}
       targetPort: http

@@ -274,6 +274,8 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
                 TOCSIN_LOG_FORMAT="console",
                 TOCSIN_JWT_SECRET=jwt_secret,
                 TOCSIN_ROUTES_FILE=routes_file,
+                # The gateway forwards template previews to the notifier's HTTP server.
+                TOCSIN_NOTIFIER_URL=f"http://127.0.0.1:{ports['notifier']}",
                 PYTHONUNBUFFERED="1",
             )
             supervisor.start(name, ports[name], env)

@@ -7,6 +7,7 @@ here, so `except tocsin.common.TocsinError` needs no deeper import.
 
 apikeys      producer API keys, stored only as salted hashes
 auth         JWT verification (HS256, RS256, ES256) and the claims Tocsin reads
+bearer       an HTTP request's bearer token checked for a scope: 401/403 problems
 broker       the Dramatiq broker with Tocsin's middleware; queue names
 cache        read-through Redis cache with tag invalidation
 config       typed settings read once from environment variables
@@ -21,6 +22,7 @@ models       the alert and event envelopes (msgspec)
 ops          /healthz, /readyz and /metrics for every service
 pipelining   one pipelined Redis connection for a hot path
 prediction   the stored shape of predictions
+preview      the template preview's request, read the same by gateway and notifier
 problems     RFC 9457 problem+json answers
 queue        the queue layer: the one package that knows Dramatiq's Redis layout
 redis        Redis connection factories (plain, TLS, Sentinel; sync and asyncio)

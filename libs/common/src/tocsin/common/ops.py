@@ -143,9 +143,9 @@ def serve(app: Starlette, host: str, port: int, **options: object) -> None:
     server.run()
 
 
-def serve_in_thread(app: Starlette, host: str, port: int) -> uvicorn.Server:
+def serve_in_thread(app: Starlette, host: str, port: int, **options: object) -> uvicorn.Server:
     """Run `app` on its own event loop in a daemon thread; returns the server."""
-    server = RestingServer(_config(app, host, port, loop="asyncio", lifespan="off"))
+    server = RestingServer(_config(app, host, port, loop="asyncio", lifespan="off", **options))
     # uvicorn installs no signal handlers off the main thread, which keeps the
     # worker's own shutdown handling in charge.
     thread = threading.Thread(

@@ -17,6 +17,11 @@ DEFAULT_PORT = 8080
 class GatewaySettings(TlsSettings, HttpServerSettings):
     """Settings of the gateway service."""
 
+    notifier_url: str = setting(
+        "",
+        "Base URL of the notifier's HTTP server (its ops port), which renders template "
+        "previews; empty: previews answer 503.",
+    )
     outbound_queue_frames: int = setting(1000, "Most frames queued for one socket.")
     outbound_queue_bytes: int = setting(
         4 * 1024 * 1024, "Most bytes queued for one socket before it is a slow consumer."

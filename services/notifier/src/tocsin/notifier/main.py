@@ -10,12 +10,15 @@ from typing import Any
 import dramatiq
 import httpx
 import msgspec
+from starlette.applications import Starlette
 
 from tocsin.common import broker as queues
+from tocsin.common.auth import TokenVerifier
 from tocsin.common.config import load_settings
+from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.common.logging import configure_logging
 from tocsin.common.models import NotificationRequest
-from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
+from tocsin.common.ops import ops_routes, redis_ready, serve_in_thread, shutdown_event, tune_gc
 from tocsin.common.queue import Consumer, Recovery
 from tocsin.common.queue.due import DueTimes
 from tocsin.common.redis import sync_client
@@ -33,6 +36,7 @@ from tocsin.notifier.grouping import GroupFlush
 from tocsin.notifier.message import Notification
 from tocsin.notifier.middleware import DeliveryLimit
 from tocsin.notifier.notificationlog import NotificationLog
+from tocsin.notifier.previewapi import preview_routes
 from tocsin.notifier.routesource import RoutingSource
 from tocsin.notifier.routing import RoutesError
 from tocsin.notifier.settings import DEFAULT_PORT, NotifierSettings
@@ -44,6 +48,9 @@ log = logging.getLogger(__name__)
 # A settled claim only has to outlive redeliveries and duplicate flushes (minutes);
 # a day is ample and keeps the claim keys from piling up.
 _KEEP_CLAIMS_SECONDS = 86_400
+# Connections the ops port holds at once (probes, Prometheus, previews the gateway
+# forwards); beyond, uvicorn answers 503 at once rather than queueing without bound.
+OPS_CONNECTIONS = 100
 
 
 def run() -> None:
@@ -120,7 +127,24 @@ def run() -> None:
             max_backoff=30_000,
         )(function)
 
-    serve_in_thread(ops_app(redis_ready(redis)), settings.host, settings.port or DEFAULT_PORT)
+    # The ops port also serves the template preview (the gateway forwards it): an API a
+    # client's bytes reach, so it gets the same HTTP limits as the gateway's own server.
+    serve_in_thread(
+        Starlette(
+            routes=[
+                *ops_routes(redis_ready(redis)),
+                *preview_routes(
+                    TokenVerifier.from_settings(settings)
+                    if settings.jwt_secret or settings.jwt_public_key
+                    else None
+                ),
+            ]
+        ),
+        settings.host,
+        settings.port or DEFAULT_PORT,
+        http=LimitedHttpToolsProtocol.with_limits(HttpLimits()),
+        limit_concurrency=OPS_CONNECTIONS,
+    )
     consumer = Consumer(
         broker,
         [queues.NOTIFICATIONS_QUEUE],

@@ -1,8 +1,9 @@
 """Functions other programs reach through the `tocsin.notifier` entry point group.
 
-The `tocsin` CLI (`routes test`, `dlq ...`) and the gateway's preview API call
-these without importing the service's modules themselves; every argument and
-result is a builtin (str, dict, list), so callers need no notifier types.
+The `tocsin` CLI (`routes test`, `dlq ...`) calls these without importing the
+service's modules itself; every argument and result is a builtin (str, dict,
+list), so callers need no notifier types. `preview` is served over HTTP instead
+(`previewapi`), which the gateway forwards to.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from dramatiq.brokers.redis import RedisBroker
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tocsin.common.auth import Claims, TokenError, TokenVerifier
+from tocsin.common.auth import Claims, TokenVerifier
+from tocsin.common.bearer import check_bearer
 from tocsin.common.pipelining import PipelinedRedis
-from tocsin.common.problems import problem
 from tocsin.gateway.settings import GatewaySettings
 
 __all__ = ["ApiContext", "Unauthorized"]
@@ -47,22 +47,7 @@ class ApiContext:
 
     def authorize(self, request: Request, scope: str) -> Claims:
         """The caller's claims, if its bearer token is valid and carries `scope`."""
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        try:
-            claims = self.verifier.verify(token)
-        except TokenError as exc:
-            raise Unauthorized(
-                problem(
-                    401,
-                    exc.code.replace("_", "-"),
-                    "Unauthorized",
-                    str(exc),
-                    headers={"www-authenticate": "Bearer"},
-                )
-            ) from None
-        if scope not in claims.scopes:
-            raise Unauthorized(
-                problem(403, "insufficient-scope", "Forbidden", f"the `{scope}` scope is required")
-            )
-        return claims
+        checked = check_bearer(self.verifier, request, scope)
+        if isinstance(checked, Response):
+            raise Unauthorized(checked)
+        return checked

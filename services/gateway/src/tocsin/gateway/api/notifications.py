@@ -1,102 +1,89 @@
 """`POST /v1/notifications/preview`: render a receiver's message against a sample alert.
 
-The rendering is the notifier's own (sandboxed Jinja2, the same defaults), reached
-through the `tocsin.notifier` entry point group so the gateway imports no other
-service. Nothing is sent.
+The notifier renders it (its receivers, its bounded template sandbox, its limit of
+renders at once: 422 for a template over budget, 429 when busy); the gateway checks
+the caller's token and the body, then forwards both to the notifier at
+`TOCSIN_NOTIFIER_URL` and relays its answer. Nothing is sent to any receiver.
 
 Body: `{"receiver_type": "slack", "templates": {"title": "..."}, "alert": {...},
 "status": "firing"}`; only `receiver_type` is required, `alert` fields override
 a built-in sample alert.
 
-Each render is bounded (the notifier's `BoundedSandbox`: sizes, operators, 1 s
-of CPU); at most `CONCURRENT_RENDERS` run at once, each in a worker thread, and
-a preview beyond that is a 429, so previews cannot take the GIL from the event
-loop for long.
+A notifier that does not answer within `NOTIFIER_TIMEOUT` (or refuses the
+connection) is a 503 problem; so is a gateway with no `TOCSIN_NOTIFIER_URL`.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from functools import cache
-from importlib.metadata import entry_points
-from typing import Any
-
-import msgspec
+import httpx
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tocsin.common.models import FieldError
+from tocsin.common.preview import PREVIEW_PATH, read_preview
 from tocsin.common.problems import problem
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
-__all__ = ["CONCURRENT_RENDERS", "PreviewRequest", "routes"]
+__all__ = ["FORWARDS", "NOTIFIER_TIMEOUT", "routes"]
 
-CONCURRENT_RENDERS = 2
-
-
-class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """What to render: a receiver type, optional template overrides and alert fields."""
-
-    receiver_type: str
-    templates: dict[str, str] = msgspec.field(default_factory=dict)
-    alert: dict[str, Any] = msgspec.field(default_factory=dict)
-    status: str = "firing"
-
-
-@cache
-def _renderer() -> Callable[..., dict[str, Any]] | None:
-    for entry in entry_points(group="tocsin.notifier"):
-        if entry.name == "preview":
-            loaded: Callable[..., dict[str, Any]] = entry.load()
-            return loaded
-    return None
+# A render takes at most 1 s of CPU in the notifier; the rest is a loaded machine.
+NOTIFIER_TIMEOUT = httpx.Timeout(10.0, connect=2.0, pool=1.0)
+# Previews forwarded at once; the notifier renders two at a time and answers 429 beyond.
+FORWARDS = 8
+# What of the notifier's answer the client gets besides the status and body.
+_RELAYED_HEADERS = ("content-type", "retry-after")
 
 
 def routes(context: ApiContext) -> list[BaseRoute]:
-    rendering = asyncio.Semaphore(CONCURRENT_RENDERS)
+    notifier_url = context.settings.notifier_url.rstrip("/")
+    http = httpx.AsyncClient(
+        timeout=NOTIFIER_TIMEOUT,
+        limits=httpx.Limits(max_connections=FORWARDS, max_keepalive_connections=FORWARDS),
+    )
 
     async def preview(request: Request) -> Response:
         try:
             context.authorize(request, "read")
         except Unauthorized as refused:
             return refused.response
-        try:
-            body = msgspec.json.decode(await request.body(), type=PreviewRequest)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        read = await read_preview(request)
+        if isinstance(read, Response):
+            return read
+        if not notifier_url:
             return problem(
-                400, "invalid-body", "Invalid request body", errors=[FieldError("$", str(exc))]
-            )
-        render = _renderer()
-        if render is None:
-            return problem(
-                501,
-                "notifier-not-installed",
+                503,
+                "notifier-not-configured",
                 "Preview unavailable",
-                "the notifier is not installed beside this gateway",
+                "previews are rendered by the notifier and TOCSIN_NOTIFIER_URL is not set",
             )
-        if rendering.locked():
+        try:
+            answer = await http.post(
+                notifier_url + PREVIEW_PATH,
+                content=read[0],
+                headers={
+                    "authorization": request.headers.get("authorization", ""),
+                    "content-type": "application/json",
+                },
+            )
+        except httpx.PoolTimeout:
             return problem(
                 429,
                 "preview-busy",
                 "Too many previews",
-                f"{CONCURRENT_RENDERS} previews are rendering; retry in a second",
+                f"{FORWARDS} previews are waiting for the notifier; retry in a second",
                 headers={"Retry-After": "1"},
             )
-        try:
-            async with rendering:
-                # Template rendering is CPU work; keep it off the event loop.
-                rendered = await asyncio.to_thread(
-                    render, body.receiver_type, body.templates, body.alert, body.status
-                )
-        except ValueError as exc:
+        except httpx.HTTPError as exc:
             return problem(
-                422,
-                "invalid-template",
-                "The template does not render",
-                errors=[FieldError("$", str(exc))],
+                503,
+                "notifier-unavailable",
+                "Preview unavailable",
+                f"the notifier at {notifier_url} did not answer: {type(exc).__name__}",
+                headers={"Retry-After": "5"},
             )
-        return JSONResponse({"receiver_type": body.receiver_type, "rendered": rendered})
+        headers = {
+            name: answer.headers[name] for name in _RELAYED_HEADERS if name in answer.headers
+        }
+        return Response(answer.content, status_code=answer.status_code, headers=headers)
 
-    return [Route("/v1/notifications/preview", preview, methods=["POST"])]
+    return [Route(PREVIEW_PATH, preview, methods=["POST"])]

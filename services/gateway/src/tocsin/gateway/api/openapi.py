@@ -16,6 +16,7 @@ import msgspec
 
 from tocsin.common.health import ComponentScore
 from tocsin.common.models import StoredAlert
+from tocsin.common.preview import PreviewRequest
 from tocsin.common.problems import ProblemDetails
 from tocsin.common.silences import Matcher, SilenceIn
 from tocsin.gateway.api.alert_views import FULL, STORED_FIELDS, SUMMARY, AlertSummary
@@ -26,7 +27,6 @@ from tocsin.gateway.api.alerts import (
     STATUSES,
     ActionBody,
 )
-from tocsin.gateway.api.notifications import PreviewRequest
 from tocsin.gateway.api.silences import SILENCE_STATES
 
 __all__ = ["OPENAPI_PATH", "openapi_document"]
@@ -458,8 +458,10 @@ def openapi_document() -> dict[str, Any]:
                     "200": _answer("the rendered message", preview),
                     "400": _refused("an invalid body"),
                     **denied,
-                    "422": _refused("a template that does not render"),
-                    "501": _refused("the notifier is not installed beside the gateway"),
+                    "413": _refused("a body over the preview's size bound"),
+                    "422": _refused("a template that does not render, or over its budget"),
+                    "429": _refused("too many previews rendering; retry after `Retry-After`"),
+                    "503": _refused("no notifier configured (`TOCSIN_NOTIFIER_URL`) or reachable"),
                 },
             }
         },
