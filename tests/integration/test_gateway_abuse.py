@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pathlib
 import threading
 import time
 
@@ -246,3 +247,45 @@ def test_http_requests_too_large_or_too_slow_are_answered_and_closed(start_servi
     served.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert http_answer(idle, timeout=15) == (0, b"")
     assert http_answer(served, timeout=15)[0] == 200
+
+
+def _send_queue(port: int, client: tuple[str, int]) -> int | None:
+    """Bytes the server's end of the connection from `client` holds unsent or unacknowledged
+    in the kernel (/proc/net/tcp's tx_queue), or None once that connection is gone."""
+    host = "0100007F"  # 127.0.0.1, as the kernel prints it
+    local = f"{host}:{port:04X}"
+    remote = f"{host}:{client[1]:04X}"
+    for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote and fields[3] == "01":  # ESTABLISHED
+            return int(fields[4].split(":")[0], 16)
+    return None
+
+
+def test_a_client_that_never_reads_its_answers_is_dropped_after_the_send_timeout(
+    start_service,
+) -> None:
+    gateway = start_service("gateway", TOCSIN_HTTP_SEND_TIMEOUT="1")
+    greedy = connect(gateway.port, receive_buffer=4096)
+    client = greedy.getsockname()
+    # Requests for the OpenAPI document (30 KB), a few at a time, answers never read,
+    # until the kernel holds no more of them: the answers then wait on the client,
+    # which held them (and the connection) for ever before. Few enough at a time that
+    # the pipelining bound never applies.
+    request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    queued = -1
+    for _ in range(200):
+        greedy.sendall(request * 4)
+        time.sleep(0.2)
+        now = _send_queue(gateway.port, client)
+        assert now is not None, "dropped before its answers filled the buffers"
+        if now == queued:
+            break
+        queued = now
+    else:
+        raise AssertionError("the kernel kept taking answers")
+    # Generous: the timeout is 1 s; a loaded machine must not fail this.
+    wait_until(lambda: _send_queue(gateway.port, client) is None, timeout=20)
+    # A client that reads gets its answer as before.
+    assert httpx.get(f"{gateway.url}/openapi.json", timeout=10).status_code == 200
+    greedy.close()

@@ -12,6 +12,10 @@ a URL can be 32 MiB long, and a client that sends a byte now and then
   then the connection closes;
 - an idle (keep-alive) timeout between requests, which also applies before a
   connection's first request; bytes that start no request do not reset it;
+- a send timeout: a connection whose answer has waited on the client (the
+  transport's writes paused, the application's send blocked) for longer is
+  dropped, so a client that never reads cannot hold an answer, its buffers and
+  the task writing it for ever;
 - at most `_MAX_PIPELINED` requests waiting behind the one being answered (httptools
   parses every request a read holds, and uvicorn queues them all): a client
   that sends more before reading its answers is dropped, since answers must
@@ -65,6 +69,11 @@ class HttpServerSettings(CommonSettings):
         "Seconds an idle HTTP connection is kept open, between requests and before the first "
         "(longer than client pools keep idle connections: Go's 90 s, so Prometheus's).",
     )
+    http_send_timeout: float = setting(
+        30.0,
+        "Seconds an HTTP answer may wait on a client that does not read it (writes paused) "
+        "before the connection is dropped.",
+    )
 
     def http_limits(self) -> HttpLimits:
         return HttpLimits(
@@ -74,6 +83,7 @@ class HttpServerSettings(CommonSettings):
             head_timeout=self.http_head_timeout,
             body_timeout=self.http_body_timeout,
             keepalive_timeout=self.http_keepalive_timeout,
+            send_timeout=self.http_send_timeout,
         )
 
 
@@ -87,6 +97,7 @@ class HttpLimits:
     head_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 120.0
+    send_timeout: float = 30.0
 
 
 class LimitExceededError(Exception):
@@ -130,6 +141,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # (uvicorn types it as int; it only ever hands it to `call_later`).
         self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
         self._deadline: asyncio.TimerHandle | None = None
+        # Armed while the transport's writes are paused (see `pause_writing`).
+        self._send_deadline: asyncio.TimerHandle | None = None
         # Bytes received since the current request's head began (or since the last one ended).
         self._head_bytes = 0
         self._awaiting_head = True
@@ -144,7 +157,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._end_send_wait()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The client is not reading what it was sent: give it `send_timeout` to start.
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self.limits.send_timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        self._end_send_wait()
+        super().resume_writing()
+
+    def _end_send_wait(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _send_expired(self) -> None:
+        # Nothing more can reach a client that reads nothing; the application's
+        # blocked send then learns of the loss and its task ends.
+        self._send_deadline = None
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         # As uvicorn's, except that only the start of a request resets the idle timer.
@@ -167,6 +202,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         except httptools.HttpParserUpgrade:
             self._disarm()
+            self._end_send_wait()
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
