@@ -15,7 +15,10 @@ version other than 13); an unmasked or otherwise malformed frame closes with
 1002, text that is not UTF-8 with 1007, a message above the size limit with
 1009, all before any of it reaches the application. Pings go out every
 `heartbeat_interval` counted from the last pong; no pong within
-`heartbeat_timeout` closes with `4002 heartbeat_timeout`.
+`heartbeat_timeout` closes with `4002 heartbeat_timeout`, not counting the time
+the gateway's own event loop ran late meanwhile (`LoopLag`): a saturated gateway
+reads pongs late, and closing those clients for it turned saturation into a
+cascade of reconnects.
 
 A hostile client holds little: messages read ahead of the application are
 bounded in count and bytes (reading pauses past them, so TCP slows the
@@ -71,6 +74,11 @@ _READ_AHEAD = 64
 _READ_AHEAD_BYTES = 1 << 20
 _READ_RESUME = 16
 _READ_RESUME_BYTES = _READ_AHEAD_BYTES // 4
+# How often the loop's lateness is sampled, the lateness a sample ignores (timer
+# granularity), and the lag a waiting pong is forgiven once it exceeds.
+_LAG_SAMPLE = 0.1
+_LAG_NOISE = 0.005
+_LAG_FORGIVEN = 0.25
 
 
 class FrameError(Exception):
@@ -210,6 +218,41 @@ def parse_close(payload: bytes) -> tuple[int, str]:
         raise FrameError(1007, "the close reason is not UTF-8") from None
 
 
+class LoopLag:
+    """The time this process's event loop has run late, summed (seconds).
+
+    One timer samples it every `_LAG_SAMPLE` seconds: how much later than due the
+    sample ran is time the loop spent on other work. A socket notes `total` when
+    it sends a ping and extends the pong's deadline by what accrued meanwhile.
+    """
+
+    __slots__ = ("_due", "_loop", "total")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self) -> float:
+        """The lag so far (sampling starts on the first call in a loop)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._due = loop.time() + _LAG_SAMPLE
+            loop.call_at(self._due, self._sample, loop)
+        return self.total
+
+    def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop or loop.is_closed():
+            return
+        now = loop.time()
+        late = now - self._due
+        if late > _LAG_NOISE:
+            self.total += late
+        self._due = now + _LAG_SAMPLE
+        loop.call_at(self._due, self._sample, loop)
+
+
 @dataclass(frozen=True, slots=True)
 class SocketTimings:
     """The heartbeat and closing times, and the read budget, every socket of a process shares.
@@ -231,6 +274,7 @@ class SocketProtocol(asyncio.Protocol):
     """One WebSocket connection, from the accepted handshake to the closed transport."""
 
     coalescer = Coalescer()
+    lag = LoopLag()
 
     __slots__ = (
         "_accepted",
@@ -239,6 +283,7 @@ class SocketProtocol(asyncio.Protocol):
         "_closed_code",
         "_disconnected",
         "_key",
+        "_lag_mark",
         "_pending",
         "_reader",
         "_reading_paused",
@@ -282,6 +327,8 @@ class SocketProtocol(asyncio.Protocol):
         self._response: tuple[int, list[str]] | None = None
         # The heartbeat's one timer: the next ping, or the wait for its pong.
         self._timer: asyncio.TimerHandle | None = None
+        # The loop's lag when the last ping left (see `LoopLag`).
+        self._lag_mark = 0.0
         # The read budget (see `SocketTimings`), and the timer that ends a pause for it.
         self._allowance = float(timings.read_burst)
         self._allowance_at = 0.0
@@ -575,6 +622,7 @@ class SocketProtocol(asyncio.Protocol):
             self._timer = None
             return
         self._write_now(frame(_PING))
+        self._lag_mark = self.lag.mark()
         self._timer = asyncio.get_running_loop().call_later(
             self._timings.pong_timeout, self._pong_missed
         )
@@ -587,6 +635,17 @@ class SocketProtocol(asyncio.Protocol):
         self._schedule_ping()
 
     def _pong_missed(self) -> None:
+        loop = asyncio.get_running_loop()
+        timer = self._timer
+        # The gateway's own lateness: this timer's (after a stall, due timers run before
+        # the pongs that arrived meanwhile are read), or the loop's since the ping.
+        late = loop.time() - timer.when() if timer is not None else 0.0
+        lag = self.lag.mark()
+        owed = max(late, lag - self._lag_mark)
+        if owed > _LAG_FORGIVEN:
+            self._lag_mark = lag
+            self._timer = loop.call_later(owed, self._pong_missed)
+            return
         self._timer = None
         code = CloseCode.HEARTBEAT_TIMEOUT
         # Told before the transport's own loss, so the session learns why it went.
