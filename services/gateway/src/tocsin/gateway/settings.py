@@ -37,8 +37,8 @@ class GatewaySettings(TlsSettings, HttpServerSettings):
     )
     read_rate_bytes: int = setting(
         65_536,
-        "Bytes a second each socket may send on average; beyond, the gateway stops reading "
-        "it until the budget refills (0: no limit).",
+        "Bytes a second each socket may send on average, each frame counting 1 KiB more; "
+        "beyond, the gateway stops reading it until the budget refills (0: no limit).",
     )
     read_burst_bytes: int = setting(
         262_144, "Bytes a socket may send at once before `TOCSIN_READ_RATE_BYTES` applies."
