@@ -9,6 +9,7 @@ generously: it proves the loop was not frozen, it does not time the gateway)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import pathlib
@@ -33,8 +34,9 @@ from tests.hostile import (
     rss,
     upgrade,
 )
-from tests.support import metric, wait_until
+from tests.support import RawWebSocket, metric, wait_until
 
+from tocsin.client import Backoff, EventStream
 from tocsin.common.events import EventPublisher
 
 pytestmark = pytest.mark.integration
@@ -141,29 +143,30 @@ def test_sockets_waiting_to_authenticate_count_against_the_limit_and_have_their_
     )
 
     def refused(target: str = "/ws") -> int:
-        conn, status, rest = upgrade(gateway.port, target)
-        assert status == 101
-        code, _ = ServerFrames(conn, rest).close_code()
+        # A full gateway refuses the upgrade itself: 503 and when to try again.
+        conn = RawWebSocket(gateway.port, target)
         conn.close()
-        return code
+        if conn.status == 503:
+            assert "retry-after: 2" in conn.head.lower()
+        return conn.status
 
     waiting = [upgrade(gateway.port) for _ in range(3)]
     assert all(status == 101 for _, status, _ in waiting)
     # The fourth unauthenticated socket is over their own cap.
-    wait_until(lambda: refused() == 4004, what="a fourth unauthenticated socket refused")
+    wait_until(lambda: refused() == 503, what="a fourth unauthenticated socket refused")
     welcomed = []
     for _ in range(2):
         conn, _, rest = upgrade(gateway.port, f"/ws?token={user_token()}")
         ServerFrames(conn, rest).message("welcome")
         welcomed.append(conn)
     # 3 waiting + 2 sessions = the limit of 5: the waiting ones count.
-    assert refused(f"/ws?token={user_token()}") == 4004
+    assert refused(f"/ws?token={user_token()}") == 503
     for conn, _, rest in waiting:
         auth = json.dumps({"type": "auth", "token": user_token()}).encode()
         conn.sendall(client_frame(TEXT, auth))
         ServerFrames(conn, rest).message("welcome")
-    assert refused() == 4004
-    assert refused(f"/ws?token={user_token()}") == 4004
+    assert refused() == 503
+    assert refused(f"/ws?token={user_token()}") == 503
     assert metric(gateway.url, "tocsin_ws_connections") == 5
     assert metric(gateway.url, "tocsin_ws_limit_breaches_total", limit="unauthenticated") >= 1
     for conn in [*welcomed, *(c for c, _, _ in waiting)]:
@@ -289,3 +292,31 @@ def test_a_client_that_never_reads_its_answers_is_dropped_after_the_send_timeout
     # A client that reads gets its answer as before.
     assert httpx.get(f"{gateway.url}/openapi.json", timeout=10).status_code == 200
     greedy.close()
+
+
+async def test_the_sdk_refused_by_a_full_gateway_waits_its_retry_after_then_connects(
+    start_service, user_token
+) -> None:
+    gateway = start_service("gateway", TOCSIN_MAX_CONNECTIONS="1")
+    held = RawWebSocket(gateway.port, f"/ws?token={user_token()}")
+    held.next_message("welcome")
+    # A back-off of a millisecond would retry hundreds of times a second; the 503's
+    # Retry-After (2 s) holds the client back instead.
+    stream = EventStream(gateway.ws_url, user_token(), backoff=Backoff(base=0.001, cap=0.001))
+    events = stream.events()
+    first = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(1.0)
+    assert stream.reconnects == 1
+    held.close()
+
+    def connections() -> float:
+        return metric(gateway.url, "tocsin_ws_connections")
+
+    # Once there is room, its next attempt connects.
+    await asyncio.to_thread(wait_until, lambda: connections() == 0, 10.0, "the room")
+    await asyncio.to_thread(wait_until, lambda: connections() == 1, 15.0, "the SDK to connect")
+    assert stream.reconnects <= 3
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    await events.aclose()
