@@ -328,3 +328,26 @@ def test_a_frame_limit_per_call_changes_no_message(frames: list[bytes], limit: i
     while reader.more:
         received += reader.feed(b"", limit)
     assert received == [(TEXT, payload) for payload in frames]
+
+
+async def test_connections_arriving_at_once_start_a_bounded_share_per_loop_turn() -> None:
+    started: list[int] = []
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        started.append(scope["n"])
+        await send({"type": "websocket.close"})
+
+    state = ServerState()
+    timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=0.05)
+    sockets = [
+        SocketProtocol(RecordingTransport(), b"dGhlIHNhbXBsZSBub25jZQ==", state, timings, 1024)
+        for _ in range(100)
+    ]
+    for n, socket in enumerate(sockets):
+        socket.start(application, {"type": "websocket", "n": n})
+    # 100 upgrades answered in one turn: 32 applications start in it, the rest later.
+    assert len(state.connections) == 32
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sorted(started) == list(range(100))

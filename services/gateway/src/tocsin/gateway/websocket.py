@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import time
@@ -85,6 +86,10 @@ _READ_RESUME_BYTES = _READ_AHEAD_BYTES // 4
 # turn held the loop for a third of a second. Past either bound the rest waits its turn.
 _FRAMES_PER_CALL = 64
 _FRAMES_PER_TURN = 1024
+# Applications (the endpoint: token, admission, session) started per loop turn: 200
+# clients refused or timed out at once reconnect at once, and each start costs
+# about 0.2 ms.
+_STARTS_PER_TURN = 32
 # What each frame costs the read budget besides its bytes: parsing a frame costs the
 # same whatever its size, and a flood of 131-byte pings cost 8 times the CPU per
 # budgeted byte of 60 KiB messages. Dashboards send a few frames a minute.
@@ -286,52 +291,63 @@ class LoopLag:
         loop.call_at(self._due, self._sample, loop)
 
 
-class InputTurns:
-    """Shares the frames parsed per loop turn among the sockets, first come first served.
+class TurnShare:
+    """Work of one kind shared out per loop turn, first come first served.
 
-    A socket whose read holds more than its share parses that share, stops reading,
-    and waits in line; each turn serves the line until the turn's frames are spent,
-    so a turn's work is bounded however many sockets flood at once.
+    Whoever gets `share()` units now does that much, `spend`s it, and if more is
+    left to do, `wait`s in line; each turn serves the line until the turn's
+    units are spent. However many sockets flood (or connect) at once, one turn
+    does a bounded amount of it, and the rest follows in the turns after,
+    between the other sockets' work.
     """
 
-    __slots__ = ("_line", "_loop", "_scheduled", "left")
+    __slots__ = ("_line", "_loop", "_scheduled", "left", "per_call", "per_turn")
 
-    def __init__(self) -> None:
-        self.left = _FRAMES_PER_TURN
-        self._line: deque[SocketProtocol] = deque()
+    def __init__(self, per_turn: int, per_call: int) -> None:
+        self.per_turn = per_turn
+        self.per_call = per_call
+        self.left = per_turn
+        self._line: deque[Callable[[], None]] = deque()
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def share(self) -> int:
-        """Frames the caller may parse now (0: wait in line)."""
-        return min(self.left, _FRAMES_PER_CALL)
+        """Units the caller may do now (0: wait in line)."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._reset()
+        return max(0, min(self.left, self.per_call))
 
-    def spend(self, frames: int) -> None:
-        self.left -= frames
+    def spend(self, units: int) -> None:
+        self.left -= units
         self._schedule()
 
-    def wait(self, socket: SocketProtocol) -> None:
+    def wait(self, resume: Callable[[], None]) -> None:
+        """Call `resume` in a later turn, in line."""
         self._schedule()
-        self._line.append(socket)
+        self._line.append(resume)
+
+    def _reset(self) -> None:
+        # Another loop (tests run several in one process): nothing carries over.
+        self._loop = asyncio.get_running_loop()
+        self._scheduled, self._line, self.left = False, deque(), self.per_turn
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            # Another loop (tests run several in one process): nothing carries over.
-            self._loop, self._scheduled, self._line = loop, False, deque()
+            self._reset()
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
         self._scheduled = False
-        self.left = _FRAMES_PER_TURN
+        self.left = self.per_turn
         line = self._line
         for _ in range(len(line)):
             if self.left <= 0:
                 self._schedule()
                 return
-            line.popleft()._take_input(b"")
+            line.popleft()()
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +373,9 @@ class SocketProtocol(asyncio.Protocol):
 
     coalescer = Coalescer()
     lag = LoopLag()
-    turns = InputTurns()
+    # Frames parsed (see `_FRAMES_PER_CALL`) and applications started per loop turn.
+    frames = TurnShare(_FRAMES_PER_TURN, _FRAMES_PER_CALL)
+    starts = TurnShare(_STARTS_PER_TURN, 1)
 
     __slots__ = (
         "_accepted",
@@ -421,7 +439,18 @@ class SocketProtocol(asyncio.Protocol):
         self._throttle: asyncio.TimerHandle | None = None
 
     def start(self, endpoint: Endpoint, scope: Message) -> None:
-        """Run the application for this connection (the scope's extensions are filled here)."""
+        """Run the application for this connection (the scope's extensions are filled here),
+        in this loop turn or, past the turn's share, a later one."""
+        starts = self.starts
+        if starts.share():
+            starts.spend(1)
+            self._start(endpoint, scope)
+        else:
+            starts.wait(functools.partial(self._start, endpoint, scope))
+
+    def _start(self, endpoint: Endpoint, scope: Message) -> None:
+        if self.transport.is_closing():
+            return  # gone while it waited for its turn
         self._server_state.connections.add(self)
         scope["extensions"] = {"websocket.http.response": {}, WIRE_EXTENSION: {"wire": self.wire}}
         self.queue.put_nowait({"type": "websocket.connect"})
@@ -452,10 +481,9 @@ class SocketProtocol(asyncio.Protocol):
         self._input_waits = False
         if self.transport.is_closing():
             return
-        turns = self.turns
-        share = turns.share()
+        turns = self.frames
         try:
-            messages = self._reader.feed(data, share)
+            messages = self._reader.feed(data, turns.share())
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
             return
@@ -466,7 +494,7 @@ class SocketProtocol(asyncio.Protocol):
         if self._reader.more:
             self._input_waits = True
             self._pause_reading()
-            turns.wait(self)
+            turns.wait(self._continue_input)
         queue = self.queue
         # Pongs to the pings of one read leave in one write (a ping flood costs one send).
         pongs: list[bytes] = []
@@ -500,6 +528,9 @@ class SocketProtocol(asyncio.Protocol):
             self._pause_reading()
         elif self._reading_paused and not self._input_waits:
             self._resume_reading()
+
+    def _continue_input(self) -> None:
+        self._take_input(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server_state.connections.discard(self)
