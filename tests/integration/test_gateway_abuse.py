@@ -94,6 +94,24 @@ def test_a_ping_flood_from_a_client_that_never_reads_stalls_only_that_client(
     conn.close()
 
 
+def test_an_unauthenticated_socket_whose_pongs_back_up_is_still_dropped_at_its_auth_timeout(
+    start_service,
+) -> None:
+    gateway = start_service(
+        "gateway",
+        TOCSIN_AUTH_TIMEOUT="1",
+        TOCSIN_CLOSE_TIMEOUT="1",
+        TOCSIN_READ_RATE_BYTES="0",  # no read budget: the pongs back up at once
+    )
+    conn, status, _ = upgrade(gateway.port, receive_buffer=4096)
+    assert status == 101
+    client = conn.getsockname()
+    flood(conn, client_frame(PING, b"p" * 125) * 8000, 200 * MiB)
+    # Its error frame and close cannot be written; it was held for ever before.
+    wait_until(lambda: _send_queue(gateway.port, client) is None, timeout=30)
+    conn.close()
+
+
 def test_never_reading_subscribers_closed_as_slow_consumers_give_their_slots_back(
     start_service, redis_server, user_token
 ) -> None:

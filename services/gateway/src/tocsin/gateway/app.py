@@ -179,9 +179,13 @@ class SocketEndpoint:
     async def _close(self, send: Send, code: CloseCode, error: str, message: str) -> None:
         """Tell the client why (an `error` frame with the precise code), then close."""
         self._node.stats.disconnects[code.reason] += 1
+        # Bounded: a client that reads nothing (its pongs backed up) would hold the send,
+        # and the socket, for ever; past the close timeout the endpoint returns and the
+        # server side drops the connection.
         with contextlib.suppress(Exception):
-            await send({"type": "websocket.send", "text": error_frame_text(error, message)})
-            await send({"type": "websocket.close", "code": int(code), "reason": code.reason})
+            async with asyncio.timeout(self._node.settings.close_timeout):
+                await send({"type": "websocket.send", "text": error_frame_text(error, message)})
+                await send({"type": "websocket.close", "code": int(code), "reason": code.reason})
 
     async def _accept_and_close(self, scope: Scope, send: Send, code: CloseCode) -> None:
         # Accepting first lets browsers see the close code, which a refused
