@@ -13,7 +13,7 @@ them by offset, so the client sees every offset once, in order.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import itertools
 import logging
 import time
 import uuid
@@ -57,7 +57,15 @@ def wire_of(scope: MutableMapping[str, Any]) -> Wire | None:
 
 def _slim(claims: Claims) -> Claims:
     """The claims a session keeps for its whole life, without the raw token payload."""
-    return dataclasses.replace(claims, raw={})
+    return Claims(claims.subject, claims.scopes, claims.channels, claims.expires_at, _NO_RAW)
+
+
+# Shared by every session's slim claims (Claims.raw is never mutated).
+_NO_RAW: dict[str, Any] = {}
+# Connection ids: unique in the process after a random prefix, unique across processes
+# by it; a uuid4 per connect cost a urandom call and a UUID object.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count()
 
 
 class ProtocolViolationError(Exception):
@@ -88,7 +96,7 @@ class Session:
         self.node = node
         self.claims = _slim(claims)
         self.grant = ChannelGrant(claims.channels)
-        self.id = uuid.uuid4().hex
+        self.id = f"{_ID_PREFIX}{next(_ids):016x}"
         self.positions: dict[str, Position] = {}
         self._send = send
         self._receive = receive
