@@ -34,10 +34,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from tocsin.common.config import CommonSettings, setting
 from tocsin.common.problems import problem
+from tocsin.common.uvicorn_shim import STATUS_LINE, ServerProtocol
 
 __all__ = ["HttpLimits", "HttpServerSettings", "LimitedHttpToolsProtocol"]
 
@@ -125,7 +125,7 @@ def _head_too_large(limits: HttpLimits) -> LimitExceededError:
     )
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
+class LimitedHttpToolsProtocol(ServerProtocol):
     """uvicorn's httptools protocol with `limits` applied; `with_limits` makes a subclass
     carrying a server's own."""
 

@@ -42,7 +42,7 @@ from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub
 from tocsin.gateway.metrics import Stats, StatsCollector, register
 from tocsin.gateway.node import Node
-from tocsin.gateway.protocol import CloseCode, encode
+from tocsin.gateway.protocol import CloseCode, error_frame
 from tocsin.gateway.session import Session, wire_of
 from tocsin.gateway.settings import GatewaySettings
 
@@ -184,7 +184,7 @@ class SocketEndpoint:
         # server side drops the connection.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._node.settings.close_timeout):
-                await send({"type": "websocket.send", "text": error_frame_text(error, message)})
+                await send({"type": "websocket.send", "text": error_frame(error, message)})
                 await send({"type": "websocket.close", "code": int(code), "reason": code.reason})
 
     async def _accept_and_close(self, scope: Scope, send: Send, code: CloseCode) -> None:
@@ -229,11 +229,6 @@ class SocketsFirst:
             await self._endpoint(scope, receive, send)
         else:
             await self._app(scope, receive, send)
-
-
-def error_frame_text(code: str, message: str) -> str:
-    """An `error` frame for a token or admission failure (codes beyond `ErrorCode`)."""
-    return encode({"type": "error", "code": code, "message": message})
 
 
 def build_node(

@@ -1,16 +1,12 @@
-"""Who is subscribed to what, and the one Redis pub/sub connection feeding them.
+"""Who is subscribed to what, fed by the process's one `RedisBroker`.
 
 Subscriptions are reference-counted across the process's sockets: the first
-socket on a channel subscribes in Redis, the last one out unsubscribes (never
-PSUBSCRIBE). The reader turns each published message into one `Frame` and hands
-it to every member without awaiting anything, so a slow socket never delays the
-reader or its neighbours.
-
-The connection is supervised: when it breaks, the hub reconnects with back-off,
-resubscribes every channel, and asks every member to catch up from the streams,
-because anything published while it was away is a possible gap. A probe
-published on the hub's own channel every `probe_interval` proves that messages
-still flow end to end; `healthy` turns false when probes stop coming back.
+socket on a channel subscribes in Redis, the last one out unsubscribes. The hub
+turns each published message the broker reports into one `Frame` and hands it
+to every member without awaiting anything, so a slow socket never delays the
+reader or its neighbours. When the broker reconnects and confirms a channel
+again, every member of it catches up from the stream, because anything
+published while it was away is a possible gap.
 
 The hub also knows where each confirmed channel stands (`head`): the last
 event it handed out, or else a head read issued after the channel was
@@ -22,17 +18,14 @@ mass reconnect therefore costs one head read per channel, not per socket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-import uuid
+from collections.abc import Iterable
 from typing import Protocol
 
 import redis.asyncio as redis_async
-from redis.asyncio.client import PubSub
 
-from tocsin.common import keys
 from tocsin.common.telemetry import event_delivery
+from tocsin.gateway.broker import RedisBroker
 from tocsin.gateway.frames import Frame, event_frame
 from tocsin.gateway.history import ChannelHead, ChannelLog
 from tocsin.gateway.metrics import Stats
@@ -40,8 +33,6 @@ from tocsin.gateway.metrics import Stats
 __all__ = ["Hub", "Member", "SubscribeTimeoutError"]
 
 log = logging.getLogger(__name__)
-
-_REDIS_ERRORS = (redis_async.ConnectionError, redis_async.TimeoutError, OSError)
 
 
 class SubscribeTimeoutError(Exception):
@@ -59,7 +50,7 @@ class Member(Protocol):
 
 
 class Hub:
-    """Channel membership plus the process's single supervised pub/sub reader."""
+    """Channel membership and head cache; the broker's `BrokerHandler`."""
 
     def __init__(
         self,
@@ -72,49 +63,35 @@ class Hub:
         probe_timeout: float = 5.0,
         subscribe_timeout: float = 5.0,
     ) -> None:
-        self._redis = redis
-        # Its own client, without transparent retries: a reconnect must be seen
-        # here, because whatever was published meanwhile has to be caught up.
-        self._pubsub_redis = pubsub_redis
-        self._log = log
+        self.broker = RedisBroker(
+            redis,
+            pubsub_redis,
+            log,
+            stats,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+        )
         self._stats = stats
         self._members: dict[str, set[Member]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         # The head of each confirmed channel, as far as this hub has seen it.
         self._heads: dict[str, ChannelHead] = {}
-        self._pubsub: PubSub | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._probe_channel = keys.probe(uuid.uuid4().hex)
-        self._probe_interval = probe_interval
-        self._probe_timeout = probe_timeout
         self._subscribe_timeout = subscribe_timeout
-        self._last_probe = time.monotonic()
-        self._live_prefix = keys.live("")
-        self.connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self.broker.connected
 
     @property
     def healthy(self) -> bool:
         """Pub/sub is connected and the last probe came back recently."""
-        return self.connected and time.monotonic() - self._last_probe < self._probe_timeout
+        return self.broker.healthy
 
     async def start(self) -> None:
-        self._last_probe = time.monotonic()
-        self._tasks = [
-            asyncio.create_task(self._read_forever(), name="hub-reader"),
-            asyncio.create_task(self._probe_forever(), name="hub-probe"),
-        ]
+        await self.broker.start(self)
 
     async def stop(self) -> None:
-        # redis-py can swallow a cancellation that lands inside a (re)connect, and the
-        # reader then loops on: cancel until each task has really ended, or a gateway
-        # whose server failed to bind never finishes shutting down.
-        for task in self._tasks:
-            while not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._close_pubsub()
+        await self.broker.stop()
 
     async def join(self, channel: str, member: Member) -> None:
         """Add `member` to `channel`; returns once Redis delivers the channel's messages.
@@ -126,7 +103,7 @@ class Hub:
         if members is None:
             members = self._members[channel] = set()
             self._confirmed[channel] = asyncio.Event()
-            await self._subscribe(channel)
+            await self.broker.subscribe(channel)
         members.add(member)
         confirmed = self._confirmed[channel]
         if confirmed.is_set():
@@ -144,7 +121,7 @@ class Hub:
             return known
         confirmed = self._confirmed.get(channel)
         issued_confirmed = confirmed is not None and confirmed.is_set()
-        head = await self._log.head(channel)
+        head = await self.broker.read_head(channel)
         # Remembered only if the read was issued after the subscription was
         # confirmed and it still is (a reconnect replaces the confirmation),
         # and no live event has told more since.
@@ -165,100 +142,40 @@ class Hub:
             del self._members[channel]
             del self._confirmed[channel]
             self._heads.pop(channel, None)
-            if self._pubsub is not None and self.connected:
-                with contextlib.suppress(*_REDIS_ERRORS):
-                    await self._pubsub.unsubscribe(keys.live(channel))
+            await self.broker.unsubscribe(channel)
 
-    async def _subscribe(self, channel: str) -> None:
-        if self._pubsub is not None and self.connected:
-            # A failure here is the reader's to notice; it resubscribes everything.
-            with contextlib.suppress(*_REDIS_ERRORS):
-                await self._pubsub.subscribe(keys.live(channel))
+    # -- what the broker reports (`BrokerHandler`) ----------------------------------
 
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def channels(self) -> Iterable[str]:
+        return list(self._members)
 
-    async def _read_forever(self) -> None:
-        delay = 0.05
-        first = True
-        while True:
-            try:
-                pubsub = self._pubsub_redis.pubsub()
-                self._pubsub = pubsub
-                await pubsub.subscribe(
-                    self._probe_channel, *(keys.live(channel) for channel in self._members)
-                )
-                self.connected = True
-                self._last_probe = time.monotonic()
-                delay = 0.05
-                if not first:
-                    self._stats.pubsub_reconnects += 1
-                    log.warning("pub/sub reconnected; catching up %d channels", len(self._members))
-                first = False
-                await self._read(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except _REDIS_ERRORS as exc:
-                if self.connected:
-                    log.warning("pub/sub connection lost: %s", exc)
-            self.connected = False
-            self._heads.clear()
-            for channel, event in self._confirmed.items():
-                if event.is_set():
-                    # A fresh event: a head read issued under the old one is not remembered.
-                    self._confirmed[channel] = asyncio.Event()
-            await self._close_pubsub()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    def on_message(self, channel: str, data: bytes) -> None:
+        try:
+            frame = event_frame(channel, data)
+        except ValueError:
+            log.warning("dropped a malformed frame on %s", channel)
+            return
+        self._stats.events_received += 1
+        self._heads[channel] = ChannelHead(frame.epoch, frame.offset)
+        # One CONSUMER span (plus its fan-out child) per event when tracing is on.
+        with event_delivery(channel, data) as delivery:
+            delivery.fan_out(
+                self._members.get(channel, ()),
+                lambda member, frame=frame: member.deliver(frame),  # type: ignore[misc]
+            )
 
-    async def _read(self, pubsub: PubSub) -> None:
-        prefix_len = len(self._live_prefix)
-        probe = self._probe_channel.encode()
-        stats = self._stats
-        while True:
-            message = await pubsub.get_message(timeout=self._probe_interval)
-            if time.monotonic() - self._last_probe > self._probe_timeout:
-                # Connected but silent: the failure mode that otherwise stays
-                # green forever. Start over on a fresh connection.
-                raise redis_async.ConnectionError("pub/sub probes stopped arriving")
-            if message is None:
-                continue
-            kind = message["type"]
-            name: bytes = message["channel"]
-            if kind == "message":
-                if name == probe:
-                    self._last_probe = time.monotonic()
-                    stats.pubsub_lag = max(0.0, time.time() - float(message["data"]))
-                    continue
-                channel = name[prefix_len:].decode()
-                try:
-                    frame = event_frame(channel, message["data"])
-                except ValueError:
-                    log.warning("dropped a malformed frame on %s", channel)
-                    continue
-                stats.events_received += 1
-                self._heads[channel] = ChannelHead(frame.epoch, frame.offset)
-                # One CONSUMER span (plus its fan-out child) per event when tracing is on.
-                with event_delivery(channel, message["data"]) as delivery:
-                    delivery.fan_out(
-                        self._members.get(channel, ()),
-                        lambda member, frame=frame: member.deliver(frame),  # type: ignore[misc]
-                    )
-            elif kind == "subscribe" and name != probe:
-                channel = name[prefix_len:].decode()
-                confirmed = self._confirmed.get(channel)
-                if confirmed is not None and not confirmed.is_set():
-                    confirmed.set()
-                    # Whoever was subscribed before this (re)subscription may
-                    # have missed events while the channel was not confirmed.
-                    for member in list(self._members.get(channel, ())):
-                        member.resume(channel)
+    def on_subscribed(self, channel: str) -> None:
+        confirmed = self._confirmed.get(channel)
+        if confirmed is not None and not confirmed.is_set():
+            confirmed.set()
+            # Whoever was subscribed before this (re)subscription may
+            # have missed events while the channel was not confirmed.
+            for member in list(self._members.get(channel, ())):
+                member.resume(channel)
 
-    async def _probe_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            with contextlib.suppress(*_REDIS_ERRORS):
-                await self._redis.publish(self._probe_channel, repr(time.time()))
+    def on_lost(self) -> None:
+        self._heads.clear()
+        for channel, event in self._confirmed.items():
+            if event.is_set():
+                # A fresh event: a head read issued under the old one is not remembered.
+                self._confirmed[channel] = asyncio.Event()

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tocsin.common.auth import TokenVerifier
 from tocsin.gateway.history import ChannelLog
@@ -16,12 +16,23 @@ from tocsin.gateway.metrics import Stats
 from tocsin.gateway.protocol import CloseCode
 from tocsin.gateway.settings import GatewaySettings
 
-if TYPE_CHECKING:
-    from tocsin.gateway.session import Session
-
-__all__ = ["Node"]
+__all__ = ["Node", "OpenSocket"]
 
 log = logging.getLogger(__name__)
+
+
+class OpenSocket(Protocol):
+    """What the node needs of a session: it counts, measures and closes them.
+
+    A protocol, so that `session` depends on `node` and never the reverse."""
+
+    @property
+    def delivered(self) -> int: ...
+
+    @property
+    def queued_frames(self) -> int: ...
+
+    def close(self, code: CloseCode) -> None: ...
 
 
 @dataclass
@@ -33,7 +44,7 @@ class Node:
     log: ChannelLog
     verifier: TokenVerifier
     stats: Stats
-    sessions: set[Session] = field(default_factory=set)
+    sessions: set[OpenSocket] = field(default_factory=set)
     # Sockets admitted and still waiting for their `auth` frame.
     unauthenticated: int = 0
     draining: bool = False
@@ -42,7 +53,7 @@ class Node:
 
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def forget(self, session: Session) -> None:
+    def forget(self, session: OpenSocket) -> None:
         """Drop a closed session; wakes `drain` when it was the last."""
         self.sessions.discard(session)
         if not self.sessions:

@@ -68,5 +68,7 @@ def encode(frame: dict[str, Any]) -> str:
     return _encoder.encode(frame).decode()
 
 
-def error_frame(code: ErrorCode, message: str, **extra: Any) -> str:
-    return encode({"type": "error", "code": code.value, "message": message, **extra})
+def error_frame(code: str, message: str, **extra: Any) -> str:
+    """The one `error` frame builder: `code` is an `ErrorCode` on an open session, or
+    the token error or close reason that refused the socket before it had one."""
+    return encode({"type": "error", "code": str(code), "message": message, **extra})

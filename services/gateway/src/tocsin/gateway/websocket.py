@@ -27,15 +27,22 @@ a client that sends pings and never reads its pongs stalls itself; nothing is
 queued for the application after the server's close; and a transport that has
 not finished closing `close_timeout` after it was asked to is aborted, so a
 peer that never reads cannot keep a closed socket (or its session) alive.
+One loop turn does a bounded share of each socket's work (`TurnShare`): frames
+parsed, applications started. 200 ping floods or 200 reconnects arriving in the
+same turn otherwise held the loop for a third of a second.
+
+The framing itself (RFC 6455 parsing and building, no I/O) is `rfc6455.py`;
+uvicorn's internals are reached through `tocsin.common.uvicorn_shim`. What
+remains here, over 400 lines, is one asyncio protocol and its state machine
+(handshake, read-ahead and flow control, heartbeat, closing), kept together
+because each part reads the others' state on every callback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import enum
 import functools
-import hashlib
 import logging
 import time
 from collections import deque
@@ -44,20 +51,36 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets built without its C extension
-    from websockets.utils import apply_mask
-
 from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.gateway.protocol import CloseCode
+from tocsin.gateway.rfc6455 import (
+    BINARY,
+    NO_STATUS,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    FrameReader,
+    accept_answer,
+    close_frame,
+    frame,
+    handshake_key,
+    offered_subprotocols,
+    parse_close,
+    unmask,
+)
 from tocsin.gateway.wire import WIRE_EXTENSION, Coalescer, Inbox, Wire, Writable
 
+# The framing's names stay importable from here, where the server that speaks it lives.
 __all__ = [
     "FrameError",
     "FrameReader",
     "SocketProtocol",
+    "SocketState",
     "SocketTimings",
+    "frame",
+    "parse_close",
+    "unmask",
     "upgrade_protocol",
 ]
 
@@ -66,12 +89,6 @@ log = logging.getLogger(__name__)
 Message = MutableMapping[str, Any]
 Endpoint = Callable[[Message, Any, Any], Coroutine[Any, Any, None]]
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TEXT, _BINARY, _CONTINUATION = 0x1, 0x2, 0x0
-_CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
-# Codes a peer may send in a close frame (RFC 6455 7.4), besides 3000-4999.
-_PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013})
-_NO_STATUS = 1005
 _ABNORMAL = 1006
 _SERVICE_RESTART = 1012
 # Messages (and their payload bytes) read ahead of the application before reading
@@ -99,161 +116,6 @@ _FRAME_COST = 1024
 _LAG_SAMPLE = 0.1
 _LAG_NOISE = 0.005
 _LAG_FORGIVEN = 0.25
-
-
-class FrameError(Exception):
-    """The peer broke the framing rules; `code` is the close code to answer with."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def unmask(payload: bytes, mask: bytes) -> bytes:
-    """XOR `payload` with the repeating 4-byte `mask`.
-
-    websockets' C `apply_mask` (its pure-Python one where the C extension is not
-    built): under a flood of 60 KiB frames, unmasking in Python was a third of
-    the gateway's CPU; in C it costs 50 times less.
-    """
-    return apply_mask(payload, mask) if payload else payload
-
-
-def frame(opcode: int, payload: bytes = b"") -> bytes:
-    """An unmasked, final server frame."""
-    length = len(payload)
-    if length < 126:
-        return bytes((0x80 | opcode, length)) + payload
-    if length < 65536:
-        return bytes((0x80 | opcode, 126)) + length.to_bytes(2, "big") + payload
-    return bytes((0x80 | opcode, 127)) + length.to_bytes(8, "big") + payload
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    return frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()[:123])
-
-
-class FrameReader:
-    """Client frames in, whole messages and control frames out (pure: no I/O).
-
-    `feed` returns `(opcode, payload)` pairs: complete text or binary messages
-    (continuations joined) and control frames, unmasked. It raises `FrameError`
-    at the first broken rule, and refuses an oversized message from its header,
-    before buffering its payload. It parses at most `max_frames` frames per call
-    and keeps the rest: `frames` says how many it parsed, `more` whether it
-    stopped at that bound (call again, with `b""` if nothing new came).
-    """
-
-    __slots__ = (
-        "_buffer",
-        "_fragments",
-        "_fragments_size",
-        "_message_opcode",
-        "frames",
-        "max_size",
-        "more",
-    )
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self._buffer = b""
-        self._fragments: list[bytes] | None = None
-        self._fragments_size = 0
-        self._message_opcode = 0
-        self.frames = 0
-        self.more = False
-
-    def feed(self, data: bytes, max_frames: int = 1 << 30) -> list[tuple[int, bytes]]:
-        buffer = self._buffer + data if self._buffer else data
-        out: list[tuple[int, bytes]] = []
-        position = 0
-        end = len(buffer)
-        frames = 0
-        self.more = False
-        while end - position >= 2:
-            if frames == max_frames:
-                self.more = True
-                break
-            first, second = buffer[position], buffer[position + 1]
-            opcode = first & 0x0F
-            length = second & 0x7F
-            header = 2
-            if length == 126:
-                header = 4
-                if end - position < header:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
-            elif length == 127:
-                header = 10
-                if end - position < header:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
-            self._check_header(first, second, opcode, length)
-            total = header + 4 + length
-            if end - position < total:
-                break
-            mask = buffer[position + header : position + header + 4]
-            payload = unmask(buffer[position + header + 4 : position + total], mask)
-            position += total
-            frames += 1
-            message = self._take(first & 0x80, opcode, payload)
-            if message is not None:
-                out.append(message)
-        self._buffer = buffer[position:] if position < end else b""
-        self.frames = frames
-        return out
-
-    def _check_header(self, first: int, second: int, opcode: int, length: int) -> None:
-        if first & 0x70:
-            raise FrameError(1002, "reserved bits are set, and no extension was agreed")
-        if not second & 0x80:
-            raise FrameError(1002, "client frames must be masked")
-        if opcode >= 0x8:
-            if opcode not in (_CLOSE, _PING, _PONG):
-                raise FrameError(1002, f"unknown opcode {opcode:#x}")
-            if not first & 0x80 or length > 125:
-                raise FrameError(1002, "control frames are final and at most 125 bytes")
-        elif opcode not in (_TEXT, _BINARY, _CONTINUATION):
-            raise FrameError(1002, f"unknown opcode {opcode:#x}")
-        elif length + self._fragments_size > self.max_size:
-            raise FrameError(1009, f"messages are limited to {self.max_size} bytes")
-
-    def _take(self, final: int, opcode: int, payload: bytes) -> tuple[int, bytes] | None:
-        if opcode >= 0x8:
-            return opcode, payload
-        fragments = self._fragments
-        if opcode == _CONTINUATION:
-            if fragments is None:
-                raise FrameError(1002, "a continuation frame without a message to continue")
-            fragments.append(payload)
-            self._fragments_size += len(payload)
-            if not final:
-                return None
-            self._fragments, self._fragments_size = None, 0
-            return self._message_opcode, b"".join(fragments)
-        if fragments is not None:
-            raise FrameError(1002, "a new message began before the last one ended")
-        if final:
-            return opcode, payload
-        self._fragments, self._fragments_size = [payload], len(payload)
-        self._message_opcode = opcode
-        return None
-
-
-def parse_close(payload: bytes) -> tuple[int, str]:
-    """The code and reason of a peer's close frame; `FrameError` if malformed."""
-    if not payload:
-        return _NO_STATUS, ""
-    if len(payload) == 1:
-        raise FrameError(1002, "a close payload of one byte")
-    code = int.from_bytes(payload[:2], "big")
-    if code not in _PEER_CLOSE_CODES and not 3000 <= code <= 4999:
-        raise FrameError(1002, f"close code {code} may not be sent")
-    try:
-        return code, payload[2:].decode()
-    except UnicodeDecodeError:
-        raise FrameError(1007, "the close reason is not UTF-8") from None
 
 
 class LoopLag:
@@ -368,6 +230,44 @@ class SocketTimings:
     read_burst: int = 0
 
 
+class SocketState(enum.Enum):
+    """Where a connection stands, from the upgrade request to the application's disconnect."""
+
+    CONNECTING = "connecting"
+    """The handshake waits for the application's accept."""
+    REFUSED = "refused"
+    """An HTTP answer went instead of the upgrade."""
+    ABORTED = "aborted"
+    """Gone before it was accepted; the application has been told."""
+    OPEN = "open"
+    CLOSING = "closing"
+    """Our close frame went (or the peer's was answered); nothing more is sent."""
+    CLOSED = "closed"
+    """Closed after it was accepted; the application has been told."""
+
+
+_UNACCEPTED = frozenset({SocketState.CONNECTING, SocketState.REFUSED, SocketState.ABORTED})
+_TOLD = frozenset({SocketState.ABORTED, SocketState.CLOSED})
+_CLOSE_SENT = frozenset(SocketState) - {SocketState.CONNECTING, SocketState.OPEN}
+# Each state's successor when our side stops sending, when the application accepts,
+# and when the application is told of the disconnect.
+_ON_CLOSE_SENT = {
+    SocketState.CONNECTING: SocketState.REFUSED,
+    SocketState.OPEN: SocketState.CLOSING,
+}
+_ON_ACCEPT = {
+    SocketState.CONNECTING: SocketState.OPEN,
+    SocketState.REFUSED: SocketState.CLOSING,
+    SocketState.ABORTED: SocketState.CLOSED,
+}
+_ON_TOLD = {
+    SocketState.CONNECTING: SocketState.ABORTED,
+    SocketState.REFUSED: SocketState.ABORTED,
+    SocketState.OPEN: SocketState.CLOSED,
+    SocketState.CLOSING: SocketState.CLOSED,
+}
+
+
 class SocketProtocol(asyncio.Protocol):
     """One WebSocket connection, from the accepted handshake to the closed transport."""
 
@@ -378,11 +278,9 @@ class SocketProtocol(asyncio.Protocol):
     starts = TurnShare(_STARTS_PER_TURN, 1)
 
     __slots__ = (
-        "_accepted",
         "_allowance",
         "_allowance_at",
         "_closed_code",
-        "_disconnected",
         "_input_waits",
         "_key",
         "_lag_mark",
@@ -396,6 +294,7 @@ class SocketProtocol(asyncio.Protocol):
         "_timings",
         "close_sent",
         "queue",
+        "state",
         "transport",
         "wire",
         "writable",
@@ -417,11 +316,11 @@ class SocketProtocol(asyncio.Protocol):
         self.queue = Inbox()
         self.writable = Writable()
         self.wire = Wire(self, self.coalescer)
+        self.state = SocketState.CONNECTING
+        # The state's "our close went" as a plain attribute: `Wire.write` reads it per frame.
         self.close_sent = False
-        self._accepted = False
         self._reading_paused = False
-        self._disconnected = False
-        # Bytes read and not yet parsed wait for a turn (see `InputTurns`).
+        # Bytes read and not yet parsed wait for a turn (see `TurnShare`).
         self._input_waits = False
         # The close code the peer sent, once it sent one.
         self._closed_code: int | None = None
@@ -437,6 +336,13 @@ class SocketProtocol(asyncio.Protocol):
         self._allowance = float(timings.read_burst)
         self._allowance_at = 0.0
         self._throttle: asyncio.TimerHandle | None = None
+
+    def _enter(self, state: SocketState) -> None:
+        self.state = state
+        self.close_sent = state in _CLOSE_SENT
+
+    def _stop_sending(self) -> None:
+        self._enter(_ON_CLOSE_SENT.get(self.state, self.state))
 
     def start(self, endpoint: Endpoint, scope: Message) -> None:
         """Run the application for this connection (the scope's extensions are filled here),
@@ -462,12 +368,12 @@ class SocketProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        if not self._accepted:
+        if self.state in _UNACCEPTED:
             # A client must wait for the handshake's answer before it sends (RFC 6455
             # 4.1); one that sends more than a message meanwhile is not a client.
             self._pending += data
             if len(self._pending) > self._reader.max_size + 14:
-                self.close_sent = True
+                self._stop_sending()
                 self.transport.close()
             return
         if self.close_sent and self._closed_code is not None:
@@ -477,7 +383,7 @@ class SocketProtocol(asyncio.Protocol):
         self._take_input(data)
 
     def _take_input(self, data: bytes) -> None:
-        """Parse what the read budget and this turn's share allow; the rest waits."""
+        """Parse what this turn's share allows; the rest waits for a later turn."""
         self._input_waits = False
         if self.transport.is_closing():
             return
@@ -499,11 +405,11 @@ class SocketProtocol(asyncio.Protocol):
         # Pongs to the pings of one read leave in one write (a ping flood costs one send).
         pongs: list[bytes] = []
         for opcode, payload in messages:
-            if opcode <= _BINARY:
+            if opcode <= BINARY:
                 if self.close_sent:
                     # After our close only the peer's close matters: nothing more is queued.
                     continue
-                if opcode == _TEXT:
+                if opcode == TEXT:
                     try:
                         text = payload.decode()
                     except UnicodeDecodeError:
@@ -512,10 +418,10 @@ class SocketProtocol(asyncio.Protocol):
                     queue.put_nowait({"type": "websocket.receive", "text": text}, len(payload))
                 else:
                     queue.put_nowait({"type": "websocket.receive", "bytes": payload}, len(payload))
-            elif opcode == _PING:
+            elif opcode == PING:
                 if not self.close_sent:
-                    pongs.append(frame(_PONG, payload))
-            elif opcode == _PONG:
+                    pongs.append(frame(PONG, payload))
+            elif opcode == PONG:
                 self._pong_received()
             else:
                 if pongs:
@@ -540,7 +446,7 @@ class SocketProtocol(asyncio.Protocol):
         if self._throttle is not None:
             self._throttle.cancel()
             self._throttle = None
-        self.close_sent = True
+        self._stop_sending()
         self._disconnect(self._closed_code or _ABNORMAL)
         # Whoever waits to write learns of the loss from the send that follows.
         self.writable.set()
@@ -615,7 +521,7 @@ class SocketProtocol(asyncio.Protocol):
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if not self._accepted:
+        if self.state in _UNACCEPTED:
             self._send_before_accept(kind, message)
             return
         if self.close_sent:
@@ -624,9 +530,9 @@ class SocketProtocol(asyncio.Protocol):
         if kind == "websocket.send":
             text = message.get("text")
             if text is not None:
-                self.transport.write(frame(_TEXT, text.encode()))
+                self.transport.write(frame(TEXT, text.encode()))
             else:
-                self.transport.write(frame(_BINARY, message.get("bytes") or b""))
+                self.transport.write(frame(BINARY, message.get("bytes") or b""))
             if not self.writable.ready:
                 await self.writable.wait()
         elif kind == "websocket.close":
@@ -640,7 +546,7 @@ class SocketProtocol(asyncio.Protocol):
             self._accept(message.get("subprotocol"))
         elif kind == "websocket.close":
             respond(self.transport, 403)
-            self.close_sent = True
+            self._stop_sending()
         elif kind == "websocket.http.response.start":
             self._response = (
                 int(message["status"]),
@@ -649,26 +555,17 @@ class SocketProtocol(asyncio.Protocol):
         elif kind == "websocket.http.response.body" and self._response is not None:
             status, headers = self._response
             respond(self.transport, status, message.get("body", b""), *headers)
-            self.close_sent = True
+            self._stop_sending()
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} before the handshake")
 
     def _accept(self, subprotocol: str | None) -> None:
-        # RFC 6455 fixes SHA-1 here; it proves only that the server read the key.
-        accept = base64.b64encode(hashlib.sha1(self._key + _GUID).digest())
-        lines = [
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n"
-        ]
-        if subprotocol:
-            lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode() + b"\r\n")
-        lines.append(b"\r\n")
         # Through the wire: the answer and the application's first frame (the welcome)
         # leave in one write, one send(2) fewer per connect.
-        answer = b"".join(lines)
+        answer = accept_answer(self._key, subprotocol)
         if not self.wire.write(answer):
             self.transport.write(answer)
-        self._accepted = True
+        self._enter(_ON_ACCEPT[self.state])
         self._key = b""
         self._schedule_ping()
         pending, self._pending = self._pending, b""
@@ -680,15 +577,15 @@ class SocketProtocol(asyncio.Protocol):
         self._server_state.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("the WebSocket application failed", exc_info=task.exception())
-            if not self._accepted:
+            if self.state in _UNACCEPTED:
                 respond(self.transport, 500)
-                self.close_sent = True
+                self._stop_sending()
             else:
                 self._fail(1011, "internal error")
             return
-        if not self._accepted and not self.close_sent:
+        if self.state is SocketState.CONNECTING:
             respond(self.transport, 403)
-            self.close_sent = True
+            self._stop_sending()
         elif not self.close_sent:
             self._close(1000, "")
 
@@ -698,7 +595,7 @@ class SocketProtocol(asyncio.Protocol):
         """Send our close; the transport closes when the peer answers, or after a while."""
         self.wire.flush()
         self.transport.write(close_frame(code, reason))
-        self.close_sent = True
+        self._stop_sending()
         if self._timer is not None:
             self._timer.cancel()
         if self._closed_code is not None:
@@ -718,18 +615,19 @@ class SocketProtocol(asyncio.Protocol):
         self._closed_code = code
         if not self.close_sent:
             self.wire.flush()
-            self.transport.write(close_frame(code if code != _NO_STATUS else 1000))
-            self.close_sent = True
+            self.transport.write(close_frame(code if code != NO_STATUS else 1000))
+            self._stop_sending()
         self._disconnect(code)
         self._end()
 
     def _fail(self, code: int, reason: str) -> None:
         """Close at once with `code`, telling the application why."""
+        sending = not self.close_sent
         self._disconnect(code, reason)
-        if not self.close_sent:
+        if sending:
             self.wire.flush()
             self.transport.write(close_frame(code, reason))
-            self.close_sent = True
+            self._stop_sending()
         self._end()
 
     def _end(self) -> None:
@@ -743,8 +641,8 @@ class SocketProtocol(asyncio.Protocol):
         )
 
     def _disconnect(self, code: int, reason: str = "") -> None:
-        if not self._disconnected:
-            self._disconnected = True
+        if self.state not in _TOLD:
+            self._enter(_ON_TOLD[self.state])
             self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     # -- heartbeat --------------------------------------------------------------------
@@ -758,7 +656,7 @@ class SocketProtocol(asyncio.Protocol):
         if self.close_sent:
             self._timer = None
             return
-        self._write_now(frame(_PING))
+        self._write_now(frame(PING))
         self._lag_mark = self.lag.mark()
         self._timer = asyncio.get_running_loop().call_later(
             self._timings.pong_timeout, self._pong_missed
@@ -800,32 +698,6 @@ def respond(transport: asyncio.Transport, status: int, body: bytes = b"", *heade
     transport.close()
 
 
-def _handshake_key(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str]:
-    """The client's `Sec-WebSocket-Key`, or None and why the handshake is refused."""
-    key = version = None
-    for name, value in headers:
-        if name == b"sec-websocket-key":
-            key = value.strip()
-        elif name == b"sec-websocket-version":
-            version = value.strip()
-    if version != b"13":
-        return None, "426"
-    try:
-        if key is None or len(base64.b64decode(key, validate=True)) != 16:
-            return None, "a Sec-WebSocket-Key of 16 base64-encoded bytes is required"
-    except binascii.Error:
-        return None, "Sec-WebSocket-Key is not base64"
-    return key, ""
-
-
-def _subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
-    offered: list[str] = []
-    for name, value in headers:
-        if name == b"sec-websocket-protocol":
-            offered += [part.strip() for part in value.decode("latin-1").split(",")]
-    return offered
-
-
 def upgrade_protocol(
     endpoint: Endpoint,
     path: str,
@@ -839,42 +711,36 @@ def upgrade_protocol(
 
     class UpgradeProtocol(LimitedHttpToolsProtocol):
         def handle_websocket_upgrade(self) -> None:
-            url: bytes = self.url
-            target, _, query = url.partition(b"?")
-            if target != path_bytes:
+            request = self.upgrade_request()
+            if request.target != path_bytes:
                 self._refuse(404, "no WebSocket endpoint here")
                 return
-            if self.scope["method"] != "GET":
+            if request.method != "GET":
                 self._refuse(405, "the upgrade must be a GET")
                 return
-            headers = self.headers
-            key, refusal = _handshake_key(headers)
+            headers = request.headers
+            key, refusal = handshake_key(headers)
             if key is None:
                 if refusal == "426":
                     self._refuse(426, "only WebSocket version 13", "sec-websocket-version: 13")
                 else:
                     self._refuse(400, refusal)
                 return
-            self.connections.discard(self)
-            # The parser and this protocol refer to each other: part them now,
-            # rather than leave a cycle per connection to the garbage collector.
-            self.parser = None  # type: ignore[assignment]
-            transport = self.transport
-            socket = SocketProtocol(transport, key, self.server_state, timings, max_message)
-            transport.set_protocol(socket)
+            socket = self.hand_over(
+                lambda transport, state: SocketProtocol(transport, key, state, timings, max_message)
+            )
             socket.start(
                 endpoint,
                 {
                     "type": "websocket",
                     "path": path,
-                    "query_string": query,
+                    "query_string": request.query,
                     "headers": headers,
-                    "subprotocols": _subprotocols(headers),
+                    "subprotocols": offered_subprotocols(headers),
                 },
             )
 
         def _refuse(self, status: int, reason: str, *headers: str) -> None:
-            self.parser = None  # type: ignore[assignment]
-            respond(self.transport, status, reason.encode(), *headers, _PLAIN_TEXT)
+            respond(self.release_parser(), status, reason.encode(), *headers, _PLAIN_TEXT)
 
     return UpgradeProtocol.with_limits(limits) if limits is not None else UpgradeProtocol

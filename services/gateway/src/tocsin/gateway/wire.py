@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from tocsin.gateway.rfc6455 import TEXT, frame_header
+
 __all__ = [
     "WIRE_EXTENSION",
     "Coalescer",
@@ -37,11 +39,7 @@ WIRE_EXTENSION = "tocsin.wire"
 
 def text_frame_header(length: int) -> bytes:
     """The header of an unmasked, final text frame carrying `length` bytes (RFC 6455 5.2)."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 65536:
-        return bytes((0x81, 126)) + length.to_bytes(2, "big")
-    return bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return frame_header(TEXT, length)
 
 
 class WireOwner(Protocol):

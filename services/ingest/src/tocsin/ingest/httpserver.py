@@ -80,6 +80,4 @@ class CoalescedTransport:
 class CoalescingHttpToolsProtocol(LimitedHttpToolsProtocol):
     """uvicorn's httptools HTTP/1.1 protocol, with Tocsin's limits, over a `CoalescedTransport`."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        coalesced: Any = CoalescedTransport(transport)
-        super().connection_made(coalesced)
+    wrap_transport = CoalescedTransport

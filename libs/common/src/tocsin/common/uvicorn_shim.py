@@ -1,0 +1,104 @@
+"""Every touch of uvicorn's internals, in one place, pinned to the versions it was read against.
+
+Tocsin's HTTP servers extend uvicorn's httptools protocol, which is not a
+public API: `tocsin.common.httplimits` bounds its parser callbacks, the gateway
+takes WebSocket upgrades over from it, and ingest wraps its transport. Those
+modules reach uvicorn only through `ServerProtocol` here, whose hooks name
+what they need (`upgrade_request`, `hand_over`, `wrap_transport`, the server
+state). `check_version` refuses a uvicorn this module was not checked against;
+`tests/test_uvicorn_shim.py` fails on one too, before anything subtler breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+__all__ = [
+    "STATUS_LINE",
+    "SUPPORTED_UVICORN",
+    "ServerProtocol",
+    "ServerState",
+    "UnsupportedUvicornError",
+    "UpgradeRequest",
+    "check_version",
+]
+
+# The uvicorn releases whose httptools protocol this module was read against
+# (constraints.txt pins one of them). A new release needs a read of
+# `httptools_impl.py` before it is added here.
+SUPPORTED_UVICORN = frozenset({"0.54.0"})
+
+
+P = TypeVar("P", bound=asyncio.Protocol)
+
+
+class UnsupportedUvicornError(RuntimeError):
+    """The installed uvicorn is not one whose internals this shim was checked against."""
+
+
+def check_version() -> str:
+    """The installed uvicorn's version; raises `UnsupportedUvicornError` if unsupported."""
+    installed = version("uvicorn")
+    if installed not in SUPPORTED_UVICORN:
+        raise UnsupportedUvicornError(
+            f"uvicorn {installed} is installed; tocsin.common.uvicorn_shim supports "
+            f"{', '.join(sorted(SUPPORTED_UVICORN))}: read uvicorn's httptools_impl.py "
+            "against the shim before adding it"
+        )
+    return installed
+
+
+class ServerState(Protocol):
+    """uvicorn's per-server state: the open connections and running tasks it waits on."""
+
+    connections: set[Any]
+    tasks: set[asyncio.Task[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """An HTTP request asking to upgrade, as uvicorn's parser has read it."""
+
+    method: str
+    target: bytes
+    query: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class ServerProtocol(HttpToolsProtocol):
+    """uvicorn's httptools HTTP/1.1 protocol, with the hooks Tocsin's servers use."""
+
+    # A transport proxy to write through (ingest's coalescing), or None for the real one.
+    wrap_transport: ClassVar[Any] = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        wrap = type(self).wrap_transport
+        super().connection_made(wrap(transport) if wrap is not None else transport)
+
+    def upgrade_request(self) -> UpgradeRequest:
+        """The request being upgraded (call from `handle_websocket_upgrade`)."""
+        target, _, query = bytes(self.url).partition(b"?")
+        return UpgradeRequest(self.scope["method"], target, query, self.headers)
+
+    def hand_over(self, make: Callable[[asyncio.Transport, ServerState], P]) -> P:
+        """Give the connection to the protocol `make` builds from the transport and
+        uvicorn's server state (whose sets it must join and leave itself)."""
+        self.connections.discard(self)
+        # The parser and this protocol refer to each other: part them now,
+        # rather than leave a cycle per connection to the garbage collector.
+        self.parser = None  # type: ignore[assignment]
+        transport = self.transport
+        protocol = make(transport, self.server_state)
+        transport.set_protocol(protocol)
+        return protocol
+
+    def release_parser(self) -> asyncio.Transport:
+        """Stop parsing (an answer written by hand follows); returns the transport."""
+        self.parser = None  # type: ignore[assignment]
+        return self.transport

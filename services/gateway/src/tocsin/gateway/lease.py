@@ -1,0 +1,96 @@
+"""`TokenLease`: how long a socket may stay open on the token it presented.
+
+`token_warning` seconds before the token expires the lease warns the client
+(`token_expiring`); `token_grace` seconds after it expires the lease closes the
+socket with `token_expired`, unless a `refresh` with a valid token for the same
+subject has renewed it. One timer at a time: the warning, which then arms the
+close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+from tocsin.common.auth import Claims, TokenError, TokenVerifier
+from tocsin.gateway.access import ChannelGrant
+from tocsin.gateway.protocol import CloseCode, ErrorCode, encode, error_frame
+
+__all__ = ["LeaseHolder", "TokenLease"]
+
+
+class LeaseHolder(Protocol):
+    """The socket a lease keeps open: told of the coming expiry, closed at its end."""
+
+    def send_control(self, text: str) -> None: ...
+
+    def close(self, code: CloseCode) -> None: ...
+
+
+def _slim(claims: Claims) -> Claims:
+    """The claims a socket keeps for its whole life, without the raw token payload."""
+    return Claims(claims.subject, claims.scopes, claims.channels, claims.expires_at, _NO_RAW)
+
+
+# Shared by every socket's slim claims (Claims.raw is never mutated).
+_NO_RAW: dict[str, Any] = {}
+
+
+class TokenLease:
+    """A socket's claims and grant, with the timers their expiry sets."""
+
+    __slots__ = ("_grace", "_holder", "_timer", "_verifier", "_warning", "claims", "grant")
+
+    def __init__(
+        self,
+        claims: Claims,
+        verifier: TokenVerifier,
+        holder: LeaseHolder,
+        *,
+        warning: float,
+        grace: float,
+    ) -> None:
+        self.claims = _slim(claims)
+        self.grant = ChannelGrant(claims.channels)
+        self._verifier = verifier
+        self._holder = holder
+        self._warning = warning
+        self._grace = grace
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Arm the expiry warning for the current claims (replacing any timer)."""
+        self.cancel()
+        expires_at = self.claims.expires_at
+        if expires_at is None:
+            return
+        warn_in = max(0.0, expires_at - self._warning - time.time())
+        self._timer = asyncio.get_running_loop().call_later(warn_in, self._warn, expires_at)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _warn(self, expires_at: float) -> None:
+        close_in = max(0.0, expires_at + self._grace - time.time())
+        self._timer = asyncio.get_running_loop().call_later(
+            close_in, self._holder.close, CloseCode.TOKEN_EXPIRED
+        )
+        self._holder.send_control(
+            encode({"type": "token_expiring", "expires_at": expires_at, "grace": self._grace})
+        )
+
+    def refresh(self, token: str) -> str:
+        """Renew the lease with `token`; returns the frame that answers the client."""
+        try:
+            claims = self._verifier.verify(token)
+        except TokenError as exc:
+            return error_frame(ErrorCode.TOKEN_INVALID, str(exc), reason=exc.code)
+        if claims.subject != self.claims.subject:
+            return error_frame(ErrorCode.TOKEN_INVALID, "a refresh must keep the subject")
+        self.claims = _slim(claims)
+        self.grant = ChannelGrant(claims.channels)
+        self.start()
+        return encode({"type": "refreshed", "expires_at": claims.expires_at})
