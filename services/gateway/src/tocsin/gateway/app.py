@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from importlib import resources
 from urllib.parse import parse_qs
@@ -163,7 +164,10 @@ class SocketEndpoint:
     async def _token_from_auth_frame(self, receive: Receive) -> str | None:
         """The token of the first frame, `{"type": "auth", "token": ...}`, if it comes in time."""
         try:
-            message = await asyncio.wait_for(receive(), self._node.settings.auth_timeout)
+            # Up to a quarter longer, at random: sockets that connected together (a wave
+            # of hostile upgrades) would otherwise all time out in the same loop turn.
+            timeout = self._node.settings.auth_timeout * (1 + random.random() / 4)
+            message = await asyncio.wait_for(receive(), timeout)
         except TimeoutError:
             return None
         raw = message.get("text") or message.get("bytes") or ""
