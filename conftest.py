@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from tests.support import wait_until_serving
 
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer, free_port, stop_process
+from tocsin.client.devserver import RedisServer, free_port, stop_process
+from tocsin.client.devtoken import mint_token
 
 TEST_JWT_SECRET = "test-secret-for-tocsin-integration-tests"
 

@@ -19,6 +19,7 @@ import httpx
 import psutil
 
 __all__ = [
+    "ZERO_MASK",
     "LoopProbe",
     "ServerFrames",
     "client_frame",
@@ -26,8 +27,10 @@ __all__ = [
     "flood",
     "http_answer",
     "probing",
+    "read_head",
     "rss",
     "upgrade",
+    "upgrade_request",
 ]
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
@@ -49,41 +52,66 @@ def connect(port: int, *, receive_buffer: int = 0, timeout: float = 30.0) -> soc
     return conn
 
 
-def upgrade(
-    port: int, target: str = "/ws", *, receive_buffer: int = 0, timeout: float = 30.0
-) -> tuple[sockets.socket, int, bytes]:
-    """A WebSocket upgrade by hand; the socket, the answer's status, and any bytes read
-    past the answer's head."""
-    conn = connect(port, receive_buffer=receive_buffer, timeout=timeout)
-    key = base64.b64encode(os.urandom(16)).decode()
-    conn.sendall(
-        (
-            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
+def upgrade_request(target: str = "/ws", *headers: str, key: str = "") -> bytes:
+    """A WebSocket upgrade request: `headers` as given, then a fresh `Sec-WebSocket-Key`
+    (or `key`) and version 13 unless `headers` carry their own."""
+    given = {header.split(":", 1)[0].strip().lower() for header in headers}
+    lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket",
+             "Connection: Upgrade", *headers]  # fmt: skip
+    if "sec-websocket-key" not in given:
+        lines.append(f"Sec-WebSocket-Key: {key or base64.b64encode(os.urandom(16)).decode()}")
+    if "sec-websocket-version" not in given:
+        lines.append("Sec-WebSocket-Version: 13")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_head(conn: sockets.socket) -> tuple[str, bytes]:
+    """An HTTP answer's status line and headers, and the bytes read past them."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = conn.recv(65536)
         assert chunk, "closed during the handshake"
         buffer += chunk
     head, _, rest = buffer.partition(b"\r\n\r\n")
-    return conn, int(head.split(b" ", 2)[1]), rest
+    return head.decode("latin-1"), rest
 
 
-def client_frame(opcode: int, payload: bytes, *, final: bool = True) -> bytes:
-    """A client frame masked with the all-zero key: valid (the mask bit is set), and the
-    payload goes out as it is, so large floods cost nothing to build."""
+def upgrade(
+    port: int, target: str = "/ws", *, receive_buffer: int = 0, timeout: float = 30.0
+) -> tuple[sockets.socket, int, bytes]:
+    """A WebSocket upgrade by hand; the socket, the answer's status, and any bytes read
+    past the answer's head."""
+    conn = connect(port, receive_buffer=receive_buffer, timeout=timeout)
+    conn.sendall(upgrade_request(target))
+    head, rest = read_head(conn)
+    return conn, int(head.split(" ", 2)[1]), rest
+
+
+ZERO_MASK = b"\0\0\0\0"
+
+
+def client_frame(
+    opcode: int, payload: bytes, *, final: bool = True, mask: bytes | None = ZERO_MASK
+) -> bytes:
+    """A client frame masked with `mask`, or unmasked when it is None (a protocol error).
+
+    The default all-zero key is valid (the mask bit is set) and leaves the payload as it
+    is, so large floods cost nothing to build; `os.urandom(4)` masks as a browser does.
+    """
     length = len(payload)
     first = (0x80 if final else 0) | opcode
+    mask_bit = 0 if mask is None else 0x80
     if length < 126:
-        header = bytes((first, 0x80 | length))
+        header = bytes((first, mask_bit | length))
     elif length < 65536:
-        header = bytes((first, 0x80 | 126)) + length.to_bytes(2, "big")
+        header = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
     else:
-        header = bytes((first, 0x80 | 127)) + length.to_bytes(8, "big")
-    return header + b"\0\0\0\0" + payload
+        header = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
+    if mask is None:
+        return header + payload
+    if mask != ZERO_MASK:
+        payload = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return header + mask + payload
 
 
 def flood(conn: sockets.socket, chunk: bytes, total: int, stall: float = 2.0) -> int:
@@ -99,7 +127,8 @@ def flood(conn: sockets.socket, chunk: bytes, total: int, stall: float = 2.0) ->
 
 
 class ServerFrames:
-    """Reads the server's (unmasked, unfragmented) frames from a raw connection."""
+    """Reads the server's (unmasked, unfragmented) frames from a raw connection, after
+    `already`, the bytes read past the handshake."""
 
     def __init__(self, conn: sockets.socket, already: bytes = b"") -> None:
         self.conn = conn

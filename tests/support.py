@@ -20,6 +20,7 @@ import httpx
 import msgspec
 import pytest
 
+from tests import hostile
 from tocsin.common import broker as queues
 from tocsin.common.models import AlertIn, QueuedAlert
 
@@ -129,87 +130,42 @@ async def next_frame(socket: Any, kind: str, within: float = 15.0) -> dict[str, 
 
 class RawWebSocket:
     """A WebSocket client spoken by hand, blocking: it sends exactly the bytes a test
-    asks for (masked or not, fragmented, malformed) and answers nothing on its own."""
+    asks for (masked or not, fragmented, malformed) and answers nothing on its own.
+
+    Built from `tests.hostile`'s request, frame and reader, which the abuse tests and
+    the hostile-load benchmark use too."""
 
     CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
     def __init__(self, port: int, target: str = "/ws", *headers: str) -> None:
         self.socket = sockets.create_connection(("127.0.0.1", port), timeout=30)
         self.key = base64.b64encode(os.urandom(16)).decode()
-        lines = [
-            f"GET {target} HTTP/1.1",
-            "Host: 127.0.0.1",
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            *headers,
-        ]
-        if not any(h.lower().startswith("sec-websocket-key:") for h in headers):
-            lines.append(f"Sec-WebSocket-Key: {self.key}")
-        if not any(h.lower().startswith("sec-websocket-version:") for h in headers):
-            lines.append("Sec-WebSocket-Version: 13")
-        self.socket.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self._chunk()
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        self.socket.sendall(hostile.upgrade_request(target, *headers, key=self.key))
         #: The response's status line and headers, as sent.
-        self.head = head.decode("latin-1")
+        self.head, rest = hostile.read_head(self.socket)
+        self._frames = hostile.ServerFrames(self.socket, rest)
 
     @property
     def status(self) -> int:
         return int(self.head.split(" ", 2)[1])
 
-    def _chunk(self) -> bytes:
-        chunk = self.socket.recv(65536)
-        assert chunk, "the gateway closed the connection without a close frame"
-        return chunk
-
-    def _take(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            self.buffer += self._chunk()
-        taken, self.buffer = self.buffer[:size], self.buffer[size:]
-        return taken
-
     def send_frame(
         self, opcode: int, payload: bytes, *, final: bool = True, masked: bool = True
     ) -> None:
         """One client frame, masked as RFC 6455 requires unless told otherwise."""
-        length = len(payload)
-        first = (0x80 if final else 0) | opcode
-        mask_bit = 0x80 if masked else 0
-        if length < 126:
-            header = bytes((first, mask_bit | length))
-        elif length < 65536:
-            header = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
-        else:
-            header = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
-        if masked:
-            mask = os.urandom(4)
-            payload = mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-        self.socket.sendall(header + payload)
+        mask = os.urandom(4) if masked else None
+        self.socket.sendall(hostile.client_frame(opcode, payload, final=final, mask=mask))
 
     def send_text(self, text: str) -> None:
         self.send_frame(self.TEXT, text.encode())
 
     def next_frame(self) -> tuple[int, bytes]:
         """The next server frame (unmasked, unfragmented) as (opcode, payload)."""
-        first, second = self._take(2)
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(self._take(2), "big")
-        elif length == 127:
-            length = int.from_bytes(self._take(8), "big")
-        return first & 0x0F, self._take(length)
+        return self._frames.next()
 
     def next_message(self, kind: str) -> dict[str, Any]:
         """The next text frame whose JSON `type` is `kind`."""
-        while True:
-            opcode, payload = self.next_frame()
-            if opcode == self.TEXT:
-                message: dict[str, Any] = json.loads(payload)
-                if message.get("type") == kind:
-                    return message
-            assert opcode != self.CLOSE, f"closed while waiting for {kind}: {payload!r}"
+        return self._frames.message(kind)
 
     def frames_until_close(self) -> tuple[list[int], int, str]:
         """Read until the close frame; the opcodes seen before it, the close code and reason."""

@@ -51,9 +51,9 @@ import pytest
 import redis as redis_lib
 
 from tests.support import wait_until_serving
+from tocsin.client.devserver import RedisServer, free_port, stop_process
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer, free_port, stop_process
 
 __all__ = [
     "LONG",

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.support import wait_until_serving
-from tocsin.common.server import free_port, stop_process
+from tocsin.client.devserver import free_port, stop_process
 
 AUTOBAHN = "autobahntestsuite==25.10.1"
 # The last virtualenv that still makes Python 2.7 environments.

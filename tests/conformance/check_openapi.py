@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import redis
 
+from tocsin.client.devserver import RedisServer, free_port, stop_process
+from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer, free_port, stop_process
 
 JWT_SECRET = "conformance-secret-of-at-least-32-bytes"
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

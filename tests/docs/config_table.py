@@ -35,9 +35,9 @@ def settings_classes() -> dict[str, type[CommonSettings]]:
 
 def render_table() -> str:
     # One row per variable; a variable several services read with different
-    # defaults shows each service's own default rather than the first one seen.
+    # defaults or meanings shows each service's own rather than the first one seen.
     defaults: dict[str, dict[str, str]] = {}
-    docs: dict[str, str] = {}
+    docs: dict[str, dict[str, str]] = {}
     users: dict[str, set[str]] = {}
     common = {f.name for f in dataclasses.fields(CommonSettings)}
     for service, cls in settings_classes().items():
@@ -46,7 +46,7 @@ def render_table() -> str:
             default = field.default if field.default is not dataclasses.MISSING else ""
             shown = ",".join(default) if isinstance(default, tuple) else str(default)
             defaults.setdefault(name, {})[service] = shown
-            docs.setdefault(name, field.metadata.get("doc", ""))
+            docs.setdefault(name, {})[service] = field.metadata.get("doc", "")
             users.setdefault(name, set()).add("all" if field.name in common else service)
     lines = ["| Variable | Used by | Default | Meaning |", "| --- | --- | --- | --- |"]
     for name in sorted(defaults, key=lambda n: (n != "REDIS_URL", n)):
@@ -56,8 +56,15 @@ def render_table() -> str:
             default = f"`{next(iter(per_service.values()))}`"
         else:
             default = ", ".join(f"`{value}` ({svc})" for svc, value in sorted(per_service.items()))
-        lines.append(f"| `{name}` | {used} | {default} | {docs[name]} |")
+        lines.append(f"| `{name}` | {used} | {default} | {_per_service(docs[name])} |")
     return "\n".join(lines)
+
+
+def _per_service(values: dict[str, str]) -> str:
+    """The one value all services share, or each service's own, named."""
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return " ".join(f"{service}: {value}" for service, value in sorted(values.items()))
 
 
 def readme_table() -> str:

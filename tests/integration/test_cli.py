@@ -15,9 +15,9 @@ from redis import Redis
 from tests.support import wait_until
 
 from tocsin.client import cli
+from tocsin.client.devserver import RedisServer, free_port
 from tocsin.common import keys
-from tocsin.common.health import Signals, score
-from tocsin.common.server import RedisServer, free_port
+from tocsin.scheduler.healthscore import Signals, score
 
 pytestmark = pytest.mark.integration
 

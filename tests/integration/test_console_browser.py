@@ -25,7 +25,7 @@ from tests.support import debian_binary
 
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.events import EventPublisher
-from tocsin.common.health import compute_and_store
+from tocsin.scheduler.healthscore import compute_and_store
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.support import descendants, process_alive, wait_until
 
-from tocsin.common.server import RedisServer
+from tocsin.client.devserver import RedisServer
 
 pytestmark = pytest.mark.integration
 

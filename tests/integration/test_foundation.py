@@ -18,8 +18,8 @@ import redis
 import websockets
 from tests.support import descendants, process_alive
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
-from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import websockets
 from tests.support import metric, next_frame, recv
 
 from tocsin.client import EventStream
+from tocsin.client.devserver import RedisServer
 from tocsin.common.events import EventPublisher
-from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
 

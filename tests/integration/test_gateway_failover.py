@@ -18,9 +18,9 @@ import redis
 import websockets
 
 from tocsin.client import Backoff, EventStream, Reset
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.events import EventPublisher
-from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
 

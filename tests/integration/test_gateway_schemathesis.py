@@ -15,8 +15,8 @@ from schemathesis.checks import positive_data_acceptance
 from tests.integration.test_processor_api import enqueue, queued
 from tests.support import wait_until
 
-from tocsin.common.health import compute_and_store
 from tocsin.common.redis import sync_client
+from tocsin.scheduler.healthscore import compute_and_store
 
 pytestmark = pytest.mark.integration
 

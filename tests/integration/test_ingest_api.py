@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
 

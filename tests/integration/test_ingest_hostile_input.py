@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
 

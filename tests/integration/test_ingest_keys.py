@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tocsin.client import cli
-from tocsin.common.server import RedisServer
+from tocsin.client.devserver import RedisServer
 
 pytestmark = pytest.mark.integration
 

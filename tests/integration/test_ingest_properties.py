@@ -12,10 +12,10 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.models import AlertAction, QueuedAlert
-from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
 

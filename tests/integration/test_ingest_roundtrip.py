@@ -23,9 +23,9 @@ import yaml
 from tests.docs.snippets import snippet
 from tests.support import debian_binary, next_frame, wait_until_serving
 
+from tocsin.client.devserver import RedisServer, free_port, stop_process
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.models import label_set_fingerprint
-from tocsin.common.server import RedisServer, free_port, stop_process
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -27,10 +27,10 @@ from tests.integration.test_ingest_roundtrip import (
 )
 from tests.support import debian_binary, metric, next_frame, wait_until, wait_until_serving
 
+from tocsin.client.devserver import RedisServer, free_port, stop_process
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.models import label_set_fingerprint
-from tocsin.common.server import RedisServer, free_port, stop_process
 
 pytestmark = pytest.mark.integration
 

@@ -353,7 +353,7 @@ def test_slack_teams_email_over_starttls_and_pagerduty_receivers_each_get_their_
 ) -> None:
     from aiosmtpd.controller import Controller
 
-    from tocsin.common.server import free_port
+    from tocsin.client.devserver import free_port
 
     class Mailbox:
         def __init__(self) -> None:

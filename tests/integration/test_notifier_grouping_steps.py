@@ -5,9 +5,9 @@ from __future__ import annotations
 import redis
 from tests.integration.test_notifier_delivery import alert
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.queue import queue_keys
 from tocsin.common.queue.due import DueTimes
-from tocsin.common.server import RedisServer
 from tocsin.notifier.grouping import Groups, GroupTimers, Handoff
 from tocsin.notifier.message import GroupedAlert
 

@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from tests.integration.test_notifier_delivery import FAST, Enqueuer, alert, routes_file
 from tests.support import wait_until
 
-from tocsin.common.server import free_port
+from tocsin.client.devserver import free_port
 from tocsin.notifier.tools import dlq_list
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import websockets
 from redis import Redis
 from tests.support import next_frame
 
-from tocsin.common.health import compute_and_store
+from tocsin.client.devserver import RedisServer
 from tocsin.common.metrics import health_signals
-from tocsin.common.server import RedisServer
+from tocsin.scheduler.healthscore import compute_and_store
 
 pytestmark = pytest.mark.integration
 

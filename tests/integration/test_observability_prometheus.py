@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support import debian_binary, next_frame, wait_until_serving
 
-from tocsin.common.server import free_port, stop_process
+from tocsin.client.devserver import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 

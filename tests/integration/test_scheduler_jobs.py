@@ -21,9 +21,9 @@ import redis
 from conftest import ServiceFactory
 from tests.support import wait_until
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer
 from tocsin.scheduler import alertdata
 from tocsin.scheduler.analytics import compute_daily
 from tocsin.scheduler.cachehealth import check_cache_health

@@ -18,8 +18,8 @@ import redis
 from conftest import ServiceFactory, ServiceProcess
 from tests.support import wait_until
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.broker import build_broker, build_message
-from tocsin.common.server import RedisServer
 from tocsin.scheduler.schedule import Schedule
 
 pytestmark = pytest.mark.integration

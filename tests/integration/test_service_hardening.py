@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tocsin.common.server import free_port
+from tocsin.client.devserver import free_port
 
 pytestmark = pytest.mark.integration
 

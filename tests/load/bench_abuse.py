@@ -27,8 +27,6 @@ stall > 50 ms.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import os
 import socket
 import sys
@@ -37,13 +35,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
 
-import psutil
-
-from tests.hostile import PING, TEXT, client_frame
-from tests.load.bench_gateway import SECRET, _cpu, _rss, open_sockets, publish_step
-from tests.load.harness import masked_text_frame, service, two_cores
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer
+from tests.hostile import PING, TEXT, client_frame, upgrade_request
+from tests.load.bench_gateway import (
+    SECRET,
+    SUBSCRIBE_ALERTS,
+    _cpu,
+    _rss,
+    open_sockets,
+    publish_step,
+)
+from tests.load.harness import run_load, service, socket_bench_layout
+from tocsin.client.devtoken import mint_token
 
 HOSTILE = int(os.environ.get("BENCH_ABUSE_HOSTILE", "1000"))
 HONEST = int(os.environ.get("BENCH_ABUSE_HONEST", "200"))
@@ -72,7 +74,7 @@ print(latencies[-1], latencies[int(0.99 * (len(latencies) - 1))], len(latencies)
 
 READ_AHEAD_MESSAGE = client_frame(TEXT, b'{"type":"ping","pad":"' + b"x" * 60_000 + b'"}') * 4
 PINGS = client_frame(PING, b"p" * 125) * 500
-SUBSCRIBE = masked_text_frame(b'{"type":"subscribe","channel":"alerts"}')
+SUBSCRIBE = client_frame(TEXT, SUBSCRIBE_ALERTS, mask=os.urandom(4))
 
 
 @dataclass
@@ -109,15 +111,8 @@ class Hostile(asyncio.Protocol):
             self.transport.write(b"GET /healthz HTTP/1.1\r\n")
             self._tick()
             return
-        key = base64.b64encode(os.urandom(16)).decode()
         query = f"?token={self.token}" if self.kind in ("read_ahead", "never_reads") else ""
-        self.transport.write(
-            (
-                f"GET /ws{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
+        self.transport.write(upgrade_request(f"/ws{query}"))
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -277,16 +272,8 @@ async def run(redis_url: str, server_core: int, load_core: int) -> None:
 
 
 def main() -> None:
-    server_core, load_core = two_cores()
-    os.sched_setaffinity(0, {load_core})
-    with RedisServer() as redis_server:
-        if redis_server.pid is not None:
-            psutil.Process(redis_server.pid).cpu_affinity([load_core])
-        with contextlib.suppress(ImportError):
-            import uvloop  # the load side must stay cheaper than the server it measures
-
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.run(run(redis_server.url, server_core, load_core))
+    with socket_bench_layout() as (redis_server, server_core, load_core):
+        run_load(run(redis_server.url, server_core, load_core))
 
 
 if __name__ == "__main__":

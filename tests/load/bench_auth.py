@@ -14,7 +14,8 @@ from typing import Any
 
 import jwt
 
-from tocsin.common.auth import TokenVerifier, mint_token
+from tocsin.client.devtoken import mint_token
+from tocsin.common.auth import TokenVerifier
 
 SECRET = "bench-secret-of-at-least-thirty-two-bytes"
 TOKENS = 20_000

@@ -32,17 +32,12 @@ import httpx
 import psutil
 import redis
 
-from tests.load.harness import (
-    SocketClient,
-    masked_text_frame,
-    otlp_sink,
-    service,
-    two_cores,
-    upgrade_request,
-)
+from tests.hostile import TEXT, client_frame, upgrade_request
+from tests.load.bench_gateway import SUBSCRIBE_ALERTS
+from tests.load.harness import SocketClient, otlp_sink, run_load, service, two_cores
+from tocsin.client.devserver import RedisServer
+from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-end-to-end-benchmark-run"
 STEP_SECONDS = float(os.environ.get("BENCH_E2E_STEP_SECONDS", "6"))
@@ -93,7 +88,7 @@ class Client(SocketClient):
             del buffer[: end + 4]
             self._upgraded = True
             assert self._transport is not None
-            self._transport.write(masked_text_frame(b'{"type":"subscribe","channel":"alerts"}'))
+            self._transport.write(client_frame(TEXT, SUBSCRIBE_ALERTS, mask=os.urandom(4)))
         while len(buffer) >= 2:
             length = buffer[1] & 0x7F
             start = 2
@@ -148,7 +143,7 @@ async def open_clients(port: int, count: int) -> list[Client]:
     every = max(1, count // SAMPLED)  # sampled sockets spread over the connect order
 
     async def one(index: int) -> Client:
-        request = upgrade_request(port, token)
+        request = upgrade_request(f"/ws?token={token}")
         _, client = await loop.create_connection(
             lambda: Client(request, sample=index % every == 0), "127.0.0.1", port
         )
@@ -377,13 +372,9 @@ def main() -> None:
                 TOCSIN_HEARTBEAT_INTERVAL="3600",  # the hand-made clients answer no pings
             ) as (gateway_url, gateway),
         ):  # fmt: skip
-            with contextlib.suppress(ImportError):
-                import uvloop  # the load side must stay cheaper than what it measures
-
-                asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
             pids = {"redis": server.pid or 0, "processor": processor, "ingest": ingest,
                     "gateway": gateway, "load": os.getpid()}  # fmt: skip
-            rows = asyncio.run(run(ingest_url, gateway_url, api_key, pids))
+            rows = run_load(run(ingest_url, gateway_url, api_key, pids))
         for name in tracing:
             os.environ.pop(name, None)
     print(

@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from tests.load.harness import SocketClient, masked_text_frame, service, two_cores, upgrade_request
-from tocsin.common.auth import mint_token
-from tocsin.common.server import RedisServer
+from tests.hostile import TEXT, client_frame, upgrade_request
+from tests.load.harness import SocketClient, run_load, service, socket_bench_layout
+from tocsin.client.devtoken import mint_token
 
 SECRET = "bench-secret-for-the-gateway-benchmark-run"
+SUBSCRIBE_ALERTS = b'{"type":"subscribe","channel":"alerts"}'
 IMPLEMENTATIONS = ("tocsin", "websockets-sansio", "wsproto", "websockets")
 RATES = (25, 50, 100, 150, 200, 300)
 COMPARE_RATE = 100
@@ -107,7 +108,7 @@ class Probe(SocketClient):
             if not self._upgraded and b"\r\n\r\n" in self._buffer:
                 self._upgraded = True
                 assert self._transport is not None
-                self._transport.write(masked_text_frame(b'{"type":"subscribe","channel":"alerts"}'))
+                self._transport.write(client_frame(TEXT, SUBSCRIBE_ALERTS, mask=os.urandom(4)))
             if b'"subscribed"' in self._buffer:
                 self.subscribed.set_result(time.perf_counter())
                 self._buffer = b""
@@ -157,7 +158,7 @@ async def open_sockets(
     handshakes: list[float] = []
 
     async def one(index: int) -> Probe:
-        request = upgrade_request(port, tokens[index])
+        request = upgrade_request(f"/ws?token={tokens[index]}")
         async with slots:
             started = time.perf_counter()
             _, probe = await loop.create_connection(
@@ -334,18 +335,10 @@ async def connect_runs(redis_url: str, server_core: int) -> None:
 
 
 def main() -> None:
-    server_core, load_core = two_cores()
-    os.sched_setaffinity(0, {load_core})
-    with RedisServer() as redis_server:
-        if redis_server.pid is not None:
-            psutil.Process(redis_server.pid).cpu_affinity([load_core])
-        with contextlib.suppress(ImportError):
-            import uvloop  # the load side must stay cheaper than the server it measures
-
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    with socket_bench_layout() as (redis_server, server_core, load_core):
         if ONLY != "connect":
-            asyncio.run(run(redis_server.url, server_core, load_core))
-        asyncio.run(connect_runs(redis_server.url, server_core))
+            run_load(run(redis_server.url, server_core, load_core))
+        run_load(connect_runs(redis_server.url, server_core))
 
 
 if __name__ == "__main__":

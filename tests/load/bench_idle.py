@@ -27,7 +27,7 @@ import httpx
 import psutil
 
 from tests.support import wait_until
-from tocsin.common.server import RedisServer
+from tocsin.client.devserver import RedisServer
 
 SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
 SETTLE_SECONDS = 15.0

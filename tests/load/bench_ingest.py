@@ -40,9 +40,9 @@ from typing import Any
 import redis
 
 from tests.support import wait_until_serving
+from tocsin.client.devserver import RedisServer, free_port, stop_process
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.server import RedisServer, free_port, stop_process
 
 DURATION = float(os.environ.get("BENCH_INGEST_SECONDS", "2"))
 # Each run is repeated and the best kept: the machine is shared, and other work

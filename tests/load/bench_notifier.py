@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 import msgspec
 
+from tocsin.client.devserver import RedisServer, free_port
 from tocsin.common import broker as queues
 from tocsin.common.models import NotificationRequest, StoredAlert
-from tocsin.common.server import RedisServer, free_port
 
 BURST = int(os.environ.get("BENCH_NOTIFIER_BURST", "2000"))
 PACED_RATE = float(os.environ.get("BENCH_NOTIFIER_RATE", "100"))

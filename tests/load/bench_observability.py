@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from redis import Redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import telemetry
 from tocsin.common.broker import ALERTS_QUEUE, build_broker, build_message
 from tocsin.common.metrics import health_signals
-from tocsin.common.server import RedisServer
 
 ENQUEUES = 3000
 FANOUT_EVENTS = 20_000

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
-from tocsin.common.server import RedisServer
 from tocsin.scheduler.prediction.actors import PredictionRules, Predictor
 from tocsin.scheduler.prediction.incidents import predict_incident
 

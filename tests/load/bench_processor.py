@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,15 +57,15 @@ import httpx
 import msgspec
 import psutil
 
-from tests.load.harness import otlp_sink, service
+from tests.load.harness import otlp_sink, run_load, service
+from tocsin.client.devserver import RedisServer
+from tocsin.client.devtoken import mint_token
 from tocsin.common import broker as queues
 from tocsin.common import keys
-from tocsin.common.auth import mint_token
 from tocsin.common.cache import ReadThroughCache
 from tocsin.common.models import AlertIn, QueuedAlert
 from tocsin.common.pipelining import PipelinedRedis
 from tocsin.common.redis import async_client, sync_client
-from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-processor-benchmark-run"
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,7 +270,7 @@ def run_readers() -> None:
             "p99": pct(times, 0.99),
         }
 
-    print(json.dumps(_run_fast(run())), flush=True)
+    print(json.dumps(run_load(run())), flush=True)
 
 
 def run_probe() -> None:
@@ -302,16 +302,7 @@ def run_probe() -> None:
         await redis.aclose()
         return times
 
-    print(json.dumps(_run_fast(run())), flush=True)
-
-
-def _run_fast(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when it is installed: the load side must stay cheaper than the server."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+    print(json.dumps(run_load(run())), flush=True)
 
 
 def _role(role: str, *args: str, core: int | None) -> subprocess.Popen[str]:

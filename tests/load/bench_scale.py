@@ -59,13 +59,14 @@ from typing import Any
 import psutil
 import redis
 
+from tests.hostile import TEXT, client_frame, upgrade_request
 from tests.load import capacity
-from tests.load.harness import SocketClient, masked_text_frame, service, upgrade_request
+from tests.load.harness import SocketClient, run_load, service
 from tests.load.scale_metrics import Histogram, Tally, percentile
 from tocsin.client import Backoff
 from tocsin.client._stream import _retry_after as _sdk_retry_after
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
-from tocsin.common.server import RedisServer
 
 SECRET = "bench-secret-for-the-scale-benchmark-run"
 FD_LIMIT = 20_000
@@ -246,7 +247,9 @@ class Connection(SocketClient):
                 request["since"] = subscriber.offsets[i]
                 if subscriber.epochs[i]:
                     request["epoch"] = subscriber.epochs[i]
-            self._transport.write(masked_text_frame(json.dumps(request).encode()))
+            self._transport.write(
+                client_frame(TEXT, json.dumps(request).encode(), mask=os.urandom(4))
+            )
 
     def _text(self, buffer: bytes, start: int, end: int) -> None:
         subscriber = self.subscriber
@@ -332,7 +335,7 @@ class Fleet:
         """Connect `subscriber` to the gateway on `port`; the seconds until it was subscribed."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        request = upgrade_request(port, subscriber.token)
+        request = upgrade_request(f"/ws?token={subscriber.token}")
         local = (self.source, 0) if self.source else None
         try:
             _, connection = await loop.create_connection(
@@ -621,7 +624,7 @@ class Run:
             self.workers.append(Worker(process))
 
     def specs(self) -> None:
-        from tocsin.common.auth import mint_token
+        from tocsin.client.devtoken import mint_token
 
         ports = [g.port for g in self.gateways]
         shuffle = random.Random(19)
@@ -1030,11 +1033,7 @@ def main() -> None:
     with RedisServer() as redis_server:
         run = Run(params, redis_server)
         with run.stack:
-            with contextlib.suppress(ImportError):
-                import uvloop
-
-                asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-            asyncio.run(run.run())
+            run_load(run.run())
 
 
 def _role(argv: list[str]) -> Callable[[], None]:

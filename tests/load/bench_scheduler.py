@@ -27,7 +27,7 @@ from pathlib import Path
 
 import redis
 
-from tocsin.common.server import RedisServer, free_port
+from tocsin.client.devserver import RedisServer, free_port
 from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.jobs import Run
 from tocsin.scheduler.patterns import PatternRules, run_pattern_detection

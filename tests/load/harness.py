@@ -1,31 +1,35 @@
-"""What the benchmarks share: service processes pinned to a core, and hand-made WebSocket
-clients (the upgrade request, raw frames)."""
+"""What the benchmarks share: service processes pinned to a core, the socket benchmarks'
+core layout, the load side's event loop, and the base of the hand-made WebSocket clients
+(whose upgrade request and frames are `tests.hostile`'s)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
+
+import psutil
 
 from tests.support import wait_until_serving
-from tocsin.common.server import free_port, stop_process
+from tocsin.client.devserver import RedisServer, free_port, stop_process
 
 __all__ = [
     "SocketClient",
-    "masked_text_frame",
     "otlp_sink",
+    "run_load",
     "service",
+    "socket_bench_layout",
     "two_cores",
-    "upgrade_request",
 ]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -113,27 +117,33 @@ def otlp_sink() -> Iterator[dict[str, str]]:
         stop_process(process, 5)
 
 
-def masked_text_frame(text: bytes) -> bytes:
-    """A client-to-server WebSocket text frame (masked, as clients must), for payloads < 126 B."""
-    mask = os.urandom(4)
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(text))
-    return bytes([0x81, 0x80 | len(text)]) + mask + masked
-
-
 def two_cores() -> tuple[int, int]:
     """The first two cores this process may use (the same one twice on a single core)."""
     available = sorted(os.sched_getaffinity(0))
     return (available[0], available[1]) if len(available) > 1 else (available[0], available[0])
 
 
-def upgrade_request(port: int, token: str) -> bytes:
-    """A WebSocket upgrade to the gateway's `/ws` with the token in the query and a fresh key."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
+def run_load(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run the load side on uvloop when it is installed: it must stay cheaper than the
+    server it measures (the plain loop still works, only slower)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+@contextlib.contextmanager
+def socket_bench_layout() -> Iterator[tuple[RedisServer, int, int]]:
+    """The socket benchmarks' layout: the server under test goes on the first core; this
+    process (the load), a private Redis and what is started from here on the second.
+    Yields the Redis server, the server's core and the load's core."""
+    server_core, load_core = two_cores()
+    os.sched_setaffinity(0, {load_core})
+    with RedisServer() as redis_server:
+        if redis_server.pid is not None:
+            psutil.Process(redis_server.pid).cpu_affinity([load_core])
+        yield redis_server, server_core, load_core
 
 
 @dataclass

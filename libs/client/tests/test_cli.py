@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -131,3 +134,22 @@ def test_alerts_show_states_the_prediction_and_what_it_rests_on() -> None:
     )
     scarce = {"level": "none", "episodes": 2, "enough_history": False, "median_seconds": None}
     assert _prediction_text(scarce) == "too little history: 2 past episodes (none)"
+
+
+@pytest.mark.parametrize("service", ["gateway", "ingest", "processor", "notifier", "scheduler"])
+def test_a_service_with_an_unreadable_setting_exits_2_with_one_line_naming_it(
+    service: str,
+) -> None:
+    env = {**os.environ, "TOCSIN_PORT": "eighty", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tocsin.client", service],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"tocsin {service}: invalid configuration: TOCSIN_PORT: "
+        "invalid literal for int() with base 10: 'eighty'"
+    ]

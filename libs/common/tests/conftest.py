@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tocsin.common.server import RedisServer, free_port
+from tocsin.client.devserver import RedisServer, free_port
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import time
 import jwt
 import pytest
 
-from tocsin.common.auth import TokenError, TokenVerifier, mint_token
+from tocsin.client.devtoken import mint_token
+from tocsin.common.auth import TokenError, TokenVerifier
 
 SECRET = "unit-test-secret-of-at-least-32-bytes!"
 

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tocsin.client.devtoken import mint_token
 from tocsin.common import auth
-from tocsin.common.auth import TokenError, TokenVerifier, mint_token
+from tocsin.common.auth import TokenError, TokenVerifier
 
 SECRET = "unit-test-secret-of-at-least-32-bytes!"
 OTHER_SECRET = "another-secret-of-at-least-32-bytes!!!"

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.cache import ReadThroughCache, normalised_query
 from tocsin.common.pipelining import PipelinedRedis
 from tocsin.common.redis import async_client
-from tocsin.common.server import RedisServer
 
 
 @pytest.fixture(scope="module")

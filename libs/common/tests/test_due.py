@@ -13,10 +13,10 @@ import redis
 from dramatiq import Worker
 from tests.support import wait_until
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.broker import build_broker
 from tocsin.common.queue import queue_keys
 from tocsin.common.queue.due import DueMover, DueTimes
-from tocsin.common.server import RedisServer
 
 QUEUE = "due-tests"
 

@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 
+from tocsin.client.devserver import RedisServer, free_port
 from tocsin.common.pipelining import (
     PipelinedRedis,
     PipelinedScript,
@@ -14,7 +15,6 @@ from tocsin.common.pipelining import (
     encode_command,
 )
 from tocsin.common.redis import async_client
-from tocsin.common.server import RedisServer, free_port
 
 
 def test_commands_are_encoded_as_resp_bulk_string_arrays() -> None:

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from redis import Redis
 from tests.support import wait_until
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys, telemetry
 from tocsin.common.broker import build_broker
 from tocsin.common.metrics import JOBS
@@ -37,7 +38,6 @@ from tocsin.common.queue import (
     enqueue,
     queue_keys,
 )
-from tocsin.common.server import RedisServer
 
 QUEUE = "contract"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.redis import async_client, parse_sentinel_url, sync_client
-from tocsin.common.server import RedisServer
 
 
 def test_sentinel_urls_name_hosts_master_db_and_password() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tocsin.common.errors import UnsupportedRegexError
 from tocsin.common.silences import Matcher, Silence, SilenceSet, silence_state
 
 
@@ -43,8 +44,8 @@ def test_matcher_op_is_derived_from_the_alertmanager_flags() -> None:
     assert Matcher(name="a", value="b", isRegex=True, isEqual=False).op == "!~"
 
 
-def test_invalid_regex_is_refused() -> None:
-    with pytest.raises(ValueError, match="invalid regex"):
+def test_invalid_regex_is_refused_naming_the_matcher_as_invalid_input() -> None:
+    with pytest.raises(UnsupportedRegexError, match=r"matcher a: .*invalid regex"):
         Matcher(name="a", value="(", isRegex=True).check()
 
 

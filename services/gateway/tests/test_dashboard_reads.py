@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.redis import async_client
-from tocsin.common.server import RedisServer
 from tocsin.gateway.api.alerts import _RECORDS_LUA, SEVERITIES, STATUSES, CachedPage
 from tocsin.gateway.api.stats import (
     _COUNTS_LUA,

@@ -12,8 +12,8 @@ from typing import Any
 import redis
 import redis.asyncio as redis_async
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.events import EventPublisher
-from tocsin.common.server import RedisServer
 from tocsin.gateway.frames import Frame
 from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub

@@ -9,8 +9,8 @@ from typing import Any
 import redis
 import redis.asyncio as redis_async
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common.events import EventPublisher
-from tocsin.common.server import RedisServer
 from tocsin.gateway.history import ChannelHead, ChannelLog
 
 

@@ -9,10 +9,10 @@ import dramatiq
 import pytest
 import redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import broker as queues
 from tocsin.common.pipelining import PipelinedRedis
 from tocsin.common.queue import QueueWorker, queue_keys
-from tocsin.common.server import RedisServer
 from tocsin.ingest.admission import Admission, Outcome, Verdict, encode_message
 
 

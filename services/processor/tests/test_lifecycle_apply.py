@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.models import AlertIn, QueuedAlert
 from tocsin.common.redis import sync_client
-from tocsin.common.server import RedisServer
 from tocsin.common.silences import SilenceSet
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
 

@@ -19,10 +19,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from redis import Redis
 from services.processor.tests.memory_store import MemoryStore
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.models import AlertAction, AlertIn, QueuedAlert
 from tocsin.common.redis import sync_client
-from tocsin.common.server import RedisServer
 from tocsin.common.silences import Matcher, Silence, SilenceSet
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
 

@@ -6,9 +6,9 @@ import dramatiq
 import pytest
 from redis import Redis
 
+from tocsin.client.devserver import RedisServer, free_port
 from tocsin.common.queue import queue_keys
 from tocsin.common.redis import sync_client
-from tocsin.common.server import RedisServer, free_port
 from tocsin.processor import prediction_hook
 from tocsin.processor.lifecycle import Outcome
 from tocsin.processor.prediction_hook import request_predictions

@@ -9,9 +9,9 @@ import random
 import pytest
 from redis import Redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.redis import sync_client
-from tocsin.common.server import RedisServer
 from tocsin.scheduler.prediction.actors import PredictionRules, Predictor
 from tocsin.scheduler.prediction.volume import HOUR
 

@@ -34,10 +34,10 @@ import httpx
 
 from tocsin.client._devreceiver import LogReceiver
 from tocsin.client._devstate import dev_state_path, live_dev_pid, remove_dev_state, write_dev_state
+from tocsin.client.devserver import RedisServer, free_port
+from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
-from tocsin.common.auth import mint_token
 from tocsin.common.redis import sync_client
-from tocsin.common.server import RedisServer, free_port
 
 __all__ = ["SERVICES", "DevStartError", "run_dev"]
 

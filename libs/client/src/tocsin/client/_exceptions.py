@@ -1,7 +1,8 @@
-"""The client's exceptions.
+"""The client's exceptions, a branch of Tocsin's one tree (`tocsin.common.errors`).
 
-TocsinError
-├── ConfigurationError   the client was not told where or how to connect
+TocsinError              Tocsin's base (`tocsin.common.errors`), re-exported here
+├── ConfigError          settings could not be read (`tocsin.common.errors`)
+│   └── ConfigurationError   the client was not told where or how to connect
 ├── UnreachableError     a service did not answer at its address (refused, timeout, DNS)
 │   └── StackNotRunningError  the `tocsin dev` the state file names has exited
 ├── RequestError         a service refused a request (status and problem body)
@@ -16,6 +17,8 @@ TocsinError
 from __future__ import annotations
 
 from typing import Any
+
+from tocsin.common.errors import ConfigError, TocsinError
 
 __all__ = [
     "AuthenticationError",
@@ -32,11 +35,7 @@ __all__ = [
 ]
 
 
-class TocsinError(Exception):
-    """Base of every error the client raises."""
-
-
-class ConfigurationError(TocsinError):
+class ConfigurationError(ConfigError):
     """The client lacks an address or a credential."""
 
 

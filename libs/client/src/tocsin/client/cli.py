@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from tocsin.client._alerts_cli import add_alerts_parser
 from tocsin.client._args import parse_labels
 from tocsin.client._connection import Connection, add_connection_options
-from tocsin.client._exceptions import ConfigurationError, TocsinError, UnreachableError
+from tocsin.client._exceptions import TocsinError, UnreachableError
 from tocsin.client._gateway import GatewayClient
 from tocsin.client._http import reason_of
 from tocsin.client._ingest import IngestClient
@@ -34,6 +34,7 @@ from tocsin.client._schedules_cli import add_schedules_parser
 from tocsin.client._service_help import add_service_parser
 from tocsin.client._silences_cli import add_silences_parser
 from tocsin.client._stream import Event, EventStream, Reset
+from tocsin.common.errors import ConfigError
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -240,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         status: int = args.handler(args)
         return status
-    except ConfigurationError as exc:
+    except ConfigError as exc:
         print(f"tocsin: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TocsinError as exc:
@@ -269,7 +270,12 @@ def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     services = _services()
     if args.command in services:
-        services[args.command].load()()
+        try:
+            services[args.command].load()()
+        except ConfigError as exc:
+            # A service's settings are a deployment's input: one line, as for bad arguments.
+            print(f"tocsin {args.command}: {exc}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
         return
     args.connection = Connection(args)
     sys.exit(_run(args))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 
 from tocsin.common import keys
+from tocsin.common.errors import InvalidKeyError
 
 __all__ = [
     "KEY_PREFIX",
@@ -39,10 +40,6 @@ __all__ = [
 KEY_PREFIX = "tsk_"
 _KEY_PATTERN = re.compile(r"^tsk_(?P<key_id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 PRODUCER_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-
-
-class InvalidKeyError(ValueError):
-    """A string that is not a well-formed API key, or a bad producer name."""
 
 
 def looks_like_key(credential: str) -> bool:

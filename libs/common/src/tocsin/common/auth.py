@@ -30,7 +30,7 @@ import json
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,9 @@ import msgspec
 from jwt.algorithms import HMACAlgorithm
 
 from tocsin.common.config import CommonSettings
+from tocsin.common.errors import TokenError
 
-__all__ = ["Claims", "TokenError", "TokenVerifier", "mint_token"]
+__all__ = ["Claims", "TokenError", "TokenVerifier"]
 
 
 # base64url to the standard alphabet; `+`, `/` and `=` are not base64url, so they become
@@ -79,14 +80,6 @@ def _numeric_date(value: Any) -> int | None:
         return int(value)
     except (ValueError, TypeError, OverflowError):
         return None
-
-
-class TokenError(Exception):
-    """A token that was refused; `code` is stable and documented."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -345,29 +338,3 @@ def _claims_of(payload: dict[str, Any]) -> Claims:
         )
     except (TypeError, ValueError, OverflowError) as exc:
         raise TokenError("token_invalid", f"malformed claims: {exc}") from None
-
-
-def mint_token(
-    secret: str,
-    subject: str,
-    *,
-    scopes: Iterable[str] = ("read",),
-    channels: Iterable[str] = ("*",),
-    audience: str = "tocsin",
-    issuer: str = "",
-    ttl: float = 3600.0,
-) -> str:
-    """An HS256 token, for development and tests."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": subject,
-        "aud": audience,
-        "iat": now,
-        "nbf": now,
-        "exp": now + int(ttl),
-        "scope": " ".join(scopes),
-        "channels": list(channels),
-    }
-    if issuer:
-        claims["iss"] = issuer
-    return jwt.encode(claims, secret, algorithm="HS256")

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from tocsin.common.errors import ConfigError
+
 __all__ = [
     "CommonSettings",
     "ConfigError",
@@ -28,10 +30,6 @@ __all__ = [
 SettingsT = TypeVar("SettingsT", bound="CommonSettings")
 # The shortest HS256 signing secret accepted.
 MIN_SECRET_BYTES = 32
-
-
-class ConfigError(ValueError):
-    """One or more environment variables could not be read into settings."""
 
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from typing import Any
 from redis.client import Pipeline, Redis
 
 from tocsin.common import keys
+from tocsin.common.errors import InvalidChannelError
 
 __all__ = [
     "CHANNEL_PATTERN",
@@ -37,10 +38,6 @@ SYSTEM_CHANNEL = "system"
 DEFAULT_STREAM_CAP = 10_000
 
 _PUBLISH_LUA = resources.files("tocsin.common").joinpath("events/publish.lua").read_text()
-
-
-class InvalidChannelError(ValueError):
-    """A channel name outside `CHANNEL_PATTERN`."""
 
 
 def check_channel(channel: str) -> str:

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import httptools
 
 from tocsin.common.config import CommonSettings, setting
+from tocsin.common.errors import LimitExceededError
 from tocsin.common.problems import problem
 from tocsin.common.uvicorn_shim import STATUS_LINE, ServerProtocol
 
@@ -101,17 +102,6 @@ class HttpLimits:
     body_timeout: float = 30.0
     keepalive_timeout: float = 120.0
     send_timeout: float = 30.0
-
-
-class LimitExceededError(Exception):
-    """A request broke a limit; the connection answers `status` and closes."""
-
-    def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.kind = kind
-        self.title = title
-        self.detail = detail
 
 
 class _PipelineOverflowError(Exception):

@@ -55,9 +55,13 @@ __all__ = [
     "DRAMATIQ_NAMESPACE",
     "HEALTH",
     "HEALTH_DEAD_LETTER_SAMPLES",
+    "NOTIFY_DEAD_LETTERS",
+    "NOTIFY_FIRING",
+    "NOTIFY_RESOLVED",
     "PREFIX",
     "alert",
     "alert_index",
+    "alert_index_prefix",
     "analytics_daily",
     "api_key",
     "applied",
@@ -72,6 +76,14 @@ __all__ = [
     "known_values",
     "live",
     "notification_log",
+    "notify_claim",
+    "notify_deliveries",
+    "notify_group",
+    "notify_group_alerts",
+    "notify_group_pending",
+    "notify_pause",
+    "notify_pause_told",
+    "notify_rate",
     "open_alerts",
     "pattern_findings",
     "prediction",
@@ -80,6 +92,7 @@ __all__ = [
     "prediction_cursor",
     "prediction_episodes",
     "prediction_volume",
+    "probe",
     "queue_wakeup",
     "rate_bucket",
     "resolve_due",
@@ -279,3 +292,56 @@ def prediction_counted_services() -> str:
 
 def prediction_volume() -> str:
     return f"{PREFIX}prediction:volume"
+
+
+# The notifier's keys, all under `tocsin:notify:` (its attempt log is
+# `notification_log` above, since others read it):
+#
+# | key | type | holds |
+# | --- | --- | --- |
+# | `tocsin:notify:group:{group}` | hash | `seq`, `last_firing`, `last_sent_at` of a group |
+# | `tocsin:notify:group:{group}:alerts` | hash | fingerprint -> the alert's latest `GroupedAlert` |
+# | `tocsin:notify:group:{group}:pending` | string | token of the group's one scheduled flush |
+# | `tocsin:notify:claim:{receiver}:{group}:{seq}:{state}` | string | `state|token` claim |
+# | `tocsin:notify:firing` | hash | fingerprint -> labels and time of firing alerts (inhibition) |
+# | `tocsin:notify:resolved` | sorted set | fingerprints by resolve time (a day), for ordering |
+# | `tocsin:notify:dlq` | hash | dead letter id -> entry (JSON) |
+# | `tocsin:notify:rate:{receiver}` | string | the receiver's limiter (GCRA arrival time) |
+# | `tocsin:notify:deliveries:{message_id}` | string | deliveries of one queue message |
+# | `tocsin:notify:pause:{alert_id}` | string | until when a likely-transient page is held |
+# | `tocsin:notify:pause:{alert_id}:told` | string | the held page's resolve was already told |
+NOTIFY_DEAD_LETTERS = f"{PREFIX}notify:dlq"
+NOTIFY_FIRING = f"{PREFIX}notify:firing"
+NOTIFY_RESOLVED = f"{PREFIX}notify:resolved"
+
+
+def notify_group(group_key: str) -> str:
+    return f"{PREFIX}notify:group:{group_key}"
+
+
+def notify_group_alerts(group_key: str) -> str:
+    return f"{PREFIX}notify:group:{group_key}:alerts"
+
+
+def notify_group_pending(group_key: str) -> str:
+    return f"{PREFIX}notify:group:{group_key}:pending"
+
+
+def notify_claim(receiver: str, group_key: str, seq: int, state_hash: str) -> str:
+    return f"{PREFIX}notify:claim:{receiver}:{group_key}:{seq}:{state_hash}"
+
+
+def notify_rate(receiver: str) -> str:
+    return f"{PREFIX}notify:rate:{receiver}"
+
+
+def notify_deliveries(message_id: str) -> str:
+    return f"{PREFIX}notify:deliveries:{message_id}"
+
+
+def notify_pause(alert_id: str) -> str:
+    return f"{PREFIX}notify:pause:{alert_id}"
+
+
+def notify_pause_told(alert_id: str) -> str:
+    return f"{PREFIX}notify:pause:{alert_id}:told"

@@ -17,12 +17,16 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tocsin.common.errors import FieldError, InvalidBodyError
+
 __all__ = [
+    "MAX_LABELS",
     "AlertAction",
     "AlertIn",
     "FieldError",
     "InvalidBodyError",
     "NotificationRequest",
+    "Path",
     "QueuedAlert",
     "Severity",
     "Status",
@@ -151,13 +155,6 @@ class NotificationRequest(msgspec.Struct, kw_only=True):
     at: float
 
 
-class FieldError(msgspec.Struct):
-    """One reason a request body was refused, with the JSON path it concerns."""
-
-    path: str
-    reason: str
-
-
 _PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
 _alerts_decoder = msgspec.json.Decoder(AlertIn | list[AlertIn])
 
@@ -176,14 +173,6 @@ def decode_alerts(body: bytes) -> tuple[list[AlertIn], bool]:
     if isinstance(decoded, list):
         return decoded, True
     return [decoded], False
-
-
-class InvalidBodyError(ValueError):
-    """A request body that does not decode into the expected model."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__("; ".join(f"{e.path}: {e.reason}" for e in errors))
-        self.errors = errors
 
 
 def _field_error(message: str) -> FieldError:

@@ -28,6 +28,7 @@ import hiredis
 import redis.asyncio as redis_async
 from redis.asyncio.sentinel import Sentinel
 
+from tocsin.common.errors import OutcomeUnknownError, RedisReplyError
 from tocsin.common.redis import SENTINEL_SCHEME, parse_sentinel_url
 
 __all__ = [
@@ -40,14 +41,6 @@ __all__ = [
 ]
 
 Arg = bytes | str | int | float
-
-
-class RedisReplyError(Exception):
-    """Redis answered a command with an error reply."""
-
-
-class OutcomeUnknownError(ConnectionError):
-    """The connection failed after the command was written: Redis may or may not have run it."""
 
 
 def bulk(data: bytes) -> bytes:

@@ -20,6 +20,8 @@ import re as _stdlib_re
 
 import re2
 
+from tocsin.common.errors import UnsupportedRegexError
+
 __all__ = [
     "MAX_PATTERN_LENGTH",
     "LabelRegex",
@@ -41,10 +43,6 @@ _UNSUPPORTED = (
     (_stdlib_re.compile(r"\(\?>|[*+?}][+]"), "atomic groups and possessive quantifiers"),
     (_stdlib_re.compile(r"\(\?\(|\(\?R\)|\(\?[0-9]"), "conditionals and recursion"),
 )
-
-
-class UnsupportedRegexError(ValueError):
-    """A pattern RE2 cannot compile: bad syntax, a construct RE2 lacks, or too large."""
 
 
 class LabelRegex:

@@ -44,12 +44,13 @@ class Matcher(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         return "=" if self.isEqual else "!="
 
     def check(self) -> None:
-        """Raise `ValueError` when the regex does not compile on RE2 (the reason says why)."""
+        """Raise `UnsupportedRegexError` (a `ValueError`) naming the matcher when its regex
+        does not compile on RE2 (the reason says why)."""
         if self.isRegex:
             try:
                 compile_label_regex(self.value)
             except UnsupportedRegexError as exc:
-                raise ValueError(f"matcher {self.name}: {exc}") from None
+                raise UnsupportedRegexError(f"matcher {self.name}: {exc}") from None
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether `labels` satisfy this matcher; `UnsupportedRegexError` if its regex is bad."""

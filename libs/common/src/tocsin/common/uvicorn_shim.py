@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from tocsin.common.errors import UnsupportedUvicornError
+
 __all__ = [
     "STATUS_LINE",
     "SUPPORTED_UVICORN",
@@ -36,10 +38,6 @@ SUPPORTED_UVICORN = frozenset({"0.54.0"})
 
 
 P = TypeVar("P", bound=asyncio.Protocol)
-
-
-class UnsupportedUvicornError(RuntimeError):
-    """The installed uvicorn is not one whose internals this shim was checked against."""
 
 
 def check_version() -> str:

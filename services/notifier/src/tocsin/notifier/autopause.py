@@ -42,7 +42,6 @@ __all__ = [
     "parse_pause_policy",
 ]
 
-_PREFIX = "tocsin:notify:pause:"
 _prediction_decoder = msgspec.json.Decoder(IncidentPrediction)
 RESOLVED_DURING_PAUSE = "paused, resolved during pause"
 
@@ -158,7 +157,7 @@ class PauseGate:
             return GateResult(list(firing), list(resolved), [], None)
         pipe = self._redis.pipeline(transaction=False)
         for item in everyone:
-            pipe.get(_PREFIX + item.alert.id)
+            pipe.get(common_keys.notify_pause(item.alert.id))
         if policy is not None:
             for item in firing:
                 pipe.get(common_keys.prediction(item.alert.id))
@@ -205,14 +204,16 @@ class PauseGate:
         return GateResult(send, told, late, resume_at)
 
     def _hold(self, alert_id: str, receiver: str, until: float, reason: str, now: float) -> None:
-        if self._redis.set(_PREFIX + alert_id, repr(until), nx=True, ex=self._retention):
+        if self._redis.set(
+            common_keys.notify_pause(alert_id), repr(until), nx=True, ex=self._retention
+        ):
             self._note(alert_id, receiver, f"paused until {until:.0f}: {reason}", now)
 
     def _note(
         self, alert_id: str, receiver: str, outcome: str, now: float, *, once: bool = False
     ) -> None:
         if once and not self._redis.set(
-            f"{_PREFIX}{alert_id}:told", "1", nx=True, ex=self._retention
+            common_keys.notify_pause_told(alert_id), "1", nx=True, ex=self._retention
         ):
             return
         entry = json.dumps(

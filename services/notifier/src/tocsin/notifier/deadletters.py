@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from redis import Redis
 
-from tocsin.notifier import keys
+from tocsin.common import keys
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
@@ -62,16 +62,16 @@ class DeadLetters:
             attempts=attempts,
             dead_at=time.time(),
         )
-        self._redis.hset(keys.DEAD_LETTERS, letter.id, msgspec.json.encode(letter))
+        self._redis.hset(keys.NOTIFY_DEAD_LETTERS, letter.id, msgspec.json.encode(letter))
         return letter
 
     def letters(self) -> list[DeadLetter]:
-        raw: dict[bytes, bytes] = self._redis.hgetall(keys.DEAD_LETTERS)  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = self._redis.hgetall(keys.NOTIFY_DEAD_LETTERS)  # type: ignore[assignment]
         letters = [msgspec.json.decode(v, type=DeadLetter) for v in raw.values()]
         return sorted(letters, key=lambda letter: letter.dead_at)
 
     def count(self) -> int:
-        return int(self._redis.hlen(keys.DEAD_LETTERS))
+        return int(self._redis.hlen(keys.NOTIFY_DEAD_LETTERS))
 
     def retry(self, requeue: Requeue, ids: list[str] | None = None) -> list[str]:
         """Requeue the named letters (all when `ids` is None); returns the ids requeued."""
@@ -80,7 +80,7 @@ class DeadLetters:
             if ids is not None and letter.id not in ids:
                 continue
             # HDEL first: of two operators retrying at once, one requeues.
-            if self._redis.hdel(keys.DEAD_LETTERS, letter.id):
+            if self._redis.hdel(keys.NOTIFY_DEAD_LETTERS, letter.id):
                 requeue(letter.actor, letter.args)
                 done.append(letter.id)
         return done
@@ -88,6 +88,6 @@ class DeadLetters:
     def purge(self, ids: list[str] | None = None) -> int:
         if ids is None:
             count = self.count()
-            self._redis.delete(keys.DEAD_LETTERS)
+            self._redis.delete(keys.NOTIFY_DEAD_LETTERS)
             return count
-        return int(self._redis.hdel(keys.DEAD_LETTERS, *ids)) if ids else 0
+        return int(self._redis.hdel(keys.NOTIFY_DEAD_LETTERS, *ids)) if ids else 0

@@ -17,9 +17,9 @@ from pathlib import Path
 import msgspec
 from redis import Redis
 
+from tocsin.common import keys
 from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.queue.due import DueTimes, script_with_functions
-from tocsin.notifier import keys
 from tocsin.notifier.message import GroupedAlert
 
 __all__ = [
@@ -176,9 +176,9 @@ class Groups:
         """
         scheduled, flat = self._add(
             keys=[
-                keys.group_alerts(key),
-                keys.group_pending(key),
-                keys.group(key),
+                keys.notify_group_alerts(key),
+                keys.notify_group_pending(key),
+                keys.notify_group(key),
                 *self._due.keys.as_list(),
             ],
             args=[
@@ -200,7 +200,11 @@ class Groups:
     def read(self, key: str, token: str) -> GroupSnapshot:
         """Start the flush `token`: read the group, clearing its pending mark if it is ours."""
         raw_flat, meta_flat = self._read(
-            keys=[keys.group_alerts(key), keys.group_pending(key), keys.group(key)],
+            keys=[
+                keys.notify_group_alerts(key),
+                keys.notify_group_pending(key),
+                keys.notify_group(key),
+            ],
             args=[token],
         )
         raw = dict(zip(raw_flat[::2], raw_flat[1::2], strict=True))
@@ -236,9 +240,9 @@ class Groups:
         return int(
             self._commit(
                 keys=[
-                    keys.group(key),
-                    keys.group_alerts(key),
-                    keys.group_pending(key),
+                    keys.notify_group(key),
+                    keys.notify_group_alerts(key),
+                    keys.notify_group_pending(key),
                     *self._due.keys.as_list(),
                     *queue_keys(self._due.queue).as_list(),
                 ],

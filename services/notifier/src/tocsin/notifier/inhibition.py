@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 from redis import Redis
 
-from tocsin.notifier import keys
+from tocsin.common import keys
 from tocsin.notifier.message import GroupedAlert
 from tocsin.notifier.routing import InhibitRule, alert_labels
 
@@ -43,7 +43,7 @@ class FiringIndex:
         """Apply one transition; False when a newer one of the same alert is already in."""
         entry = msgspec.json.encode(_Entry(alert_labels(item.alert), item.at))
         applied = self._record(
-            keys=[keys.FIRING, keys.RESOLVED],
+            keys=[keys.NOTIFY_FIRING, keys.NOTIFY_RESOLVED],
             args=[item.alert.fingerprint, repr(item.at), item.status, entry],
         )
         return bool(applied)
@@ -52,7 +52,7 @@ class FiringIndex:
         """Fingerprints of `items` that a rule mutes because one of its sources fires."""
         if not rules or not items:
             return set()
-        raw: dict[bytes, bytes] = self._redis.hgetall(keys.FIRING)  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = self._redis.hgetall(keys.NOTIFY_FIRING)  # type: ignore[assignment]
         sources = [_decoder.decode(value).labels for value in raw.values()]
         muted = set()
         for item in items:

@@ -15,7 +15,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 from redis import Redis
 
-from tocsin.notifier import keys, metrics
+from tocsin.common import keys
+from tocsin.notifier import metrics
 from tocsin.notifier.deadletters import DeadLetters
 
 __all__ = ["DeliveryLimit"]
@@ -32,7 +33,7 @@ class DeliveryLimit(Middleware):
         self._max = max_deliveries
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        key = keys.deliveries(message.message_id)
+        key = keys.notify_deliveries(message.message_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, 86400)

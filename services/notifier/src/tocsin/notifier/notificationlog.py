@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 from redis import Redis
 
-from tocsin.notifier import keys
+from tocsin.common import keys
 from tocsin.notifier.message import Notification
 
 __all__ = ["Attempt", "ClaimOutcome", "NotificationLog"]
@@ -55,7 +55,7 @@ class Attempt(msgspec.Struct, kw_only=True):
 
 
 def claim_key(notification: Notification) -> str:
-    return keys.claim(
+    return keys.notify_claim(
         notification.receiver, notification.group_key, notification.seq, notification.state_hash
     )
 
@@ -112,12 +112,12 @@ class NotificationLog:
                 claim_key(notification), f"{settle}|{notification.id}", px=self._keep_claims_ms
             )
         for alert_id in notification.alert_ids:
-            pipe.lpush(keys.alert_log(alert_id), entry)
-            pipe.ltrim(keys.alert_log(alert_id), 0, 99)
-            pipe.expire(keys.alert_log(alert_id), self._retention)
+            pipe.lpush(keys.notification_log(alert_id), entry)
+            pipe.ltrim(keys.notification_log(alert_id), 0, 99)
+            pipe.expire(keys.notification_log(alert_id), self._retention)
         pipe.execute()
 
     def attempts(self, alert_id: str) -> list[dict[str, Any]]:
         """The log of one alert, newest first (what `GET /v1/alerts/{id}` shows)."""
-        raw = self._redis.lrange(keys.alert_log(alert_id), 0, -1)
+        raw = self._redis.lrange(keys.notification_log(alert_id), 0, -1)
         return [msgspec.json.decode(item) for item in raw]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from tocsin.notifier import keys
+from tocsin.common import keys
 from tocsin.notifier.routing import parse_duration
 
 __all__ = ["Rate", "RateLimiter"]
@@ -47,6 +47,6 @@ class RateLimiter:
     def acquire(self, receiver: str, rate: Rate) -> float:
         interval_ms = max(1, int(rate.period * 1000 / rate.count))
         wait_ms = self._script(
-            keys=[keys.rate(receiver)], args=[interval_ms, interval_ms * rate.count]
+            keys=[keys.notify_rate(receiver)], args=[interval_ms, interval_ms * rate.count]
         )
         return int(wait_ms) / 1000

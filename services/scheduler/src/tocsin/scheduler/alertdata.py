@@ -13,7 +13,7 @@ This module is the one place that knows their Redis layout (tocsin.common.keys):
 - `tocsin:notify:alertlog:{id}`: the notifier's per-alert log of delivery
   attempts (JSON entries with receiver, outcome, at; outcome `sent`,
   `failed-temporary` for a retried attempt, `dead-lettered:{reason}` for a final
-  failure). The notifier keeps that key in its own module, so it is named here.
+  failure).
 
 Reads go through the time index in pages of `batch` ids, so no call touches
 more than `batch` keys.

@@ -17,6 +17,7 @@ from redis import Redis
 
 from tocsin.scheduler.analytics import run_daily_analytics
 from tocsin.scheduler.cachehealth import check_cache_health
+from tocsin.scheduler.healthscore import compute_and_store
 from tocsin.scheduler.jobs import JOB_QUEUES, Run, actor_name
 from tocsin.scheduler.ledger import RunLedger
 from tocsin.scheduler.patterns import PatternRules, run_pattern_detection
@@ -37,14 +38,8 @@ def _redis_now(redis: Redis) -> float:
 
 
 def _health_score(redis: Redis) -> dict[str, Any]:
-    # The health score belongs to the observability area; until its module
-    # exists this slot runs and reports that there was nothing to compute.
-    try:
-        from tocsin.common.health import compute_and_store
-    except ImportError:
-        return {"computed": False}
     report = compute_and_store(redis)
-    return {"computed": True, "score": getattr(report, "score", None)}
+    return {"computed": True, "score": report.score}
 
 
 def predictor_of(redis: Redis, settings: SchedulerSettings) -> Predictor:

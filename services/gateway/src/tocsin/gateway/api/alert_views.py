@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from tocsin.common.errors import InvalidInputError
 from tocsin.common.models import Severity, StoredAlert
 
 __all__ = [
@@ -60,7 +61,7 @@ class AlertSummary(msgspec.Struct, kw_only=True, omit_defaults=True):
     flapping: bool = False
 
 
-class InvalidFieldsError(ValueError):
+class InvalidFieldsError(InvalidInputError, ValueError):
     """A `fields` parameter naming something an alert does not have."""
 
 

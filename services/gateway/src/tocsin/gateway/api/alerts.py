@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Route
 from tocsin.common import broker as queues
 from tocsin.common import keys
 from tocsin.common.cache import ReadThroughCache, normalised_query
+from tocsin.common.errors import InvalidInputError
 from tocsin.common.models import AlertAction
 from tocsin.common.pipelining import PipelinedScript
 from tocsin.common.problems import problem
@@ -44,7 +45,6 @@ from tocsin.common.silences import Matcher
 from tocsin.gateway.api.alert_views import (
     FIELDS_PARAMETER,
     AlertView,
-    InvalidFieldsError,
     parse_fields,
     render_records,
 )
@@ -69,7 +69,7 @@ _RECORDS_LUA = resources.files("tocsin.gateway.api").joinpath("alerts/records.lu
 _MATCHER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>=~|!~|!=|=)(?P<value>.*)$")
 
 
-class InvalidQueryError(ValueError):
+class InvalidQueryError(InvalidInputError, ValueError):
     """A query parameter that cannot be understood."""
 
 
@@ -372,7 +372,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
     async def list_endpoint(request: Request) -> Response:
         try:
             query, normalised, view = _understood(request.scope["query_string"])
-        except (InvalidQueryError, InvalidFieldsError) as exc:
+        except InvalidInputError as exc:  # the query or its `fields`
             return problem(400, "invalid-query", "Invalid query", str(exc))
 
         async def load() -> bytes:

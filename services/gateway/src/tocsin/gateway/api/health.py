@@ -1,6 +1,6 @@
 """`GET /v1/health`: the last health score, with each component's value and contribution.
 
-The score is computed every 15 s by the scheduler (`tocsin.common.health`) and
+The score is computed every 15 s by the scheduler (`tocsin.scheduler.healthscore`) and
 stored in Redis; this handler only reads it, so every gateway answers the same.
 A report older than `STALE_AFTER_SECONDS` is still returned, flagged `stale`,
 because an old score is itself a sign that the scheduler is not running.

@@ -1,34 +1,13 @@
-"""The private server launcher and the publish script, against a real server."""
+"""The publish script and channel names, against a real server."""
 
 import json
 
 import pytest
 import redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.events import EventPublisher, InvalidChannelError, alert_channels
-from tocsin.common.server import RedisServer, find_server_binary
-
-
-def test_an_explicit_binary_wins_over_path_and_wheel() -> None:
-    assert (
-        find_server_binary({"TOCSIN_REDIS_SERVER": "/opt/x/redis-server"}) == "/opt/x/redis-server"
-    )
-
-
-def test_a_missing_binary_is_reported_at_start() -> None:
-    server = RedisServer(binary="/nonexistent/redis-server")
-    with pytest.raises(FileNotFoundError):
-        server.start()
-    server.close()
-
-
-def test_server_answers_ping_and_stops_cleanly() -> None:
-    with RedisServer() as server:
-        assert server.ping()
-        pid = server.pid
-        assert pid is not None
-    assert not server.ping()
 
 
 def test_publish_assigns_consecutive_offsets_per_channel(redis_server: RedisServer) -> None:

@@ -9,9 +9,12 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
+from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 from tocsin.common.broker import ALERTS_QUEUE, build_broker, build_message
-from tocsin.common.health import (
+from tocsin.common.metrics import health_signals
+from tocsin.common.queue import dead_letter_keys, queue_keys
+from tocsin.scheduler.healthscore import (
     COMPONENTS,
     MIN_CACHE_LOOKUPS,
     Signals,
@@ -21,9 +24,6 @@ from tocsin.common.health import (
     read_signals,
     score,
 )
-from tocsin.common.metrics import health_signals
-from tocsin.common.queue import dead_letter_keys, queue_keys
-from tocsin.common.server import RedisServer
 
 WEIGHTS = {component.name: component.weight for component in COMPONENTS}
 

