@@ -1,4 +1,4 @@
-"""Helpers the integration tests share: waiting for a condition, reading metrics, frames."""
+"""Helpers the integration tests share: waiting for a condition, reading metrics, frames, spans."""
 
 from __future__ import annotations
 
@@ -10,22 +10,31 @@ import os
 import shutil
 import socket as sockets
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import msgspec
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from tests import hostile
 from tocsin.common import broker as queues
 from tocsin.common.models import AlertIn, QueuedAlert
 
 __all__ = [
+    "OtlpReceiver",
     "RawWebSocket",
+    "ReceivedSpan",
     "debian_binary",
     "descendants",
     "enqueue_alert",
@@ -231,3 +240,106 @@ def enqueue_alert(redis_url: str, fingerprint: str, labels: dict[str, str]) -> N
         )
     )
     broker.close()
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """A span as decoded from an export request, with the service that sent it."""
+
+    service: str
+    name: str
+    kind: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    links: tuple[tuple[str, str], ...]
+    attributes: dict[str, object]
+
+
+class OtlpReceiver:
+    """A minimal OTLP/HTTP traces endpoint on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReceivedSpan] = []
+        self.requests: list[ExportTraceServiceRequest] = []  # as received, in order
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver._add(request)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _add(self, request: ExportTraceServiceRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+        for resource_spans in request.resource_spans:
+            service = next(
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
+                "",
+            )
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes: dict[str, object] = {}
+                    for attribute in span.attributes:
+                        value = attribute.value
+                        kind = value.WhichOneof("value")
+                        attributes[attribute.key] = getattr(value, kind) if kind else None
+                    with self._lock:
+                        self.spans.append(
+                            ReceivedSpan(
+                                service=service,
+                                name=span.name,
+                                kind=span.kind,
+                                trace_id=span.trace_id.hex(),
+                                span_id=span.span_id.hex(),
+                                parent_span_id=span.parent_span_id.hex(),
+                                links=tuple(
+                                    (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                                ),
+                                attributes=attributes,
+                            )
+                        )
+
+    def wait_for(
+        self, found: Callable[[list[ReceivedSpan]], bool], timeout: float = 30.0
+    ) -> list[ReceivedSpan]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                spans = list(self.spans)
+            if found(spans):
+                return spans
+            time.sleep(0.1)
+        with self._lock:
+            return list(self.spans)
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

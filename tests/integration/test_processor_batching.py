@@ -15,6 +15,7 @@ from tocsin.common import broker as queues
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.models import AlertIn, QueuedAlert
+from tocsin.common.queue.due import due_keys
 from tocsin.common.redis import sync_client
 
 pytestmark = pytest.mark.integration
@@ -102,8 +103,8 @@ def test_a_backlog_is_applied_in_batches_once_each_and_one_bad_message_is_retrie
         assert record["count"] == 1, record
 
     def bad_message_retried() -> bool:
-        # It is either waiting on the delay queue or back for another try.
-        for body in redis.hvals(f"{QUEUE}.DQ.msgs"):
+        # It is either waiting in the due set (its backoff) or back for another try.
+        for body in redis.hvals(due_keys(queues.ALERTS_QUEUE).messages):
             if msgspec.json.decode(body)["args"] == [[{"not": "an alert"}]]:
                 return int(msgspec.json.decode(body)["options"].get("retries", 0)) >= 2
         return False

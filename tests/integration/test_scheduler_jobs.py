@@ -87,7 +87,7 @@ def seed_alert(
         "resolved_at": _rfc3339(resolved_at) if resolved_at else None,
     }
     pipe = client.pipeline()
-    pipe.set(f"tocsin:alert:{alert_id}", json.dumps(record))
+    pipe.set(keys.alert(alert_id), json.dumps(record))
     pipe.zadd("tocsin:idx:all", {alert_id: updated})
     pipe.zadd(f"tocsin:idx:status:{status}", {alert_id: updated})
     pipe.zadd(f"tocsin:idx:severity:{severity}", {alert_id: updated})
@@ -102,7 +102,7 @@ def seed_alert(
     )
     for seq, (kind, at) in enumerate(entries, 1):
         pipe.rpush(
-            f"tocsin:timeline:{alert_id}",
+            keys.timeline(alert_id),
             json.dumps({"seq": seq, "kind": kind, "at": _rfc3339(at), "by": "", "comment": ""}),
         )
     pipe.execute()
@@ -303,11 +303,11 @@ def test_retention_removes_exactly_what_is_past_retention_in_small_batches(
     assert removed == {"alerts_removed": 7, "stream_entries_removed": 5, "streams": 1}
     for alert_id in old:
         assert not client.exists(
-            f"tocsin:alert:{alert_id}", f"tocsin:timeline:{alert_id}",
+            keys.alert(alert_id), keys.timeline(alert_id),
             keys.notification_log(alert_id),
         )  # fmt: skip
     for alert_id in recent:
-        assert client.exists(f"tocsin:alert:{alert_id}", f"tocsin:timeline:{alert_id}") == 2
+        assert client.exists(keys.alert(alert_id), keys.timeline(alert_id)) == 2
         assert client.exists(keys.notification_log(alert_id))
     for index in ("tocsin:idx:all", "tocsin:idx:service:api", "tocsin:idx:team:core",
                   "tocsin:idx:severity:warning"):  # fmt: skip
@@ -417,14 +417,14 @@ def test_daily_analytics_reads_alerts_stored_by_the_real_ingest_and_processor(
 
     wait_until(stored("firing", 2), DEADLINE, "two alerts stored by the processor")
     disk_id = client.zrange("tocsin:idx:severity:critical", 0, -1)[0].decode()
-    wait_until(lambda: json.loads(client.get(f"tocsin:alert:{disk_id}") or b"{}").get("count") == 3,
+    wait_until(lambda: json.loads(client.get(keys.alert(disk_id)) or b"{}").get("count") == 3,
                DEADLINE, "the duplicates counted")  # fmt: skip
     for action in ("ack", "resolve"):
         response = httpx.post(f"{gateway.url}/v1/alerts/{disk_id}/{action}", headers=user)
         assert response.status_code == 202, response.text
         wait_until(stored("acknowledged" if action == "ack" else "resolved", 1), DEADLINE, action)
 
-    first_seen = json.loads(client.get(f"tocsin:alert:{disk_id}") or b"{}")["first_seen_ts"]
+    first_seen = json.loads(client.get(keys.alert(disk_id)) or b"{}")["first_seen_ts"]
     today = datetime.fromtimestamp(first_seen, UTC).date().isoformat()
     schedules = [{"name": "analytics_today", "job": "daily_analytics", "cron": "* * * * * *",
                   "catch_up": "skip", "params": {"date": today}}]  # fmt: skip

@@ -1,7 +1,9 @@
 """Processor and dashboard-cache benchmark (loopback only, about a minute).
 
 1. Throughput: alerts applied per second by one processor process (its worker
-   threads) at 0%, 50% and 90% duplicates, batches of 100 alerts per message.
+   threads) at 0%, 50% and 90% duplicates, batches of 100 alerts per message,
+   with the CPU the processor and Redis spent per alert (the figure to compare
+   on a shared machine: the rate moves with whatever else runs).
 2. Enqueue-to-publish latency (single-alert messages at 100/s and 1,000/s).
 
 Parts 1 and 2 run twice, tracing off and tracing on (spans exported over
@@ -130,7 +132,32 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def throughput(redis_url: str, processor: str, duplicates: float, total: int = 20_000) -> float:
+@dataclass(frozen=True)
+class Throughput:
+    """One throughput run: alerts/s, and the CPU the processor and Redis spent per alert."""
+
+    rate: float
+    processor_us: float  # processor process CPU (user + system) per alert, µs
+    redis_us: float  # Redis server CPU per alert, µs
+
+
+def _cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def throughput(
+    redis_url: str,
+    processor: str,
+    duplicates: float,
+    total: int = 20_000,
+    pids: tuple[int, int] = (0, 0),
+) -> Throughput:
+    """Enqueue `total` alerts in batches of 100 and time until the processor applied them.
+
+    `pids` (processor, Redis) give the CPU per alert: on a shared machine that is
+    the figure to compare, as the rate moves with whatever else runs.
+    """
     distinct = max(1, int(total * (1 - duplicates)))
     run = uuid.uuid4().hex[:6]
     batches = []
@@ -138,6 +165,7 @@ def throughput(redis_url: str, processor: str, duplicates: float, total: int = 2
         batches.append([alert(f"t{run}-{n % distinct}") for n in range(start, start + 100)])
     broker = queues.build_broker(redis_url)
     before = metric(processor, "tocsin_processor_messages_total")
+    cpu_before = [_cpu(pid) if pid else 0.0 for pid in pids]
     started = time.perf_counter()
     for batch in batches:
         broker.enqueue(
@@ -146,8 +174,10 @@ def throughput(redis_url: str, processor: str, duplicates: float, total: int = 2
     while metric(processor, "tocsin_processor_messages_total") - before < total:
         time.sleep(0.02)
     elapsed = time.perf_counter() - started
+    spent = [(_cpu(pid) - was) * 1e6 / total if pid else float("nan")
+             for pid, was in zip(pids, cpu_before, strict=True)]  # fmt: skip
     broker.close()
-    return total / elapsed
+    return Throughput(total / elapsed, spent[0], spent[1])
 
 
 def latency(redis_url: str, processor: str, rate: int, seconds: float) -> list[float]:
@@ -447,12 +477,18 @@ def throughput_part() -> None:
             RedisServer() as server,
             service(
                 "processor", server.url, secret=SECRET, TOCSIN_AUTO_RESOLVE_SECONDS="0", **tracing
-            ) as (processor, _),
+            ) as (processor, processor_pid),
         ):
             throughput(server.url, processor, 0.0, 2_000)  # warm-up
             for duplicates in (0.0, 0.5, 0.9):
-                rate = throughput(server.url, processor, duplicates)
-                row(f"alerts/s, one process, {duplicates:.0%} duplicates, {label}", f"{rate:,.0f}")
+                run = throughput(
+                    server.url, processor, duplicates, pids=(processor_pid, server.pid or 0)
+                )
+                row(
+                    f"alerts/s, one process, {duplicates:.0%} duplicates, {label}",
+                    f"{run.rate:,.0f} (CPU per alert: processor {run.processor_us:.0f} µs,"
+                    f" Redis {run.redis_us:.0f} µs)",
+                )
 
 
 def latency_part() -> None:

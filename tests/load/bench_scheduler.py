@@ -28,6 +28,7 @@ from pathlib import Path
 import redis
 
 from tocsin.client.devserver import RedisServer, free_port
+from tocsin.common import keys
 from tocsin.scheduler.claims import RunClaims
 from tocsin.scheduler.jobs import Run
 from tocsin.scheduler.patterns import PatternRules, run_pattern_detection
@@ -127,9 +128,9 @@ def bench_patterns(url: str) -> list[tuple[str, str]]:
                   "status": "resolved", "service": f"svc{index % 20}", "source": "bench",
                   "labels": {}, "count": 1 + index % 3, "first_seen_ts": at,
                   "last_seen_ts": at, "updated_ts": at}  # fmt: skip
-        pipe.set(f"tocsin:alert:{alert_id}", json.dumps(record))
+        pipe.set(keys.alert(alert_id), json.dumps(record))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-        pipe.rpush(f"tocsin:timeline:{alert_id}", json.dumps({"kind": "firing", "at": stamp}))
+        pipe.rpush(keys.timeline(alert_id), json.dumps({"kind": "firing", "at": stamp}))
         pipe.zadd("tocsin:idx:all", {alert_id: at})
         if index % 1000 == 999:
             pipe.execute()
@@ -153,8 +154,8 @@ def bench_retention(url: str) -> list[tuple[str, str]]:
         record = {"id": alert_id, "fingerprint": f"fp{index % 500}", "severity": "warning",
                   "status": "resolved", "service": f"svc{index % 20}", "labels": {},
                   "first_seen_ts": old, "last_seen_ts": old, "updated_ts": old}  # fmt: skip
-        pipe.set(f"tocsin:alert:{alert_id}", json.dumps(record))
-        pipe.rpush(f"tocsin:timeline:{alert_id}", '{"kind":"firing","at":"2026-01-01T00:00:00Z"}')
+        pipe.set(keys.alert(alert_id), json.dumps(record))
+        pipe.rpush(keys.timeline(alert_id), '{"kind":"firing","at":"2026-01-01T00:00:00Z"}')
         pipe.zadd("tocsin:idx:all", {alert_id: old})
         pipe.zadd(f"tocsin:idx:service:svc{index % 20}", {alert_id: old})
         if index % 1000 == 999:

@@ -44,7 +44,7 @@ async def test_the_records_script_joins_the_records_that_still_exist_in_page_ord
     await redis.set(keys.alert('a"1'), '{"id":"a\\"1"}')
     script = redis.register_script(_RECORDS_LUA)
     ids = json.dumps(["b", "gone", 'a"1']).encode()
-    joined = await script(args=[keys.alert(""), ids])
+    joined = await script(args=[keys.alert_prefix(), ids, keys.TAG_LENGTH])
     assert json.loads(b"[" + joined + b"]") == [{"id": "b"}, {"id": 'a"1'}]
     await redis.aclose()
 

@@ -49,6 +49,9 @@ _COLOURS = {"redis": 90, "gateway": 36, "ingest": 32, "processor": 35, "notifier
 _PR_SET_PDEATHSIG = 1
 # Generous: five interpreters importing at once on a loaded two-core machine.
 START_TIMEOUT_SECONDS = 90.0
+# The longest the supervisor sleeps between looks at its children (a child's exit
+# wakes it at once; this only bounds a missed wake-up).
+_SUPERVISE_SECONDS = 5.0
 
 
 class DevStartError(Exception):
@@ -209,8 +212,17 @@ def _fail(message: str) -> None:
 def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) -> int:
     """Run everything until SIGINT, SIGTERM or SIGHUP; return the exit status."""
     stop = threading.Event()
+    # Set by a stop signal or a child's exit: at rest the supervisor sleeps on it
+    # instead of polling the children.
+    wake = threading.Event()
+
+    def on_stop(*_: object) -> None:
+        stop.set()
+        wake.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_stop)
+    signal.signal(signal.SIGCHLD, lambda *_: wake.set())
 
     supervisor = Supervisor(colour=sys.stdout.isatty(), out=out)
     host = os.environ.get("TOCSIN_HOST") or "127.0.0.1"
@@ -288,7 +300,9 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
             f"then, in a third:           {tocsin} send --name DiskFull --severity critical "
             "--label host=db-1",
         )
-        while not stop.wait(0.2):
+        while not stop.is_set():
+            # Cleared before looking, so an exit after the look wakes the next wait.
+            wake.clear()
             crashed = supervisor.exited()
             if crashed is not None:
                 _fail(
@@ -297,6 +311,7 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
                 )
                 status = 1
                 break
+            wake.wait(_SUPERVISE_SECONDS)
     except DevStartError as exc:
         if not stop.is_set():
             _fail(str(exc))

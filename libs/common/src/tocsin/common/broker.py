@@ -16,6 +16,7 @@ from dramatiq.middleware import Middleware, Retries
 from tocsin.common import keys
 from tocsin.common.metrics import JobMetrics
 from tocsin.common.queue import QueueWakeup
+from tocsin.common.queue.broker import DueTimeBroker
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import TracingMiddleware, tracing_enabled
 
@@ -54,10 +55,11 @@ def build_broker(
     middleware: Iterable[Middleware] = (),
     queues: Iterable[str] = (ALERTS_QUEUE, NOTIFICATIONS_QUEUE),
 ) -> RedisBroker:
-    """A Redis broker under the `tocsin:dramatiq` namespace with `queues` declared."""
-    broker = RedisBroker(  # type: ignore[no-untyped-call]
-        client=sync_client(redis_url), namespace=keys.DRAMATIQ_NAMESPACE
-    )
+    """A Redis broker under the `tocsin:dramatiq` namespace with `queues` declared.
+
+    Its delayed messages (retry backoff) are durable due-times (`DueTimeBroker`).
+    """
+    broker = DueTimeBroker(client=sync_client(redis_url), namespace=keys.DRAMATIQ_NAMESPACE)
     # Both sit before Retries: "after" hooks run in reverse order, so they see
     # its retry/dead-letter verdict. Tracing is only added when it is on.
     broker.add_middleware(JobMetrics(), before=Retries)

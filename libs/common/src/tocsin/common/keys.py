@@ -5,10 +5,10 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 
 | key | type | holds |
 | --- | --- | --- |
-| `tocsin:alert:{id}` | string (JSON) | the stored alert record |
-| `tocsin:dedup:{fingerprint}` | hash | `id` (current alert), `flips`, `flapping`, `pub` |
-| `tocsin:applied:{message_id}` | string | a message or action already applied (expiring) |
-| `tocsin:timeline:{id}` | list | an alert's transitions (JSON), capped |
+| `tocsin:alert:{T}{id}` | string (JSON) | the stored alert record (`{T}`: hash tag, below) |
+| `tocsin:dedup:{T}{fingerprint}` | hash | `id` (current alert), `flips`, `flapping`, `pub` |
+| `tocsin:applied:{T}{message_id}` | string | a message or action already applied (expiring) |
+| `tocsin:timeline:{T}{id}` | list | an alert's transitions (JSON), capped |
 | `tocsin:notify:alertlog:{id}` | list | the notifier's attempts for an alert (JSON, newest first) |
 | `tocsin:idx:all` | sorted set | every alert id by last change (epoch s): retention reads it |
 | `tocsin:idx:{dim}:{value}` | sorted set | ids by last change per status/severity/service/team |
@@ -51,6 +51,8 @@ purpose. Dramatiq's own queue keys live under `tocsin:dramatiq:`.
 
 from __future__ import annotations
 
+import zlib
+
 __all__ = [
     "DRAMATIQ_NAMESPACE",
     "HEALTH",
@@ -59,9 +61,11 @@ __all__ = [
     "NOTIFY_FIRING",
     "NOTIFY_RESOLVED",
     "PREFIX",
+    "TAG_LENGTH",
     "alert",
     "alert_index",
     "alert_index_prefix",
+    "alert_prefix",
     "analytics_daily",
     "api_key",
     "applied",
@@ -71,6 +75,7 @@ __all__ = [
     "channel_meta",
     "channel_stream",
     "dedup",
+    "fingerprint_tag",
     "health_signals",
     "idempotency",
     "known_values",
@@ -121,16 +126,41 @@ def health_signals(minute: int) -> str:
     return f"{PREFIX}health:signals:{minute}"
 
 
+# Hash tags (Redis Cluster computes a key's slot from the text between `{` and `}`):
+# the keys of one fingerprint and of its alerts carry the fingerprint's tag, so one
+# lifecycle call's per-alert keys share a slot. An alert id minted by ingest ends
+# with its fingerprint's tag (`models.new_alert_id`), so a reader holding only the
+# id finds the tag in it. The gateway's `api/alerts/records.lua` applies the same
+# rule to ids in Lua.
+TAG_LENGTH = 4
+
+
+def fingerprint_tag(fingerprint: str) -> str:
+    """The hash tag of a fingerprint's keys: 4 hex digits (65,536 values over 16,384 slots)."""
+    return f"{zlib.crc32(fingerprint.encode()) & 0xFFFF:04x}"
+
+
+def _id_tag(alert_id: str) -> str:
+    return alert_id[-TAG_LENGTH:]
+
+
 def alert(alert_id: str) -> str:
-    return f"{PREFIX}alert:{alert_id}"
+    """An alert's record, in its fingerprint's slot (the tag is the id's last 4 characters)."""
+    return f"{alert_prefix()}{{{_id_tag(alert_id)}}}{alert_id}"
+
+
+def alert_prefix() -> str:
+    """What every record key starts with, before its tag (for a script that builds them)."""
+    return f"{PREFIX}alert:"
 
 
 def dedup(fingerprint: str) -> str:
-    return f"{PREFIX}dedup:{fingerprint}"
+    return f"{PREFIX}dedup:{{{fingerprint_tag(fingerprint)}}}{fingerprint}"
 
 
-def applied(message_id: str) -> str:
-    return f"{PREFIX}applied:{message_id}"
+def applied(message_id: str, fingerprint: str) -> str:
+    """A message or action applied to `fingerprint`'s alert, in that fingerprint's slot."""
+    return f"{PREFIX}applied:{{{fingerprint_tag(fingerprint)}}}{message_id}"
 
 
 def notification_log(alert_id: str) -> str:
@@ -139,7 +169,7 @@ def notification_log(alert_id: str) -> str:
 
 
 def timeline(alert_id: str) -> str:
-    return f"{PREFIX}timeline:{alert_id}"
+    return f"{PREFIX}timeline:{{{_id_tag(alert_id)}}}{alert_id}"
 
 
 def alert_index(dimension: str = "all", value: str = "") -> str:

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
-from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
 from dramatiq.worker import Worker
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -209,13 +208,13 @@ def _queue_state(redis: Redis, queue: str) -> tuple[dict[str, int], float]:
     """Sizes by state and the enqueue time (epoch seconds, 0: empty) of the oldest ready message."""
     # Imported here: the queue layer's consumer imports this module.
     from tocsin.common.queue import dead_letter_keys, queue_keys
+    from tocsin.common.queue.due import due_keys
 
     names = queue_keys(queue)
-    delayed = queue_keys(dq_name(queue))
     dead, _ = dead_letter_keys(queue)
     pipe = redis.pipeline(transaction=False)
     pipe.llen(names.pending)
-    pipe.hlen(delayed.messages)
+    pipe.zcard(due_keys(queue).entries)
     pipe.zcard(dead)
     pipe.lindex(names.pending, 0)
     ready, delayed_count, dead_count, head = pipe.execute()

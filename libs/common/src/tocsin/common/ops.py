@@ -11,6 +11,7 @@ import gc
 import signal
 import threading
 from collections.abc import Awaitable, Callable
+from types import FrameType
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -23,6 +24,7 @@ from starlette.routing import Route
 __all__ = [
     "READY_TIMEOUT_SECONDS",
     "ReadyCheck",
+    "RestingServer",
     "metrics_app",
     "ops_app",
     "ops_routes",
@@ -99,16 +101,51 @@ def _config(app: Starlette, host: str, port: int, **options: object) -> uvicorn.
     return uvicorn.Config(app, host=host, port=port, **settings)  # type: ignore[arg-type]
 
 
+class RestingServer(uvicorn.Server):
+    """uvicorn's server, whose housekeeping tick comes once a second rather than ten times.
+
+    uvicorn wakes every 0.1 s to refresh its `Date` header (which changes once a
+    second) and to see whether it should stop; at rest those wake-ups were most
+    of what an idle service cost. Here the tick is a second apart, and a stop
+    signal ends the wait at once, so shutdown is as prompt as before.
+    """
+
+    _tick: asyncio.Future[None] | None = None
+    _tick_loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._tick_loop = asyncio.get_running_loop()
+        # on_tick refreshes the Date header when the counter is a multiple of 10.
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 10) % 864_000
+            self._tick = self._tick_loop.create_future()
+            timer = self._tick_loop.call_later(1.0, self._end_tick)
+            await self._tick
+            timer.cancel()
+            should_exit = await self.on_tick(counter)
+
+    def _end_tick(self) -> None:
+        if self._tick is not None and not self._tick.done():
+            self._tick.set_result(None)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._tick_loop is not None and not self._tick_loop.is_closed():
+            self._tick_loop.call_soon_threadsafe(self._end_tick)
+
+
 def serve(app: Starlette, host: str, port: int, **options: object) -> None:
     """Run `app` under uvicorn in this thread until SIGINT/SIGTERM."""
-    server = uvicorn.Server(_config(app, host, port, **options))
+    server = RestingServer(_config(app, host, port, **options))
     tune_gc()
     server.run()
 
 
 def serve_in_thread(app: Starlette, host: str, port: int) -> uvicorn.Server:
     """Run `app` on its own event loop in a daemon thread; returns the server."""
-    server = uvicorn.Server(_config(app, host, port, loop="asyncio", lifespan="off"))
+    server = RestingServer(_config(app, host, port, loop="asyncio", lifespan="off"))
     # uvicorn installs no signal handlers off the main thread, which keeps the
     # worker's own shutdown handling in charge.
     thread = threading.Thread(

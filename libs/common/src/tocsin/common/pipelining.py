@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -271,11 +271,20 @@ class PipelinedRedis:
         """Send one command (pipelined with others of this loop turn) and await its reply."""
         return await self.execute_encoded(encode_command(*args))
 
-    async def execute_encoded(self, command: bytes) -> Any:
-        """As `execute`, for a command already in RESP (see `encode_command`, `bulk`)."""
+    def execute_encoded(self, command: bytes) -> Awaitable[Any]:
+        """As `execute`, for a command already in RESP (see `encode_command`, `bulk`).
+
+        Connected, this hands back the reply's future itself: it runs once per
+        request on hot paths, where a coroutine around it costs a frame more at
+        every suspend and resume.
+        """
         connection = self._connection
         if connection is None or connection.closed:
-            connection = await self._connect()
+            return self._connect_and_send(command)
+        return connection.send(command)
+
+    async def _connect_and_send(self, command: bytes) -> Any:
+        connection = await self._connect()
         return await connection.send(command)
 
     async def close(self) -> None:

@@ -24,11 +24,11 @@ from typing import Protocol
 
 import redis.asyncio as redis_async
 
-from tocsin.common.telemetry import event_delivery
 from tocsin.gateway.broker import RedisBroker
 from tocsin.gateway.frames import Frame, event_frame
 from tocsin.gateway.history import ChannelHead, ChannelLog
 from tocsin.gateway.metrics import Stats
+from tocsin.gateway.tracing import event_delivery
 
 __all__ = ["Hub", "Member", "SubscribeTimeoutError"]
 

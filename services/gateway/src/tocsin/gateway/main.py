@@ -16,7 +16,7 @@ import uvicorn
 from tocsin.common.config import load_settings
 from tocsin.common.httplimits import LimitedHttpToolsProtocol
 from tocsin.common.logging import configure_logging
-from tocsin.common.ops import metrics_app, serve_in_thread, tune_gc
+from tocsin.common.ops import RestingServer, metrics_app, serve_in_thread, tune_gc
 from tocsin.common.telemetry import instrument_app, setup_observability
 from tocsin.gateway.app import SOCKET_PATH, SocketsFirst, build_app
 from tocsin.gateway.node import Node
@@ -26,7 +26,7 @@ from tocsin.gateway.websocket import SocketTimings, upgrade_protocol
 __all__ = ["DrainingServer", "run"]
 
 
-class DrainingServer(uvicorn.Server):
+class DrainingServer(RestingServer):
     """A uvicorn server whose first SIGTERM/SIGINT drains the node before exiting."""
 
     def __init__(self, config: uvicorn.Config, node: Node) -> None:

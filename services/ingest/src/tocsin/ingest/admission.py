@@ -52,6 +52,11 @@ class Verdict:
     retry_after: int = 0
 
 
+_OUTCOMES = tuple(sorted(Outcome, key=lambda outcome: outcome.value))  # by the script's number
+_ENQUEUED = Verdict(Outcome.ENQUEUED)
+# Producers whose rate-bucket key is kept encoded (names are few; the bound is for safety).
+_PRODUCERS_KEPT = 10_000
+
 # The version (4) and variant (RFC 4122) bits of a version-4 UUID.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
@@ -101,6 +106,8 @@ class Admission:
         self._backlog_bound = bulk(b"%d" % max_backlog)
         self._ttl = bulk(b"%d" % idempotency_ttl)
         self._tokens_kept = bulk(b"%d" % WAKEUP_TOKENS_KEPT)
+        # Each producer's rate-bucket key as a bulk string, made once rather than per request.
+        self._rate_buckets: dict[str, bytes] = {}
 
     async def admit(
         self,
@@ -123,10 +130,15 @@ class Admission:
         `PipelinedRedis`), `RedisReplyError` when it refuses the script.
         """
         idempotency = keys.idempotency(producer, idempotency_key) if idempotency_key else ""
+        rate_bucket = self._rate_buckets.get(producer)
+        if rate_bucket is None:
+            if len(self._rate_buckets) >= _PRODUCERS_KEPT:
+                self._rate_buckets.clear()
+            rate_bucket = self._rate_buckets[producer] = bulk(keys.rate_bucket(producer).encode())
         # The command is assembled from bulk strings prepared once per Admission:
         # this runs for every request, so it avoids re-encoding the constant parts.
         command_tail = b"".join((
-            bulk(keys.rate_bucket(producer).encode()),
+            rate_bucket,
             self._queue_keys,
             bulk((idempotency or self._placeholder_key).encode()),
             self._rate_and_burst,
@@ -147,7 +159,9 @@ class Admission:
                 raise
             # First call on this server (or after a restart): EVAL also caches the script.
             result = await self._redis.execute_encoded(_EVAL_HEAD + command_tail)
-        outcome = Outcome(int(result[0]))
+        outcome = _OUTCOMES[result[0]]
+        if outcome is Outcome.ENQUEUED:
+            return _ENQUEUED
         value: bytes = result[1] if isinstance(result[1], bytes) else str(result[1]).encode()
         if outcome is Outcome.REPLAYED:
             return Verdict(outcome, replay=value)

@@ -9,6 +9,9 @@ name, `severity` label -> severity (unknown values -> warning), `summary` (or
 Identity is the label set's fingerprint on both paths (`tocsin.common.models.fingerprint`,
 the hash Alertmanager itself sends as `fingerprint`), so one alert pushed directly
 and relayed by Alertmanager is one Tocsin alert.
+
+`WebhookFormat` (`POST /v1/integrations/alertmanager`) and `PushFormat`
+(`POST /api/v2/alerts`) refuse in Alertmanager's own error shape.
 """
 
 from __future__ import annotations
@@ -18,19 +21,25 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from starlette.responses import Response
 
 from tocsin.common.models import AlertIn, FieldError, InvalidBodyError, Severity
-from tocsin.ingest.native import checked_alert, field_error, go_time
+from tocsin.ingest.formats import Format, Refusal, Work
+from tocsin.ingest.native import alerts_work, checked_alert, field_error, go_time
+from tocsin.ingest.producers import Producer
 
 __all__ = [
     "PUSH_SOURCE",
     "WEBHOOK_SOURCE",
     "AlertmanagerError",
     "PostableAlert",
+    "PushFormat",
     "WebhookAlert",
+    "WebhookFormat",
     "WebhookMessage",
     "parse_postable_alerts",
     "parse_webhook",
+    "refusal_answer",
     "severity_of",
 ]
 
@@ -101,6 +110,7 @@ class AlertmanagerError(msgspec.Struct):
     message: str
 
 
+_encoder = msgspec.json.Encoder()
 _webhook_decoder = msgspec.json.Decoder(WebhookMessage)
 _postable_decoder = msgspec.json.Decoder(list[PostableAlert])
 
@@ -197,3 +207,38 @@ def parse_postable_alerts(
         fields["status"] = "resolved" if ended else "firing"
         alerts.append(checked_alert(fields, f"$[{index}]"))
     return alerts
+
+
+def refusal_answer(refusal: Refusal) -> Response:
+    """A refusal as Alertmanager's API answers errors: `{"code", "message"}`."""
+    message = refusal.detail or refusal.title
+    if refusal.errors:
+        message = "; ".join(f"{e.path}: {e.reason}" for e in refusal.errors)
+    body = AlertmanagerError(code=refusal.status, message=message)
+    return Response(_encoder.encode(body), refusal.status, refusal.headers(), "application/json")
+
+
+class _AlertmanagerFormat(Format):
+    """What both of Alertmanager's formats share: its error shape."""
+
+    def refusal_answer(self, refusal: Refusal) -> Response:
+        return refusal_answer(refusal)
+
+
+class WebhookFormat(_AlertmanagerFormat):
+    """`POST /v1/integrations/alertmanager`: Alertmanager's webhook notification."""
+
+    name = "alertmanager"
+
+    def parse(self, body: bytes, producer: Producer) -> Work:
+        return alerts_work(parse_webhook(body, self.max_batch), producer, "alertmanager", 200)
+
+
+class PushFormat(_AlertmanagerFormat):
+    """`POST /api/v2/alerts`: alerts pushed as Prometheus pushes them, answered with no body."""
+
+    name = "prometheus"
+
+    def parse(self, body: bytes, producer: Producer) -> Work:
+        alerts = parse_postable_alerts(body, self.max_batch)
+        return alerts_work(alerts, producer, "prometheus", 200, empty_answer=True)

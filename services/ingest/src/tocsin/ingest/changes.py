@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from tocsin.common.events import EventPublisher
 from tocsin.common.redis import sync_client
+from tocsin.ingest.accept import BodyTooLargeError, ClientGoneError, read_body
 from tocsin.ingest.pagerduty_errors import INVALID_ROUTING_KEY, routing_key_errors
 from tocsin.ingest.producers import AuthError, ProducerAuth
 
@@ -122,9 +123,6 @@ class ChangeEndpoint:
         self._publisher.publish([CHANGES_CHANNEL], data)
 
     async def _handle(self, receive: Receive, declared: str | None) -> tuple[int, bytes]:
-        # The app module builds this endpoint, so it is fully loaded by now.
-        from tocsin.ingest.app import BodyTooLargeError, read_body
-
         try:
             body = await read_body(receive, self._body_limit, declared)
         except BodyTooLargeError:
@@ -153,8 +151,6 @@ class ChangeEndpoint:
         return 202, _encoder.encode(ChangeAccepted("success", "Change event processed"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from tocsin.ingest.app import ClientGoneError
-
         if scope["method"] != "POST":
             status, body = _refused(405, "invalid event", "Method not allowed", ["use POST"])
         else:

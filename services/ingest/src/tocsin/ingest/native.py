@@ -1,30 +1,45 @@
-"""Tocsin's own alert format, and the checks every format's alerts end with.
+"""Tocsin's own alert format, and the checks and queueing every format's alerts end with.
 
 Every parser produces `AlertIn` values through `checked_alert`, so an alert
 mapped from Alertmanager or PagerDuty meets exactly the bounds of a native one
-and timestamps leave ingest in UTC.
+and timestamps leave ingest in UTC; `alerts_work` turns any format's alerts
+into the one queue message they become. `NativeFormat` is `POST /v1/alerts`,
+which refuses in RFC 9457 problem+json with the stable `PROBLEM_TYPES`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from starlette.responses import Response
 
+from tocsin.common.broker import PROCESS_ALERTS_ACTOR
 from tocsin.common.models import (
     MAX_LABELS,
     AlertIn,
     FieldError,
     InvalidBodyError,
+    Path,
+    QueuedAlert,
     decode_alerts,
+    fingerprint,
+    new_alert_id,
 )
+from tocsin.common.problems import problem
+from tocsin.ingest.formats import Format, Refusal, Work
+from tocsin.ingest.producers import Producer
 
 __all__ = [
+    "PROBLEM_TYPES",
     "AcceptedAlert",
     "AlertsAccepted",
+    "NativeFormat",
+    "alerts_work",
     "checked_alert",
     "field_error",
     "go_time",
@@ -34,6 +49,20 @@ __all__ = [
 ]
 
 _PATH = re.compile(r" - at `(?P<path>[^`]*)`$")
+_encoder = msgspec.json.Encoder()
+
+# The stable problem `type` of each refusal reason (listed in docs/ingest.md).
+PROBLEM_TYPES = {
+    "invalid": "invalid-alert",
+    "unauthenticated": "unauthenticated",
+    "forbidden": "forbidden",
+    "too_large": "body-too-large",
+    "rate_limited": "rate-limited",
+    "backlog": "backlog-full",
+    "unavailable": "unavailable",
+    "outcome_unknown": "outcome-unknown",
+    "idempotency_key_reused": "idempotency-key-reused",
+}
 
 
 class AcceptedAlert(msgspec.Struct):
@@ -109,3 +138,55 @@ def go_time(value: datetime | None) -> datetime | None:
     if value is None or value.year <= 1:
         return None
     return value
+
+
+def alerts_work(
+    alerts: list[AlertIn],
+    producer: Producer,
+    path: Path,
+    status: int,
+    *,
+    empty_answer: bool = False,
+) -> Work:
+    """Alerts as the one `process_alerts` message they become, answered with their ids.
+
+    Each gets a new id, its fingerprint and the producer's default labels;
+    `empty_answer` answers with no body at all (Alertmanager's push).
+    """
+    received_at = time.time()
+    queued = [
+        QueuedAlert(
+            id=new_alert_id(fp),  # the id carries its fingerprint's hash tag
+            fingerprint=fp,
+            received_at=received_at,
+            producer=producer.name,
+            alert=with_defaults(alert, producer.labels),
+            path=path,
+        )
+        for alert in alerts
+        for fp in (fingerprint(alert),)
+    ]
+    if empty_answer:
+        return Work(PROCESS_ALERTS_ACTOR, (queued,), len(queued), b"", status, None)
+    accepted = AlertsAccepted([AcceptedAlert(q.id, q.fingerprint) for q in queued])
+    return Work(PROCESS_ALERTS_ACTOR, (queued,), len(queued), _encoder.encode(accepted), status)
+
+
+class NativeFormat(Format):
+    """`POST /v1/alerts`: one alert or a batch in Tocsin's format, refused in problem+json."""
+
+    name = "native"
+    invalid_status = 422
+
+    def parse(self, body: bytes, producer: Producer) -> Work:
+        return alerts_work(parse_native(body, self.max_batch), producer, "native", 202)
+
+    def refusal_answer(self, refusal: Refusal) -> Response:
+        return problem(
+            refusal.status,
+            PROBLEM_TYPES[refusal.reason],
+            refusal.title,
+            refusal.detail,
+            refusal.errors,
+            refusal.headers(),
+        )

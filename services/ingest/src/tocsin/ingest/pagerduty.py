@@ -3,19 +3,23 @@
 `trigger` becomes a firing alert and `resolve` a resolved one, both keyed by the
 event's `dedup_key` (generated on a trigger without one); `acknowledge` becomes
 an `AlertAction` on the alert with that fingerprint. The routing key is the
-producer's API key. Answers keep PagerDuty's shapes so its clients work as is.
+producer's API key. Answers keep PagerDuty's shapes so its clients work as is
+(`EventsFormat`, refusals included).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
+from starlette.responses import Response
 
+from tocsin.common.broker import APPLY_ACTION_ACTOR
 from tocsin.common.models import (
     MAX_LABELS,
     AlertAction,
@@ -24,18 +28,23 @@ from tocsin.common.models import (
     InvalidBodyError,
     Severity,
 )
-from tocsin.ingest.native import checked_alert, field_error
+from tocsin.ingest.formats import Format, Refusal, Work
+from tocsin.ingest.native import alerts_work, checked_alert, field_error
+from tocsin.ingest.pagerduty_errors import INVALID_ROUTING_KEY, routing_key_errors
+from tocsin.ingest.producers import Producer
 
 __all__ = [
     "Event",
     "EventAccepted",
     "EventRefused",
+    "EventsFormat",
     "Intent",
     "Link",
     "Payload",
     "decode_event",
     "intent_of",
     "parse_event",
+    "refusal_answer",
 ]
 
 _ANNOTATION_MAX = 8192
@@ -111,6 +120,7 @@ class Intent:
 
 
 _decoder = msgspec.json.Decoder(Event)
+_encoder = msgspec.json.Encoder()
 
 
 def _refuse(path: str, reason: str) -> InvalidBodyError:
@@ -185,3 +195,46 @@ def intent_of(event: Event, *, producer: str, at: float) -> Intent:
     if event.client_url:
         fields["generator_url"] = event.client_url
     return Intent(dedup_key, event.routing_key, alert=checked_alert(fields, "$"))
+
+
+_STATUS = {400: "invalid event", 401: "unauthorized", 403: "forbidden", 413: "invalid event",
+           429: "throttle event", 503: "unavailable", 504: "outcome unknown"}  # fmt: skip
+
+
+def refusal_answer(refusal: Refusal) -> Response:
+    """A refusal as PagerDuty's Events API answers: `{"status", "message", "errors"}`."""
+    errors = [f"{e.path}: {e.reason}" for e in refusal.errors]
+    if refusal.status == 400:
+        message = "Event object is invalid"
+    elif refusal.status in (401, 403):
+        message, errors = INVALID_ROUTING_KEY, routing_key_errors(refusal.detail or "")
+    elif refusal.status == 429:
+        message = "Requests for this service are arriving too quickly.  Please retry later."
+    else:
+        message = refusal.title
+    if refusal.detail and not errors:
+        errors = [refusal.detail]
+    body = EventRefused(status=_STATUS.get(refusal.status, "error"), message=message, errors=errors)
+    return Response(_encoder.encode(body), refusal.status, refusal.headers(), "application/json")
+
+
+class EventsFormat(Format):
+    """`POST /v2/enqueue`: one Events API v2 event, its routing key the credential."""
+
+    name = "pagerduty"
+    credential_in_body = True
+
+    def parse(self, body: bytes, producer: Producer) -> Work:
+        intent = parse_event(body, producer=producer.name, at=time.time())
+        answer = _encoder.encode(EventAccepted("success", "Event processed", intent.dedup_key))
+        if intent.action is not None:
+            return Work(APPLY_ACTION_ACTOR, (intent.action,), 0, answer, 202)
+        assert intent.alert is not None
+        work = alerts_work([intent.alert], producer, "pagerduty", 202)
+        return Work(work.actor, work.args, work.alerts, answer, 202)
+
+    def body_credential(self, body: bytes) -> str:
+        return decode_event(body).routing_key
+
+    def refusal_answer(self, refusal: Refusal) -> Response:
+        return refusal_answer(refusal)

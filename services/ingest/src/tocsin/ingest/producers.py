@@ -7,6 +7,7 @@ working within that time (0 makes revocation immediate).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,21 +60,43 @@ class ProducerAuth:
         self._required = required
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[Producer, float]] = {}
+        self._lookups: dict[str, asyncio.Future[Producer]] = {}
 
     async def authenticate(self, credential: str) -> Producer:
+        """The producer `credential` names; raises `AuthError` when refused."""
+        return self.known(credential) or await self._api_key(credential)
+
+    def known(self, credential: str) -> Producer | None:
+        """The producer, when deciding needs no Redis read; `None` when it does.
+
+        No read is needed without a credential, for a token, or for an API key
+        verified within `cache_seconds` -- what nearly every request brings, so
+        the accept path only awaits Redis for a key it has not seen lately.
+        Raises `AuthError` as `authenticate` does.
+        """
         if not credential:
             if not self._required:
                 return ANONYMOUS
             raise AuthError(401, "credentials_missing", "an API key or an ingest token is required")
-        if looks_like_key(credential):
-            return await self._api_key(credential)
-        return self._token(credential)
+        if not looks_like_key(credential):
+            return self._token(credential)
+        cached = self._cache.get(credential)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
 
     async def _api_key(self, credential: str) -> Producer:
-        cached = self._cache.get(credential)
+        # One Redis read per key at a time: when a cached key expires under load,
+        # every request in flight with it waits for that read instead of making its own.
+        lookup = self._lookups.get(credential)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._read_api_key(credential))
+            self._lookups[credential] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(credential, None))
+        return await asyncio.shield(lookup)
+
+    async def _read_api_key(self, credential: str) -> Producer:
         now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
         try:
             key_id, secret = parse_key(credential)
         except InvalidKeyError:

@@ -17,7 +17,7 @@ from tocsin.common.logging import configure_logging
 from tocsin.common.models import NotificationRequest
 from tocsin.common.ops import ops_app, redis_ready, serve_in_thread, shutdown_event, tune_gc
 from tocsin.common.queue import Consumer, Recovery
-from tocsin.common.queue.due import DueMover, DueTimes
+from tocsin.common.queue.due import DueTimes
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
 from tocsin.notifier.bulkhead import Bulkheads
@@ -130,14 +130,11 @@ def run() -> None:
     )
     stop = shutdown_event()
     tune_gc()
-    mover = DueMover(due, redis)
-    mover.start()
-    consumer.start()
+    consumer.start()  # with the due-time mover of the notifications queue
     log.info("notifier started", extra={"routes_file": settings.routes_file})
     stop.wait()
     # In-flight sends finish within the shutdown timeout; unstarted messages go back.
     consumer.stop(timeout=settings.shutdown_timeout_seconds)
-    mover.stop()
     bulkheads.close()
     broker.close()
     http.close()

@@ -10,11 +10,13 @@ process wrote the fingerprint meanwhile) re-reads and re-decides just that
 message.
 
 Keys and Redis Cluster: every key the apply step touches is in its KEYS. The
-per-alert keys (`dedup:{fp}`, `alert:{id}`, `timeline:{id}`, `applied:{msg}`)
-could share a slot by a hash tag on the fingerprint; the shared ones (`open`,
-`resolve:due`, the indexes, `stats:minute:*`, the cache tag, channel keys,
-the notifications queue) cannot, so a Cluster deployment would split the
-apply into a per-alert step and an outbox relayed to the shared keys.
+per-alert keys (`dedup`, `applied`, `alert`, `timeline`) carry the
+fingerprint's hash tag (`keys.fingerprint_tag`; ingest mints alert ids ending
+with it), so they share a slot. The shared ones (`open`, `resolve:due`, the
+indexes, `stats:minute:*`, the cache tag, the silence version, channel keys,
+the notifications queue) cannot, so one call is not Cluster-safe: a Cluster
+deployment would split the apply into the per-alert step and an outbox relayed
+to the shared keys (docs/storage.md, "Redis Cluster").
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -36,6 +38,7 @@ from tocsin.common import keys
 from tocsin.common.broker import DELIVER_NOTIFICATION_ACTOR, NOTIFICATIONS_QUEUE
 from tocsin.common.events import alert_channels
 from tocsin.common.models import AlertAction, QueuedAlert, StoredAlert, label_set
+from tocsin.common.pipelining import bulk
 from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.silences import SilenceSet
 from tocsin.processor.rules import (
@@ -48,6 +51,7 @@ from tocsin.processor.rules import (
     decide_trailing_update,
     fingerprint_rule,
 )
+from tocsin.processor.wire import RespChunks, bulks, execute_packed, pack_command
 
 __all__ = [
     "AlertLifecycle",
@@ -81,6 +85,11 @@ def apply_script(config: LifecycleConfig) -> str:
 _encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(StoredAlert)
 _NO_SILENCE_CHECK = "-"
+# The keys before the variable ones: the per-alert five, open, resolve:due, the
+# stats minute, the cache tag and the notifications queue's three (see apply.lua).
+_FIXED_KEYS = 12
+# Bound on the (service, severity, team) channel sets kept encoded: producers choose them.
+_CACHED_CHANNEL_SETS = 10_000
 # A conflict means another writer changed the fingerprint between read and apply;
 # each retry re-reads, so more than a few in a row means something is wrong.
 _MAX_ATTEMPTS = 20
@@ -194,6 +203,13 @@ def _back_off(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
 
 
+def _mapping(reply: Any) -> dict[bytes, bytes]:
+    """A hash as HGETALL answers it: a map in RESP3, a flat list in RESP2."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -208,11 +224,20 @@ class AlertLifecycle:
         self._config = config
         self._policy = config.policy()
         self._clock = clock or time.time
-        # The keys every call declares after the per-alert ones.
-        self._shared_keys = [keys.open_alerts(), keys.resolve_due()]
-        self._tail_keys = [keys.cache_tag("alerts"), *queue_keys(NOTIFICATIONS_QUEUE).as_list()]
-        self._silence_key = keys.silences_version()
-        self._sha = self._load()
+        # RESP chunks of what every call sends alike, encoded once.
+        self._chunk = RespChunks()
+        self._silence_chunk = bulk(keys.silences_version().encode())
+        self._shared_chunks = b"".join(
+            bulk(key.encode()) for key in (keys.open_alerts(), keys.resolve_due())
+        )
+        tail = [keys.cache_tag("alerts"), *queue_keys(NOTIFICATIONS_QUEUE).as_list()]
+        self._tail_chunks = b"".join(bulk(key.encode()) for key in tail)
+        self._all_index_chunk = bulk(keys.alert_index().encode())
+        self._services_chunk = bulk(keys.known_values("services").encode())
+        self._teams_chunk = bulk(keys.known_values("teams").encode())
+        self._channels: dict[tuple[str, str, str], tuple[int, bytes, bytes]] = {}
+        self._evalsha_chunk = b""
+        self._load()
         # Version tokens: unique per write (a redelivered message must not reuse one).
         self._writer = uuid.uuid4().hex[:12]
         self._writes = itertools.count()
@@ -220,16 +245,17 @@ class AlertLifecycle:
     def _token(self) -> str:
         return f"{self._writer}.{next(self._writes)}"
 
-    def _load(self) -> str:
-        return str(self._redis.script_load(apply_script(self._config)))
+    def _load(self) -> None:
+        sha = str(self._redis.script_load(apply_script(self._config)))
+        self._evalsha_chunk = bulk(b"EVALSHA") + bulk(sha.encode())
 
     # -- reading --------------------------------------------------------------
 
     def _read(self, fingerprints: Sequence[str]) -> dict[str, _Read]:
-        pipe = self._redis.pipeline(transaction=False)
-        for fp in fingerprints:
-            pipe.hgetall(keys.dedup(fp))
-        states = [FingerprintState.from_hash(raw) for raw in pipe.execute()]
+        reads = [pack_command(b"HGETALL", [bulk(keys.dedup(fp).encode())]) for fp in fingerprints]
+        states = [
+            FingerprintState.from_hash(_mapping(raw)) for raw in execute_packed(self._redis, reads)
+        ]
         return dict(zip(fingerprints, self._with_records(states), strict=True))
 
     def _with_records(self, states: list[FingerprintState]) -> list[_Read]:
@@ -261,26 +287,30 @@ class AlertLifecycle:
 
     # -- applying -------------------------------------------------------------
 
-    def _arguments(self, call: _Call) -> tuple[list[str], list[Any]]:
+    def _command(self, call: _Call) -> bytes:
+        """The EVALSHA of one call, packed: keys and values that recur come from
+        `self._chunk` (encoded once), the rest is encoded here."""
+        chunk = self._chunk
         decision = call.decision
         record = decision.alert
         state = decision.state
         alert_id = decision.alert_id or (record.id if record else "")
         now = self._clock()
-        script_keys = [
-            keys.dedup(call.fingerprint),
-            keys.applied(call.message_id),
-            self._silence_key,
-            keys.alert(alert_id),
-            keys.timeline(alert_id),
-            *self._shared_keys,
-            keys.stats_minute(int(call.received_at // 60)),
-            *self._tail_keys,
+        key_chunks = [
+            bulk(keys.dedup(call.fingerprint).encode()),
+            bulk(keys.applied(call.message_id, call.fingerprint).encode()),
+            self._silence_chunk,
+            bulk(keys.alert(alert_id).encode()),
+            bulk(keys.timeline(alert_id).encode()),
+            self._shared_chunks,
+            chunk(keys.stats_minute(int(call.received_at // 60))),
+            self._tail_chunks,
         ]
+        nkeys = _FIXED_KEYS
         text = b""
-        removals: list[str] = []
-        adds: list[str] = []
-        sets: list[tuple[str, str]] = []
+        removals: list[bytes] = []
+        adds: list[bytes] = []
+        sets: list[tuple[bytes, str]] = []
         # Untouched unless the alert opens, resolves, or its deadline comes nearer:
         # a later deadline is left to the sweep, which re-scores what is not yet due.
         open_score = due_score = "-"
@@ -306,81 +336,115 @@ class AlertLifecycle:
                 team = record.labels.get("team", "")
                 if before is not None:
                     if before.status != record.status:
-                        removals.append(keys.alert_index("status", before.status))
+                        removals.append(chunk(keys.alert_index("status", before.status)))
                     if before.severity != record.severity:
-                        removals.append(keys.alert_index("severity", before.severity))
+                        removals.append(chunk(keys.alert_index("severity", before.severity)))
                 adds += [
-                    keys.alert_index(),
-                    keys.alert_index("status", record.status),
-                    keys.alert_index("severity", record.severity),
+                    self._all_index_chunk,
+                    chunk(keys.alert_index("status", record.status)),
+                    chunk(keys.alert_index("severity", record.severity)),
                 ]
                 if record.service:
-                    adds.append(keys.alert_index("service", record.service))
+                    adds.append(chunk(keys.alert_index("service", record.service)))
                     if before is None:
-                        sets.append((keys.known_values("services"), record.service))
+                        sets.append((self._services_chunk, record.service))
                 if team:
-                    adds.append(keys.alert_index("team", team))
+                    adds.append(chunk(keys.alert_index("team", team)))
                     if before is None:
-                        sets.append((keys.known_values("teams"), team))
+                        sets.append((self._teams_chunk, team))
         fields = state.to_values() if state is not None else []
         entries = [_encoder.encode(entry) for entry in decision.timeline] if text else []
-        notes: list[Any] = []
-        channels: list[str] = []
-        publish: list[Any] = []
+        notes: list[bytes] = []
+        nchannels = 0
+        publish: list[bytes] = []
         if record is not None and text:
             for kind, seq in decision.notifications:
                 nid = f"{record.id}:{seq}"
-                notes += [nid, notification_message(nid, kind, text, now, call.traceparent)]
+                message = notification_message(nid, kind, text, now, call.traceparent)
+                notes += [nid.encode(), message]
             if decision.event:
                 team = record.labels.get("team", "")
-                channels = alert_channels(record.service, record.severity, team)
+                nchannels, channel_keys, names = self._channel_chunks(
+                    record.service, record.severity, team
+                )
                 data = b'{"type":"%s","received_at":%s,"alert":%s}' % (
                     decision.event.encode(),
                     repr(call.received_at or now).encode(),
                     text,
                 )
-                publish = [data, call.traceparent, *channels]
-        script_keys += removals + adds + [key for key, _ in sets]
-        for channel in channels:
-            script_keys += [keys.channel_meta(channel), keys.channel_stream(channel)]
+                publish = [bulk(data), bulk(call.traceparent.encode()), names]
+        key_chunks += removals
+        key_chunks += adds
+        key_chunks += [key for key, _ in sets]
+        if nchannels:
+            key_chunks.append(channel_keys)
+        nkeys += len(removals) + len(adds) + len(sets) + 2 * nchannels
         counts = (
-            f"{len(removals)} {len(adds)} {len(sets)} {len(channels)} {len(fields)} "
+            f"{len(removals)} {len(adds)} {len(sets)} {nchannels} {len(fields)} "
             f"{len(entries)} {len(notes) // 2}"
         )
-        args: list[Any] = [
-            call.expected,
-            call.message_id,
-            call.silence_version,
-            text,
-            repr(now),
-            open_score,
-            due_score,
-            "1" if call.counted else "0",
-            counts,
-            alert_id,
-            *fields,
-            *entries,
-            *notes,
-            *(member for _, member in sets),
-            *publish,
-        ]
-        return script_keys, args
+        scalars = [call.expected, call.message_id, call.silence_version]
+        values = [value.encode() for value in scalars]
+        values.append(text)
+        scalars = [repr(now), open_score, due_score, "1" if call.counted else "0", counts,
+                   alert_id, *fields]  # fmt: skip
+        values += [value.encode() for value in scalars]
+        values += entries
+        values += notes
+        nargs = len(values) + len(sets) + (2 + nchannels if publish else 0)
+        arg_chunks = [bulks(values)]
+        arg_chunks += [chunk(member) for _, member in sets]
+        arg_chunks += publish
+        return b"*%d\r\n%b%b%b%b" % (
+            3 + nkeys + nargs,
+            self._evalsha_chunk,
+            chunk(str(nkeys)),
+            b"".join(key_chunks),
+            b"".join(arg_chunks),
+        )
 
-    def _apply(self, calls: Sequence[_Call]) -> list[str]:
-        # Every call is guarded by its version and message id, so a batch that meets
-        # a Redis that lost the script (a restart) is simply run again after reloading.
-        prepared = [self._arguments(call) for call in calls]
-        for attempt in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            for script_keys, args in prepared:
-                pipe.evalsha(self._sha, len(script_keys), *script_keys, *args)
-            try:
-                return [_text(result) for result in pipe.execute()]
-            except NoScriptError:
-                if attempt:
-                    raise
-                self._sha = self._load()
-        raise AssertionError("unreachable")
+    def _channel_chunks(self, service: str, severity: str, team: str) -> tuple[int, bytes, bytes]:
+        """An alert's channels for the publish step: how many, their keys, their names."""
+        cached = self._channels.get((service, severity, team))
+        if cached is None:
+            if len(self._channels) >= _CACHED_CHANNEL_SETS:
+                self._channels.clear()
+            channels = alert_channels(service, severity, team)
+            channel_keys = b"".join(
+                bulk(key.encode())
+                for channel in channels
+                for key in (keys.channel_meta(channel), keys.channel_stream(channel))
+            )
+            names = b"".join(bulk(channel.encode()) for channel in channels)
+            cached = self._channels[(service, severity, team)] = (
+                len(channels),
+                channel_keys,
+                names,
+            )
+        return cached
+
+    def _apply(self, calls: Iterable[_Call]) -> list[str]:
+        """Apply `calls` in one pipeline; their results, in order.
+
+        `calls` may be a generator deciding as it goes: each call is packed and
+        sent as soon as it is decided, so Python decides the next alerts while
+        Redis applies the first (they run on different cores).
+        """
+        made: list[_Call] = []
+
+        def commands() -> Iterator[bytes]:
+            for call in calls:
+                made.append(call)
+                yield self._command(call)
+
+        try:
+            return [_text(result) for result in execute_packed(self._redis, commands())]
+        except NoScriptError:
+            # Every call is guarded by its version and message id, so a batch that
+            # meets a Redis that lost the script (a restart) simply runs again.
+            self._load()
+        again = execute_packed(self._redis, [self._command(call) for call in made])
+        return [_text(result) for result in again]
 
     # -- alerts ---------------------------------------------------------------
 
@@ -409,17 +473,27 @@ class AlertLifecycle:
             # A retry re-reads only the conflicted messages' fingerprints, and asks
             # whether each was applied meanwhile (by another process, say).
             view = self._read(list(dict.fromkeys(batch[n].fingerprint for n in pending)))
-            applied = self._applied([batch[n].id for n in pending]) if attempt else set()
+            applied = self._applied([batch[n] for n in pending]) if attempt else set()
             calls: list[tuple[int, _Call]] = []
             for n in pending:
-                queued = batch[n]
-                if queued.id in applied:
-                    outcomes[n] = Outcome("replayed", "", (), queued.fingerprint)
-                    continue
-                read = view[queued.fingerprint]
-                calls.append((n, self._decide(read, queued, verdicts[n], traces[n],
-                                              silence_version, now)))  # fmt: skip
-            results = self._apply([call for _, call in calls])
+                if batch[n].id in applied:
+                    outcomes[n] = Outcome("replayed", "", (), batch[n].fingerprint)
+            # Decided as the pipeline is written: Redis applies the first meanwhile.
+            decided = (
+                self._decide_into(
+                    calls,
+                    n,
+                    view[batch[n].fingerprint],
+                    batch[n],
+                    verdicts[n],
+                    traces[n],
+                    silence_version,
+                    now,
+                )
+                for n in pending
+                if batch[n].id not in applied
+            )
+            results = self._apply(decided)
             pending = []
             for (n, call), result in zip(calls, results, strict=True):
                 if result == "conflict":
@@ -432,11 +506,27 @@ class AlertLifecycle:
             now = self._clock()
         raise RuntimeError("fingerprints kept changing while a batch was applied; retrying it")
 
-    def _applied(self, message_ids: Sequence[str]) -> set[str]:
+    def _applied(self, messages: Sequence[QueuedAlert]) -> set[str]:
         pipe = self._redis.pipeline(transaction=False)
-        for message_id in message_ids:
-            pipe.exists(keys.applied(message_id))
-        return {mid for mid, hit in zip(message_ids, pipe.execute(), strict=True) if hit}
+        for message in messages:
+            pipe.exists(keys.applied(message.id, message.fingerprint))
+        return {m.id for m, hit in zip(messages, pipe.execute(), strict=True) if hit}
+
+    def _decide_into(
+        self,
+        calls: list[tuple[int, _Call]],
+        n: int,
+        read: _Read,
+        queued: QueuedAlert,
+        silenced: bool,
+        trace: str,
+        silence_version: str,
+        now: float,
+    ) -> _Call:
+        """`_decide`, noting the call in `calls` as the `n`th message's."""
+        call = self._decide(read, queued, silenced, trace, silence_version, now)
+        calls.append((n, call))
+        return call
 
     def _decide(
         self,

@@ -2,8 +2,9 @@
 
 Everything about queues goes through here: the key layout and message
 encoding (`_layout`), enqueue with a wake-up (`enqueue`), one worker's fetch,
-ack, requeue, dead-letter, delayed release and dead-worker recovery (`worker`,
-Lua scripts in `worker/`), the wake-up tokens of Dramatiq's own enqueues
+ack, requeue, dead-letter and dead-worker recovery (`worker`, Lua scripts in
+`worker/`), messages for later as durable due-times (`due`, and `broker`, whose
+delayed enqueue writes one), the wake-up tokens of Dramatiq's own enqueues
 (`wakeup`), and the consumer every service runs, batched or not, with the
 broker's middleware around each message (`consumer`). The contract tests run
 Dramatiq's own RedisBroker against it in both directions, so a Dramatiq
@@ -23,13 +24,12 @@ from tocsin.common.queue._settings import QueueConsumerSettings
 from tocsin.common.queue.consumer import BatchHandler, Consumer, Delivery
 from tocsin.common.queue.enqueue import enqueue
 from tocsin.common.queue.wakeup import QueueWakeup
-from tocsin.common.queue.worker import DelayedMessages, QueueWorker, Recovery
+from tocsin.common.queue.worker import QueueWorker, Recovery
 
 __all__ = [
     "WAKEUP_TOKENS_KEPT",
     "BatchHandler",
     "Consumer",
-    "DelayedMessages",
     "Delivery",
     "QueueConsumerSettings",
     "QueueKeys",

@@ -17,11 +17,15 @@ It runs messages one of two ways:
 - without one: each message runs its actor on one of `worker_threads` threads,
   and the consumer fetches only as many messages as it has free threads.
 
-When every queue is empty it blocks on the queues' wake-up lists (a long
-`idle_wait`, or until the next delayed message is due), so an idle consumer
-costs a blocking pop every `idle_wait` and a heartbeat every
-`Recovery.interval`, not a poll. The heartbeat runs on its own thread so a
-long job does not make its worker look dead.
+When every queue is empty it blocks on the queues' wake-up lists for up to
+`idle_wait`, so an idle consumer costs a blocking pop every `idle_wait` and a
+heartbeat every `Recovery.interval`, not a poll. The heartbeat runs on its own
+thread so a long job does not make its worker look dead. A `DueMover` thread
+moves the queues' due messages (retry backoff, timers: `queue.due`) onto them
+when due, whether the consumer is busy or idle, and its move wakes the fetch
+loop. (Over 400 lines: it is one class, whose fetch loop, thread pool, batch
+path and shutdown share its state; split apart, each part would reach into
+the others.)
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,12 +42,12 @@ from typing import Any
 
 import dramatiq
 from dramatiq.broker import MessageProxy
-from dramatiq.common import current_millis
 from dramatiq.middleware import SkipMessage
 from redis import Redis
 
 from tocsin.common.metrics import count_redis_error
 from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
+from tocsin.common.queue.due import DueMover, DueTimes
 from tocsin.common.queue.wakeup import wait_for_wakeup
 from tocsin.common.queue.worker import QueueWorker, Recovery
 from tocsin.common.telemetry import TRACEPARENT, current_traceparent
@@ -110,6 +115,8 @@ class Consumer:
         self._pool: ThreadPoolExecutor | None = None
         self._fetcher = threading.Thread(target=self._run, name=f"{name}-fetch", daemon=True)
         self._beater = threading.Thread(target=self._beat, name=f"{name}-beat", daemon=True)
+        self._dues = [DueTimes(client, queue) for queue in self.queues]
+        self._mover = DueMover(self._dues, client)
 
     # Dramatiq's middleware reads these from the "worker" of its boot hooks.
     @property
@@ -119,7 +126,18 @@ class Consumer:
     def start(self) -> None:
         if self._batch_handler is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="job")
+        _boot_process(self.broker)
         self.broker.emit_after("worker_boot", self)
+        for due in self._dues:
+            try:
+                adopted = due.adopt_delay_queue()
+            except Exception as exc:  # Redis is down: the next start adopts them
+                count_redis_error(exc)
+                log.warning("could not look at %s's delay queue: %s", due.queue, exc)
+            else:
+                if adopted:
+                    log.warning("moved %d delay-queue messages to %s's due set", adopted, due.queue)
+        self._mover.start()
         self._beater.start()
         self._fetcher.start()
 
@@ -131,6 +149,7 @@ class Consumer:
         find the work idempotent, as after a crash.
         """
         self._stop.set()
+        self._mover.stop()
         self.broker.emit_before("worker_shutdown", self)
         deadline = time.monotonic() + timeout
         if self._busy and self._fetcher.is_alive():
@@ -269,18 +288,9 @@ class Consumer:
         return taken
 
     def _idle(self) -> None:
-        next_eta: int | None = None
-        for queue in self.queues:
-            delayed = self.worker.release_due(queue)
-            if delayed.released:
-                return
-            if delayed.next_eta_ms is not None:
-                next_eta = min(next_eta or delayed.next_eta_ms, delayed.next_eta_ms)
-        wait = self._idle_wait
-        if next_eta is not None:
-            wait = min(wait, max(0.01, (next_eta - current_millis()) / 1000))
-        # The blocking pop holds one pooled connection; the wait is its bound.
-        wait_for_wakeup(self.worker.redis, self._wake_keys, wait)
+        # The blocking pop holds one pooled connection; the wait is its bound. A due
+        # message moved onto a queue pushes a token here.
+        wait_for_wakeup(self.worker.redis, self._wake_keys, self._idle_wait)
 
     # -- running messages ------------------------------------------------------
 
@@ -375,6 +385,26 @@ class Consumer:
             count_redis_error(exc)
             log.warning("could not settle %d messages of %s: %s", len(held), queue, exc)
             self._hold(queue, held)
+
+
+_booted: weakref.WeakSet[dramatiq.Broker] = weakref.WeakSet()
+_booted_lock = threading.Lock()
+
+
+def _boot_process(broker: dramatiq.Broker) -> None:
+    """Emit the broker's process-boot hooks once per process, as Dramatiq's CLI does.
+
+    Middleware starts its threads there: TimeLimit's, which stops an actor
+    that outruns its `time_limit` (TimeLimitExceeded, raised in the job's
+    thread, fails the message like any error: its retries and the scheduler's
+    run record follow), and ShutdownNotifications'.
+    """
+    with _booted_lock:
+        if broker in _booted:
+            return
+        _booted.add(broker)
+    broker.emit_before("process_boot")
+    broker.emit_after("process_boot")
 
 
 def _log_failure(proxy: MessageProxy, error: BaseException) -> None:

@@ -28,15 +28,18 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dramatiq
+from dramatiq.common import current_millis, dq_name
 from redis import Redis
 from redis.exceptions import RedisError
 
 from tocsin.common import keys
-from tocsin.common.queue import WAKEUP_TOKENS_KEPT, encode_message, queue_keys
+from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, encode_message, queue_keys
 from tocsin.common.queue.wakeup import wait_for_wakeup
 from tocsin.common.telemetry import TRACEPARENT, current_traceparent
 
@@ -140,18 +143,57 @@ class DueTimes:
         """How many messages wait for their due time."""
         return int(self._redis.zcard(self.keys.entries))
 
+    def adopt_delay_queue(self, limit: int = 1000) -> int:
+        """Move what Dramatiq's own delay queue (`{queue}.DQ`) holds into the due set.
+
+        Nothing Tocsin runs writes there any more (`DueTimeBroker`), but a
+        message written before, or by a plain RedisBroker, is kept, due when its
+        `eta` said. Each is scheduled before it leaves the delay queue: a crash
+        in between runs it twice (handlers are idempotent), never not at all.
+        Returns how many moved.
+        """
+        delayed = queue_keys(dq_name(self.queue))
+        ids: list[Any] = self._redis.lrange(delayed.pending, 0, limit - 1)
+        if not ids:
+            return 0
+        datas: list[Any] = self._redis.hmget(delayed.messages, ids)
+        now = current_millis()
+        for redis_id, data in zip(ids, datas, strict=True):
+            if data is not None:
+                message = dramatiq.Message.decode(data)
+                eta = int(message.options.get("eta") or now)
+                options = {k: v for k, v in message.options.items() if k != "eta"}
+                undelayed = message.copy(queue_name=self.queue, options=options)
+                self.schedule_encoded(
+                    redis_id.decode(), undelayed.encode(), max(0, eta - now) / 1000
+                )
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.lrem(delayed.pending, 0, redis_id)
+            pipe.hdel(delayed.messages, redis_id)
+            pipe.execute()
+        return len(ids)
+
 
 class DueMover:
-    """A thread that moves one queue's due messages, sleeping until the next is due."""
+    """A thread that moves some queues' due messages, sleeping until the next is due.
+
+    Every `Consumer` runs one over the queues it consumes, so whatever consumes
+    a queue also moves its due messages.
+    """
 
     def __init__(
-        self, due: DueTimes, redis: Redis, *, max_sleep: float = MAX_SLEEP_SECONDS
+        self,
+        due: DueTimes | Sequence[DueTimes],
+        redis: Redis,
+        *,
+        max_sleep: float = MAX_SLEEP_SECONDS,
     ) -> None:
-        self._due = due
+        self._dues = [due] if isinstance(due, DueTimes) else list(due)
         self._redis = redis
         self._max_sleep = max_sleep
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.run, name=f"due-mover-{due.queue}", daemon=True)
+        queues = ",".join(d.queue for d in self._dues)
+        self._thread = threading.Thread(target=self.run, name=f"due-mover-{queues}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -161,17 +203,23 @@ class DueMover:
 
     def run(self) -> None:
         failing = False
+        queues = ",".join(d.queue for d in self._dues)
+        wake_keys = [d.keys.wake for d in self._dues]
         while not self._stop.is_set():
             try:
-                moved, wait = self._due.move()
-                if moved >= MOVE_BATCH:
+                sleep, backlog = self._max_sleep, False
+                for due in self._dues:
+                    moved, wait = due.move()
+                    backlog = backlog or moved >= MOVE_BATCH
+                    if wait is not None:
+                        sleep = min(sleep, wait)
+                if backlog:
                     continue
-                sleep = self._max_sleep if wait is None else min(self._max_sleep, wait)
                 if sleep > 0:
                     # Wakes early when a scheduling step pushes a token (a new earliest entry).
-                    wait_for_wakeup(self._redis, [self._due.keys.wake], sleep)
+                    wait_for_wakeup(self._redis, wake_keys, sleep)
                 if failing:
-                    log.info("due-time mover reconnected", extra={"queue": self._due.queue})
+                    log.info("due-time mover reconnected", extra={"queue": queues})
                     failing = False
             except Exception as exc:
                 # Never let the thread die: a mover that stopped would strand every timer.
@@ -180,7 +228,7 @@ class DueMover:
                         "due-time mover failed (%s); retrying",
                         "Redis unreachable" if isinstance(exc, RedisError) else "error",
                         exc_info=True,
-                        extra={"queue": self._due.queue},
+                        extra={"queue": queues},
                     )
                     failing = True
                 self._stop.wait(ERROR_PAUSE_SECONDS)

@@ -40,7 +40,8 @@ class QueueWakeup(Middleware):
 
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         client = getattr(broker, "client", None)
-        if client is None:
+        if client is None or delay:
+            # A delayed message wakes its consumers when its due-time mover moves it.
             return
         key = queue_keys(q_name(message.queue_name)).wakeup
         pipe = client.pipeline(transaction=False)

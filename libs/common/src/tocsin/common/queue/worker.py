@@ -1,4 +1,4 @@
-"""One worker's side of the queues: fetch, ack, requeue, dead-letter, recover, release.
+"""One worker's side of the queues: fetch, ack, requeue, dead-letter, recover.
 
 Every operation is one Lua script (`worker/*.lua`, each with its key layout in
 a header comment) over Dramatiq's own Redis layout, so a message enqueued by
@@ -9,8 +9,8 @@ tests (`tests/test_queue_contract.py`) hold both directions.
 What differs from Dramatiq's consumer is when things happen: messages are
 fetched and acked many at a time, a dead worker's messages are recovered on a
 clock (`recover`, every `Recovery.interval`) rather than on a random share of
-commands, and delayed messages stay in Redis until due (`release`) rather than
-in a consumer's memory, where a reconnect used to strand them.
+commands, and delayed messages are durable due-times (`queue.due`) rather than
+entries in a consumer's memory, where a reconnect used to strand them.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from importlib import resources
 from typing import Any
 
 import dramatiq
-from dramatiq.common import current_millis, dq_name
+from dramatiq.common import current_millis
 from redis import Redis
 
 from tocsin.common import keys
 from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, dead_letter_keys, queue_keys
 
-__all__ = ["DelayedMessages", "QueueWorker", "Recovery"]
+__all__ = ["QueueWorker", "Recovery"]
 
 
 def _script(redis: Redis, name: str) -> Any:
@@ -59,14 +59,6 @@ class Recovery:
         return min(2.0, self.timeout_ms / 4000)
 
 
-@dataclass(frozen=True, slots=True)
-class DelayedMessages:
-    """What a look at a delay queue found: how many were released, and the next due time."""
-
-    released: int
-    next_eta_ms: int | None
-
-
 class QueueWorker:
     """One worker id's view of the queues it consumes (see the module docstring)."""
 
@@ -91,7 +83,6 @@ class QueueWorker:
         self._requeue = _script(redis, "requeue")
         self._nack = _script(redis, "nack")
         self._recover = _script(redis, "recover")
-        self._release = _script(redis, "release")
 
     def acks_key(self, queue: str) -> str:
         """The set of messages of `queue` this worker fetched and has not acked."""
@@ -185,52 +176,3 @@ class QueueWorker:
     def leave(self) -> None:
         """Forget this worker's heartbeat (after requeueing what it held)."""
         self.redis.zrem(self._heartbeats, self.worker_id)
-
-    def release_due(self, queue: str, limit: int = 1000) -> DelayedMessages:
-        """Move the delayed messages of `queue` that are due onto it.
-
-        The delay queue is read, not fetched: a message stays in Redis until it
-        moves, so nothing delayed lives only in this process.
-        """
-        delayed = queue_keys(dq_name(queue))
-        ids: list[Any] = self.redis.lrange(delayed.pending, 0, limit - 1)
-        if not ids:
-            return DelayedMessages(0, None)
-        datas: list[Any] = self.redis.hmget(delayed.messages, ids)
-        now = current_millis()
-        due: list[Any] = []
-        next_eta: int | None = None
-        for redis_id, data in zip(ids, datas, strict=True):
-            if data is None:
-                continue
-            message = dramatiq.Message.decode(data)
-            eta = int(message.options.get("eta") or 0)
-            if eta > now:
-                next_eta = eta if next_eta is None else min(next_eta, eta)
-                continue
-            fresh: dramatiq.Message[Any] = dramatiq.Message(
-                queue_name=queue,
-                actor_name=message.actor_name,
-                args=message.args,
-                kwargs=message.kwargs,
-                options={k: v for k, v in message.options.items() if k != "eta"},
-                message_id=message.message_id,
-                message_timestamp=message.message_timestamp,
-            )
-            due += [redis_id, fresh.encode()]
-        released = 0
-        if due:
-            names = queue_keys(queue)
-            released = int(
-                self._release(
-                    keys=[
-                        delayed.pending,
-                        delayed.messages,
-                        names.pending,
-                        names.messages,
-                        names.wakeup,
-                    ],
-                    args=[WAKEUP_TOKENS_KEPT, *due],
-                )
-            )
-        return DelayedMessages(released, next_eta)

@@ -366,7 +366,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         lookups=context.pipelined,
     )
     read_records = PipelinedScript(context.pipelined, _RECORDS_LUA, fallback=context.redis)
-    record_prefix = keys.alert("")
+    record_prefix = keys.alert_prefix()
 
     @_guard(context, "read")
     async def list_endpoint(request: Request) -> Response:
@@ -384,7 +384,11 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         page, hit = await cache.get(normalised, [ALERTS_TAG], load)
         # Stored records are JSON already: joined by the script, then shown as
         # the view asks (a summary unless told otherwise).
-        records = bytes(await read_records(args=[record_prefix, page.ids])) if page.ids else b""
+        records = (
+            bytes(await read_records(args=[record_prefix, page.ids, keys.TAG_LENGTH]))
+            if page.ids
+            else b""
+        )
         records = render_records(records, view)
         return Response(
             b'{"alerts":[' + records + b"]," + page.rest,

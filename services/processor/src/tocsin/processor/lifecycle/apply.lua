@@ -5,12 +5,13 @@
 -- The publish step of tocsin.common (events/publish.lua) is prepended by the
 -- loader as `publish_event(KEYS, ARGV)`, so frames keep its exact format.
 --
--- KEYS (every key touched is declared):
---   1 {P}dedup:{fingerprint}   hash: the fingerprint state, `v` its version token
---   2 {P}applied:{message id}  string, NX with expiry (ARGV[2] = '': not checked)
+-- KEYS (every key touched is declared; {T} is the fingerprint's hash tag, so 1, 2,
+-- 4 and 5 share one Redis Cluster slot when the alert id was minted with it):
+--   1 {P}dedup:{T}fingerprint  hash: the fingerprint state, `v` its version token
+--   2 {P}applied:{T}message id string, NX with expiry (ARGV[2] = '': not checked)
 --   3 {P}silence:version       compared with ARGV[3] (ARGV[3] = '-': not checked)
---   4 {P}alert:{id}            the record
---   5 {P}timeline:{id}         list of transition entries, capped
+--   4 {P}alert:{T}id           the record
+--   5 {P}timeline:{T}id        list of transition entries, capped
 --   6 {P}open                  sorted set: unresolved ids by last_seen
 --   7 {P}resolve:due           sorted set: ids by the time they resolve by themselves
 --   8 {P}stats:minute:{m}      messages received in minute m

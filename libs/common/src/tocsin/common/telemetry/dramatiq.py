@@ -1,0 +1,110 @@
+"""Dramatiq middleware: PRODUCER spans around enqueues, CONSUMER spans around jobs.
+
+Span names and attributes follow the OpenTelemetry messaging conventions:
+`send {queue}` / `process {queue}` with `messaging.system`,
+`messaging.destination.name`, `messaging.operation.type` and
+`messaging.message.id`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.middleware import Middleware
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from tocsin.common.telemetry.propagation import TRACEPARENT
+from tocsin.common.telemetry.setup import TRACER_NAME
+
+__all__ = ["TracingMiddleware"]
+
+
+def _messaging_attributes(
+    message: dramatiq.Message[Any] | MessageProxy, operation: str
+) -> dict[str, Any]:
+    return {
+        "messaging.system": "dramatiq",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": message.queue_name,
+        "messaging.message.id": message.message_id,
+        "tocsin.actor": message.actor_name,
+        "tocsin.retries": int(message.options.get("retries", 0)),
+    }
+
+
+class TracingMiddleware(Middleware):
+    """PRODUCER spans around enqueues and CONSUMER spans around jobs, linked by traceparent.
+
+    A `traceparent` the sender put in the options becomes the PRODUCER span's
+    parent and is replaced by the span's own. A retried message (Retries sets
+    `retries` before re-enqueueing) keeps its options as they are, so every
+    attempt stays a child of the one original send.
+    """
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._sending: dict[str, Span] = {}
+        self._processing: dict[str, tuple[Span, object]] = {}
+
+    def before_enqueue(self, broker: Broker, message: dramatiq.Message[Any], delay: int) -> None:
+        if message.options.get("retries") and TRACEPARENT in message.options:
+            return
+        # A traceparent the sender put in the options is the parent; else the current span.
+        parent = propagate.extract(message.options) if TRACEPARENT in message.options else None
+        span = self._tracer.start_span(
+            f"send {message.queue_name}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes=_messaging_attributes(message, "send"),
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        message.options.update(carrier)
+        self._sending[message.message_id] = span
+
+    def after_enqueue(self, broker: Broker, message: dramatiq.Message[Any], delay: int) -> None:
+        span = self._sending.pop(message.message_id, None)
+        if span is not None:
+            if delay:
+                span.set_attribute("tocsin.delay_ms", delay)
+            span.end()
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        parent = propagate.extract(message.options)
+        span = self._tracer.start_span(
+            f"process {message.queue_name}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=_messaging_attributes(message, "process"),
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._processing[message.message_id] = (span, token)
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        entry = self._processing.pop(message.message_id, None)
+        if entry is None:
+            return
+        span, token = entry
+        if exception is not None:
+            span.record_exception(exception)
+            span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+        span.end()
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        entry = self._processing.get(message.message_id)
+        if entry is not None:
+            entry[0].set_attribute("tocsin.skipped", True)
+        self.after_process_message(broker, message)

@@ -1,0 +1,344 @@
+"""The accept pipeline: a producer request through authenticate -> read -> parse -> admit.
+
+Every producer endpoint runs the same four steps and differs only in its
+`Format` (how the body parses, how a refusal is worded). Each step is a method
+of `AcceptPipeline` that returns its value or raises `RefusedError` carrying a
+`Refusal` in no dialect; `ProducerEndpoint` answers the request with the
+accepted work's answer or with the format's rendering of the refusal.
+
+A 2xx leaves only after the admission script has put the message in Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import msgspec
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+from starlette.types import Receive, Scope, Send
+
+from tocsin.common import broker as queues
+from tocsin.common.models import InvalidBodyError
+from tocsin.common.pipelining import OutcomeUnknownError, RedisReplyError
+from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
+from tocsin.ingest.admission import Admission, Outcome, encode_message
+from tocsin.ingest.credentials import credential_of
+from tocsin.ingest.formats import Format, Refusal, RefusedError, Work
+from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
+from tocsin.ingest.producers import AuthError, Producer, ProducerAuth
+from tocsin.ingest.tracecontext import continue_trace
+
+__all__ = [
+    "AcceptPipeline",
+    "BodyTooLargeError",
+    "ClientGoneError",
+    "ProducerEndpoint",
+    "ProducerHeaders",
+    "producer_headers",
+    "read_body",
+]
+
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+class BodyTooLargeError(Exception):
+    """The request body is over the configured limit."""
+
+
+class ClientGoneError(Exception):
+    """The client disconnected before its body was read."""
+
+
+async def read_body(receive: Receive, limit: int, declared: str | None = None) -> bytes:
+    """Read the body from ASGI `receive`, refusing it as soon as it passes `limit` bytes.
+
+    A declared Content-Length over the limit is refused before any of the body is read.
+    """
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+@dataclass
+class ProducerHeaders:
+    """The request headers ingest reads, picked in one pass over the raw headers."""
+
+    authorization: str = ""
+    content_length: str | None = None
+    idempotency_key: str = ""
+    traceparent: str | None = None
+
+    @property
+    def bearer(self) -> str:
+        return credential_of(self.authorization)
+
+
+# ASGI servers deliver header names lower-cased.
+_WANTED_HEADERS = {
+    b"authorization": "authorization",
+    b"content-length": "content_length",
+    b"idempotency-key": "idempotency_key",
+    b"traceparent": "traceparent",
+}
+
+
+def producer_headers(raw: list[tuple[bytes, bytes]]) -> ProducerHeaders:
+    headers = ProducerHeaders()
+    for name, value in raw:
+        field_name = _WANTED_HEADERS.get(name)
+        if field_name is not None:
+            setattr(headers, field_name, value.decode("latin-1"))
+    return headers
+
+
+def _request_digest(fmt: Format, body: bytes) -> bytes:
+    """What an Idempotency-Key is bound to: the endpoint (its format) and the body."""
+    return hashlib.sha256(fmt.name.encode() + b"\n" + body).hexdigest().encode()
+
+
+class AcceptPipeline:
+    """The steps every producer request takes, over one producer auth and one admission."""
+
+    def __init__(self, auth: ProducerAuth, admission: Admission, *, backlog_retry_after: int):
+        self._auth = auth
+        self._admission = admission
+        self._backlog_retry_after = backlog_retry_after
+        # The counter's child per (format, producer), kept here rather than looked up
+        # through `labels()` (which validates and locks) on every request.
+        self._alerts_received: dict[tuple[str, str], Counter] = {}
+
+    async def accept(self, fmt: Format, scope: Scope, receive: Receive) -> tuple[Work, str, bool]:
+        """The work a request becomes, its traceparent, and whether it was a replay."""
+        headers = producer_headers(scope["headers"])
+        if len(headers.idempotency_key) > _MAX_IDEMPOTENCY_KEY:
+            raise RefusedError(
+                Refusal(
+                    fmt.invalid_status,
+                    "invalid",
+                    "Invalid request",
+                    f"Idempotency-Key is over {_MAX_IDEMPOTENCY_KEY} characters",
+                )
+            )
+        credential = headers.bearer
+        producer: Producer | None = None
+        # Authenticate before reading the body, unless the credential is inside it.
+        if credential or not fmt.credential_in_body:
+            producer = self.known(credential) or await self.authenticate(credential)
+        body = await self.read(fmt, receive, headers.content_length)
+        if producer is None:
+            try:
+                credential = fmt.body_credential(body)
+            except (InvalidBodyError, UnicodeDecodeError) as exc:
+                raise RefusedError(_invalid(fmt, exc)) from None
+            producer = await self.authenticate(credential)
+        # With tracing on, the message continues the request's PRODUCER span.
+        traceparent = current_traceparent() or continue_trace(headers.traceparent)
+        work = self.parse(fmt, body, producer)
+        if work.actor == queues.PROCESS_ALERTS_ACTOR and not work.alerts:
+            # An empty Alertmanager notification or push: nothing to queue, as Alertmanager.
+            return work, traceparent, False
+        work, replayed = await self.admit(
+            fmt, work, producer, traceparent, headers.idempotency_key, body
+        )
+        return work, traceparent, replayed
+
+    def known(self, credential: str) -> Producer | None:
+        """Step 1 when no Redis read is needed (see `ProducerAuth.known`), else `None`."""
+        try:
+            return self._auth.known(credential)
+        except AuthError as exc:
+            raise RefusedError(_unauthenticated(exc)) from None
+
+    async def authenticate(self, credential: str) -> Producer:
+        """Step 1: who sends (an API key or an `ingest`-scoped JWT)."""
+        try:
+            return await self._auth.authenticate(credential)
+        except AuthError as exc:
+            raise RefusedError(_unauthenticated(exc)) from None
+        except (RedisError, OSError) as exc:
+            raise RefusedError(
+                Refusal(
+                    503,
+                    "unavailable",
+                    "Service unavailable",
+                    f"credentials cannot be checked: {exc}",
+                    retry_after=1,
+                )
+            ) from None
+
+    async def read(self, fmt: Format, receive: Receive, declared: str | None) -> bytes:
+        """Step 2: the body, bounded by the format's limit."""
+        try:
+            return await read_body(receive, fmt.body_limit, declared)
+        except BodyTooLargeError:
+            raise RefusedError(
+                Refusal(
+                    413,
+                    "too_large",
+                    "Request body too large",
+                    f"the body is over {fmt.body_limit} bytes",
+                )
+            ) from None
+        except ClientGoneError:
+            raise RefusedError(Refusal(400, "invalid", "Client disconnected")) from None
+
+    def parse(self, fmt: Format, body: bytes, producer: Producer) -> Work:
+        """Step 3: the work the body becomes, in the format's terms."""
+        try:
+            return fmt.parse(body, producer)
+        except (InvalidBodyError, UnicodeDecodeError) as exc:
+            raise RefusedError(_invalid(fmt, exc)) from None
+
+    async def admit(
+        self,
+        fmt: Format,
+        work: Work,
+        producer: Producer,
+        traceparent: str,
+        idempotency_key: str,
+        body: bytes,
+    ) -> tuple[Work, bool]:
+        """Step 4: the work's message onto the alerts queue; the work as answered, and
+        whether the answer is a replay of an earlier request with the same key."""
+        message_id, message = encode_message(
+            queues.ALERTS_QUEUE, work.actor, work.args, {"traceparent": traceparent}
+        )
+        try:
+            verdict = await self._admission.admit(
+                producer.name,
+                message_id,
+                message,
+                cost=max(1, work.alerts),
+                answer=work.answer,
+                idempotency_key=idempotency_key,
+                request_digest=_request_digest(fmt, body) if idempotency_key else b"",
+            )
+        except OutcomeUnknownError as exc:
+            # Sent, then no answer: Redis may have enqueued it. Not a refusal (503):
+            # a retry with the same Idempotency-Key is safe, one without may count twice.
+            raise RefusedError(
+                Refusal(
+                    504,
+                    "outcome_unknown",
+                    "Outcome unknown",
+                    f"the queue did not answer after the request was sent ({exc}): it may "
+                    "have been accepted; retry with the same Idempotency-Key to be safe",
+                    retry_after=1,
+                )
+            ) from None
+        except (RedisError, RedisReplyError, OSError) as exc:
+            raise RefusedError(
+                Refusal(
+                    503,
+                    "unavailable",
+                    "Service unavailable",
+                    f"the queue is unreachable, nothing was enqueued: {exc}",
+                    retry_after=1,
+                )
+            ) from None
+        if verdict.outcome is Outcome.RATE_LIMITED:
+            raise RefusedError(
+                Refusal(
+                    429,
+                    "rate_limited",
+                    "Too many requests",
+                    f"the rate limit of producer {producer.name!r} is spent",
+                    retry_after=verdict.retry_after,
+                )
+            )
+        if verdict.outcome is Outcome.BACKLOGGED:
+            raise RefusedError(
+                Refusal(
+                    503,
+                    "backlog",
+                    "Backlog full",
+                    "the alerts queue is over its bound; retry later",
+                    retry_after=self._backlog_retry_after,
+                )
+            )
+        if verdict.outcome is Outcome.KEY_REUSED:
+            raise RefusedError(
+                Refusal(
+                    422,
+                    "idempotency_key_reused",
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was first sent with another request (endpoint or "
+                    "body); use a new key for a new request",
+                )
+            )
+        if verdict.outcome is Outcome.REPLAYED:
+            return msgspec.structs.replace(work, answer=verdict.replay), True
+        if work.alerts:
+            received = self._alerts_received.get((fmt.name, producer.name))
+            if received is None:
+                received = ALERTS_RECEIVED.labels(fmt.name, producer.name)
+                self._alerts_received[fmt.name, producer.name] = received
+            received.inc(work.alerts)
+        return work, False
+
+
+def _unauthenticated(exc: AuthError) -> Refusal:
+    if exc.status == 403:
+        return Refusal(exc.status, "forbidden", "Forbidden", f"{exc.code}: {exc}")
+    return Refusal(exc.status, "unauthenticated", "Unauthorized", f"{exc.code}: {exc}")
+
+
+def _invalid(fmt: Format, exc: InvalidBodyError | UnicodeDecodeError) -> Refusal:
+    if isinstance(exc, UnicodeDecodeError):
+        # msgspec reports invalid UTF-8 inside a JSON string this way, not as DecodeError.
+        return Refusal(400, "invalid", "Invalid request", f"the body is not valid UTF-8: {exc}")
+    return Refusal(fmt.invalid_status, "invalid", "Invalid request", str(exc), exc.errors)
+
+
+class ProducerEndpoint:
+    """One producer endpoint as a plain ASGI app: its format through the accept pipeline.
+
+    It answers from the ASGI scope directly, without Starlette's Request and
+    Response objects: this is the path every alert takes, so it stays short.
+    """
+
+    def __init__(self, fmt: Format, pipeline: AcceptPipeline) -> None:
+        self._format = fmt
+        self._pipeline = pipeline
+        self._duration = REQUEST_DURATION.labels(fmt.name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        fmt = self._format
+        try:
+            if tracing_enabled():
+                # The request's enqueue, as Dramatiq's tracing middleware would record it.
+                with producer_span(queues.ALERTS_QUEUE):
+                    work, traceparent, replayed = await self._pipeline.accept(fmt, scope, receive)
+            else:
+                work, traceparent, replayed = await self._pipeline.accept(fmt, scope, receive)
+        except RefusedError as refused:
+            REQUESTS_REJECTED.labels(fmt.name, refused.refusal.reason).inc()
+            await fmt.refusal_answer(refused.refusal)(scope, receive, send)
+        else:
+            headers = [
+                (b"content-length", b"%d" % len(work.answer)),
+                (b"traceparent", traceparent.encode()),
+            ]
+            if work.media_type:
+                headers.append((b"content-type", work.media_type))
+            if replayed:
+                headers.append((b"idempotent-replayed", b"true"))
+            await send({"type": "http.response.start", "status": work.status, "headers": headers})
+            await send({"type": "http.response.body", "body": work.answer})
+        self._duration.observe(time.perf_counter() - started)
