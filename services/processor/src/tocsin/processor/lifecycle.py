@@ -26,7 +26,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -136,25 +136,10 @@ def matching_labels(alert: QueuedAlert) -> dict[str, str]:
 class LifecycleConfig:
     """The lifecycle's settings: the rules' policy and what the apply step keeps."""
 
-    window: float = 300.0
-    flap_count: int = 4
-    flap_window: float = 600.0
+    policy: Policy = field(default_factory=Policy)
     applied_ttl: int = 86_400
     timeline_cap: int = 100
     stream_cap: int = 10_000
-    update_interval: float = 1.0
-    resolve_timeout: float = 300.0
-    alertmanager_resolve_timeout: float = 0.0
-
-    def policy(self) -> Policy:
-        return Policy(
-            window=self.window,
-            flap_count=self.flap_count,
-            flap_window=self.flap_window,
-            resolve_timeout=self.resolve_timeout,
-            alertmanager_resolve_timeout=self.alertmanager_resolve_timeout,
-            update_interval=self.update_interval,
-        )
 
 
 @dataclass(frozen=True)
@@ -220,7 +205,7 @@ class AlertLifecycle:
     ) -> None:
         self._redis = redis
         self._config = config
-        self._policy = config.policy()
+        self._policy = config.policy
         self._clock = clock or time.time
         # RESP chunks of what every call sends alike, encoded once.
         self._chunk = RespChunks()
