@@ -506,21 +506,8 @@ class AlertLifecycle:
         silence_version: str,
         now: float,
     ) -> _Call:
-        """`_decide`, noting the call in `calls` as the `n`th message's."""
-        call = self._decide(read, queued, silenced, trace, silence_version, now)
-        calls.append((n, call))
-        return call
-
-    def _decide(
-        self,
-        read: _Read,
-        queued: QueuedAlert,
-        silenced: bool,
-        trace: str,
-        silence_version: str,
-        now: float,
-    ) -> _Call:
-        """Decide one message from `read`, and move `read` on to what it leaves."""
+        """Decide the `n`th message from `read`, move `read` on to what it leaves, and
+        note the call in `calls`."""
         decision = decide_alert(read.record, read.state, queued, silenced, now, self._policy)
         expected = read.state.version
         previous_due = read.state.due
@@ -529,7 +516,7 @@ class AlertLifecycle:
             read.state = decision.state
             if decision.alert is not None and decision.alert.id == decision.state.alert_id:
                 read.record = decision.alert
-        return _Call(
+        call = _Call(
             decision,
             queued.fingerprint,
             expected,
@@ -540,6 +527,8 @@ class AlertLifecycle:
             counted=True,
             previous_due=previous_due,
         )
+        calls.append((n, call))
+        return call
 
     @staticmethod
     def _outcome(call: _Call, result: str) -> Outcome:
