@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import shutil
 import subprocess
@@ -90,10 +91,33 @@ def test_dev_overlay_runs_one_replica_each_with_debug_logs_and_its_own_redis() -
     for deployment in of_kind(objects, "Deployment"):
         assert deployment["spec"]["replicas"] == 1
     assert env_config(objects)["TOCSIN_LOG_LEVEL"] == "DEBUG"
-    assert env_config(objects)["REDIS_URL"] == "redis://redis:6379/0"
     redis = named(objects, "StatefulSet", "redis")
     assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
     assert of_kind(objects, "HorizontalPodAutoscaler") == []
+
+
+def test_dev_redis_requires_the_password_every_service_connects_with() -> None:
+    objects = render("dev")
+    (container,) = named(objects, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    env = {e["name"]: e for e in container["env"]}
+    # The readiness probe's valkey-cli authenticates with the same password.
+    assert env["REDISCLI_AUTH"]["value"] == "$(REDIS_PASSWORD)"
+    ref = env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    (secret,) = [s for s in of_kind(objects, "Secret") if s["metadata"]["name"] == ref["name"]]
+    password = base64.b64decode(secret["data"][ref["key"]]).decode()
+    assert len(password) >= 16
+    url = base64.b64decode(secret["data"]["url"]).decode()
+    assert url == f"redis://:{password}@redis:6379/0"
+    # No password-less URL is left where a service could pick it up.
+    assert "REDIS_URL" not in env_config(objects)
+    for service, deployment in tocsin_deployments(objects).items():
+        (service_container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (redis_url,) = [e for e in service_container["env"] if e["name"] == "REDIS_URL"]
+        assert redis_url["valueFrom"]["secretKeyRef"] == {"name": ref["name"], "key": "url"}, (
+            service
+        )
 
 
 def test_prod_overlay_scales_protects_and_uses_an_external_redis() -> None:

@@ -9,8 +9,10 @@ generously: it proves the loop was not frozen, it does not time the gateway)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import pathlib
 import threading
 import time
 
@@ -32,8 +34,9 @@ from tests.hostile import (
     rss,
     upgrade,
 )
-from tests.support import metric, wait_until
+from tests.support import RawWebSocket, metric, wait_until
 
+from tocsin.client import Backoff, EventStream
 from tocsin.common.events import EventPublisher
 
 pytestmark = pytest.mark.integration
@@ -91,6 +94,24 @@ def test_a_ping_flood_from_a_client_that_never_reads_stalls_only_that_client(
     conn.close()
 
 
+def test_an_unauthenticated_socket_whose_pongs_back_up_is_still_dropped_at_its_auth_timeout(
+    start_service,
+) -> None:
+    gateway = start_service(
+        "gateway",
+        TOCSIN_AUTH_TIMEOUT="1",
+        TOCSIN_CLOSE_TIMEOUT="1",
+        TOCSIN_READ_RATE_BYTES="0",  # no read budget: the pongs back up at once
+    )
+    conn, status, _ = upgrade(gateway.port, receive_buffer=4096)
+    assert status == 101
+    client = conn.getsockname()
+    flood(conn, client_frame(PING, b"p" * 125) * 8000, 200 * MiB)
+    # Its error frame and close cannot be written; it was held for ever before.
+    wait_until(lambda: _send_queue(gateway.port, client) is None, timeout=30)
+    conn.close()
+
+
 def test_never_reading_subscribers_closed_as_slow_consumers_give_their_slots_back(
     start_service, redis_server, user_token
 ) -> None:
@@ -140,29 +161,30 @@ def test_sockets_waiting_to_authenticate_count_against_the_limit_and_have_their_
     )
 
     def refused(target: str = "/ws") -> int:
-        conn, status, rest = upgrade(gateway.port, target)
-        assert status == 101
-        code, _ = ServerFrames(conn, rest).close_code()
+        # A full gateway refuses the upgrade itself: 503 and when to try again.
+        conn = RawWebSocket(gateway.port, target)
         conn.close()
-        return code
+        if conn.status == 503:
+            assert "retry-after: 2" in conn.head.lower()
+        return conn.status
 
     waiting = [upgrade(gateway.port) for _ in range(3)]
     assert all(status == 101 for _, status, _ in waiting)
     # The fourth unauthenticated socket is over their own cap.
-    wait_until(lambda: refused() == 4004, what="a fourth unauthenticated socket refused")
+    wait_until(lambda: refused() == 503, what="a fourth unauthenticated socket refused")
     welcomed = []
     for _ in range(2):
         conn, _, rest = upgrade(gateway.port, f"/ws?token={user_token()}")
         ServerFrames(conn, rest).message("welcome")
         welcomed.append(conn)
     # 3 waiting + 2 sessions = the limit of 5: the waiting ones count.
-    assert refused(f"/ws?token={user_token()}") == 4004
+    assert refused(f"/ws?token={user_token()}") == 503
     for conn, _, rest in waiting:
         auth = json.dumps({"type": "auth", "token": user_token()}).encode()
         conn.sendall(client_frame(TEXT, auth))
         ServerFrames(conn, rest).message("welcome")
-    assert refused() == 4004
-    assert refused(f"/ws?token={user_token()}") == 4004
+    assert refused() == 503
+    assert refused(f"/ws?token={user_token()}") == 503
     assert metric(gateway.url, "tocsin_ws_connections") == 5
     assert metric(gateway.url, "tocsin_ws_limit_breaches_total", limit="unauthenticated") >= 1
     for conn in [*welcomed, *(c for c, _, _ in waiting)]:
@@ -246,3 +268,73 @@ def test_http_requests_too_large_or_too_slow_are_answered_and_closed(start_servi
     served.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert http_answer(idle, timeout=15) == (0, b"")
     assert http_answer(served, timeout=15)[0] == 200
+
+
+def _send_queue(port: int, client: tuple[str, int]) -> int | None:
+    """Bytes the server's end of the connection from `client` holds unsent or unacknowledged
+    in the kernel (/proc/net/tcp's tx_queue), or None once that connection is gone."""
+    host = "0100007F"  # 127.0.0.1, as the kernel prints it
+    local = f"{host}:{port:04X}"
+    remote = f"{host}:{client[1]:04X}"
+    for line in pathlib.Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote and fields[3] == "01":  # ESTABLISHED
+            return int(fields[4].split(":")[0], 16)
+    return None
+
+
+def test_a_client_that_never_reads_its_answers_is_dropped_after_the_send_timeout(
+    start_service,
+) -> None:
+    gateway = start_service("gateway", TOCSIN_HTTP_SEND_TIMEOUT="1")
+    greedy = connect(gateway.port, receive_buffer=4096)
+    client = greedy.getsockname()
+    # Requests for the OpenAPI document (30 KB), a few at a time, answers never read,
+    # until the kernel holds no more of them: the answers then wait on the client,
+    # which held them (and the connection) for ever before. Few enough at a time that
+    # the pipelining bound never applies.
+    request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"
+    queued = -1
+    for _ in range(200):
+        greedy.sendall(request * 4)
+        time.sleep(0.2)
+        now = _send_queue(gateway.port, client)
+        assert now is not None, "dropped before its answers filled the buffers"
+        if now == queued:
+            break
+        queued = now
+    else:
+        raise AssertionError("the kernel kept taking answers")
+    # Generous: the timeout is 1 s; a loaded machine must not fail this.
+    wait_until(lambda: _send_queue(gateway.port, client) is None, timeout=20)
+    # A client that reads gets its answer as before.
+    assert httpx.get(f"{gateway.url}/openapi.json", timeout=10).status_code == 200
+    greedy.close()
+
+
+async def test_the_sdk_refused_by_a_full_gateway_waits_its_retry_after_then_connects(
+    start_service, user_token
+) -> None:
+    gateway = start_service("gateway", TOCSIN_MAX_CONNECTIONS="1")
+    held = RawWebSocket(gateway.port, f"/ws?token={user_token()}")
+    held.next_message("welcome")
+    # A back-off of a millisecond would retry hundreds of times a second; the 503's
+    # Retry-After (2 s) holds the client back instead.
+    stream = EventStream(gateway.ws_url, user_token(), backoff=Backoff(base=0.001, cap=0.001))
+    events = stream.events()
+    first = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(1.0)
+    assert stream.reconnects == 1
+    held.close()
+
+    def connections() -> float:
+        return metric(gateway.url, "tocsin_ws_connections")
+
+    # Once there is room, its next attempt connects.
+    await asyncio.to_thread(wait_until, lambda: connections() == 0, 10.0, "the room")
+    await asyncio.to_thread(wait_until, lambda: connections() == 1, 15.0, "the SDK to connect")
+    assert stream.reconnects <= 3
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    await events.aclose()

@@ -22,7 +22,7 @@ or got twice. Phases, each printing its figures beside what the sizing guide
    reads it served, handshake p99 on the survivors, latency of the sockets that stayed.
    When the survivors cannot hold every socket (the descriptor bound), the killed
    gateway is restarted on its port, as Kubernetes restarts a pod, and sockets that
-   find the survivors full (4004) back off and try again.
+   find the survivors full (HTTP 503) wait its Retry-After, back off and try again.
 
 Parameters (environment): BENCH_SCALE_SOCKETS (99,000: five gateways of 19,800
 sockets, the most the descriptor bound leaves), BENCH_SCALE_GATEWAYS (5),
@@ -64,6 +64,7 @@ from tests.load import capacity
 from tests.load.harness import SocketClient, run_load, service
 from tests.load.scale_metrics import Histogram, Tally, percentile
 from tocsin.client import Backoff
+from tocsin.client._stream import _retry_after as _sdk_retry_after
 from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
 
@@ -127,6 +128,15 @@ OFFSET_AFTER_CHANNEL = len('","offset":')
 PONG = bytes([0x8A, 0x80]) + b"\0\0\0\0"  # an empty pong, masked with a zero mask
 
 
+def _retry_after(head: bytes) -> float:
+    """The `Retry-After` seconds of a refusal's head, as the SDK reads them."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"retry-after":
+            return _sdk_retry_after(value.strip().decode("latin-1"))
+    return 0.0
+
+
 class Subscriber:
     """One logical client across its connections: channels, positions, gateway URLs."""
 
@@ -141,6 +151,7 @@ class Subscriber:
         "port",
         "ports",
         "resuming",
+        "retry_after",
         "sample",
         "steady",
         "token",
@@ -152,6 +163,8 @@ class Subscriber:
         self.ports = ports  # home gateway first, then the others in order
         self.port = 0  # the gateway it is connected to
         self.attempt = 0
+        # A full gateway's 503 says how long to wait; the SDK waits that, then backs off.
+        self.retry_after = 0.0
         self.token = token
         self.offsets = [0, 0]
         self.epochs = ["", ""]
@@ -186,6 +199,8 @@ class Connection(SocketClient):
             if not buffer.startswith(b"HTTP/1.1 101"):
                 assert self.fleet is not None
                 self.fleet.refusals[buffer[9:12].decode(errors="replace")] += 1
+                if self.subscriber is not None:
+                    self.subscriber.retry_after = _retry_after(buffer[:end])
                 self._buffer = b""
                 self._close()
                 return
@@ -374,7 +389,8 @@ class Fleet:
         # The SDK's policy: back off with full jitter, then try the next gateway URL.
         backoff = Backoff()
         while self.running:
-            await asyncio.sleep(backoff.next_delay())
+            await asyncio.sleep(subscriber.retry_after + backoff.next_delay())
+            subscriber.retry_after = 0.0
             subscriber.attempt += 1
             port = subscriber.ports[subscriber.attempt % len(subscriber.ports)]
             try:

@@ -271,22 +271,83 @@ async def test_nothing_is_queued_after_the_close_and_a_peer_that_never_answers_i
 
 async def test_a_socket_past_its_read_budget_is_not_read_until_the_budget_refills() -> None:
     transport = RecordingTransport()
-    socket = await _accepted(transport, 1024, read_rate=1000, read_burst=1000)
+    # Each frame costs its bytes plus 1 KiB (parsing a frame costs the same at any size).
+    socket = await _accepted(transport, 1024, read_rate=10_000, read_burst=10 * 1124)
     ping = client_frame(PING, b"p" * 94)  # 100 bytes on the wire
     for _ in range(9):
         socket.data_received(ping)
     assert transport.reading, "within the burst"
     socket.data_received(ping * 3)
     assert not transport.reading, "past the burst"
-    # About 200 bytes overdrawn at 1,000 bytes/s: reading resumes some 0.2 s later.
+    # About 2,250 bytes overdrawn at 10,000 bytes/s: reading resumes some 0.2 s later.
     await asyncio.sleep(0.6)
     assert transport.reading
 
 
-async def test_the_pongs_to_one_read_of_pings_leave_in_one_write() -> None:
+async def test_the_pongs_to_one_batch_of_pings_leave_in_one_write() -> None:
     transport = RecordingTransport()
     socket = await _accepted(transport, 1024)
     writes: list[bytes] = []
     transport.write = writes.append  # type: ignore[method-assign]
-    socket.data_received(client_frame(PING, b"x") * 100)
-    assert writes == [(bytes((0x80 | PONG, 1)) + b"x") * 100]
+    socket.data_received(client_frame(PING, b"x") * 50)
+    assert writes == [(bytes((0x80 | PONG, 1)) + b"x") * 50]
+
+
+async def test_a_read_of_many_frames_is_parsed_a_bounded_share_per_loop_turn() -> None:
+    # Two floods of 2,000 pings each, read in the same turn: each socket parses one
+    # share now, stops reading, and the rest follows turn after turn, every ping answered.
+    pong = bytes((0x80 | PONG, 1)) + b"x"
+    floods = [RecordingTransport(), RecordingTransport()]
+    sockets = [await _accepted(transport, 1024) for transport in floods]
+    before = [len(transport.written) for transport in floods]
+    for socket in sockets:
+        socket.data_received(client_frame(PING, b"x") * 2000)
+    for transport, start in zip(floods, before, strict=True):
+        assert 0 < len(transport.written) - start <= 64 * len(pong)
+        assert not transport.reading
+    turns = 0
+    while not all(t.reading for t in floods) and turns < 1000:
+        await asyncio.sleep(0)
+        turns += 1
+    for transport, start in zip(floods, before, strict=True):
+        assert transport.written[start:] == pong * 2000
+        assert transport.reading
+    # 4,000 frames at most 1,024 a turn (one turn may be taken by the first reads).
+    assert turns >= 3
+
+
+@given(
+    frames=st.lists(st.binary(max_size=40), min_size=1, max_size=60),
+    limit=st.integers(min_value=1, max_value=10),
+)
+def test_a_frame_limit_per_call_changes_no_message(frames: list[bytes], limit: int) -> None:
+    wire = b"".join(client_frame(TEXT, payload) for payload in frames)
+    reader = FrameReader(max_size=1024)
+    received = reader.feed(wire, limit)
+    assert len(received) <= limit
+    while reader.more:
+        received += reader.feed(b"", limit)
+    assert received == [(TEXT, payload) for payload in frames]
+
+
+async def test_connections_arriving_at_once_start_a_bounded_share_per_loop_turn() -> None:
+    started: list[int] = []
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        started.append(scope["n"])
+        await send({"type": "websocket.close"})
+
+    state = ServerState()
+    timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=0.05)
+    sockets = [
+        SocketProtocol(RecordingTransport(), b"dGhlIHNhbXBsZSBub25jZQ==", state, timings, 1024)
+        for _ in range(100)
+    ]
+    for n, socket in enumerate(sockets):
+        socket.start(application, {"type": "websocket", "n": n})
+    # 100 upgrades answered in one turn: 32 applications start in it, the rest later.
+    assert len(state.connections) == 32
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sorted(started) == list(range(100))

@@ -136,6 +136,8 @@ class EventStream:
         while True:
             url = self._urls[attempt % len(self._urls)]
             attempt += 1
+            # A full gateway refuses the upgrade with 503 and says how long to wait.
+            wait_at_least = 0.0
             try:
                 async for event in self._session(url):
                     yield event
@@ -144,10 +146,13 @@ class EventStream:
                 reason = exc.rcvd.reason if exc.rcvd else ""
                 self.close_codes.append(code)
                 self._raise_if_fatal(code, reason)
+            except websockets.InvalidStatus as exc:
+                self.close_codes.append(1006)
+                wait_at_least = _retry_after(exc.response.headers.get("Retry-After"))
             except (TimeoutError, OSError, websockets.InvalidHandshake, json.JSONDecodeError):
                 self.close_codes.append(1006)
             self.reconnects += 1
-            await asyncio.sleep(self._backoff.next_delay())
+            await asyncio.sleep(wait_at_least + self._backoff.next_delay())
 
     def _raise_if_fatal(self, code: int, reason: str) -> None:
         if code == TOKEN_EXPIRED and isinstance(self._token, str):
@@ -216,3 +221,11 @@ class EventStream:
             outcome = self._on_reset(reset)
             if inspect.isawaitable(outcome):
                 await outcome
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds a `Retry-After` header asks for (delay-seconds only; capped at a minute)."""
+    try:
+        return min(60.0, max(0.0, float(value))) if value else 0.0
+    except ValueError:
+        return 0.0

@@ -12,6 +12,10 @@ a URL can be 32 MiB long, and a client that sends a byte now and then
   then the connection closes;
 - an idle (keep-alive) timeout between requests, which also applies before a
   connection's first request; bytes that start no request do not reset it;
+- a send timeout: a connection whose answer has waited on the client (the
+  transport's writes paused, the application's send blocked) for longer is
+  dropped, so a client that never reads cannot hold an answer, its buffers and
+  the task writing it for ever;
 - at most `_MAX_PIPELINED` requests waiting behind the one being answered (httptools
   parses every request a read holds, and uvicorn queues them all): a client
   that sends more before reading its answers is dropped, since answers must
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from typing import Any, ClassVar
 
 import httptools
@@ -72,7 +77,9 @@ class HttpServerSettings(CommonSettings):
     http_max_url_bytes: int = setting(8_192, "Longest HTTP request URL, in bytes (414 beyond).")
     http_max_headers: int = setting(100, "Most header fields in one HTTP request (431 beyond).")
     http_head_timeout: float = setting(
-        10.0, "Seconds from an HTTP request's first byte to the end of its headers (408 beyond)."
+        10.0,
+        "Seconds from an HTTP request's first byte to the end of its headers (408 beyond; "
+        "each request up to a quarter more, at random).",
     )
     http_body_timeout: float = setting(
         30.0, "Seconds from the end of an HTTP request's headers to the end of its body (408)."
@@ -81,6 +88,11 @@ class HttpServerSettings(CommonSettings):
         120.0,
         "Seconds an idle HTTP connection is kept open, between requests and before the first "
         "(longer than client pools keep idle connections: Go's 90 s, so Prometheus's).",
+    )
+    http_send_timeout: float = setting(
+        30.0,
+        "Seconds an HTTP answer may wait on a client that does not read it (writes paused) "
+        "before the connection is dropped.",
     )
 
     def http_limits(self) -> HttpLimits:
@@ -91,6 +103,7 @@ class HttpServerSettings(CommonSettings):
             head_timeout=self.http_head_timeout,
             body_timeout=self.http_body_timeout,
             keepalive_timeout=self.http_keepalive_timeout,
+            send_timeout=self.http_send_timeout,
         )
 
 
@@ -104,6 +117,7 @@ class HttpLimits:
     head_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 120.0
+    send_timeout: float = 30.0
 
 
 class _PipelineOverflowError(Exception):
@@ -136,6 +150,8 @@ class LimitedHttpToolsProtocol(ServerProtocol):
         # (uvicorn types it as int; it only ever hands it to `call_later`).
         self.timeout_keep_alive = self.limits.keepalive_timeout  # type: ignore[assignment]
         self._deadline: asyncio.TimerHandle | None = None
+        # Armed while the transport's writes are paused (see `pause_writing`).
+        self._send_deadline: asyncio.TimerHandle | None = None
         # Bytes received since the current request's head began (or since the last one ended).
         self._head_bytes = 0
         self._awaiting_head = True
@@ -150,7 +166,29 @@ class LimitedHttpToolsProtocol(ServerProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._end_send_wait()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        # The client is not reading what it was sent: give it `send_timeout` to start.
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(self.limits.send_timeout, self._send_expired)
+
+    def resume_writing(self) -> None:
+        self._end_send_wait()
+        super().resume_writing()
+
+    def _end_send_wait(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _send_expired(self) -> None:
+        # Nothing more can reach a client that reads nothing; the application's
+        # blocked send then learns of the loss and its task ends.
+        self._send_deadline = None
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         # As uvicorn's, except that only the start of a request resets the idle timer.
@@ -173,6 +211,7 @@ class LimitedHttpToolsProtocol(ServerProtocol):
             return
         except httptools.HttpParserUpgrade:
             self._disarm()
+            self._end_send_wait()
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
@@ -191,7 +230,9 @@ class LimitedHttpToolsProtocol(ServerProtocol):
         self._unset_keepalive_if_required()
         self._header_count = 0
         self._head_size = 0
-        self._arm(self.limits.head_timeout, self._head_expired)
+        # Up to a quarter longer, at random: connections opened together (slowloris) would
+        # otherwise all be answered 408 in the same loop turn.
+        self._arm(self.limits.head_timeout * (1 + random.random() / 4), self._head_expired)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)

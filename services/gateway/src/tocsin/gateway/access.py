@@ -24,9 +24,13 @@ class ChannelGrant:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        self._regex = _compile(self.patterns)
+        # `*` alone matches every name: most tokens (the claim's default) skip the regex.
+        self._everything = "*" in self.patterns
+        self._regex = None if self._everything else _compile(self.patterns)
 
     def allows(self, channel: str) -> bool:
+        if self._everything:
+            return True
         return self._regex is not None and self._regex.fullmatch(channel)
 
 

@@ -8,13 +8,17 @@ for reading alerts), then hands it to a `Session`.
 A socket counts against `TOCSIN_MAX_CONNECTIONS` from its admission on, not
 only once authenticated; sockets waiting for their `auth` frame also have
 their own, smaller cap (`TOCSIN_MAX_UNAUTHENTICATED`), so upgrades that never
-authenticate cannot crowd out the clients that do.
+authenticate cannot crowd out the clients that do. A full gateway refuses the
+upgrade itself (HTTP 503 with Retry-After), before any WebSocket exists: in a
+reconnect storm an accept, an error frame and a close handshake per refused
+client cost the full gateway as much as a connect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from importlib import resources
 from urllib.parse import parse_qs
@@ -53,6 +57,10 @@ CLIENT_SCRIPT_PATH = "/sdk/tocsin-client.js"
 SOCKET_PATH = "/ws"
 
 _auth_decoder = msgspec.json.Decoder(dict[str, object])
+# The refusal of a full gateway, and how long its client should wait before trying again
+# (the SDK adds its jittered back-off, so a storm does not come back at once).
+_FULL = CloseCode.TOO_MANY_CONNECTIONS.reason
+_FULL_RETRY_AFTER = 2
 _CONSOLE_MEDIA = {"js": "text/javascript", "css": "text/css"}
 
 
@@ -102,12 +110,12 @@ class SocketEndpoint:
             return
         if len(node.sessions) + node.unauthenticated >= settings.max_connections:
             node.stats.limit_breaches["connections"] += 1
-            await self._accept_and_close(scope, send, CloseCode.TOO_MANY_CONNECTIONS)
+            await self._deny(scope, send, 503, _FULL, retry_after=_FULL_RETRY_AFTER)
             return
         token = _token_at_upgrade(scope)
         if not token and node.unauthenticated >= settings.max_unauthenticated:
             node.stats.limit_breaches["unauthenticated"] += 1
-            await self._accept_and_close(scope, send, CloseCode.TOO_MANY_CONNECTIONS)
+            await self._deny(scope, send, 503, _FULL, retry_after=_FULL_RETRY_AFTER)
             return
         await send({"type": "websocket.accept", "subprotocol": self._subprotocol(scope)})
         if not token:
@@ -156,7 +164,10 @@ class SocketEndpoint:
     async def _token_from_auth_frame(self, receive: Receive) -> str | None:
         """The token of the first frame, `{"type": "auth", "token": ...}`, if it comes in time."""
         try:
-            message = await asyncio.wait_for(receive(), self._node.settings.auth_timeout)
+            # Up to a quarter longer, at random: sockets that connected together (a wave
+            # of hostile upgrades) would otherwise all time out in the same loop turn.
+            timeout = self._node.settings.auth_timeout * (1 + random.random() / 4)
+            message = await asyncio.wait_for(receive(), timeout)
         except TimeoutError:
             return None
         raw = message.get("text") or message.get("bytes") or ""
@@ -172,9 +183,13 @@ class SocketEndpoint:
     async def _close(self, send: Send, code: CloseCode, error: str, message: str) -> None:
         """Tell the client why (an `error` frame with the precise code), then close."""
         self._node.stats.disconnects[code.reason] += 1
+        # Bounded: a client that reads nothing (its pongs backed up) would hold the send,
+        # and the socket, for ever; past the close timeout the endpoint returns and the
+        # server side drops the connection.
         with contextlib.suppress(Exception):
-            await send({"type": "websocket.send", "text": error_frame(error, message)})
-            await send({"type": "websocket.close", "code": int(code), "reason": code.reason})
+            async with asyncio.timeout(self._node.settings.close_timeout):
+                await send({"type": "websocket.send", "text": error_frame(error, message)})
+                await send({"type": "websocket.close", "code": int(code), "reason": code.reason})
 
     async def _accept_and_close(self, scope: Scope, send: Send, code: CloseCode) -> None:
         # Accepting first lets browsers see the close code, which a refused
@@ -182,14 +197,19 @@ class SocketEndpoint:
         await send({"type": "websocket.accept", "subprotocol": self._subprotocol(scope)})
         await self._close(send, code, code.reason, code.reason)
 
-    async def _deny(self, scope: Scope, send: Send, status: int, reason: str) -> None:
+    async def _deny(
+        self, scope: Scope, send: Send, status: int, reason: str, *, retry_after: int = 1
+    ) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):
             body = reason.encode()
             await send(
                 {
                     "type": "websocket.http.response.start",
                     "status": status,
-                    "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"1")],
+                    "headers": [
+                        (b"content-type", b"text/plain"),
+                        (b"retry-after", str(retry_after).encode()),
+                    ],
                 }
             )
             await send({"type": "websocket.http.response.body", "body": body})

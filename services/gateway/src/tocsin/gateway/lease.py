@@ -10,9 +10,8 @@ close.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from tocsin.common.auth import Claims, TokenError, TokenVerifier
 from tocsin.gateway.access import ChannelGrant
@@ -30,8 +29,12 @@ class LeaseHolder(Protocol):
 
 
 def _slim(claims: Claims) -> Claims:
-    """The claims a session keeps for its whole life, without the raw token payload."""
-    return dataclasses.replace(claims, raw={})
+    """The claims a socket keeps for its whole life, without the raw token payload."""
+    return Claims(claims.subject, claims.scopes, claims.channels, claims.expires_at, _NO_RAW)
+
+
+# Shared by every socket's slim claims (Claims.raw is never mutated).
+_NO_RAW: dict[str, Any] = {}
 
 
 class TokenLease:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import time
 import uuid
@@ -39,6 +40,11 @@ from tocsin.gateway.wire import WIRE_EXTENSION, Wire
 __all__ = ["Session", "SessionState", "wire_of"]
 
 log = logging.getLogger(__name__)
+
+# Connection ids: unique in the process after a random prefix, unique across processes
+# by it; a uuid4 per connect cost a urandom call and a UUID object.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count()
 
 # Closes that say nothing about Tocsin's health (see the health score's disconnect rate).
 _ORDINARY_DISCONNECTS = frozenset({"client_closed", "server_restart", "token_expired"})
@@ -98,7 +104,7 @@ class Session(Outbox):
             warning=settings.token_warning,
             grace=settings.token_grace,
         )
-        self.id = uuid.uuid4().hex
+        self.id = f"{_ID_PREFIX}{next(_ids):016x}"
         self.positions: dict[str, Position] = {}
         self._receive = receive
         self._serving: asyncio.Task[Any] | None = None

@@ -42,13 +42,17 @@ class GatewaySettings(TlsSettings, HttpServerSettings):
     )
     read_rate_bytes: int = setting(
         65_536,
-        "Bytes a second each socket may send on average; beyond, the gateway stops reading "
-        "it until the budget refills (0: no limit).",
+        "Bytes a second each socket may send on average, each frame counting 1 KiB more; "
+        "beyond, the gateway stops reading it until the budget refills (0: no limit).",
     )
     read_burst_bytes: int = setting(
         262_144, "Bytes a socket may send at once before `TOCSIN_READ_RATE_BYTES` applies."
     )
-    auth_timeout: float = setting(10.0, "Seconds a socket may take to send its `auth` frame.")
+    auth_timeout: float = setting(
+        10.0,
+        "Seconds a socket may take to send its `auth` frame (each socket up to a quarter "
+        "more, at random, so that sockets opened together do not time out together).",
+    )
     heartbeat_interval: float = setting(25.0, "Seconds between WebSocket pings to each socket.")
     heartbeat_timeout: float = setting(10.0, "Seconds to wait for a pong before closing.")
     token_warning: float = setting(

@@ -15,7 +15,10 @@ version other than 13); an unmasked or otherwise malformed frame closes with
 1002, text that is not UTF-8 with 1007, a message above the size limit with
 1009, all before any of it reaches the application. Pings go out every
 `heartbeat_interval` counted from the last pong; no pong within
-`heartbeat_timeout` closes with `4002 heartbeat_timeout`.
+`heartbeat_timeout` closes with `4002 heartbeat_timeout`, not counting the time
+the gateway's own event loop ran late meanwhile (`LoopLag`): a saturated gateway
+reads pongs late, and closing those clients for it turned saturation into a
+cascade of reconnects.
 
 A hostile client holds little: messages read ahead of the application are
 bounded in count and bytes (reading pauses past them, so TCP slows the
@@ -24,6 +27,9 @@ a client that sends pings and never reads its pongs stalls itself; nothing is
 queued for the application after the server's close; and a transport that has
 not finished closing `close_timeout` after it was asked to is aborted, so a
 peer that never reads cannot keep a closed socket (or its session) alive.
+One loop turn does a bounded share of each socket's work (`TurnShare`): frames
+parsed, applications started. 200 ping floods or 200 reconnects arriving in the
+same turn otherwise held the loop for a third of a second.
 
 The framing itself (RFC 6455 parsing and building, no I/O) is `rfc6455.py`;
 uvicorn's internals are reached through `tocsin.common.uvicorn_shim`. What
@@ -36,8 +42,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -90,14 +98,127 @@ _READ_AHEAD = 64
 _READ_AHEAD_BYTES = 1 << 20
 _READ_RESUME = 16
 _READ_RESUME_BYTES = _READ_AHEAD_BYTES // 4
+# Frames one socket's read is parsed in at a time, and all sockets together in one loop
+# turn: a read may hold 256 KiB, 2,000 pings, and 200 ping floods arriving in the same
+# turn held the loop for a third of a second. Past either bound the rest waits its turn.
+_FRAMES_PER_CALL = 64
+_FRAMES_PER_TURN = 1024
+# Applications (the endpoint: token, admission, session) started per loop turn: 200
+# clients refused or timed out at once reconnect at once, and each start costs
+# about 0.2 ms.
+_STARTS_PER_TURN = 32
+# What each frame costs the read budget besides its bytes: parsing a frame costs the
+# same whatever its size, and a flood of 131-byte pings cost 8 times the CPU per
+# budgeted byte of 60 KiB messages. Dashboards send a few frames a minute.
+_FRAME_COST = 1024
+# How often the loop's lateness is sampled, the lateness a sample ignores (timer
+# granularity), and the lag a waiting pong is forgiven once it exceeds.
+_LAG_SAMPLE = 0.1
+_LAG_NOISE = 0.005
+_LAG_FORGIVEN = 0.25
+
+
+class LoopLag:
+    """The time this process's event loop has run late, summed (seconds).
+
+    One timer samples it every `_LAG_SAMPLE` seconds: how much later than due the
+    sample ran is time the loop spent on other work. A socket notes `total` when
+    it sends a ping and extends the pong's deadline by what accrued meanwhile.
+    """
+
+    __slots__ = ("_due", "_loop", "total")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._due = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self) -> float:
+        """The lag so far (sampling starts on the first call in a loop)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._due = loop.time() + _LAG_SAMPLE
+            loop.call_at(self._due, self._sample, loop)
+        return self.total
+
+    def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop or loop.is_closed():
+            return
+        now = loop.time()
+        late = now - self._due
+        if late > _LAG_NOISE:
+            self.total += late
+        self._due = now + _LAG_SAMPLE
+        loop.call_at(self._due, self._sample, loop)
+
+
+class TurnShare:
+    """Work of one kind shared out per loop turn, first come first served.
+
+    Whoever gets `share()` units now does that much, `spend`s it, and if more is
+    left to do, `wait`s in line; each turn serves the line until the turn's
+    units are spent. However many sockets flood (or connect) at once, one turn
+    does a bounded amount of it, and the rest follows in the turns after,
+    between the other sockets' work.
+    """
+
+    __slots__ = ("_line", "_loop", "_scheduled", "left", "per_call", "per_turn")
+
+    def __init__(self, per_turn: int, per_call: int) -> None:
+        self.per_turn = per_turn
+        self.per_call = per_call
+        self.left = per_turn
+        self._line: deque[Callable[[], None]] = deque()
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def share(self) -> int:
+        """Units the caller may do now (0: wait in line)."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._reset()
+        return max(0, min(self.left, self.per_call))
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        self._schedule()
+
+    def wait(self, resume: Callable[[], None]) -> None:
+        """Call `resume` in a later turn, in line."""
+        self._schedule()
+        self._line.append(resume)
+
+    def _reset(self) -> None:
+        # Another loop (tests run several in one process): nothing carries over.
+        self._loop = asyncio.get_running_loop()
+        self._scheduled, self._line, self.left = False, deque(), self.per_turn
+
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._reset()
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._scheduled = False
+        self.left = self.per_turn
+        line = self._line
+        for _ in range(len(line)):
+            if self.left <= 0:
+                self._schedule()
+                return
+            line.popleft()()
 
 
 @dataclass(frozen=True, slots=True)
 class SocketTimings:
     """The heartbeat and closing times, and the read budget, every socket of a process shares.
 
-    A socket may send `read_rate` bytes a second on average and `read_burst` at once;
-    past that, reading it pauses until its budget refills (0: no budget). Dashboards
+    A socket may send `read_rate` bytes a second on average and `read_burst` at once,
+    each frame counting `_FRAME_COST` bytes more; past that, reading it pauses until
+    its budget refills (0: no budget). Dashboards
     send a few small frames; a flood of frames costs the gateway CPU that its other
     sockets need, so TCP slows the flooder instead.
     """
@@ -151,12 +272,18 @@ class SocketProtocol(asyncio.Protocol):
     """One WebSocket connection, from the accepted handshake to the closed transport."""
 
     coalescer = Coalescer()
+    lag = LoopLag()
+    # Frames parsed (see `_FRAMES_PER_CALL`) and applications started per loop turn.
+    frames = TurnShare(_FRAMES_PER_TURN, _FRAMES_PER_CALL)
+    starts = TurnShare(_STARTS_PER_TURN, 1)
 
     __slots__ = (
         "_allowance",
         "_allowance_at",
         "_closed_code",
+        "_input_waits",
         "_key",
+        "_lag_mark",
         "_pending",
         "_reader",
         "_reading_paused",
@@ -193,6 +320,8 @@ class SocketProtocol(asyncio.Protocol):
         # The state's "our close went" as a plain attribute: `Wire.write` reads it per frame.
         self.close_sent = False
         self._reading_paused = False
+        # Bytes read and not yet parsed wait for a turn (see `TurnShare`).
+        self._input_waits = False
         # The close code the peer sent, once it sent one.
         self._closed_code: int | None = None
         # Bytes that arrived before the application accepted.
@@ -201,6 +330,8 @@ class SocketProtocol(asyncio.Protocol):
         self._response: tuple[int, list[str]] | None = None
         # The heartbeat's one timer: the next ping, or the wait for its pong.
         self._timer: asyncio.TimerHandle | None = None
+        # The loop's lag when the last ping left (see `LoopLag`).
+        self._lag_mark = 0.0
         # The read budget (see `SocketTimings`), and the timer that ends a pause for it.
         self._allowance = float(timings.read_burst)
         self._allowance_at = 0.0
@@ -214,7 +345,18 @@ class SocketProtocol(asyncio.Protocol):
         self._enter(_ON_CLOSE_SENT.get(self.state, self.state))
 
     def start(self, endpoint: Endpoint, scope: Message) -> None:
-        """Run the application for this connection (the scope's extensions are filled here)."""
+        """Run the application for this connection (the scope's extensions are filled here),
+        in this loop turn or, past the turn's share, a later one."""
+        starts = self.starts
+        if starts.share():
+            starts.spend(1)
+            self._start(endpoint, scope)
+        else:
+            starts.wait(functools.partial(self._start, endpoint, scope))
+
+    def _start(self, endpoint: Endpoint, scope: Message) -> None:
+        if self.transport.is_closing():
+            return  # gone while it waited for its turn
         self._server_state.connections.add(self)
         scope["extensions"] = {"websocket.http.response": {}, WIRE_EXTENSION: {"wire": self.wire}}
         self.queue.put_nowait({"type": "websocket.connect"})
@@ -238,11 +380,27 @@ class SocketProtocol(asyncio.Protocol):
             return
         if self._timings.read_rate:
             self._spend(len(data))
+        self._take_input(data)
+
+    def _take_input(self, data: bytes) -> None:
+        """Parse what this turn's share allows; the rest waits for a later turn."""
+        self._input_waits = False
+        if self.transport.is_closing():
+            return
+        turns = self.frames
         try:
-            messages = self._reader.feed(data)
+            messages = self._reader.feed(data, turns.share())
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
             return
+        frames = self._reader.frames
+        turns.spend(frames)
+        if frames and self._timings.read_rate:
+            self._spend(frames * _FRAME_COST)
+        if self._reader.more:
+            self._input_waits = True
+            self._pause_reading()
+            turns.wait(self._continue_input)
         queue = self.queue
         # Pongs to the pings of one read leave in one write (a ping flood costs one send).
         pongs: list[bytes] = []
@@ -274,6 +432,11 @@ class SocketProtocol(asyncio.Protocol):
             self._write_now(b"".join(pongs))
         if queue.qsize() > _READ_AHEAD or queue.size > _READ_AHEAD_BYTES:
             self._pause_reading()
+        elif self._reading_paused and not self._input_waits:
+            self._resume_reading()
+
+    def _continue_input(self) -> None:
+        self._take_input(b"")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server_state.connections.discard(self)
@@ -334,6 +497,7 @@ class SocketProtocol(asyncio.Protocol):
         if (
             self._reading_paused
             and self._throttle is None
+            and not self._input_waits
             and self.writable.ready
             and queue.qsize() <= _READ_RESUME
             and queue.size <= _READ_RESUME_BYTES
@@ -493,6 +657,7 @@ class SocketProtocol(asyncio.Protocol):
             self._timer = None
             return
         self._write_now(frame(PING))
+        self._lag_mark = self.lag.mark()
         self._timer = asyncio.get_running_loop().call_later(
             self._timings.pong_timeout, self._pong_missed
         )
@@ -505,6 +670,17 @@ class SocketProtocol(asyncio.Protocol):
         self._schedule_ping()
 
     def _pong_missed(self) -> None:
+        loop = asyncio.get_running_loop()
+        timer = self._timer
+        # The gateway's own lateness: this timer's (after a stall, due timers run before
+        # the pongs that arrived meanwhile are read), or the loop's since the ping.
+        late = loop.time() - timer.when() if timer is not None else 0.0
+        lag = self.lag.mark()
+        owed = max(late, lag - self._lag_mark)
+        if owed > _LAG_FORGIVEN:
+            self._lag_mark = lag
+            self._timer = loop.call_later(owed, self._pong_missed)
+            return
         self._timer = None
         code = CloseCode.HEARTBEAT_TIMEOUT
         # Told before the transport's own loss, so the session learns why it went.
