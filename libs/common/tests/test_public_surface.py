@@ -86,7 +86,15 @@ SURFACE: dict[str, list[str]] = {
         "check_channel",
     ],
     "tocsin.common.health": ["ComponentScore", "HealthReport", "load_report"],
-    "tocsin.common.httplimits": ["HttpLimits", "HttpServerSettings", "LimitedHttpToolsProtocol"],
+    "tocsin.common.httplimits": [
+        "BodyTooLargeError",
+        "ClientGoneError",
+        "HttpLimits",
+        "HttpServerSettings",
+        "LimitedHttpToolsProtocol",
+        "read_body",
+        "read_request_body",
+    ],
     "tocsin.common.keys": [
         "DRAMATIQ_NAMESPACE",
         "HEALTH",

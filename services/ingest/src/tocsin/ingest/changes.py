@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from tocsin.common.events import EventPublisher
+from tocsin.common.httplimits import BodyTooLargeError, ClientGoneError, read_body
 from tocsin.common.redis import sync_client
-from tocsin.ingest.accept import BodyTooLargeError, ClientGoneError, read_body
 from tocsin.ingest.pagerduty_errors import INVALID_ROUTING_KEY, routing_key_errors
 from tocsin.ingest.producers import AuthError, ProducerAuth
 
