@@ -71,6 +71,7 @@ SURFACE: dict[str, list[str]] = {
         "OutcomeUnknownError",
         "RedisReplyError",
         "StoreError",
+        "StoreUnavailableError",
         "TocsinError",
         "TokenError",
         "UnsupportedRegexError",
@@ -197,6 +198,7 @@ SURFACE: dict[str, list[str]] = {
         "PipelinedRedis",
         "PipelinedScript",
         "RedisReplyError",
+        "StoreUnavailableError",
         "bulk",
         "encode_command",
     ],
@@ -234,6 +236,7 @@ SURFACE: dict[str, list[str]] = {
         "SentinelTarget",
         "async_client",
         "parse_sentinel_url",
+        "store_error",
         "sync_client",
     ],
     "tocsin.common.regex": [
