@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 import msgspec
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from tocsin.common import broker as queues
+from tocsin.common.errors import OutcomeUnknownError, StoreError
 from tocsin.common.httplimits import BodyTooLargeError, ClientGoneError, read_body
 from tocsin.common.models import InvalidBodyError
-from tocsin.common.pipelining import OutcomeUnknownError, RedisReplyError
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest.admission import Admission, Outcome, encode_message
 from tocsin.ingest.credentials import credential_of
@@ -138,7 +137,7 @@ class AcceptPipeline:
             return await self._auth.authenticate(credential)
         except AuthError as exc:
             raise RefusedError(_unauthenticated(exc)) from None
-        except (RedisError, OSError) as exc:
+        except StoreError as exc:
             raise RefusedError(
                 Refusal(
                     503,
@@ -209,7 +208,7 @@ class AcceptPipeline:
                     retry_after=1,
                 )
             ) from None
-        except (RedisError, RedisReplyError, OSError) as exc:
+        except StoreError as exc:
             raise RefusedError(
                 Refusal(
                     503,
