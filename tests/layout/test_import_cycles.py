@@ -1,9 +1,9 @@
 """No import cycle among Tocsin's modules: each module's imports are read with `ast`
 and the graph of `tocsin.*` modules must have no cycle.
 
-Imports at module level count, including those under `if TYPE_CHECKING:` (they
-bind two modules just as tightly for a reader). An import inside a function is
-left out: it is how a module defers a dependency it needs only at call time.
+Every import counts: at module level, under `if TYPE_CHECKING:` (it binds two
+modules just as tightly for a reader) and inside a function (deferring an import
+to call time hides a cycle from the interpreter, not from the design).
 """
 
 from __future__ import annotations
@@ -27,24 +27,10 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _module_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Statements run when the module is imported (or type-checked), not in functions."""
-    for node in body:
-        yield node
-        if isinstance(node, ast.If | ast.With):
-            yield from _module_level(node.body)
-            yield from _module_level(getattr(node, "orelse", []))
-        elif isinstance(node, ast.Try):
-            for block in (node.body, node.orelse, node.finalbody):
-                yield from _module_level(block)
-            for handler in node.handlers:
-                yield from _module_level(handler.body)
-
-
 def _imports(name: str, source: Path, known: set[str]) -> Iterator[str]:
     tree = ast.parse(source.read_text(), str(source))
     package = name if source.name == "__init__.py" else name.rpartition(".")[0]
-    for node in _module_level(tree.body):
+    for node in ast.walk(tree):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]

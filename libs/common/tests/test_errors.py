@@ -7,6 +7,7 @@ import pkgutil
 import re
 
 import pytest
+import redis
 
 import tocsin.client
 import tocsin.common
@@ -23,12 +24,14 @@ from tocsin.common.errors import (
     OutcomeUnknownError,
     RedisReplyError,
     StoreError,
+    StoreUnavailableError,
     TocsinError,
     TokenError,
     UnsupportedRegexError,
     UnsupportedUvicornError,
 )
 from tocsin.common.models import FieldError
+from tocsin.common.redis import store_error
 
 # What `errors` exports besides exceptions: the value an `InvalidBodyError` carries.
 _EXCEPTIONS = [name for name in errors.__all__ if name != "FieldError"]
@@ -75,6 +78,7 @@ def test_the_drawing_in_the_docstring_is_the_tree_the_classes_build() -> None:
         (InvalidKeyError("x"), CredentialError, ValueError),
         (RedisReplyError("x"), StoreError, Exception),
         (OutcomeUnknownError("x"), StoreError, ConnectionError),
+        (StoreUnavailableError("x"), StoreError, ConnectionError),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else "",
 )
@@ -107,6 +111,7 @@ def test_branches_do_not_overlap() -> None:
         ("tocsin.common.models", "InvalidBodyError"),
         ("tocsin.common.pipelining", "OutcomeUnknownError"),
         ("tocsin.common.pipelining", "RedisReplyError"),
+        ("tocsin.common.pipelining", "StoreUnavailableError"),
         ("tocsin.common.regex", "UnsupportedRegexError"),
         ("tocsin.common.uvicorn_shim", "UnsupportedUvicornError"),
     ],
@@ -150,3 +155,22 @@ def test_every_public_error_a_common_module_defines_is_in_the_tree() -> None:
                 ):
                     outside.append(f"{module.__name__}.{name}")
     assert outside == []
+
+
+@pytest.mark.parametrize(
+    ("raised", "translated"),
+    [
+        (redis.ResponseError("WRONGTYPE wrong kind of value"), RedisReplyError),
+        (redis.ConnectionError("Connection refused"), StoreUnavailableError),
+        (redis.TimeoutError("Timeout reading from socket"), StoreUnavailableError),
+        (ConnectionResetError("reset by peer"), StoreUnavailableError),
+        (OutcomeUnknownError("lost after the write"), OutcomeUnknownError),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else "",
+)
+def test_redis_and_socket_errors_become_the_store_branch_keeping_their_message(
+    raised: Exception, translated: type[StoreError]
+) -> None:
+    error = store_error(raised)
+    assert type(error) is translated
+    assert str(error) == str(raised)

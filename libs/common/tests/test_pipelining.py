@@ -12,6 +12,7 @@ from tocsin.common.pipelining import (
     PipelinedRedis,
     PipelinedScript,
     RedisReplyError,
+    StoreUnavailableError,
     encode_command,
 )
 from tocsin.common.redis import async_client
@@ -58,8 +59,10 @@ async def test_a_script_call_whose_connection_fails_goes_through_the_fallback(
     script = PipelinedScript(unreachable, "return ARGV[1] .. KEYS[1]", fallback=pooled)
     try:
         assert await script(keys=["k"], args=["v"]) == b"vk"
-        with pytest.raises(ConnectionRefusedError):  # no fallback: the error is the caller's
+        # No fallback: the error is the caller's, as the store's, with the socket's as cause.
+        with pytest.raises(StoreUnavailableError) as refused:
             await PipelinedScript(unreachable, "return 1")()
+        assert isinstance(refused.value.__cause__, ConnectionRefusedError)
     finally:
         await unreachable.close()
         await pooled.aclose()

@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 import redis
+import redis.asyncio
 
-from tocsin.client.devserver import RedisServer
+from tocsin.client.devserver import RedisServer, free_port
 from tocsin.common.apikeys import ApiKeyStore
+from tocsin.common.errors import StoreUnavailableError
 from tocsin.common.redis import async_client
 from tocsin.ingest.producers import AuthError, ProducerAuth
 
@@ -44,3 +46,13 @@ async def test_concurrent_requests_with_an_unknown_key_are_all_refused(
     assert all(isinstance(r, AuthError) and r.status == 401 for r in results), results
     with pytest.raises(AuthError):
         await auth.authenticate(forged)  # refusals are not cached: asked again
+
+
+async def test_an_unreachable_redis_is_a_store_error_not_a_refused_key() -> None:
+    unreachable = redis.asyncio.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    auth = ProducerAuth(unreachable, None, cache_seconds=5.0)
+    try:
+        with pytest.raises(StoreUnavailableError):
+            await auth.authenticate("tsk_0000000000000000_" + "0" * 43)
+    finally:
+        await unreachable.aclose()

@@ -16,6 +16,8 @@ TocsinError
 │   └── InvalidKeyError (ValueError)  not a well-formed API key, or a bad producer name
 └── StoreError                        Redis failed a command
     ├── RedisReplyError               Redis answered with an error reply
+    ├── StoreUnavailableError (ConnectionError)  Redis could not be reached or stopped
+    │                                 answering before the command was sent, or on a read
     └── OutcomeUnknownError (ConnectionError)  the connection failed after the write:
                                       Redis may or may not have run the command
 
@@ -44,6 +46,7 @@ __all__ = [
     "OutcomeUnknownError",
     "RedisReplyError",
     "StoreError",
+    "StoreUnavailableError",
     "TocsinError",
     "TokenError",
     "UnsupportedRegexError",
@@ -124,6 +127,11 @@ class StoreError(TocsinError):
 
 class RedisReplyError(StoreError):
     """Redis answered a command with an error reply."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """Redis could not be reached, or stopped answering, where a retry is safe: the command
+    was not sent, or it only read."""
 
 
 class OutcomeUnknownError(StoreError, ConnectionError):

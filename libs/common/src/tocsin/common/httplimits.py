@@ -25,6 +25,11 @@ Refusals are RFC 9457 problem+json, sent before any of the request reaches
 the application. The values come from `HttpServerSettings`, which every
 service with an HTTP API (ingest, gateway) derives its settings from; the
 README's configuration table and docs/http.md list them.
+
+Bodies are bounded in bytes by the application, per endpoint, through
+`read_body` (ASGI) or `read_request_body` (a Starlette request): a declared
+Content-Length over the bound is refused before any of the body is read, a
+streamed body as soon as it passes the bound.
 """
 
 from __future__ import annotations
@@ -35,13 +40,24 @@ import random
 from typing import Any, ClassVar
 
 import httptools
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive
 
 from tocsin.common.config import CommonSettings, setting
-from tocsin.common.errors import LimitExceededError
+from tocsin.common.errors import InvalidInputError, LimitExceededError, TocsinError
 from tocsin.common.problems import problem
 from tocsin.common.uvicorn_shim import STATUS_LINE, ServerProtocol
 
-__all__ = ["HttpLimits", "HttpServerSettings", "LimitedHttpToolsProtocol"]
+__all__ = [
+    "BodyTooLargeError",
+    "ClientGoneError",
+    "HttpLimits",
+    "HttpServerSettings",
+    "LimitedHttpToolsProtocol",
+    "read_body",
+    "read_request_body",
+]
 
 # How long a connection that was told to close may take to send what it holds
 # before it is dropped: a client that never reads must not keep it open.
@@ -319,3 +335,46 @@ class LimitedHttpToolsProtocol(ServerProtocol):
         if not transport.is_closing():
             transport.close()
         self._deadline = self.loop.call_later(_CLOSE_GRACE, transport.abort)
+
+
+class BodyTooLargeError(InvalidInputError):
+    """The request body is over the endpoint's limit."""
+
+
+class ClientGoneError(TocsinError):
+    """The client disconnected before its body was read."""
+
+
+async def read_body(receive: Receive, limit: int, declared: str | None = None) -> bytes:
+    """Read the body from ASGI `receive`, refusing it as soon as it passes `limit` bytes.
+
+    A declared Content-Length over the limit is refused before any of the body is read.
+    """
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGoneError
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_request_body(request: Request, limit: int, what: str) -> bytes | Response:
+    """A Starlette request's body, or the 413 problem that refuses it (`what`: its name)."""
+    try:
+        return await read_body(request.receive, limit, request.headers.get("content-length"))
+    except BodyTooLargeError:
+        return problem(
+            413, "body-too-large", "Request body too large", f"{what} is at most {limit} bytes"
+        )
+    except ClientGoneError:
+        # Nobody reads this answer; it only ends the request without a traceback.
+        return problem(400, "client-gone", "Client disconnected")

@@ -10,26 +10,21 @@ Conventions for every Tocsin metric (the full list is docs/metrics.md):
   Dramatiq in-process with threads (no fork), so plain registries are exact
   and no multiprocess directory is needed.
 
-`JobMetrics` is added to every broker by `tocsin.common.broker.build_broker`;
-its queue collector is registered when a worker boots, so queue depth and age
-come from the processes that consume the queue.
+`JobMetrics` is added to every broker by `tocsin.common.broker.build_broker`.
+Queue depth and age are the queue layer's (`tocsin.common.queue.gauges`),
+registered by each consumer when it starts.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware
-from dramatiq.worker import Worker
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import Counter, Histogram
 from redis import Redis, RedisError
 
 from tocsin.common import keys
@@ -41,10 +36,8 @@ __all__ = [
     "REDIS_ERRORS",
     "HealthSignals",
     "JobMetrics",
-    "QueueCollector",
     "count_redis_error",
     "health_signals",
-    "queue_state",
 ]
 
 # Buckets for the health score's end-to-end latency distribution (objective: p95
@@ -167,105 +160,20 @@ class HealthSignals:
 health_signals = HealthSignals()
 
 
-class QueueCollector(Collector):
-    """Queue depth (ready, delayed, dead-lettered) and age of the oldest ready message.
-
-    Read from Redis at scrape time, so the figures are those of the queue, not
-    of this process; every consuming process reports the same values (use `max`
-    across instances).
-    """
-
-    def __init__(self, redis: Redis, queues: Iterable[str]) -> None:
-        self._redis = redis
-        self._queues = sorted(set(queues))
-
-    def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily(
-            "tocsin_queue_depth",
-            "Messages in a Dramatiq queue, by queue and state (ready, delayed, dead).",
-            labels=["queue", "state"],
-        )
-        age = GaugeMetricFamily(
-            "tocsin_queue_oldest_age_seconds",
-            "Age of the oldest message waiting in a queue (0 when empty).",
-            labels=["queue"],
-        )
-        now = time.time()
-        for queue in self._queues:
-            try:
-                sizes, oldest = _queue_state(self._redis, queue)
-            except RedisError as exc:
-                count_redis_error(exc)
-                continue
-            for state, size in sizes.items():
-                depth.add_metric([queue, state], size)
-            age.add_metric([queue], max(0.0, now - oldest) if oldest else 0.0)
-        yield depth
-        yield age
-
-
-def _queue_state(redis: Redis, queue: str) -> tuple[dict[str, int], float]:
-    """Sizes by state and the enqueue time (epoch seconds, 0: empty) of the oldest ready message."""
-    # Imported here: the queue layer's consumer imports this module.
-    from tocsin.common.queue import dead_letter_keys, queue_keys
-    from tocsin.common.queue.due import due_keys
-
-    names = queue_keys(queue)
-    dead, _ = dead_letter_keys(queue)
-    pipe = redis.pipeline(transaction=False)
-    pipe.llen(names.pending)
-    pipe.zcard(due_keys(queue).entries)
-    pipe.zcard(dead)
-    pipe.lindex(names.pending, 0)
-    ready, delayed_count, dead_count, head = pipe.execute()
-    oldest = 0.0
-    if head is not None:
-        data = redis.hget(names.messages, head)
-        if data is not None:
-            oldest = _enqueued_at(data)
-    return {"ready": int(ready), "delayed": int(delayed_count), "dead": int(dead_count)}, oldest
-
-
-def _enqueued_at(data: Any) -> float:
-    try:
-        message = json.loads(data)
-        return float(message.get("message_timestamp", 0)) / 1000.0
-    except (ValueError, TypeError, AttributeError):
-        return 0.0
-
-
-def queue_state(redis: Redis, queue: str) -> tuple[dict[str, int], float]:
-    """Public form of the queue probe used by the collector and the health score."""
-    return _queue_state(redis, queue)
-
-
 class JobMetrics(Middleware):
-    """Counts each job's outcome and duration; registers the queue collector on worker boot.
+    """Counts each job's outcome and duration.
 
     It must sit before `Retries` in the middleware list: "after" hooks run in
     reverse order, so by the time this one runs Retries has decided whether the
     failed message is retried or dead-lettered (`message.failed`).
     """
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self._registry = registry
+    def __init__(self) -> None:
         self._started: dict[str, float] = {}
-        self._collector: QueueCollector | None = None
         # Children per label values, kept rather than looked up through `labels()`
         # (which validates and locks) for every message.
         self._durations: dict[tuple[str, str], Histogram] = {}
         self._outcomes: dict[tuple[str, str, str], Counter] = {}
-
-    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        client = getattr(broker, "client", None)
-        if isinstance(client, Redis) and self._collector is None:
-            self._collector = QueueCollector(client, worker.consumer_whitelist or broker.queues)
-            self._registry.register(self._collector)
-
-    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
-        if self._collector is not None:
-            self._registry.unregister(self._collector)
-            self._collector = None
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         self._started[message.message_id] = time.perf_counter()

@@ -6,12 +6,13 @@ bookkeeping on every call; here all requests share one connection: commands
 issued during one event-loop turn go out in one write, and replies come back in
 order, parsed by hiredis. Redis answers pipelined commands in the order sent, so
 a FIFO of futures per connection is all the matching needed. A broken or
-stalled connection fails its calls in flight (`ConnectionError`, an `OSError`)
-and the next call opens a new one; a call whose command had already been
-written fails with `OutcomeUnknownError` (a `ConnectionError`): Redis may have
-run it. `PipelinedScript` runs one Lua script this
-way, and can hand a call to a pooled client (which retries) when the
-connection fails.
+stalled connection, or one that cannot be opened, fails its calls in flight
+with `StoreUnavailableError` and the next call opens a new one; a call whose
+command had already been written fails with `OutcomeUnknownError`: Redis may
+have run it. Both are `StoreError`s and `ConnectionError`s; an error reply is a
+`RedisReplyError`: no other error leaves this module's connection.
+`PipelinedScript` runs one Lua script this way, and can hand a call to a pooled
+client (which retries) when the connection fails.
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from urllib.parse import unquote, urlparse
 import hiredis
 import redis.asyncio as redis_async
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
 
-from tocsin.common.errors import OutcomeUnknownError, RedisReplyError
-from tocsin.common.redis import SENTINEL_SCHEME, parse_sentinel_url
+from tocsin.common.errors import OutcomeUnknownError, RedisReplyError, StoreUnavailableError
+from tocsin.common.redis import SENTINEL_SCHEME, parse_sentinel_url, store_error
 
 __all__ = [
     "OutcomeUnknownError",
     "PipelinedRedis",
     "PipelinedScript",
     "RedisReplyError",
+    "StoreUnavailableError",
     "bulk",
     "encode_command",
 ]
@@ -95,7 +98,7 @@ class _Connection(asyncio.Protocol):
         loop = self._loop
         future: asyncio.Future[Any] = loop.create_future()
         if self.closed:
-            future.set_exception(ConnectionError("connection to Redis closed"))
+            future.set_exception(StoreUnavailableError("connection to Redis closed"))
             return future
         self.pending.append(future)
         if not self._coalesce and self.transport is not None:
@@ -149,7 +152,7 @@ class _Connection(asyncio.Protocol):
                 if str(reply).startswith("READONLY"):
                     # A failover made this server a replica: a new connection finds
                     # (with Sentinel) whichever server is the primary now.
-                    self.close(ConnectionError("Redis server became read-only"))
+                    self.close(StoreUnavailableError("Redis server became read-only"))
                     return
             else:
                 future.set_result(reply)
@@ -179,7 +182,7 @@ class _Connection(asyncio.Protocol):
                 future.set_exception(
                     OutcomeUnknownError(f"{reason} after the command was sent")
                     if at < written
-                    else ConnectionError(reason)
+                    else StoreUnavailableError(reason)
                 )
 
 
@@ -284,7 +287,10 @@ class PipelinedRedis:
         return connection.send(command)
 
     async def _connect_and_send(self, command: bytes) -> Any:
-        connection = await self._connect()
+        try:
+            connection = await self._connect()
+        except (RedisError, OSError) as exc:  # refused, timed out, no primary from Sentinel
+            raise store_error(exc) from exc
         return await connection.send(command)
 
     async def close(self) -> None:

@@ -14,6 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tocsin.common.httplimits import read_request_body
 from tocsin.common.models import FieldError
 from tocsin.common.problems import problem
 
@@ -35,23 +36,12 @@ class PreviewRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 async def read_preview(request: Request) -> tuple[bytes, PreviewRequest] | Response:
     """The body and what it asks for, or the 413/400 problem that refuses it."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_PREVIEW_BYTES:
-            return _too_large()
+    body = await read_request_body(request, MAX_PREVIEW_BYTES, "a preview request")
+    if isinstance(body, Response):
+        return body
     try:
-        return bytes(body), msgspec.json.decode(body, type=PreviewRequest)
+        return body, msgspec.json.decode(body, type=PreviewRequest)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return problem(
             400, "invalid-body", "Invalid request body", errors=[FieldError("$", str(exc))]
         )
-
-
-def _too_large() -> Response:
-    return problem(
-        413,
-        "body-too-large",
-        "Request body too large",
-        f"a preview request is at most {MAX_PREVIEW_BYTES} bytes",
-    )

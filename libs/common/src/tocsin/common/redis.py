@@ -20,9 +20,17 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from tocsin.common.errors import RedisReplyError, StoreError, StoreUnavailableError
 from tocsin.common.metrics import count_redis_error
 
-__all__ = ["SENTINEL_SCHEME", "SentinelTarget", "async_client", "parse_sentinel_url", "sync_client"]
+__all__ = [
+    "SENTINEL_SCHEME",
+    "SentinelTarget",
+    "async_client",
+    "parse_sentinel_url",
+    "store_error",
+    "sync_client",
+]
 
 SENTINEL_SCHEME = "redis+sentinel://"
 _RETRY_ERRORS = (redis_sync.ConnectionError, redis_sync.TimeoutError)
@@ -125,3 +133,16 @@ def async_client(url: str, **options: Any) -> redis_async.Redis:
         primary_async: redis_async.Redis = _sentinel_primary(sentinel_async.Sentinel, url, settings)
         return primary_async
     return redis_async.Redis.from_url(url, **settings)
+
+
+def store_error(exc: BaseException) -> StoreError:
+    """The `StoreError` a redis-py or socket error stands for, where Tocsin's code meets it.
+
+    An error reply stays an error reply; anything else (refused, reset, timed
+    out, no primary found) is the store being unavailable. Its message is kept.
+    """
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, redis_sync.ResponseError):
+        return RedisReplyError(str(exc))
+    return StoreUnavailableError(str(exc) or type(exc).__name__)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import msgspec
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from tocsin.common import broker as queues
+from tocsin.common.errors import OutcomeUnknownError, StoreError
+from tocsin.common.httplimits import BodyTooLargeError, ClientGoneError, read_body
 from tocsin.common.models import InvalidBodyError
-from tocsin.common.pipelining import OutcomeUnknownError, RedisReplyError
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
 from tocsin.ingest.admission import Admission, Outcome, encode_message
 from tocsin.ingest.credentials import credential_of
@@ -33,45 +33,12 @@ from tocsin.ingest.tracecontext import continue_trace
 
 __all__ = [
     "AcceptPipeline",
-    "BodyTooLargeError",
-    "ClientGoneError",
     "ProducerEndpoint",
     "ProducerHeaders",
     "producer_headers",
-    "read_body",
 ]
 
 _MAX_IDEMPOTENCY_KEY = 255
-
-
-class BodyTooLargeError(Exception):
-    """The request body is over the configured limit."""
-
-
-class ClientGoneError(Exception):
-    """The client disconnected before its body was read."""
-
-
-async def read_body(receive: Receive, limit: int, declared: str | None = None) -> bytes:
-    """Read the body from ASGI `receive`, refusing it as soon as it passes `limit` bytes.
-
-    A declared Content-Length over the limit is refused before any of the body is read.
-    """
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGoneError
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @dataclass
@@ -170,7 +137,7 @@ class AcceptPipeline:
             return await self._auth.authenticate(credential)
         except AuthError as exc:
             raise RefusedError(_unauthenticated(exc)) from None
-        except (RedisError, OSError) as exc:
+        except StoreError as exc:
             raise RefusedError(
                 Refusal(
                     503,
@@ -241,7 +208,7 @@ class AcceptPipeline:
                     retry_after=1,
                 )
             ) from None
-        except (RedisError, RedisReplyError, OSError) as exc:
+        except StoreError as exc:
             raise RefusedError(
                 Refusal(
                     503,

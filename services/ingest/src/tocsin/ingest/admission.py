@@ -126,8 +126,10 @@ class Admission:
         answer: the key replays only for the same request, and is `KEY_REUSED`
         for any other, as the IETF Idempotency-Key draft asks.
 
-        Raises `OSError` when Redis cannot be reached or stops answering (see
-        `PipelinedRedis`), `RedisReplyError` when it refuses the script.
+        Raises a `StoreError` (see `PipelinedRedis`): `OutcomeUnknownError` when the
+        connection failed after the script was sent, `StoreUnavailableError` when Redis
+        cannot be reached or stops answering before, `RedisReplyError` when it refuses
+        the script.
         """
         idempotency = keys.idempotency(producer, idempotency_key) if idempotency_key else ""
         rate_bucket = self._rate_buckets.get(producer)

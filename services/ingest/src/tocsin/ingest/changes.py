@@ -22,9 +22,10 @@ import msgspec
 from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
+from tocsin.common.errors import StoreError
 from tocsin.common.events import EventPublisher
-from tocsin.common.redis import sync_client
-from tocsin.ingest.accept import BodyTooLargeError, ClientGoneError, read_body
+from tocsin.common.httplimits import BodyTooLargeError, ClientGoneError, read_body
+from tocsin.common.redis import store_error, sync_client
 from tocsin.ingest.pagerduty_errors import INVALID_ROUTING_KEY, routing_key_errors
 from tocsin.ingest.producers import AuthError, ProducerAuth
 
@@ -120,7 +121,10 @@ class ChangeEndpoint:
     def _publish(self, data: str) -> None:
         if self._publisher is None:  # a sync client, on first use: change events are rare
             self._publisher = EventPublisher(sync_client(self._redis_url))
-        self._publisher.publish([CHANGES_CHANNEL], data)
+        try:
+            self._publisher.publish([CHANGES_CHANNEL], data)
+        except (RedisError, OSError) as exc:
+            raise store_error(exc) from exc
 
     async def _handle(self, receive: Receive, declared: str | None) -> tuple[int, bytes]:
         try:
@@ -137,7 +141,7 @@ class ChangeEndpoint:
         except AuthError as exc:
             errors = routing_key_errors(f"{exc.code}: {exc}")
             return _refused(exc.status, "unauthorized", INVALID_ROUTING_KEY, errors)
-        except (RedisError, OSError):
+        except StoreError:
             return _refused(503, "unavailable", "Service unavailable",
                             ["credentials cannot be checked now; retry"])  # fmt: skip
         change = change_record(event, producer.name, time.time())
@@ -145,7 +149,7 @@ class ChangeEndpoint:
             await asyncio.to_thread(
                 self._publish, json.dumps({"type": "change.received", "change": change})
             )
-        except (RedisError, OSError):
+        except StoreError:
             return _refused(503, "unavailable", "Service unavailable",
                             ["the change stream is unreachable; retry"])  # fmt: skip
         return 202, _encoder.encode(ChangeAccepted("success", "Change event processed"))

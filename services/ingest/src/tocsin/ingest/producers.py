@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyRecord, InvalidKeyError, looks_like_key, parse_key
 from tocsin.common.auth import TokenError, TokenVerifier
+from tocsin.common.redis import store_error
 
 __all__ = ["INGEST_SCOPE", "AuthError", "Producer", "ProducerAuth"]
 
@@ -63,7 +65,8 @@ class ProducerAuth:
         self._lookups: dict[str, asyncio.Future[Producer]] = {}
 
     async def authenticate(self, credential: str) -> Producer:
-        """The producer `credential` names; raises `AuthError` when refused."""
+        """The producer `credential` names; raises `AuthError` when refused, a `StoreError`
+        when Redis cannot be asked."""
         return self.known(credential) or await self._api_key(credential)
 
     def known(self, credential: str) -> Producer | None:
@@ -101,7 +104,10 @@ class ProducerAuth:
             key_id, secret = parse_key(credential)
         except InvalidKeyError:
             raise AuthError(401, "api_key_invalid", "the API key is not valid") from None
-        fields = await self._redis.hgetall(keys.api_key(key_id))
+        try:
+            fields = await self._redis.hgetall(keys.api_key(key_id))
+        except (RedisError, OSError) as exc:
+            raise store_error(exc) from exc
         if not fields:
             raise AuthError(401, "api_key_invalid", "the API key is not valid")
         record = ApiKeyRecord.from_hash(key_id, _text(fields))

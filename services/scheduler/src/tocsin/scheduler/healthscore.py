@@ -44,7 +44,8 @@ from tocsin.common import keys
 from tocsin.common.broker import ALERTS_QUEUE, NOTIFICATIONS_QUEUE
 from tocsin.common.events import SYSTEM_CHANNEL, EventPublisher
 from tocsin.common.health import ComponentScore, HealthReport, load_report
-from tocsin.common.metrics import E2E_LATENCY_BUCKETS, count_redis_error, queue_state
+from tocsin.common.metrics import E2E_LATENCY_BUCKETS, count_redis_error
+from tocsin.common.queue.gauges import queue_state
 
 __all__ = [
     "COMPONENTS",

@@ -5,8 +5,9 @@ encoding (`_layout`), enqueue with a wake-up (`enqueue`), one worker's fetch,
 ack, requeue, dead-letter and dead-worker recovery (`worker`, Lua scripts in
 `worker/`), messages for later as durable due-times (`due`, and `broker`, whose
 delayed enqueue writes one), the wake-up tokens of Dramatiq's own enqueues
-(`wakeup`), and the consumer every service runs, batched or not, with the
-broker's middleware around each message (`consumer`). The contract tests run
+(`wakeup`), the consumer every service runs, batched or not, with the
+broker's middleware around each message (`consumer`), and the queue depth and
+age gauges each running consumer registers (`gauges`). The contract tests run
 Dramatiq's own RedisBroker against it in both directions, so a Dramatiq
 upgrade that changes the layout fails a test.
 """

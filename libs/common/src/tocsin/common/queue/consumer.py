@@ -43,11 +43,13 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import SkipMessage
+from prometheus_client import REGISTRY
 from redis import Redis
 
 from tocsin.common.metrics import count_redis_error
 from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.queue.due import DueMover, DueTimes
+from tocsin.common.queue.gauges import QueueCollector
 from tocsin.common.queue.wakeup import wait_for_wakeup
 from tocsin.common.queue.worker import QueueWorker, Recovery
 from tocsin.common.telemetry import TRACEPARENT, current_traceparent
@@ -117,6 +119,7 @@ class Consumer:
         self._beater = threading.Thread(target=self._beat, name=f"{name}-beat", daemon=True)
         self._dues = [DueTimes(client, queue) for queue in self.queues]
         self._mover = DueMover(self._dues, client)
+        self._gauges: QueueCollector | None = None  # registered while the consumer runs
 
     # Dramatiq's middleware reads these from the "worker" of its boot hooks.
     @property
@@ -128,6 +131,15 @@ class Consumer:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="job")
         _boot_process(self.broker)
         self.broker.emit_after("worker_boot", self)
+        gauges = QueueCollector(self.worker.redis, self.queues)
+        try:
+            REGISTRY.register(gauges)
+        except ValueError:
+            # Another consumer in this process already reports the queue gauges (they are
+            # the queues' figures, not this process's).
+            pass
+        else:
+            self._gauges = gauges
         for due in self._dues:
             try:
                 adopted = due.adopt_delay_queue()
@@ -151,6 +163,9 @@ class Consumer:
         self._stop.set()
         self._mover.stop()
         self.broker.emit_before("worker_shutdown", self)
+        if self._gauges is not None:
+            REGISTRY.unregister(self._gauges)
+            self._gauges = None
         deadline = time.monotonic() + timeout
         if self._busy and self._fetcher.is_alive():
             self._fetcher.join(timeout)

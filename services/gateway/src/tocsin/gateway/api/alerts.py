@@ -38,6 +38,7 @@ from tocsin.common import broker as queues
 from tocsin.common import keys
 from tocsin.common.cache import ReadThroughCache, normalised_query
 from tocsin.common.errors import InvalidInputError
+from tocsin.common.httplimits import read_request_body
 from tocsin.common.models import AlertAction
 from tocsin.common.pipelining import PipelinedScript
 from tocsin.common.problems import problem
@@ -51,6 +52,7 @@ from tocsin.gateway.api.alert_views import (
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
 __all__ = [
+    "MAX_ACTION_BYTES",
     "ActionBody",
     "AlertQuery",
     "CachedPage",
@@ -63,6 +65,9 @@ __all__ = [
 ALERTS_TAG = "alerts"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# An action's body is a comment of at most 4,096 characters: at most 49,152
+# bytes when written as escaped surrogate pairs, with room for the JSON around it.
+MAX_ACTION_BYTES = 64 * 1024
 STATUSES = ("firing", "acknowledged", "resolved")
 SEVERITIES = ("critical", "error", "warning", "info")
 _RECORDS_LUA = resources.files("tocsin.gateway.api").joinpath("alerts/records.lua").read_text()
@@ -408,7 +413,9 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         @_guard(context, "write")
         async def endpoint(request: Request) -> Response:
             alert_id = request.path_params["alert_id"]
-            raw = await request.body()
+            raw = await read_request_body(request, MAX_ACTION_BYTES, "an action body")
+            if isinstance(raw, Response):
+                return raw
             try:
                 body = msgspec.json.decode(raw, type=ActionBody) if raw.strip() else ActionBody()
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:

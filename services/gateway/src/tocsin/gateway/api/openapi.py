@@ -22,12 +22,13 @@ from tocsin.common.silences import Matcher, SilenceIn
 from tocsin.gateway.api.alert_views import FULL, STORED_FIELDS, SUMMARY, AlertSummary
 from tocsin.gateway.api.alerts import (
     DEFAULT_LIMIT,
+    MAX_ACTION_BYTES,
     MAX_LIMIT,
     SEVERITIES,
     STATUSES,
     ActionBody,
 )
-from tocsin.gateway.api.silences import SILENCE_STATES
+from tocsin.gateway.api.silences import MAX_SILENCE_BYTES, SILENCE_STATES
 
 __all__ = ["OPENAPI_PATH", "openapi_document"]
 
@@ -300,6 +301,7 @@ def openapi_document() -> dict[str, Any]:
                     "400": _refused("the body is not an action body"),
                     **denied,
                     "404": _refused("no such alert"),
+                    "413": _refused(f"a body over {MAX_ACTION_BYTES} bytes"),
                 },
             }
         }
@@ -361,6 +363,7 @@ def openapi_document() -> dict[str, Any]:
                     "201": _answer("created", silence_created),
                     "400": _refused("an invalid silence"),
                     **denied,
+                    "413": _refused(f"a body over {MAX_SILENCE_BYTES} bytes"),
                 },
             },
         },

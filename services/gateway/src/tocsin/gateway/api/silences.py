@@ -17,12 +17,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from tocsin.common import keys
+from tocsin.common.httplimits import read_request_body
 from tocsin.common.models import FieldError, rfc3339
 from tocsin.common.problems import problem
 from tocsin.common.silences import Silence, SilenceIn, silence_state
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
-__all__ = ["routes", "silence_view"]
+__all__ = ["MAX_SILENCE_BYTES", "routes", "silence_view"]
+
+# Every silence `SilenceIn` accepts fits, however its JSON is encoded: at most
+# 64 x (128 + 1024) + 4096 + 256 characters (about 78,000), each at most 12
+# bytes when written as an escaped surrogate pair (about 941,000 bytes).
+MAX_SILENCE_BYTES = 1024 * 1024
 
 SILENCE_STATES = ("pending", "active", "expired")
 _decoder = msgspec.json.Decoder(Silence)
@@ -70,8 +76,11 @@ def routes(context: ApiContext) -> list[BaseRoute]:
             claims = context.authorize(request, "write")
         except Unauthorized as refused:
             return refused.response
+        raw = await read_request_body(request, MAX_SILENCE_BYTES, "a silence")
+        if isinstance(raw, Response):
+            return raw
         try:
-            body = msgspec.json.decode(await request.body(), type=SilenceIn)
+            body = msgspec.json.decode(raw, type=SilenceIn)
             for matcher in body.matchers:
                 matcher.check()
         except (msgspec.DecodeError, ValueError) as exc:
