@@ -14,6 +14,7 @@ import redis.asyncio as redis_async
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common.events import EventPublisher
+from tocsin.gateway.broker import RedisBroker
 from tocsin.gateway.frames import Frame
 from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub
@@ -82,7 +83,8 @@ async def test_the_hub_reads_a_head_once_then_knows_it_from_live_events(
     pubsub_client = redis_async.Redis.from_url(redis_server.url)
     counting = CountingRedis(client)
     stats = Stats()
-    hub = Hub(client, pubsub_client, ChannelLog(counting), stats)  # type: ignore[arg-type]
+    broker = RedisBroker(client, pubsub_client, ChannelLog(counting), stats)  # type: ignore[arg-type]
+    hub = Hub(broker, stats)
     await hub.start()
     try:
         first = Recorder()

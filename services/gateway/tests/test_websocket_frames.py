@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests import hostile
 
 from tocsin.gateway.websocket import (
     FrameError,
@@ -25,18 +26,9 @@ from tocsin.gateway.websocket import (
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
 
-def client_frame(opcode: int, payload: bytes, *, final: bool = True, mask: bytes = b"") -> bytes:
-    """A masked client frame (RFC 6455 5.2)."""
-    mask = mask or os.urandom(4)
-    length = len(payload)
-    first = (0x80 if final else 0) | opcode
-    if length < 126:
-        header = bytes((first, 0x80 | length))
-    elif length < 65536:
-        header = bytes((first, 0x80 | 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((first, 0x80 | 127)) + length.to_bytes(8, "big")
-    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+def client_frame(opcode: int, payload: bytes, *, final: bool = True) -> bytes:
+    """A client frame masked with a fresh random key, as a browser sends it (RFC 6455 5.3)."""
+    return hostile.client_frame(opcode, payload, final=final, mask=os.urandom(4))
 
 
 @given(payload=st.binary(max_size=300), mask=st.binary(min_size=4, max_size=4))

@@ -25,14 +25,17 @@ from tocsin.common.models import AlertAction, AlertIn, QueuedAlert
 from tocsin.common.redis import sync_client
 from tocsin.common.silences import Matcher, Silence, SilenceSet
 from tocsin.processor.lifecycle import AlertLifecycle, LifecycleConfig
+from tocsin.processor.rules import Policy
 
 CONFIG = LifecycleConfig(
-    window=60.0,
-    flap_count=1,
-    flap_window=600.0,
-    resolve_timeout=300.0,
-    alertmanager_resolve_timeout=0.0,
-    update_interval=1.0,
+    Policy(
+        window=60.0,
+        flap_count=1,
+        flap_window=600.0,
+        resolve_timeout=300.0,
+        alertmanager_resolve_timeout=0.0,
+        update_interval=1.0,
+    )
 )
 FINGERPRINTS = ("fp-a", "fp-b")
 PATHS = ("native", "prometheus", "alertmanager", "pagerduty")
@@ -69,7 +72,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.redis.flushall()
         self.now = T0 + 1000.0
         self.lifecycle = AlertLifecycle(self.redis, CONFIG, clock=lambda: self.now)
-        self.model = MemoryStore(CONFIG.policy())
+        self.model = MemoryStore(CONFIG.policy)
         self.sent: list[QueuedAlert] = []
         self.held: list[QueuedAlert] = []
         self.serial = 0

@@ -39,6 +39,7 @@ from tocsin.common.ops import ops_routes
 from tocsin.common.redis import async_client
 from tocsin.gateway.api import ApiContext, dashboard_routes
 from tocsin.gateway.api.openapi import OPENAPI_PATH, openapi_document
+from tocsin.gateway.broker import RedisBroker
 from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub
 from tocsin.gateway.metrics import Stats, StatsCollector, register
@@ -246,7 +247,7 @@ def build_node(
         socket_keepalive=True,
     )
     log = ChannelLog(redis)
-    hub = Hub(
+    broker = RedisBroker(
         redis,
         pubsub_redis,
         log,
@@ -254,6 +255,7 @@ def build_node(
         probe_interval=settings.probe_interval,
         probe_timeout=settings.probe_timeout,
     )
+    hub = Hub(broker, stats)
     return Node(settings, hub, log, verifier, stats)
 
 

@@ -22,11 +22,9 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
-import redis.asyncio as redis_async
-
 from tocsin.gateway.broker import RedisBroker
 from tocsin.gateway.frames import Frame, event_frame
-from tocsin.gateway.history import ChannelHead, ChannelLog
+from tocsin.gateway.history import ChannelHead
 from tocsin.gateway.metrics import Stats
 from tocsin.gateway.tracing import event_delivery
 
@@ -53,24 +51,10 @@ class Hub:
     """Channel membership and head cache; the broker's `BrokerHandler`."""
 
     def __init__(
-        self,
-        redis: redis_async.Redis,
-        pubsub_redis: redis_async.Redis,
-        log: ChannelLog,
-        stats: Stats,
-        *,
-        probe_interval: float = 1.0,
-        probe_timeout: float = 5.0,
-        subscribe_timeout: float = 5.0,
+        self, broker: RedisBroker, stats: Stats, *, subscribe_timeout: float = 5.0
     ) -> None:
-        self.broker = RedisBroker(
-            redis,
-            pubsub_redis,
-            log,
-            stats,
-            probe_interval=probe_interval,
-            probe_timeout=probe_timeout,
-        )
+        # Handed in, not built here: the broker's Redis settings are its own.
+        self.broker = broker
         self._stats = stats
         self._members: dict[str, set[Member]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}

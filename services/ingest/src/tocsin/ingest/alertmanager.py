@@ -119,14 +119,8 @@ def severity_of(labels: Mapping[str, str]) -> Severity:
     return _SEVERITIES.get(labels.get("severity", "").strip().lower(), "warning")
 
 
-def _common_fields(
-    labels: Mapping[str, str],
-    annotations: Mapping[str, str],
-    starts_at: datetime | None,
-    ends_at: datetime | None,
-    generator_url: str,
-    source: str,
-) -> dict[str, Any]:
+def _common_fields(item: WebhookAlert | PostableAlert, source: str) -> dict[str, Any]:
+    labels, annotations = item.labels, item.annotations
     summary = annotations.get("summary") or annotations.get("description") or ""
     fields: dict[str, Any] = {
         "name": labels.get("alertname") or _NO_NAME,
@@ -136,11 +130,11 @@ def _common_fields(
         "summary": summary[:1024],
         "labels": dict(labels),
         "annotations": dict(annotations),
-        "starts_at": go_time(starts_at),
-        "ends_at": go_time(ends_at),
+        "starts_at": go_time(item.starts_at),
+        "ends_at": go_time(item.ends_at),
     }
-    if generator_url:
-        fields["generator_url"] = generator_url
+    if item.generator_url:
+        fields["generator_url"] = item.generator_url
     return fields
 
 
@@ -168,14 +162,7 @@ def parse_webhook(body: bytes, max_batch: int) -> list[AlertIn]:
     _batch_bound(len(message.alerts), max_batch)
     alerts = []
     for index, item in enumerate(message.alerts):
-        fields = _common_fields(
-            item.labels,
-            item.annotations,
-            item.starts_at,
-            item.ends_at,
-            item.generator_url,
-            WEBHOOK_SOURCE,
-        )
+        fields = _common_fields(item, WEBHOOK_SOURCE)
         fields["status"] = item.status
         alerts.append(checked_alert(fields, f"$.alerts[{index}]"))
     return alerts
@@ -194,14 +181,7 @@ def parse_postable_alerts(
             raise InvalidBodyError(
                 [FieldError(f"$[{index}].labels.alertname", "the alertname label is required")]
             )
-        fields = _common_fields(
-            item.labels,
-            item.annotations,
-            item.starts_at,
-            item.ends_at,
-            item.generator_url,
-            PUSH_SOURCE,
-        )
+        fields = _common_fields(item, PUSH_SOURCE)
         ends_at = fields["ends_at"]
         ended = ends_at is not None and ends_at.tzinfo is not None and ends_at <= moment
         fields["status"] = "resolved" if ended else "firing"

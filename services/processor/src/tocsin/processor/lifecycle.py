@@ -26,7 +26,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -136,25 +136,10 @@ def matching_labels(alert: QueuedAlert) -> dict[str, str]:
 class LifecycleConfig:
     """The lifecycle's settings: the rules' policy and what the apply step keeps."""
 
-    window: float = 300.0
-    flap_count: int = 4
-    flap_window: float = 600.0
+    policy: Policy = field(default_factory=Policy)
     applied_ttl: int = 86_400
     timeline_cap: int = 100
     stream_cap: int = 10_000
-    update_interval: float = 1.0
-    resolve_timeout: float = 300.0
-    alertmanager_resolve_timeout: float = 0.0
-
-    def policy(self) -> Policy:
-        return Policy(
-            window=self.window,
-            flap_count=self.flap_count,
-            flap_window=self.flap_window,
-            resolve_timeout=self.resolve_timeout,
-            alertmanager_resolve_timeout=self.alertmanager_resolve_timeout,
-            update_interval=self.update_interval,
-        )
 
 
 @dataclass(frozen=True)
@@ -220,7 +205,7 @@ class AlertLifecycle:
     ) -> None:
         self._redis = redis
         self._config = config
-        self._policy = config.policy()
+        self._policy = config.policy
         self._clock = clock or time.time
         # RESP chunks of what every call sends alike, encoded once.
         self._chunk = RespChunks()
@@ -521,21 +506,8 @@ class AlertLifecycle:
         silence_version: str,
         now: float,
     ) -> _Call:
-        """`_decide`, noting the call in `calls` as the `n`th message's."""
-        call = self._decide(read, queued, silenced, trace, silence_version, now)
-        calls.append((n, call))
-        return call
-
-    def _decide(
-        self,
-        read: _Read,
-        queued: QueuedAlert,
-        silenced: bool,
-        trace: str,
-        silence_version: str,
-        now: float,
-    ) -> _Call:
-        """Decide one message from `read`, and move `read` on to what it leaves."""
+        """Decide the `n`th message from `read`, move `read` on to what it leaves, and
+        note the call in `calls`."""
         decision = decide_alert(read.record, read.state, queued, silenced, now, self._policy)
         expected = read.state.version
         previous_due = read.state.due
@@ -544,7 +516,7 @@ class AlertLifecycle:
             read.state = decision.state
             if decision.alert is not None and decision.alert.id == decision.state.alert_id:
                 read.record = decision.alert
-        return _Call(
+        call = _Call(
             decision,
             queued.fingerprint,
             expected,
@@ -555,6 +527,8 @@ class AlertLifecycle:
             counted=True,
             previous_due=previous_due,
         )
+        calls.append((n, call))
+        return call
 
     @staticmethod
     def _outcome(call: _Call, result: str) -> Outcome:

@@ -22,6 +22,7 @@ from tocsin.processor.processing import (
     Silences,
     TrailingUpdates,
 )
+from tocsin.processor.rules import Policy
 from tocsin.processor.settings import DEFAULT_PORT, ProcessorSettings
 
 __all__ = ["lifecycle_config", "run"]
@@ -30,16 +31,19 @@ MAX_RETRIES = 20
 
 
 def lifecycle_config(settings: ProcessorSettings) -> LifecycleConfig:
-    return LifecycleConfig(
+    policy = Policy(
         window=settings.dedup_window_seconds,
         flap_count=settings.flap_threshold,
         flap_window=settings.flap_window_seconds,
+        resolve_timeout=settings.auto_resolve_seconds,
+        alertmanager_resolve_timeout=settings.alertmanager_resolve_seconds,
+        update_interval=settings.update_event_interval_seconds,
+    )
+    return LifecycleConfig(
+        policy=policy,
         applied_ttl=settings.applied_ttl_seconds,
         timeline_cap=settings.timeline_cap,
         stream_cap=settings.stream_cap,
-        update_interval=settings.update_event_interval_seconds,
-        resolve_timeout=settings.auto_resolve_seconds,
-        alertmanager_resolve_timeout=settings.alertmanager_resolve_seconds,
     )
 
 

@@ -374,7 +374,11 @@ def _repeat(
     now: float,
     policy: Policy,
 ) -> Decision:
-    """A firing message of the open incident."""
+    """A firing message of the open incident.
+
+    Takes `decide_alert`'s arguments one by one, not bundled: a bundle would be one
+    more object per message on the processor's hot path.
+    """
     alert = queued.alert
     at = queued.received_at
     record = _copy(current)

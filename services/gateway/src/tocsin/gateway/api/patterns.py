@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from tocsin.common import keys
-from tocsin.gateway.api.context import ApiContext, Unauthorized
+from tocsin.gateway.api.context import ApiContext
+from tocsin.gateway.api.stored import stored_document_route
 
 __all__ = ["routes"]
 
@@ -23,12 +22,4 @@ _NOT_YET = json.dumps(
 
 
 def routes(context: ApiContext) -> list[BaseRoute]:
-    async def latest(request: Request) -> Response:
-        try:
-            context.authorize(request, "read")
-        except Unauthorized as refused:
-            return refused.response
-        stored = await context.redis.get(keys.pattern_findings())
-        return Response(stored or _NOT_YET, media_type="application/json")
-
-    return [Route("/v1/patterns", latest, methods=["GET"])]
+    return [stored_document_route(context, "/v1/patterns", keys.pattern_findings, _NOT_YET)]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from tocsin.common import keys
-from tocsin.gateway.api.context import ApiContext, Unauthorized
+from tocsin.gateway.api.context import ApiContext
+from tocsin.gateway.api.stored import stored_document_route
 
 __all__ = ["routes"]
 
@@ -24,12 +23,7 @@ _NOT_YET = json.dumps(
 
 
 def routes(context: ApiContext) -> list[BaseRoute]:
-    async def volume(request: Request) -> Response:
-        try:
-            context.authorize(request, "read")
-        except Unauthorized as refused:
-            return refused.response
-        stored = await context.redis.get(keys.prediction_volume())
-        return Response(stored or _NOT_YET, media_type="application/json")
-
-    return [Route("/v1/predictions/volume", volume, methods=["GET"])]
+    volume = stored_document_route(
+        context, "/v1/predictions/volume", keys.prediction_volume, _NOT_YET
+    )
+    return [volume]
