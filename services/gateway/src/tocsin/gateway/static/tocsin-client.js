@@ -9,6 +9,7 @@
 //   const client = new TocsinClient({ url: "wss://tocsin.example/ws",
 //     token: async () => (await fetch("/token")).text(), channels: ["alerts"],
 //     onEvent: (event) => render(event), onReset: (channel) => reload(channel),
+//     onSubscribed: (channel, position, recovered) => firstLoad(channel),
 //     onFatal: (error) => showLogin(error) });
 //   client.start();
 
@@ -31,6 +32,7 @@ export class TocsinClient {
     channels = ["alerts"],
     onEvent = () => {},
     onReset = () => {},
+    onSubscribed = () => {},
     onFatal = () => {},
     onStatus = () => {},
     onExpiry = () => {},
@@ -42,6 +44,7 @@ export class TocsinClient {
     this.channels = channels;
     this.onEvent = onEvent;
     this.onReset = onReset;
+    this.onSubscribed = onSubscribed;
     this.onFatal = onFatal;
     this.onStatus = onStatus;
     this.onExpiry = onExpiry; // (expiresAt, graceSeconds?) on welcome, refreshed, token_expiring
@@ -148,6 +151,9 @@ export class TocsinClient {
         } else if (!this.positions.has(frame.channel)) {
           this.positions.set(frame.channel, position);
         }
+        // Every answer, recovered or not: an application that loads its state over
+        // REST does so after its first one, so no event falls between load and live.
+        this.onSubscribed(frame.channel, position, Boolean(frame.recovered));
         break;
       }
       case "event": {

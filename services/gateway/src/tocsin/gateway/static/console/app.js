@@ -22,6 +22,7 @@ const state = {
   alerts: new Map(), // id -> summary or full record, whatever arrived last
   fresh: new Map(), // id -> when it last changed live
   loaded: { open: false, resolved: false },
+  live: false, // the alerts channel is subscribed: lists loaded from now on miss nothing
   matchers: [],
   search: "",
   group: "",
@@ -559,7 +560,7 @@ function showTab(tab) {
   if (!state.token) return;
   if (tab === "silences") loadSilences();
   if (tab === "status") loadStatus();
-  if ((tab === "open" || tab === "resolved") && !state.loaded[tab]) loadTab(tab).catch((error) => flash(error.message));
+  if ((tab === "open" || tab === "resolved") && !state.loaded[tab] && state.live) loadTab(tab).catch((error) => flash(error.message));
   for (const node of pool.values()) node.remove();
   pool.clear();
   scheduleRender();
@@ -642,6 +643,7 @@ function restart() {
   if (state.client) state.client.stop();
   state.alerts.clear();
   state.loaded = { open: false, resolved: false };
+  state.live = false;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   state.client = new TocsinClient({
     url: `${scheme}://${location.host}/ws`,
@@ -649,7 +651,10 @@ function restart() {
     channels: ["alerts", "system"],
     onStatus: setConnection,
     onExpiry,
-    onReset: (channel) => { if (channel === "alerts") reloadAlerts(); },
+    onReset: (channel) => { if (channel === "alerts" && state.live) reloadAlerts(); },
+    // The list is read only once the socket is subscribed: read before, an alert
+    // created between the read and the subscription would be in neither.
+    onSubscribed: (channel) => { if (channel === "alerts" && !state.live) { state.live = true; reloadAlerts(); } },
     onEvent,
     onFatal: (error) => showLogin(`The gateway closed the connection: ${error.reason || error.code}.`),
   });
