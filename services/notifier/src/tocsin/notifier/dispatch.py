@@ -16,6 +16,9 @@ message for later (a group's flush, a retry) is a durable due-time in Redis
 hands it over in the same atomic step as its state change: marking a group's
 flush as scheduled schedules it, and recording a flush hands its notification
 over and schedules the next flush.
+
+Over 400 lines: the three steps are one pipeline, and each hands over to the
+next inside its own atomic step; they are easiest to check side by side.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ shape follows Alertmanager's, which users already know:
         times: [{start_time: "22:00", end_time: "06:00"}]
         weekdays: ["monday:friday"]
         location: Europe/Paris
+
+Over 400 lines: one configuration's schema and its validation; the parts are
+checked against each other (receivers named by routes, intervals named by mutes).
 """
 
 from __future__ import annotations

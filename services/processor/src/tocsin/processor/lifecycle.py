@@ -17,6 +17,10 @@ indexes, `stats:minute:*`, the cache tag, the silence version, channel keys,
 the notifications queue) cannot, so one call is not Cluster-safe: a Cluster
 deployment would split the apply into the per-alert step and an outbox relayed
 to the shared keys (docs/storage.md, "Redis Cluster").
+
+Over 400 lines: the batch read, the decision loop with its conflict re-decide and
+the apply calls share the per-batch state and the caches of encoded chunks that
+keep the hot path cheap.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ change. The cache holds a page's ids; its records are read fresh by one script
 view asks (a summary by default, see `alert_views`). Actions (ack, unack, resolve) are
 `AlertAction` messages for the processor's `apply_action`; the gateway never
 writes alert state.
+
+Over 400 lines: listing (query parsing, cursor, cache, views) and the actions are
+the one `/v1/alerts` resource; the query parser, most of the module, is only its own.
 """
 
 from __future__ import annotations
