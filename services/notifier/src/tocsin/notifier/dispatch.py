@@ -5,9 +5,10 @@
     flush_notification_group
                            flush: inhibit, apply time mutes, decide (plan_flush), compose
                            the notification (a digest for big groups), hand it to send
-    send_notification      send: claim in the notification log, rate-limit, call the
-                           receiver in its bulkhead, then retry with backoff while the
-                           retry budget lasts, dead-letter, or settle
+    send_notification      send: claim in the notification log, rate-limit, render, and
+                           hand the send to the send loop (`sendloop`), which settles it:
+                           retry with backoff while the retry budget lasts, dead-letter,
+                           or record it sent
 
 All three are messages on the `notifications` queue, so any replica does any
 step and a crash at any point leaves a message that is delivered again. Every
@@ -40,10 +41,8 @@ from redis import Redis
 
 from tocsin.common.models import NotificationRequest
 from tocsin.common.queue.due import DueTimes
-from tocsin.common.telemetry import client_span
 from tocsin.notifier import metrics
 from tocsin.notifier.autopause import PauseGate
-from tocsin.notifier.bulkhead import Bulkheads, ReceiverBusyError
 from tocsin.notifier.deadletters import DeadLetters
 from tocsin.notifier.grouping import (
     GroupFlush,
@@ -62,6 +61,7 @@ from tocsin.notifier.ratelimit import RateLimiter
 from tocsin.notifier.receivers import PermanentDeliveryError, TemporaryDeliveryError
 from tocsin.notifier.routesource import RoutingSource
 from tocsin.notifier.routing import alert_labels
+from tocsin.notifier.sendloop import ReceiverBusyError, SendLoop
 
 __all__ = [
     "FLUSH_ACTOR",
@@ -79,15 +79,30 @@ SEND_ACTOR = "send_notification"
 _MAX_RETRY_AFTER = 3600.0
 # How long a send that found its receiver's slots all taken waits before it looks again.
 _BUSY_RETRY_SECONDS = 0.5
+# A claim's lease covers the send's slot wait, its timeout and this much for settling.
+_SETTLE_MARGIN_SECONDS = 4.0
+# A send's guard is due this long after its claim's lease lapses.
+_GUARD_AFTER_LEASE_SECONDS = 0.5
 # Fault injection for the crash tests: the environment variable names a point of the
 # pipeline where the process exits at once, as a SIGKILL there would (never set it
 # outside tests).
 CRASH_POINT_VARIABLE = "TOCSIN_TEST_CRASH_AT"
 
 
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """A send handed to the send loop: what its settle needs."""
+
+    notification: Notification
+    attempt: int
+    since: float
+    guard: str  # message id of its due-time guard
+    started: float  # perf_counter at hand-over
+
+
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """Retry, bulkhead and digest limits."""
+    """Retry and digest limits."""
 
     # Retries go on until this long after the notification was made, then dead-letter.
     retry_budget: float = 900.0
@@ -122,7 +137,7 @@ class Notifier:
         notification_log: NotificationLog,
         dead_letters: DeadLetters,
         due: DueTimes,
-        bulkheads: Bulkheads,
+        sends: SendLoop,
         policy: DeliveryPolicy,
         clock: Callable[[], float] = time.time,
         crash_at: str = "",
@@ -136,7 +151,7 @@ class Notifier:
         self._log = notification_log
         self._limiter = RateLimiter(redis)
         self._dead_letters = dead_letters
-        self._bulkheads = bulkheads
+        self._sends = sends
         self._policy = policy
         self._clock = clock
         self._crash_at = crash_at
@@ -294,13 +309,24 @@ class Notifier:
     # -- send ---------------------------------------------------------------------------
 
     def send(self, notification: Notification, attempt: int, since: float = 0.0) -> None:
-        """Send `notification`; `since` is when this delivery's first attempt ran (0: now).
+        """Claim, render and hand `notification` to the send loop; `since` is when this
+        delivery's first attempt ran (0: now).
 
         The retry budget runs from `since`, so a dead letter an operator retries gets
-        a whole budget again.
+        a whole budget again. The step returns once the send is handed over: the loop
+        settles it (`_settle`). Before the hand-over a guard, this same message, is
+        made due just after the claim's lease: if the process dies before the send
+        settles, the guard runs it again; once settled, the guard is cancelled (a
+        final outcome) or becomes the retry (a temporary failure, a busy receiver).
         """
         since = since or self._clock()
-        outcome = self._log.claim(notification)
+        active = self._routing.current()
+        receiver = active.receivers.get(notification.receiver)
+        # The lease outlives the longest a send can take on the loop (slot wait + timeout).
+        lease = self._log.lease
+        if receiver is not None:
+            lease = max(lease, self._sends.slot_wait + receiver.timeout + _SETTLE_MARGIN_SECONDS)
+        outcome = self._log.claim(notification, lease)
         args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
         if outcome.state == "busy":
             # Another send holds the lease; if its worker died the lease lapses and we take it.
@@ -309,9 +335,7 @@ class Notifier:
         if not outcome.acquired:
             metrics.DUPLICATES_SUPPRESSED.inc()
             return
-        active = self._routing.current()
         kind = notification.receiver_type
-        receiver = active.receivers.get(notification.receiver)
         if receiver is None:
             self._dead_letter(notification, "unknown-receiver", "receiver not configured", attempt)
             return
@@ -323,61 +347,93 @@ class Notifier:
                 self._log.settle(notification, "retrying")
                 self._later(SEND_ACTOR, args, wait)
                 return
-        started = time.perf_counter()
         try:
-            with client_span(
-                f"send {kind}",
-                {
-                    "tocsin.receiver": notification.receiver,
-                    "tocsin.notification.id": notification.id,
-                },
-            ):
-                self._bulkheads.run(
-                    notification.receiver,
-                    lambda: receiver.notify(notification),
-                    receiver.timeout + 1.0,
-                )
-        except ReceiverBusyError:
-            # Its slots are held by slower sends: look again soon, holding no thread.
+            # Rendering is CPU work: here on the worker thread, never on the send loop.
+            outbound = receiver.prepare(notification)
+        except Exception as exc:
+            # A template that does not render, or a bug: retrying would fail the same way.
+            log.exception("rendering for %s raised", notification.receiver)
+            metrics.FAILED.labels(kind, "permanent").inc()
+            self._dead_letter(notification, "error", f"{type(exc).__name__}: {exc}", attempt + 1)
+            return
+        guard = self._due.schedule(SEND_ACTOR, tuple(args), lease + _GUARD_AFTER_LEASE_SECONDS)
+        self._crash_point("send")
+        send = _Send(notification, attempt, since, guard, time.perf_counter())
+        self._sends.submit(
+            notification.receiver,
+            kind,
+            outbound,
+            receiver.timeout,
+            lambda result: self._settle(send, result),
+            trace={"tocsin.notification.id": notification.id},
+        )
+
+    def _settle(self, send: _Send, outcome: BaseException | None) -> None:
+        """Record how a send ended (on a settle thread of the send loop)."""
+        notification, attempt, since = send.notification, send.attempt, send.since
+        kind = notification.receiver_type
+        elapsed = time.perf_counter() - send.started
+        args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
+        if outcome is None:
+            metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
+            self._log.record(notification, "sent", attempt, settle="sent")
+            self._cancel(send.guard)
+            metrics.SENT.labels(kind).inc()
+            return
+        if isinstance(outcome, ReceiverBusyError):
+            # Its slots are held by slower sends: look again soon, holding nothing meanwhile.
             metrics.RECEIVER_BUSY.labels(kind).inc()
             self._log.settle(notification, "retrying")
-            self._later(SEND_ACTOR, args, _BUSY_RETRY_SECONDS)
+            self._reschedule(send.guard, args, _BUSY_RETRY_SECONDS)
             return
-        except TemporaryDeliveryError as exc:
-            metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        if isinstance(outcome, TemporaryDeliveryError):
+            metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
             metrics.FAILED.labels(kind, "temporary").inc()
             # The last try is at the end of the budget (the receiver's own, if it has one).
-            budget = active.retry_budgets.get(notification.receiver, self._policy.retry_budget)
+            budgets = self._routing.current().retry_budgets
+            budget = budgets.get(notification.receiver, self._policy.retry_budget)
             left = since + budget - self._clock()
             if left <= 0:
-                self._dead_letter(notification, "retries-exhausted", str(exc), attempt + 1)
+                self._dead_letter(notification, "retries-exhausted", str(outcome), attempt + 1)
+                self._cancel(send.guard)
                 return
-            delay = min(left, retry_delay(attempt, self._policy, exc.retry_after))
-            # Recorded before the retry exists, so the log keeps the attempts in order.
-            self._log.record(notification, "failed-temporary", attempt, str(exc), settle="retrying")
-            self._later(SEND_ACTOR, [args[0], attempt + 1, since], delay)
+            delay = min(left, retry_delay(attempt, self._policy, outcome.retry_after))
+            # Recorded before the retry is due, so the log keeps the attempts in order.
+            self._log.record(
+                notification, "failed-temporary", attempt, str(outcome), settle="retrying"
+            )
+            self._reschedule(send.guard, [args[0], attempt + 1, since], delay)
             log.warning(
                 "send to %s failed (attempt %d), retrying in %.2fs: %s",
                 notification.receiver,
                 attempt + 1,
                 delay,
-                exc,
+                outcome,
             )
             return
-        except PermanentDeliveryError as exc:
-            metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
-            metrics.FAILED.labels(kind, "permanent").inc()
-            self._dead_letter(notification, "permanent-failure", str(exc), attempt + 1)
-            return
-        except Exception as exc:
-            # A template that does not render, or a bug: retrying would fail the same way.
-            log.exception("send to %s raised", notification.receiver)
-            metrics.FAILED.labels(kind, "permanent").inc()
-            self._dead_letter(notification, "error", f"{type(exc).__name__}: {exc}", attempt + 1)
-            return
-        metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        self._log.record(notification, "sent", attempt, settle="sent")
-        metrics.SENT.labels(kind).inc()
+        metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
+        metrics.FAILED.labels(kind, "permanent").inc()
+        if isinstance(outcome, PermanentDeliveryError):
+            self._dead_letter(notification, "permanent-failure", str(outcome), attempt + 1)
+        else:
+            # A bug: retrying would fail the same way.
+            log.error("send to %s raised", notification.receiver, exc_info=outcome)
+            error = f"{type(outcome).__name__}: {outcome}"
+            self._dead_letter(notification, "error", error, attempt + 1)
+        self._cancel(send.guard)
+
+    def _reschedule(self, guard: str, args: list[Any], delay: float) -> None:
+        """Make the send's guard the retry: same message id, so it replaces, not adds."""
+        self._due.schedule(SEND_ACTOR, tuple(args), delay, message_id=guard)
+
+    def _cancel(self, guard: str) -> None:
+        """Drop the send's guard once the send has a final outcome (a guard left behind
+        by a crash here runs, finds the claim settled and sends nothing)."""
+        entries = self._due.keys
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(entries.entries, guard)
+        pipe.hdel(entries.messages, guard)
+        pipe.execute()
 
     def _dead_letter(
         self, notification: Notification, reason: str, error: str, attempts: int

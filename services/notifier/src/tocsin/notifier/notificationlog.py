@@ -70,10 +70,15 @@ class NotificationLog:
         self._retention = retention
         self._keep_claims_ms = keep_claims * 1000
 
-    def claim(self, notification: Notification) -> ClaimOutcome:
-        state, pttl = self._claim(
-            keys=[claim_key(notification)], args=[notification.id, self._lease_ms]
-        )
+    @property
+    def lease(self) -> float:
+        """The configured lease of an in-progress claim, in seconds."""
+        return self._lease_ms / 1000
+
+    def claim(self, notification: Notification, lease: float | None = None) -> ClaimOutcome:
+        """Claim `notification` for a send, leased for `lease` s (default: the configured)."""
+        lease_ms = self._lease_ms if lease is None else max(1, int(lease * 1000))
+        state, pttl = self._claim(keys=[claim_key(notification)], args=[notification.id, lease_ms])
         state = state.decode() if isinstance(state, bytes) else str(state)
         return ClaimOutcome(state, max(0, int(pttl)) / 1000)
 
