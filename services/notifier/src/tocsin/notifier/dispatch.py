@@ -102,7 +102,7 @@ class _Send:
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """Retry and digest limits."""
+    """Retry, claim and digest limits."""
 
     # Retries go on until this long after the notification was made, then dead-letter.
     retry_budget: float = 900.0
@@ -110,6 +110,8 @@ class DeliveryPolicy:
     max_backoff: float = 30.0
     digest_threshold: int = 20
     digest_sample: int = 10
+    # Lease of a send's claim; 0: the receiver's timeout plus 5 s (never less than that).
+    claim_lease: float = 0.0
 
 
 def retry_delay(
@@ -322,10 +324,12 @@ class Notifier:
         since = since or self._clock()
         active = self._routing.current()
         receiver = active.receivers.get(notification.receiver)
-        # The lease outlives the longest a send can take on the loop (slot wait + timeout).
-        lease = self._log.lease
+        # The lease outlives the longest a send can take on the loop (slot wait + timeout),
+        # and no more unless configured: after a crash, the guard waits it out.
+        lease = self._policy.claim_lease or self._log.lease
         if receiver is not None:
-            lease = max(lease, self._sends.slot_wait + receiver.timeout + _SETTLE_MARGIN_SECONDS)
+            least = self._sends.slot_wait + receiver.timeout + _SETTLE_MARGIN_SECONDS
+            lease = max(self._policy.claim_lease, least)
         outcome = self._log.claim(notification, lease)
         args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
         if outcome.state == "busy":

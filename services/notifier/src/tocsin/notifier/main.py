@@ -107,6 +107,7 @@ def run() -> None:
             max_backoff=settings.retry_max_backoff_ms / 1000,
             digest_threshold=settings.digest_threshold,
             digest_sample=settings.digest_sample,
+            claim_lease=settings.claim_lease_seconds,
         ),
     )
 

@@ -49,8 +49,8 @@ class NotifierSettings(QueueConsumerSettings):
     digest_sample: int = setting(10, "Alerts listed in a digest (the N above).")
     claim_lease_seconds: float = setting(
         0.0,
-        "Lease of an in-progress send claim, in seconds (0: send timeout plus 5 s); at least "
-        "the receiver's timeout plus 5 s.",
+        "Lease of an in-progress send claim, in seconds (0: the receiver's timeout plus 5 s, "
+        "which is also the least it can be).",
     )
     log_retention_seconds: int = setting(
         7 * 86400, "How long the per-alert notification log is kept, in seconds."
