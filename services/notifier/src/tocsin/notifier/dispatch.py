@@ -318,8 +318,9 @@ class Notifier:
         a whole budget again. The step returns once the send is handed over: the loop
         settles it (`_settle`). Before the hand-over a guard, this same message, is
         made due just after the claim's lease: if the process dies before the send
-        settles, the guard runs it again; once settled, the guard is cancelled (a
-        final outcome) or becomes the retry (a temporary failure, a busy receiver).
+        settles, the guard runs it again; once settled, the guard is dropped with the
+        final outcome's record, or becomes the retry (a temporary failure, a busy
+        receiver).
         """
         since = since or self._clock()
         active = self._routing.current()
@@ -380,15 +381,17 @@ class Notifier:
         args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
         if outcome is None:
             metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
-            self._log.record(notification, "sent", attempt, settle="sent")
-            self._cancel(send.guard)
+            self._log.record(
+                notification, "sent", attempt, settle="sent", drop_due=(self._due.keys, send.guard)
+            )
             metrics.SENT.labels(kind).inc()
             return
         if isinstance(outcome, ReceiverBusyError):
             # Its slots are held by slower sends: look again soon, holding nothing meanwhile.
             metrics.RECEIVER_BUSY.labels(kind).inc()
             self._log.settle(notification, "retrying")
-            self._reschedule(send.guard, args, _BUSY_RETRY_SECONDS)
+            # Jittered, so a burst put back together does not come back together.
+            self._reschedule(send.guard, args, _BUSY_RETRY_SECONDS * (1 + random.random()))
             return
         if isinstance(outcome, TemporaryDeliveryError):
             metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
@@ -398,8 +401,9 @@ class Notifier:
             budget = budgets.get(notification.receiver, self._policy.retry_budget)
             left = since + budget - self._clock()
             if left <= 0:
-                self._dead_letter(notification, "retries-exhausted", str(outcome), attempt + 1)
-                self._cancel(send.guard)
+                self._dead_letter(
+                    notification, "retries-exhausted", str(outcome), attempt + 1, send.guard
+                )
                 return
             delay = min(left, retry_delay(attempt, self._policy, outcome.retry_after))
             # Recorded before the retry is due, so the log keeps the attempts in order.
@@ -418,29 +422,24 @@ class Notifier:
         metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
         metrics.FAILED.labels(kind, "permanent").inc()
         if isinstance(outcome, PermanentDeliveryError):
-            self._dead_letter(notification, "permanent-failure", str(outcome), attempt + 1)
+            reason, error = "permanent-failure", str(outcome)
         else:
             # A bug: retrying would fail the same way.
             log.error("send to %s raised", notification.receiver, exc_info=outcome)
-            error = f"{type(outcome).__name__}: {outcome}"
-            self._dead_letter(notification, "error", error, attempt + 1)
-        self._cancel(send.guard)
+            reason, error = "error", f"{type(outcome).__name__}: {outcome}"
+        self._dead_letter(notification, reason, error, attempt + 1, send.guard)
 
     def _reschedule(self, guard: str, args: list[Any], delay: float) -> None:
         """Make the send's guard the retry: same message id, so it replaces, not adds."""
         self._due.schedule(SEND_ACTOR, tuple(args), delay, message_id=guard)
 
-    def _cancel(self, guard: str) -> None:
-        """Drop the send's guard once the send has a final outcome (a guard left behind
-        by a crash here runs, finds the claim settled and sends nothing)."""
-        entries = self._due.keys
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zrem(entries.entries, guard)
-        pipe.hdel(entries.messages, guard)
-        pipe.execute()
-
     def _dead_letter(
-        self, notification: Notification, reason: str, error: str, attempts: int
+        self,
+        notification: Notification,
+        reason: str,
+        error: str,
+        attempts: int,
+        guard: str | None = None,
     ) -> None:
         self._dead_letters.add(
             SEND_ACTOR,
@@ -458,6 +457,7 @@ class Notifier:
             attempts - 1,
             error,
             settle="failed" if reason == "permanent-failure" else "dead",
+            drop_due=None if guard is None else (self._due.keys, guard),
         )
         log.error(
             "notification %s to %s dead-lettered (%s): %s",

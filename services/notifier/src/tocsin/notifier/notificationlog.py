@@ -18,6 +18,7 @@ import msgspec
 from redis import Redis
 
 from tocsin.common import keys
+from tocsin.common.queue.due import DueKeys
 from tocsin.notifier.message import Notification
 
 __all__ = ["Attempt", "ClaimOutcome", "NotificationLog"]
@@ -96,8 +97,13 @@ class NotificationLog:
         error: str = "",
         *,
         settle: Final | None = None,
+        drop_due: tuple[DueKeys, str] | None = None,
     ) -> None:
-        """Log an attempt against every alert of the notification, settling its claim too."""
+        """Log an attempt against every alert of the notification, settling its claim too.
+
+        `drop_due` (a queue's due keys and a message id) takes that due message out in
+        the same round trip: the send's guard, once the send has a final outcome.
+        """
         entry = _encoder.encode(
             Attempt(
                 notification_id=notification.id,
@@ -120,6 +126,10 @@ class NotificationLog:
             pipe.lpush(keys.notification_log(alert_id), entry)
             pipe.ltrim(keys.notification_log(alert_id), 0, 99)
             pipe.expire(keys.notification_log(alert_id), self._retention)
+        if drop_due is not None:
+            due, message_id = drop_due
+            pipe.zrem(due.entries, message_id)
+            pipe.hdel(due.messages, message_id)
         pipe.execute()
 
     def attempts(self, alert_id: str) -> list[dict[str, Any]]:
