@@ -80,7 +80,7 @@ _MAX_RETRY_AFTER = 3600.0
 # How long a send that found its receiver's slots all taken waits before it looks again.
 _BUSY_RETRY_SECONDS = 0.5
 # A claim's lease covers the send's slot wait, its timeout and this much for settling.
-_SETTLE_MARGIN_SECONDS = 4.0
+_SETTLE_MARGIN_SECONDS = 2.0
 # A send's guard is due this long after its claim's lease lapses.
 _GUARD_AFTER_LEASE_SECONDS = 0.5
 # Fault injection for the crash tests: the environment variable names a point of the

@@ -27,7 +27,11 @@ class NotifierSettings(QueueConsumerSettings):
         "Worker threads of the notifier's queue consumer (accept, flush, and the send step's "
         "claim and render); the sends themselves run on the send loop and hold none.",
     )
-    send_timeout_seconds: float = setting(10.0, "Timeout of one send to a receiver, in seconds.")
+    send_timeout_seconds: float = setting(
+        10.0,
+        "Deadline of one send to a receiver (connect, request and answer together), in "
+        "seconds; a receiver's `timeout_seconds` replaces it.",
+    )
     retry_budget_seconds: float = setting(
         900.0,
         "How long failed sends of a notification are retried (timeouts, 5xx, 429) before it "
