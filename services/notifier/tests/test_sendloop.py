@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from email.message import EmailMessage
 
 import pytest
 
 from tocsin.notifier.receivers import PermanentDeliveryError, TemporaryDeliveryError
 from tocsin.notifier.receivers._http import HttpPost, HttpPosts
+from tocsin.notifier.receivers.email import SmtpSend
 from tocsin.notifier.sendloop import Outcome, ReceiverBusyError, SendLoop
 
 Answer = Callable[[socket.socket], None]
@@ -190,3 +193,27 @@ def test_a_4xx_is_permanent_and_drain_waits_for_every_settle(
     assert loop.drain(timeout=5.0)
     [outcome] = settled
     assert isinstance(outcome, PermanentDeliveryError)
+
+
+def test_an_smtp_server_that_never_greets_ends_at_the_send_deadline(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    silent = servers(hang)
+    message = EmailMessage()
+    message["Subject"] = "DiskFull"
+    message.set_content("disk at 99%")
+    outbound = SmtpSend(
+        message=message,
+        host="127.0.0.1",
+        port=silent.listener.getsockname()[1],
+        tls="starttls",
+        context=ssl.create_default_context(),
+        username="",
+        password="",
+        timeout=30.0,  # aiosmtplib's own per-operation timeout, longer than the deadline
+    )
+    settled: Future[Outcome] = Future()
+    loop.submit("mail", "email", outbound, 1.0, settled.set_result)
+    outcome = settled.result(timeout=5.0)
+    assert isinstance(outcome, TemporaryDeliveryError)
+    assert "no answer within 1s" in str(outcome)
