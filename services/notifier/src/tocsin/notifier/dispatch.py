@@ -56,7 +56,7 @@ from tocsin.notifier.grouping import (
 )
 from tocsin.notifier.inhibition import FiringIndex
 from tocsin.notifier.message import GroupedAlert, Notification
-from tocsin.notifier.notificationlog import NotificationLog
+from tocsin.notifier.notificationlog import ClaimOutcome, NotificationLog
 from tocsin.notifier.ratelimit import RateLimiter
 from tocsin.notifier.receivers import PermanentDeliveryError, TemporaryDeliveryError
 from tocsin.notifier.routesource import RoutingSource
@@ -77,16 +77,25 @@ FLUSH_ACTOR = "flush_notification_group"
 SEND_ACTOR = "send_notification"
 # Retry-After above this is treated as this: a page must not wait a day on a header.
 _MAX_RETRY_AFTER = 3600.0
-# How long a send that found its receiver's slots all taken waits before it looks again.
-_BUSY_RETRY_SECONDS = 0.5
-# A claim's lease covers the send's slot wait, its timeout and this much for settling.
-_SETTLE_MARGIN_SECONDS = 2.0
+# How long a send that found its receiver's slots all taken waits before it looks again
+# (up to twice this, jittered), and a send whose claim Redis did not answer.
+_BUSY_RETRY_SECONDS = 1.0
+# A claim's lease covers the send's deadline and this much for settling.
+_SETTLE_MARGIN_SECONDS = 5.0
 # A send's guard is due this long after its claim's lease lapses.
 _GUARD_AFTER_LEASE_SECONDS = 0.5
 # Fault injection for the crash tests: the environment variable names a point of the
 # pipeline where the process exits at once, as a SIGKILL there would (never set it
 # outside tests).
 CRASH_POINT_VARIABLE = "TOCSIN_TEST_CRASH_AT"
+
+
+class NotClaimedError(Exception):
+    """The send loop's claim was refused (`outcome` says why): the send was not made."""
+
+    def __init__(self, outcome: ClaimOutcome, cause: BaseException | None = None) -> None:
+        super().__init__(f"not claimed: {outcome.state}" + (f" ({cause})" if cause else ""))
+        self.outcome = outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,45 +320,42 @@ class Notifier:
     # -- send ---------------------------------------------------------------------------
 
     def send(self, notification: Notification, attempt: int, since: float = 0.0) -> None:
-        """Claim, render and hand `notification` to the send loop; `since` is when this
+        """Render `notification` and hand it to the send loop; `since` is when this
         delivery's first attempt ran (0: now).
 
         The retry budget runs from `since`, so a dead letter an operator retries gets
-        a whole budget again. The step returns once the send is handed over: the loop
-        settles it (`_settle`). Before the hand-over a guard, this same message, is
-        made due just after the claim's lease: if the process dies before the send
-        settles, the guard runs it again; once settled, the guard is dropped with the
-        final outcome's record, or becomes the retry (a temporary failure, a busy
-        receiver).
+        a whole budget again. The step returns once the send is handed over; the loop
+        claims it in the notification log once a slot of its receiver is free
+        (`_claim`), sends, and settles it (`_settle`). Before the hand-over a guard,
+        this same message, is made due just after the claim's lease: if the process
+        dies before the send settles, the guard runs it again; once settled, the guard
+        is dropped with the final outcome's record, or becomes the retry (a temporary
+        failure, a busy receiver, a claim held elsewhere).
         """
         since = since or self._clock()
         active = self._routing.current()
         receiver = active.receivers.get(notification.receiver)
-        # The lease outlives the longest a send can take on the loop (slot wait + timeout),
-        # and no more unless configured: after a crash, the guard waits it out.
-        lease = self._policy.claim_lease or self._log.lease
-        if receiver is not None:
-            least = self._sends.slot_wait + receiver.timeout + _SETTLE_MARGIN_SECONDS
-            lease = max(self._policy.claim_lease, least)
-        outcome = self._log.claim(notification, lease)
         args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
-        if outcome.state == "busy":
-            # Another send holds the lease; if its worker died the lease lapses and we take it.
-            self._later(SEND_ACTOR, args, outcome.wait + 0.05)
-            return
-        if not outcome.acquired:
-            metrics.DUPLICATES_SUPPRESSED.inc()
-            return
         kind = notification.receiver_type
         if receiver is None:
-            self._dead_letter(notification, "unknown-receiver", "receiver not configured", attempt)
+            if self._claimed_here(notification, self._log.lease, args):
+                self._dead_letter(
+                    notification, "unknown-receiver", "receiver not configured", attempt
+                )
             return
+        if self._sends.full(notification.receiver):
+            # Nothing would take it now: look again later, before rendering it for nothing.
+            metrics.RECEIVER_BUSY.labels(kind).inc()
+            self._later(SEND_ACTOR, args, _BUSY_RETRY_SECONDS * (1 + random.random()))
+            return
+        # The lease outlives the send's deadline, and no more unless configured: after a
+        # crash, the guard waits it out.
+        lease = max(self._policy.claim_lease, receiver.timeout + _SETTLE_MARGIN_SECONDS)
         rate = active.rates.get(notification.receiver)
         if rate is not None:
             wait = self._limiter.acquire(notification.receiver, rate)
             if wait > 0:
                 metrics.RATE_LIMITED.labels(kind).inc()
-                self._log.settle(notification, "retrying")
                 self._later(SEND_ACTOR, args, wait)
                 return
         try:
@@ -358,8 +364,10 @@ class Notifier:
         except Exception as exc:
             # A template that does not render, or a bug: retrying would fail the same way.
             log.exception("rendering for %s raised", notification.receiver)
-            metrics.FAILED.labels(kind, "permanent").inc()
-            self._dead_letter(notification, "error", f"{type(exc).__name__}: {exc}", attempt + 1)
+            if self._claimed_here(notification, lease, args):
+                metrics.FAILED.labels(kind, "permanent").inc()
+                error = f"{type(exc).__name__}: {exc}"
+                self._dead_letter(notification, "error", error, attempt + 1)
             return
         guard = self._due.schedule(SEND_ACTOR, tuple(args), lease + _GUARD_AFTER_LEASE_SECONDS)
         self._crash_point("send")
@@ -369,9 +377,31 @@ class Notifier:
             kind,
             outbound,
             receiver.timeout,
+            lambda: self._claim(notification, lease),
             lambda result: self._settle(send, result),
+            # It holds no claim while it waits, and stops waiting before its guard is due.
+            slot_wait=lease,
             trace={"tocsin.notification.id": notification.id},
         )
+
+    def _claimed_here(self, notification: Notification, lease: float, args: list[Any]) -> bool:
+        """Claim on this thread (the paths that end without a send); False if not ours."""
+        outcome = self._log.claim(notification, lease)
+        if outcome.state == "busy":
+            # Another send holds the lease; if its worker died the lease lapses and we take it.
+            self._later(SEND_ACTOR, args, outcome.wait + 0.05)
+        elif not outcome.acquired:
+            metrics.DUPLICATES_SUPPRESSED.inc()
+        return outcome.acquired
+
+    def _claim(self, notification: Notification, lease: float) -> BaseException | None:
+        """The send loop's go-ahead, once a slot is held: None if this send holds the claim."""
+        try:
+            outcome = self._log.claim(notification, lease)
+        except Exception as exc:
+            # Redis unreachable: look again a little later (or the guard will).
+            return NotClaimedError(ClaimOutcome("unavailable", _BUSY_RETRY_SECONDS), exc)
+        return None if outcome.acquired else NotClaimedError(outcome)
 
     def _settle(self, send: _Send, outcome: BaseException | None) -> None:
         """Record how a send ended (on a settle thread of the send loop)."""
@@ -387,11 +417,22 @@ class Notifier:
             metrics.SENT.labels(kind).inc()
             return
         if isinstance(outcome, ReceiverBusyError):
-            # Its slots are held by slower sends: look again soon, holding nothing meanwhile.
+            # Its slots are held by slower sends (and it took no claim): look again soon,
+            # holding nothing meanwhile; jittered, so a burst put back together does not
+            # come back together.
             metrics.RECEIVER_BUSY.labels(kind).inc()
-            self._log.settle(notification, "retrying")
-            # Jittered, so a burst put back together does not come back together.
             self._reschedule(send.guard, args, _BUSY_RETRY_SECONDS * (1 + random.random()))
+            return
+        if isinstance(outcome, NotClaimedError):
+            claim = outcome.outcome
+            if claim.state in ("busy", "unavailable"):
+                # Another send holds the lease (if its worker died, the lease lapses and
+                # this takes it), or Redis did not answer.
+                self._reschedule(send.guard, args, claim.wait + 0.05)
+            else:
+                # Sent, or settled by another send: this one is a repeat.
+                metrics.DUPLICATES_SUPPRESSED.inc()
+                self._drop_guard(send.guard)
             return
         if isinstance(outcome, TemporaryDeliveryError):
             metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
@@ -428,6 +469,12 @@ class Notifier:
             log.error("send to %s raised", notification.receiver, exc_info=outcome)
             reason, error = "error", f"{type(outcome).__name__}: {outcome}"
         self._dead_letter(notification, reason, error, attempt + 1, send.guard)
+
+    def _drop_guard(self, guard: str) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(self._due.keys.entries, guard)
+        pipe.hdel(self._due.keys.messages, guard)
+        pipe.execute()
 
     def _reschedule(self, guard: str, args: list[Any], delay: float) -> None:
         """Make the send's guard the retry: same message id, so it replaces, not adds."""

@@ -85,7 +85,7 @@ def run() -> None:
     due = DueTimes(redis, queues.NOTIFICATIONS_QUEUE)
     sends = SendLoop(
         settings.receiver_concurrency,
-        slot_wait=_SLOT_WAIT_SECONDS,
+        slot_wait=settings.send_timeout_seconds + 5,  # each send gives its own: its lease
         max_waiting=settings.receiver_concurrency * _WAITING_PER_SLOT,
     ).start()
     notifier = Notifier(

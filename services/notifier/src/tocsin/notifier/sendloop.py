@@ -11,10 +11,13 @@ other receiver's.
 A send waits at most `slot_wait` seconds for a slot and at most
 `max_waiting` sends wait per receiver; beyond either it ends as
 `ReceiverBusyError` without having been tried (the pipeline looks again later,
-from a durable due-time). When a send ends, its outcome (None when delivered,
-else the exception) goes to the caller's `settle` callback on one of a few
-settle threads: settling writes to Redis with a blocking client, which must
-not stall the loop.
+from a durable due-time). Once it holds a slot, the caller's `claim` runs (the
+notification log's claim: only a send about to go out takes a lease, so a wait
+for a slot never eats into it); a refusal ends the send untried, with the
+refusal as its outcome. When a send ends, its outcome (None when delivered,
+else the exception) goes to the caller's `settle` callback. Claims and settles
+write to Redis with a blocking client, which must not stall the loop: they run
+on a few threads of their own.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ log = logging.getLogger(__name__)
 
 # None: delivered; otherwise what the send raised (a DeliveryError, ReceiverBusyError, a bug).
 Outcome = BaseException | None
-# Threads that run settle callbacks (Redis writes of a few ms each).
+# Threads that run claims and settle callbacks (Redis calls of a millisecond or so each).
+_CLAIM_THREADS = 4
 _SETTLE_THREADS = 2
+# A claim: None to go ahead, or the reason not to send (the send's outcome).
+Claim = Callable[[], BaseException | None]
 
 
 class ReceiverBusyError(Exception):
@@ -68,6 +74,7 @@ class SendLoop:
         self._max_waiting = max(0, max_waiting)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="send-loop", daemon=True)
+        self._claimers = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="send-claim")
         self._settlers = ThreadPoolExecutor(_SETTLE_THREADS, thread_name_prefix="send-settle")
         self._gates: dict[str, _Gate] = {}
         self._lock = threading.Lock()
@@ -82,22 +89,21 @@ class SendLoop:
         asyncio.set_event_loop(self._loop)
         self._loop.run_forever()
 
-    @property
-    def slot_wait(self) -> float:
-        """Longest a send waits for a slot of its receiver, in seconds."""
-        return self._slot_wait
-
     def submit(
         self,
         receiver: str,
         kind: str,
         outbound: Outbound,
         timeout: float,
+        claim: Claim,
         settle: Callable[[Outcome], None],
         *,
+        slot_wait: float | None = None,
         trace: Mapping[str, str] | None = None,
     ) -> None:
-        """Send `outbound` to `receiver` within `timeout` s; `settle(outcome)` runs after.
+        """Send `outbound` to `receiver` within `timeout` s once `claim()` allows it;
+        `settle(outcome)` runs after. It waits at most `slot_wait` s for a slot (default:
+        the loop's).
 
         Returns at once. The caller's context (its trace) goes with the send, which
         is a CLIENT span `send {kind}` with `trace` among its attributes.
@@ -108,7 +114,15 @@ class SendLoop:
 
         def start() -> None:
             self._loop.create_task(
-                self._send(receiver, kind, outbound, timeout, settle, trace or {}),
+                self._send(
+                    receiver,
+                    kind,
+                    outbound,
+                    (self._slot_wait if slot_wait is None else slot_wait, timeout),
+                    claim,
+                    settle,
+                    trace or {},
+                ),
                 context=context,
             )
 
@@ -123,21 +137,29 @@ class SendLoop:
         receiver: str,
         kind: str,
         outbound: Outbound,
-        deadline: float,
+        waits: tuple[float, float],
+        claim: Claim,
         settle: Callable[[Outcome], None],
         trace: Mapping[str, str],
     ) -> None:
         outcome: Outcome = None
         try:
             with client_span(f"send {kind}", {"tocsin.receiver": receiver, **trace}):
-                outcome = await self._attempt(receiver, kind, outbound, deadline)
+                outcome = await self._attempt(receiver, kind, outbound, waits, claim)
         except BaseException as exc:  # a bug in a receiver must still settle its send
             outcome = exc
         self._settlers.submit(self._settle, settle, outcome)
 
     async def _attempt(
-        self, receiver: str, kind: str, outbound: Outbound, deadline: float
+        self,
+        receiver: str,
+        kind: str,
+        outbound: Outbound,
+        waits: tuple[float, float],
+        claim: Claim,
     ) -> Outcome:
+        """Wait for a slot (at most `waits[0]` s), claim, send (within `waits[1]` s)."""
+        slot_wait, deadline = waits
         gate = self._gates.get(receiver)
         if gate is None:
             gate = self._gates[receiver] = _Gate(self._concurrency)
@@ -145,7 +167,7 @@ class SendLoop:
             return ReceiverBusyError(receiver)
         gate.waiting += 1
         try:
-            async with asyncio.timeout(self._slot_wait):
+            async with asyncio.timeout(slot_wait):
                 await gate.slots.acquire()
         except TimeoutError:
             return ReceiverBusyError(receiver)
@@ -153,6 +175,9 @@ class SendLoop:
             gate.waiting -= 1
         metrics.SENDS_OPEN.labels(kind).inc()
         try:
+            refused = await self._loop.run_in_executor(self._claimers, claim)
+            if refused is not None:
+                return refused
             async with asyncio.timeout(deadline):
                 await outbound.send(gate.http)
         except TimeoutError:
@@ -163,6 +188,13 @@ class SendLoop:
             metrics.SENDS_OPEN.labels(kind).dec()
             gate.slots.release()
         return None
+
+    def full(self, receiver: str) -> bool:
+        """Whether `receiver`'s slots and waiting room are all taken (a send now would be
+        put back at once): lets the caller skip rendering one. Read without a lock: a
+        hint, off by a send or two at worst."""
+        gate = self._gates.get(receiver)
+        return gate is not None and gate.slots.locked() and gate.waiting >= self._max_waiting
 
     def _settle(self, settle: Callable[[Outcome], None], outcome: Outcome) -> None:
         try:
@@ -198,4 +230,5 @@ class SendLoop:
                 log.debug("closing the receivers' HTTP clients failed", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=2)
+        self._claimers.shutdown(wait=False, cancel_futures=True)
         self._settlers.shutdown(wait=False, cancel_futures=True)
