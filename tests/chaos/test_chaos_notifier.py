@@ -127,7 +127,7 @@ def test_notifier_killed_inside_accept_flush_or_send_loses_no_page(
     tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, crash_point)
     # The process dies the first time it reaches the crash point (the state written by the
     # step before it is in Redis, the message that got there is unacknowledged; at
-    # "send", the claim is taken and its guard scheduled, the send not yet handed over).
+    # "send", its guard is scheduled and the send not yet handed over).
     assert crashing.process is not None
     assert crashing.process.wait(timeout=30) == 137
     stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)

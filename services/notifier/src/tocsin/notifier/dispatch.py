@@ -5,10 +5,11 @@
     flush_notification_group
                            flush: inhibit, apply time mutes, decide (plan_flush), compose
                            the notification (a digest for big groups), hand it to send
-    send_notification      send: claim in the notification log, rate-limit, render, and
-                           hand the send to the send loop (`sendloop`), which settles it:
-                           retry with backoff while the retry budget lasts, dead-letter,
-                           or record it sent
+    send_notification      send: rate-limit, render, and hand the send to the send loop
+                           (`sendloop`), which claims it in the notification log once a
+                           slot of its receiver is free, sends, and settles it: retry
+                           with backoff while the retry budget lasts, dead-letter, or
+                           record it sent
 
 All three are messages on the `notifications` queue, so any replica does any
 step and a crash at any point leaves a message that is delivered again. Every
