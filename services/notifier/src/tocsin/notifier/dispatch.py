@@ -83,6 +83,9 @@ _MAX_RETRY_AFTER = 3600.0
 _BUSY_RETRY_SECONDS = 1.0
 # A claim's lease covers the send's deadline and this much for settling.
 _SETTLE_MARGIN_SECONDS = 5.0
+# What a send's slot wait leaves of its lease beyond its timeout (for the claim and the
+# settle): with the default lease, a send waits up to 4 s for a slot.
+_SLOT_WAIT_MARGIN_SECONDS = 1.0
 # A send's guard is due this long after its claim's lease lapses.
 _GUARD_AFTER_LEASE_SECONDS = 0.5
 # Fault injection for the crash tests: the environment variable names a point of the
@@ -380,8 +383,9 @@ class Notifier:
             receiver.timeout,
             lambda: self._claim(notification, lease),
             lambda result: self._settle(send, result),
-            # It holds no claim while it waits, and stops waiting before its guard is due.
-            slot_wait=lease,
+            # It holds no claim while it waits, and stops waiting in time to be done
+            # before its guard is due: the guard runs only for a send whose process died.
+            slot_wait=lease - receiver.timeout - _SLOT_WAIT_MARGIN_SECONDS,
             trace={"tocsin.notification.id": notification.id},
         )
 
