@@ -133,8 +133,15 @@ def _record(span: ReadableSpan) -> SpanRecord:
         span._end_time,
         _plain(span._attributes),
         (status.status_code._value_, status.description),
-        [(e.name, e.timestamp, _plain(e.attributes)) for e in events] if events else (),
-        [(_context_record(ln.context), _plain(ln.attributes)) for ln in links] if links else (),
+        [(e.name, e.timestamp, _plain(e.attributes), e.dropped_attributes) for e in events]
+        if events
+        else (),
+        [
+            (_context_record(ln.context), _plain(ln.attributes), ln.dropped_attributes)
+            for ln in links
+        ]
+        if links
+        else (),
         (
             getattr(span._attributes, "dropped", 0),
             getattr(events, "dropped", 0),
@@ -197,13 +204,21 @@ class SpanPipe(SpanProcessor):
         return
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not span.context.trace_flags.sampled or self._closing:
+        if span.context.trace_flags.sampled:
+            self.hand(_record(span))
+
+    def hand(self, record: SpanRecord) -> None:
+        """Queue one finished, sampled span for the child (dropped and counted when full).
+
+        `on_end` calls it for an SDK span; `RecordingTracerProvider`'s spans call it directly.
+        """
+        if self._closing:
             return
         queued = self._queued
         if len(queued) >= self._max_queued:
             self._drop(1)
             return
-        queued.append(_record(span))
+        queued.append(record)
         if len(queued) == HAND_OFF_SPANS:
             self._wake.set()
 

@@ -18,6 +18,7 @@ import signal
 import sys
 from typing import IO, Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -71,6 +72,19 @@ def _span_context(record: tuple[int, int, int, str], *, remote: bool = False) ->
     )
 
 
+def _attributes(attributes: dict[str, Any], dropped: int) -> Any:
+    """An event's or link's attributes, with the count its limit dropped when there is one.
+
+    The SDK reads that count only from a `BoundedAttributes`, so one is built
+    only then (the common case keeps the plain dict).
+    """
+    if not dropped:
+        return attributes
+    bounded = BoundedAttributes(attributes=attributes)
+    bounded.dropped = dropped
+    return bounded
+
+
 def rebuild(
     record: SpanRecord,
     resource: Resource,
@@ -112,8 +126,14 @@ def rebuild(
         ),
         resource=resource,
         attributes=attributes,
-        events=[Event(e_name, e_attributes, e_time) for e_name, e_time, e_attributes in events],
-        links=[Link(_span_context(ctx, remote=True), attrs) for ctx, attrs in links],
+        events=[
+            Event(e_name, _attributes(e_attributes, e_dropped), e_time)
+            for e_name, e_time, e_attributes, e_dropped in events
+        ],
+        links=[
+            Link(_span_context(ctx, remote=True), _attributes(attrs, dropped))
+            for ctx, attrs, dropped in links
+        ],
         kind=SpanKind(kind),
         status=Status(StatusCode(status_code), status_description),
         start_time=start,
