@@ -3,9 +3,10 @@
 The same spans are written through the API twice: once to the SDK's
 `TracerProvider`, once to `RecordingTracerProvider`, with the same sampler,
 the same (seeded) ids, the same limits and the same clock. What the SDK would
-export (`encode_spans` of its finished spans) must equal the encoding of our
-records as the exporting child rebuilds them; and the tuples themselves must
-equal what `SpanPipe` makes of the SDK's spans.
+export (`encode_spans` of its finished spans) must equal `encode_records` of
+our records (the child's own encoder) and the SDK's encoding of them rebuilt as
+SDK spans; and the tuples themselves must equal what `SpanPipe` makes of the
+SDK's spans.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 import tocsin.common.telemetry.spans as recording
 from tocsin.common.telemetry.export import SpanRecord, _record
 from tocsin.common.telemetry.exporter import rebuild
+from tocsin.common.telemetry.otlp import encode_records
 from tocsin.common.telemetry.spans import RecordingTracerProvider
 
 RESOURCE = Resource.create({"service.name": "tocsin-spans-test"})
@@ -111,6 +113,7 @@ def write_spans(provider: trace.TracerProvider) -> None:
             producer.add_event("enqueued", {"queue": "alerts", "count": 3})
             producer.add_event("second event", timestamp=1_700_000_000_000_000_123)
             producer.add_link(publisher, {"late": "link"})
+            producer.add_link(server.get_span_context())  # a local span: not remote
             producer.set_attributes({"long.value": "x" * 40, "flag": False})
         with (
             pytest.raises(RuntimeError, match="said no"),
@@ -172,7 +175,7 @@ def _comparable_otlp(request: Any) -> Any:
     return request
 
 
-def _sdk(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any]:
+def _sdk(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any, Any]:
     memory = InMemorySpanExporter()
     records = Records()
     provider = TracerProvider(
@@ -186,18 +189,20 @@ def _sdk(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any]:
     provider.add_span_processor(SimpleSpanProcessor(memory))
     write_spans(provider)
     finished = encode_spans(memory.get_finished_spans())
-    return _comparable_records(records.records), _comparable_otlp(finished)
+    ours = encode_records(records.records, RESOURCE)
+    return _comparable_records(records.records), _comparable_otlp(finished), _comparable_otlp(ours)
 
 
-def _ours(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any]:
+def _ours(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any, Any]:
     records: list[SpanRecord] = []
     provider = RecordingTracerProvider(
         records.append, sampler=sampler, id_generator=SeededIds(7), limits=limits
     )
     write_spans(provider)
     scopes: dict[Any, Any] = {}
-    encoded = encode_spans([rebuild(r, RESOURCE, scopes) for r in records])
-    return _comparable_records(records), _comparable_otlp(encoded)
+    rebuilt = encode_spans([rebuild(r, RESOURCE, scopes) for r in records])
+    direct = encode_records(records, RESOURCE)
+    return _comparable_records(records), _comparable_otlp(rebuilt), _comparable_otlp(direct)
 
 
 @pytest.mark.parametrize(
@@ -217,18 +222,23 @@ def test_recorded_spans_export_as_the_sdks_own_spans(
     clock: Callable[[], None], sampler: Sampler, limits: SpanLimits
 ) -> None:
     clock()
-    sdk_records, sdk_otlp = _sdk(sampler, limits)
+    sdk_records, sdk_otlp, sdk_records_encoded = _sdk(sampler, limits)
     clock()
-    our_records, our_otlp = _ours(sampler, limits)
+    our_records, our_rebuilt_otlp, our_otlp = _ours(sampler, limits)
     assert len(our_records) >= 3  # the comparison is about something
+    # Our spans as records: what SpanPipe makes of the SDK's spans.
     assert our_records == sdk_records
+    # As the child rebuilds them for the SDK's encoder: what the SDK exports.
+    assert our_rebuilt_otlp == sdk_otlp
+    # As the child encodes them itself (`encode_records`): the same, for both sources.
     assert our_otlp == sdk_otlp
+    assert sdk_records_encoded == sdk_otlp
 
 
 def test_the_ratio_sampler_case_leaves_some_roots_out(clock: Callable[[], None]) -> None:
     """The sampled-out path is exercised by the differential case above."""
     clock()
-    records, _ = _ours(ParentBased(TraceIdRatioBased(0.5)), SpanLimits())
+    records, _, _ = _ours(ParentBased(TraceIdRatioBased(0.5)), SpanLimits())
     names = {record[0] for record in records}
     assert "POST /v1/alerts" in names
     assert 0 < len([n for n in names if n.startswith("root ")]) < 8

@@ -137,7 +137,12 @@ def _record(span: ReadableSpan) -> SpanRecord:
         if events
         else (),
         [
-            (_context_record(ln.context), _plain(ln.attributes), ln.dropped_attributes)
+            (
+                _context_record(ln.context),
+                _plain(ln.attributes),
+                ln.dropped_attributes,
+                ln.context.is_remote,
+            )
             for ln in links
         ]
         if links

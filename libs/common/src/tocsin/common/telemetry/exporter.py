@@ -131,8 +131,8 @@ def rebuild(
             for e_name, e_time, e_attributes, e_dropped in events
         ],
         links=[
-            Link(_span_context(ctx, remote=True), _attributes(attrs, dropped))
-            for ctx, attrs, dropped in links
+            Link(_span_context(ctx, remote=remote), _attributes(attrs, dropped))
+            for ctx, attrs, dropped, remote in links
         ],
         kind=SpanKind(kind),
         status=Status(StatusCode(status_code), status_description),
@@ -140,6 +140,17 @@ def rebuild(
         end_time=end,
         instrumentation_scope=scope,
     )
+
+
+class _Queued(tuple[Any, ...]):
+    """A span record as the SDK's BatchSpanProcessor sees it, which reads only its sampled flag.
+
+    Only sampled spans are piped, so the flag is the same for all. The batches
+    come out at `RecordExporter.export`, which encodes the records themselves.
+    """
+
+    __slots__ = ()
+    context = SpanContext(1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 
 
 def _read_frame(stream: IO[bytes]) -> tuple[int, Any] | None:
@@ -155,28 +166,29 @@ def _read_frame(stream: IO[bytes]) -> tuple[int, Any] | None:
 
 
 def main() -> None:
-    """The child: read frames from stdin until it closes, export spans through the SDK."""
+    """The child: read frames from stdin until it closes, export them with the SDK's exporter."""
     # Imported here: the serving process never loads the exporter.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from tocsin.common.telemetry.otlp import RecordExporter
 
     logging.basicConfig(level=logging.WARNING, format="span exporter: %(message)s")
     os.nice(CHILD_NICENESS)
     # Ctrl-C reaches the whole process group; the child ends when its parent closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    processor = BatchSpanProcessor(OTLPSpanExporter())
-    resource = Resource.get_empty()
-    scopes: dict[tuple[str, str | None, str | None], InstrumentationScope] = {}
+    exporter = RecordExporter()
+    processor = BatchSpanProcessor(exporter)
     frames, answers = sys.stdin.buffer, sys.stdout.buffer
     try:
         while (frame := _read_frame(frames)) is not None:
             kind, body = frame
             if kind == SPANS:
                 for record in body:
-                    processor.on_end(rebuild(record, resource, scopes))
+                    processor.on_end(_Queued(record))  # type: ignore[arg-type]  # see _Queued
             elif kind == RESOURCE:
+                # Sent once, before any span (a restarted child gets it first again).
                 attributes, schema_url = body
-                resource = Resource(attributes, schema_url or None)
+                exporter.resource = Resource(attributes, schema_url or None)
             elif kind == FLUSH:
                 # Bounded well inside the parent's write deadline, which would count a
                 # longer wait as a wedged child.

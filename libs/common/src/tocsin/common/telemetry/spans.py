@@ -146,7 +146,7 @@ class RecordingSpan(trace.Span):
         parent: SpanContext | None,
         kind: SpanKind,
         attributes: _Attributes,
-        links: list[tuple[tuple[int, int, int, str], dict[str, Any], int]],
+        links: list[tuple[tuple[int, int, int, str], dict[str, Any], int, bool]],
         links_dropped: int,
         start: int,
         record_exception: bool,
@@ -217,7 +217,7 @@ class RecordingSpan(trace.Span):
             if not limits.max_links:
                 return
             del links[0]
-        links.append((_context_record(context), items, dropped))
+        links.append((_context_record(context), items, dropped, context.is_remote))
 
     def update_name(self, name: str) -> None:
         if self._end is None:
@@ -393,7 +393,7 @@ class RecordingTracer(trace.Tracer):
         bounded = _Attributes(limits.max_span_attributes, limits.max_span_attribute_length)
         if sampled.attributes:
             bounded.update(sampled.attributes)
-        kept: list[tuple[tuple[int, int, int, str], dict[str, Any], int]] = []
+        kept: list[tuple[tuple[int, int, int, str], dict[str, Any], int, bool]] = []
         links_dropped = 0
         if links:
             for link in links:
@@ -401,7 +401,9 @@ class RecordingTracer(trace.Tracer):
                     items, dropped = _bounded(
                         limits.max_link_attributes, limits.max_attribute_length, link.attributes
                     )
-                    kept.append((_context_record(link.context), items, dropped))
+                    kept.append(
+                        (_context_record(link.context), items, dropped, link.context.is_remote)
+                    )
             if limits.max_links is not None and len(kept) > limits.max_links:
                 links_dropped = len(kept) - limits.max_links
                 kept = kept[links_dropped:]
