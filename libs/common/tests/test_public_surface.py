@@ -306,6 +306,7 @@ SURFACE: dict[str, list[str]] = {
         "WRITE_TIMEOUT_SECONDS",
     ],
     "tocsin.common.telemetry.exporter": ["main", "rebuild"],
+    "tocsin.common.telemetry.otlp": ["RecordExporter", "encode_records"],
     "tocsin.common.telemetry.propagation": [
         "TRACEPARENT",
         "TRACESTATE",
@@ -313,6 +314,12 @@ SURFACE: dict[str, list[str]] = {
         "current_traceparent",
         "producer_span",
         "traceparent_of_frame",
+    ],
+    "tocsin.common.telemetry.spans": [
+        "CurrentSpan",
+        "RecordingSpan",
+        "RecordingTracer",
+        "RecordingTracerProvider",
     ],
     "tocsin.common.telemetry.setup": [
         "setup_observability",

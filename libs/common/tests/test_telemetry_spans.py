@@ -34,6 +34,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import tocsin.common.telemetry.spans as recording
+from tocsin.common.telemetry import propagation
 from tocsin.common.telemetry.export import SpanRecord, _record
 from tocsin.common.telemetry.exporter import rebuild
 from tocsin.common.telemetry.otlp import encode_records
@@ -256,3 +257,18 @@ def test_an_unsampled_span_still_carries_its_context_and_records_nothing(
         TraceContextTextMapPropagator().inject(carrier)
         assert carrier["traceparent"].endswith("-02")  # random trace id, not sampled
     assert records == []
+
+
+@pytest.mark.parametrize("sampler", [ALWAYS_ON, TraceIdRatioBased(0.0)], ids=["sampled", "not"])
+def test_current_traceparent_is_what_the_w3c_propagator_injects(
+    monkeypatch: pytest.MonkeyPatch, sampler: Sampler
+) -> None:
+    monkeypatch.setattr(propagation, "tracing_enabled", lambda: True)
+    tracer = RecordingTracerProvider(lambda record: None, sampler=sampler).get_tracer("tocsin")
+    assert propagation.current_traceparent() == ""  # no current span
+    remote = TraceContextTextMapPropagator().extract(REMOTE)
+    with tracer.start_as_current_span("send alerts", context=remote):
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+        assert carrier["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+        assert propagation.current_traceparent() == carrier["traceparent"]
