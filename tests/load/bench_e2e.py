@@ -300,9 +300,20 @@ def _cpu_seconds(pid: int, *, with_children: bool) -> float:
     return total
 
 
+SERVICES = ("processor", "ingest", "gateway")
+
+
 def _cpu(name: str, pid: int) -> float:
     # The load generator's children are the services and Redis themselves.
-    return _cpu_seconds(pid, with_children=name in ("processor", "ingest", "gateway"))
+    return _cpu_seconds(pid, with_children=name in SERVICES)
+
+
+def _exporters_cpu(pids: dict[str, int]) -> float:
+    """CPU time of the services' span exporting processes alone (counted in each service)."""
+    return sum(
+        _cpu_seconds(pids[name], with_children=True) - _cpu_seconds(pids[name], with_children=False)
+        for name in SERVICES
+    )
 
 
 async def run(ingest_url: str, gateway_url: str, api_key: str, pids: dict[str, int]) -> list[Row]:
@@ -327,12 +338,14 @@ async def run(ingest_url: str, gateway_url: str, api_key: str, pids: dict[str, i
             client.events = 0
         before = await asyncio.to_thread(gateway_histograms, gateway_url)
         cpu_before = {name: _cpu(name, pid) for name, pid in pids.items()}
+        exporters_before = _exporters_cpu(pids)
         first = seq
         load = await drive(ingest_port, api_key, rate, seq)
         accepted = load.accepted
         seq += int(rate * STEP_SECONDS)
         cpu = {name: (_cpu(name, pid) - cpu_before[name]) / STEP_SECONDS
                for name, pid in pids.items()}  # fmt: skip
+        cpu["(exporters)"] = (_exporters_cpu(pids) - exporters_before) / STEP_SECONDS
         # The tail: until every socket has every accepted alert, or 2 s of quiet.
         expected = accepted * len(clients)
         last, quiet_since = -1, time.monotonic()
@@ -401,8 +414,8 @@ def main() -> None:
         ):  # fmt: skip
             pids = {"redis": server.pid or 0, "processor": processor, "ingest": ingest,
                     "gateway": gateway, "load": os.getpid()}  # fmt: skip
-            for pid in (processor, ingest, gateway):
-                _unpin_children(pid, bench_cores)
+            for name in SERVICES:
+                _unpin_children(pids[name], bench_cores)
             rows = run_load(run(ingest_url, gateway_url, api_key, pids))
         for name in tracing:
             os.environ.pop(name, None)
@@ -432,7 +445,8 @@ def main() -> None:
     print(" http p99: ingest's answer time, the enqueue included, seen by the generator;")
     print(f" latency and dup from {SAMPLED} sampled sockets, lost from all)")
     print("\nCPU use during each step, in cores (1.0 = one core busy; a service's span")
-    print("exporting process, with tracing on, counts as the service's; it is not pinned)")
+    print("exporting process, with tracing on, counts as the service's; it is not pinned;")
+    print("(exporters) is the three services' exporting processes alone)")
     names = list(rows[0].cpu) if rows else []
     print(f"{'sockets':>7} {'alerts/s':>8} " + " ".join(f"{n:>9}" for n in names))
     for r in rows:

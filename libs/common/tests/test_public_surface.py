@@ -260,6 +260,7 @@ SURFACE: dict[str, list[str]] = {
         "TRACEPARENT",
         "TRACESTATE",
         "TracingMiddleware",
+        "W3C_PROPAGATOR",
         "client_span",
         "current_traceparent",
         "instrument_app",
@@ -310,6 +311,7 @@ SURFACE: dict[str, list[str]] = {
     "tocsin.common.telemetry.propagation": [
         "TRACEPARENT",
         "TRACESTATE",
+        "W3C_PROPAGATOR",
         "client_span",
         "current_traceparent",
         "producer_span",

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
+    DEFAULT_ON,
     ParentBased,
     Sampler,
     TraceIdRatioBased,
@@ -45,6 +46,7 @@ REMOTE = {
     "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     "tracestate": "vendor=opaque,other=1",
 }
+REMOTE_OFF = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-00"
 
 
 class SeededIds(IdGenerator):
@@ -137,6 +139,9 @@ def write_spans(provider: trace.TracerProvider) -> None:
         failed.set_status(StatusCode.ERROR, "a later error wins")
         failed.end()
     provider.get_tracer("other", schema_url="https://example.com/s").start_span("root").end()
+    unsampled = TraceContextTextMapPropagator().extract({**REMOTE, "traceparent": REMOTE_OFF})
+    with tracer.start_as_current_span("under an unsampled parent", context=unsampled):
+        tracer.start_span("its child").end()
     for n in range(8):  # roots, for a ratio sampler to decide on
         tracer.start_span(f"root {n}", attributes={"n": n}).end()
 
@@ -209,6 +214,7 @@ def _ours(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any, 
 @pytest.mark.parametrize(
     ("sampler", "limits"),
     [
+        (DEFAULT_ON, SpanLimits()),
         (ParentBased(ALWAYS_ON), SpanLimits()),
         (ALWAYS_ON, SpanLimits(max_span_attributes=3, max_events=1, max_links=1)),
         (
@@ -217,7 +223,7 @@ def _ours(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any, 
         ),
         (ALWAYS_ON, SpanLimits(max_span_attributes=0, max_events=0, max_links=0)),
     ],
-    ids=["default", "tight-limits", "ratio-sampler-short-values", "zero-limits"],
+    ids=["default", "parent-based", "tight-limits", "ratio-sampler-short-values", "zero-limits"],
 )
 def test_recorded_spans_export_as_the_sdks_own_spans(
     clock: Callable[[], None], sampler: Sampler, limits: SpanLimits

@@ -15,14 +15,18 @@ from typing import TypeVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tocsin.common.telemetry import TRACEPARENT, traceparent_of_frame, tracer, tracing_enabled
+from tocsin.common.telemetry import (
+    TRACEPARENT,
+    W3C_PROPAGATOR,
+    traceparent_of_frame,
+    tracer,
+    tracing_enabled,
+)
 
 __all__ = ["EventDelivery", "event_delivery"]
 
 RecipientT = TypeVar("RecipientT")
-_W3C = TraceContextTextMapPropagator()
 
 
 class EventDelivery:
@@ -50,8 +54,7 @@ class EventDelivery:
         if not self._active:
             return self
         traceparent = traceparent_of_frame(self._frame)
-        # The frame's traceparent is W3C by construction: no need for the global propagators.
-        parent = _W3C.extract({TRACEPARENT: traceparent}) if traceparent else None
+        parent = W3C_PROPAGATOR.extract({TRACEPARENT: traceparent}) if traceparent else None
         links = []
         if parent is not None:
             publisher = trace.get_current_span(parent).get_span_context()

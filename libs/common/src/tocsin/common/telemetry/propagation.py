@@ -13,12 +13,14 @@ from contextlib import AbstractContextManager
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tocsin.common.telemetry.setup import tracer, tracing_enabled
 
 __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
+    "W3C_PROPAGATOR",
     "client_span",
     "current_traceparent",
     "producer_span",
@@ -27,6 +29,10 @@ __all__ = [
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+# Between Tocsin's own processes the context is always W3C (see `current_traceparent`),
+# so the hops read and write it with this one propagator, not the global composite
+# (which adds a baggage pass to every message and event).
+W3C_PROPAGATOR = TraceContextTextMapPropagator()
 _FRAME_TRACEPARENT = b'"traceparent":"'
 
 

@@ -30,7 +30,7 @@ from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, Decision, Sampler
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -375,8 +375,18 @@ class RecordingTracer(trace.Tracer):
             trace_id = parent.trace_id
             random_trace_id = parent.trace_flags.random_trace_id
         links = links or ()
-        sampled = self.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        decision = sampled.decision
+        sampler = self.sampler
+        if sampler is ALWAYS_ON or (
+            sampler is DEFAULT_ON and (parent is None or parent.trace_flags.sampled)
+        ):
+            # What these two samplers answer here, without building their answer:
+            # record and sample, with the attributes given and the parent's trace state.
+            decision, kept_attributes = Decision.RECORD_AND_SAMPLE, attributes
+            trace_state = None if parent is None else parent.trace_state
+        else:
+            sampled = sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            decision, kept_attributes = sampled.decision, sampled.attributes
+            trace_state = sampled.trace_state
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
         if random_trace_id:
             flags = TraceFlags(flags | _RANDOM_TRACE_ID)
@@ -385,14 +395,14 @@ class RecordingTracer(trace.Tracer):
             ids.generate_span_id(),
             is_remote=False,
             trace_flags=flags,
-            trace_state=sampled.trace_state,
+            trace_state=trace_state,
         )
         if decision is Decision.DROP:
             return NonRecordingSpan(span_context)
         limits = self.limits
         bounded = _Attributes(limits.max_span_attributes, limits.max_span_attribute_length)
-        if sampled.attributes:
-            bounded.update(sampled.attributes)
+        if kept_attributes:
+            bounded.update(kept_attributes)
         kept: list[tuple[tuple[int, int, int, str], dict[str, Any], int, bool]] = []
         links_dropped = 0
         if links:
