@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -134,6 +135,17 @@ def write_spans(provider: trace.TracerProvider) -> None:
         status.end(end_time=1_600_000_000_000_001_000)
         status.set_attribute("after", "the end")
         status.end()
+        values = {
+            "negative": -5,
+            "big": 2**62,
+            "too big for int64": 2**64,  # the encoders leave it out
+            "raw": b"\x00\x01",
+            "nothing": None,
+            "nested": {"k": "v", "n": [1, 2]},
+            "unicode": "é✓",
+            "long": "y" * 300,  # a length over one varint byte
+        }
+        tracer.start_span("odd values", attributes=values).end()
         failed = tracer.start_span("failed send", kind=SpanKind.CLIENT, attributes={"a": 1})
         failed.set_status(Status(StatusCode.ERROR, "Timeout"))
         failed.set_status(StatusCode.ERROR, "a later error wins")
@@ -195,7 +207,7 @@ def _sdk(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any, A
     provider.add_span_processor(SimpleSpanProcessor(memory))
     write_spans(provider)
     finished = encode_spans(memory.get_finished_spans())
-    ours = encode_records(records.records, RESOURCE)
+    ours = ExportTraceServiceRequest.FromString(encode_records(records.records, RESOURCE))
     return _comparable_records(records.records), _comparable_otlp(finished), _comparable_otlp(ours)
 
 
@@ -207,7 +219,7 @@ def _ours(sampler: Sampler, limits: SpanLimits) -> tuple[list[SpanRecord], Any, 
     write_spans(provider)
     scopes: dict[Any, Any] = {}
     rebuilt = encode_spans([rebuild(r, RESOURCE, scopes) for r in records])
-    direct = encode_records(records, RESOURCE)
+    direct = ExportTraceServiceRequest.FromString(encode_records(records, RESOURCE))
     return _comparable_records(records), _comparable_otlp(rebuilt), _comparable_otlp(direct)
 
 
