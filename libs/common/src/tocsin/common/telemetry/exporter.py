@@ -1,10 +1,12 @@
-"""The exporting child process: span frames in on stdin, OTLP/HTTP out through the SDK.
+"""The exporting child process: span frames in on stdin, OTLP/HTTP out.
 
 `SpanPipe` (`tocsin.common.telemetry.export`) starts it as
 `python -m tocsin.common.telemetry.exporter` and writes the frames described
-there. Each span tuple is rebuilt as an SDK `ReadableSpan` and handed to the
-SDK's own BatchSpanProcessor and OTLP/HTTP exporter, which read `OTEL_BSP_*`
-and `OTEL_EXPORTER_OTLP_*` as in any process. It runs at a lower CPU priority,
+there. The span tuples are batched by the SDK's own BatchSpanProcessor and
+sent by its OTLP/HTTP exporter (`otlp.RecordExporter`, which encodes the tuples
+itself), reading `OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_*` as in any process.
+`rebuild` turns a tuple back into the SDK span it stands for: the tests'
+reference for what the tuples must export as. It runs at a lower CPU priority,
 ignores Ctrl-C (its parent decides when tracing ends) and ends when its stdin
 closes, after exporting what it read.
 """
