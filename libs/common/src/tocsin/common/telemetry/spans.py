@@ -9,7 +9,9 @@ API (`TracerProvider`, `Tracer`, `Span`) directly: a span is a few slots and a
 plain dict, and ending it hands the tuple `SpanPipe` sends (`SpanRecord`) to a
 callable. Everything else stays the SDK's: the sampler (`OTEL_TRACES_SAMPLER`),
 the id generator, the limits (`SpanLimits`, `OTEL_*_LIMIT`) and the attribute
-value cleaning; the child process still exports through the SDK.
+value cleaning; the child process batches and sends with the SDK's processor and
+exporter. Only the default and always-on samplers are answered without asking
+them (what they would answer is fixed), any other sampler is asked per span.
 
 `libs/common/tests/test_telemetry_spans.py` writes the same spans through the SDK
 and through this provider and compares the records and the OTLP encoding of both.
@@ -468,6 +470,7 @@ class RecordingTracerProvider(trace.TracerProvider):
         if sampler is None:
             from opentelemetry.sdk.trace import sampling
 
+            # The SDK's own reading of OTEL_TRACES_SAMPLER(_ARG), as its TracerProvider does.
             sampler = sampling._get_from_env_or_default()
         self.hand = hand
         self.sampler = sampler
