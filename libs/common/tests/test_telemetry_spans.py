@@ -290,3 +290,18 @@ def test_current_traceparent_is_what_the_w3c_propagator_injects(
         TraceContextTextMapPropagator().inject(carrier)
         assert carrier["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
         assert propagation.current_traceparent() == carrier["traceparent"]
+
+
+def test_the_sampler_comes_from_otel_traces_sampler_as_in_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    records: list[SpanRecord] = []
+    provider = RecordingTracerProvider(records.append)
+    provider.get_tracer("tocsin").start_span("sampled out").end()
+    assert records == []
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1")
+    provider = RecordingTracerProvider(records.append)
+    provider.get_tracer("tocsin").start_span("sampled in").end()
+    assert [record[0] for record in records] == ["sampled in"]
