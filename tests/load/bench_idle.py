@@ -27,7 +27,7 @@ import httpx
 import psutil
 
 from tests.support import wait_until
-from tocsin.client.devserver import RedisServer
+from tocsin.client.devserver import RESTING_HZ, RedisServer
 
 SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
 SETTLE_SECONDS = 15.0
@@ -86,7 +86,8 @@ def _ready(port: int) -> bool:
 
 
 def main() -> None:
-    with RedisServer() as server, tempfile.TemporaryDirectory() as workdir:
+    # The server `tocsin dev` would start, here started apart to watch it with MONITOR.
+    with RedisServer(hz=RESTING_HZ) as server, tempfile.TemporaryDirectory() as workdir:
         state = Path(workdir) / "dev.json"
         env = dict(os.environ, REDIS_URL=server.url, TOCSIN_DEV_STATE=str(state),
                    TOCSIN_LOG_LEVEL="WARNING")  # fmt: skip

@@ -34,7 +34,7 @@ import httpx
 
 from tocsin.client._devreceiver import LogReceiver
 from tocsin.client._devstate import dev_state_path, live_dev_pid, remove_dev_state, write_dev_state
-from tocsin.client.devserver import RedisServer, free_port
+from tocsin.client.devserver import RESTING_HZ, RedisServer, free_port
 from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.redis import sync_client
@@ -244,7 +244,7 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
     status = 0
     try:
         if not redis_url:
-            server = RedisServer(preexec_fn=supervisor.preexec)
+            server = RedisServer(preexec_fn=supervisor.preexec, hz=RESTING_HZ)
             server.start()
             redis_url = server.url
             supervisor.say("redis", f"{server.binary} listening on {redis_url}")
