@@ -37,6 +37,7 @@ from tocsin.client._devstate import dev_state_path, live_dev_pid, remove_dev_sta
 from tocsin.client.devserver import RESTING_HZ, RedisServer, free_port
 from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
+from tocsin.common.errors import TocsinError
 from tocsin.common.redis import sync_client
 
 __all__ = ["SERVICES", "DevStartError", "run_dev"]
@@ -54,7 +55,7 @@ START_TIMEOUT_SECONDS = 90.0
 _SUPERVISE_SECONDS = 5.0
 
 
-class DevStartError(Exception):
+class DevStartError(TocsinError):
     """The stack could not start; the message names the service and its port."""
 
 

@@ -73,6 +73,7 @@ class LogReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._port: int = self._server.server_address[1]
         # The loop looks for a stop request only when its select returns: rather than
         # every 0.5 s (socketserver's default) at rest, `close` wakes it with a connection.
         self._thread = threading.Thread(
@@ -84,7 +85,7 @@ class LogReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/notify"
+        return f"http://127.0.0.1:{self._port}/notify"
 
     def start(self) -> None:
         self._thread.start()
@@ -100,6 +101,6 @@ class LogReceiver:
         stopper.start()
         while stopper.is_alive():
             with contextlib.suppress(OSError):
-                socket.create_connection(self._server.server_address[:2], timeout=1).close()
+                socket.create_connection(("127.0.0.1", self._port), timeout=1).close()
             stopper.join(0.1)
         self._server.server_close()

@@ -20,8 +20,8 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import TimeLimit, default_middleware
 
-from tocsin.common.queue.due import DueTimes
 from tocsin.common.queue._time_limit import RestingTimeLimit
+from tocsin.common.queue.due import DueTimes
 
 __all__ = ["DueTimeBroker"]
 

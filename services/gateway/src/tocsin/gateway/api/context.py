@@ -17,13 +17,14 @@ from starlette.responses import Response
 
 from tocsin.common.auth import Claims, TokenVerifier
 from tocsin.common.bearer import check_bearer
+from tocsin.common.errors import CredentialError
 from tocsin.common.pipelining import PipelinedRedis
 from tocsin.gateway.settings import GatewaySettings
 
 __all__ = ["ApiContext", "Unauthorized"]
 
 
-class Unauthorized(Exception):  # noqa: N818 -- it carries the response, it is not an error value
+class Unauthorized(CredentialError):  # noqa: N818 -- it carries the response, it is not an error value
     """Raised by `authorize`; carries the 401/403 problem response to return."""
 
     def __init__(self, response: Response) -> None:
