@@ -8,7 +8,8 @@ a pooled redis-py call; everything else uses the pooled client (`redis`).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 
 import redis.asyncio as redis_async
 from dramatiq.brokers.redis import RedisBroker
@@ -40,6 +41,8 @@ class ApiContext:
     redis: redis_async.Redis
     broker: RedisBroker
     verifier: TokenVerifier
+    # What handlers opened for the process's life (the preview client), closed at shutdown.
+    resources: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @functools.cached_property
     def pipelined(self) -> PipelinedRedis:
