@@ -42,18 +42,20 @@ async def test_on_subscribed_runs_before_the_events_after_each_answer_on_every_c
         on_subscribed=load,
     )
 
+    arrived = {1: asyncio.Event(), 2: asyncio.Event()}  # the event published in each load
+
     async def consume() -> None:
         async for event in stream:
             seen.append(event)
+            if "during" in event.data:
+                arrived[event.data["during"]].set()
 
     consumer = asyncio.create_task(consume())
     try:
         async with asyncio.timeout(60):
-            while not any(isinstance(s, Event) and s.data == {"during": 1} for s in seen):
-                await asyncio.sleep(0.02)
+            await arrived[1].wait()
             first.stop()  # the stream reconnects to the second gateway and resubscribes
-            while not any(isinstance(s, Event) and s.data == {"during": 2} for s in seen):
-                await asyncio.sleep(0.02)
+            await arrived[2].wait()
     finally:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -63,7 +65,8 @@ async def test_on_subscribed_runs_before_the_events_after_each_answer_on_every_c
     assert answers[0].offset == 3, "events after the history follow the first answer"
     # Each answer comes before the events after it, and they follow it without a gap.
     after_first = seen[seen.index(answers[0]) + 1]
-    assert isinstance(after_first, Event) and after_first.offset == answers[0].offset + 1
+    assert isinstance(after_first, Event)
+    assert after_first.offset == answers[0].offset + 1
     assert after_first.data == {"during": 1}
     assert answers[1].offset == after_first.offset, "resubscribed from the last event seen"
     offsets = [s.offset for s in seen if isinstance(s, Event)]
