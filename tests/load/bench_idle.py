@@ -133,14 +133,15 @@ def main() -> None:
             continue
         by_process[owner.get(port, "lua" if port == "lua" else "other")] += count
     print(f"idle for {elapsed:.0f} s after {SETTLE_SECONDS:.0f} s of settling (tocsin dev)")
-    print(f"{'process':<10} {'CPU % of a core':>16} {'Redis commands/s':>17}")
+    # CPU-seconds too: on a shared machine the % moves with load more than the seconds do.
+    print(f"{'process':<10} {'CPU % of a core':>16} {'CPU s':>7} {'Redis commands/s':>17}")
     total_cpu = 0.0
     for name in processes:
         cpu = sum(after[name][:2]) - sum(before[name][:2])
         total_cpu += cpu
         commands = by_process.get(name, 0) / elapsed if name in services else float("nan")
-        print(f"{name:<10} {cpu / elapsed * 100:>15.2f}% {commands:>17.2f}")
-    print(f"{'total':<10} {total_cpu / elapsed * 100:>15.2f}% "
+        print(f"{name:<10} {cpu / elapsed * 100:>15.2f}% {cpu:>7.2f} {commands:>17.2f}")
+    print(f"{'total':<10} {total_cpu / elapsed * 100:>15.2f}% {total_cpu:>7.2f} "
           f"{sum(by_process.values()) / elapsed:>17.2f}")  # fmt: skip
     print(
         f"(of which inside Lua scripts: {by_process.get('lua', 0) / elapsed:.2f}/s; "
