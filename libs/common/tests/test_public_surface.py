@@ -70,6 +70,7 @@ SURFACE: dict[str, list[str]] = {
         "LimitExceededError",
         "OutcomeUnknownError",
         "RedisReplyError",
+        "RemoteError",
         "StoreError",
         "StoreUnavailableError",
         "TocsinError",
