@@ -94,14 +94,6 @@ _GUARD_AFTER_LEASE_SECONDS = 0.5
 CRASH_POINT_VARIABLE = "TOCSIN_TEST_CRASH_AT"
 
 
-class NotClaimedError(Exception):
-    """The send loop's claim was refused (`outcome` says why): the send was not made."""
-
-    def __init__(self, outcome: ClaimOutcome, cause: BaseException | None = None) -> None:
-        super().__init__(f"not claimed: {outcome.state}" + (f" ({cause})" if cause else ""))
-        self.outcome = outcome
-
-
 @dataclass(frozen=True, slots=True)
 class _Send:
     """A send handed to the send loop: what its settle needs."""
@@ -399,16 +391,18 @@ class Notifier:
             metrics.DUPLICATES_SUPPRESSED.inc()
         return outcome.acquired
 
-    def _claim(self, notification: Notification, lease: float) -> BaseException | None:
-        """The send loop's go-ahead, once a slot is held: None if this send holds the claim."""
+    def _claim(self, notification: Notification, lease: float) -> ClaimOutcome | None:
+        """The send loop's go-ahead, once a slot is held: None if this send holds the
+        claim, else what the claim found."""
         try:
             outcome = self._log.claim(notification, lease)
-        except Exception as exc:
+        except Exception:
             # Redis unreachable: look again a little later (or the guard will).
-            return NotClaimedError(ClaimOutcome("unavailable", _BUSY_RETRY_SECONDS), exc)
-        return None if outcome.acquired else NotClaimedError(outcome)
+            log.warning("claiming a send failed", exc_info=True)
+            return ClaimOutcome("unavailable", _BUSY_RETRY_SECONDS)
+        return None if outcome.acquired else outcome
 
-    def _settle(self, send: _Send, outcome: BaseException | None) -> None:
+    def _settle(self, send: _Send, outcome: object) -> None:
         """Record how a send ended (on a settle thread of the send loop)."""
         notification, attempt, since = send.notification, send.attempt, send.since
         kind = notification.receiver_type
@@ -428,8 +422,8 @@ class Notifier:
             metrics.RECEIVER_BUSY.labels(kind).inc()
             self._reschedule(send.guard, args, _BUSY_RETRY_SECONDS * (1 + random.random()))
             return
-        if isinstance(outcome, NotClaimedError):
-            claim = outcome.outcome
+        if isinstance(outcome, ClaimOutcome):
+            claim = outcome
             if claim.state in ("busy", "unavailable"):
                 # Another send holds the lease (if its worker died, the lease lapses and
                 # this takes it), or Redis did not answer.
@@ -471,7 +465,8 @@ class Notifier:
             reason, error = "permanent-failure", str(outcome)
         else:
             # A bug: retrying would fail the same way.
-            log.error("send to %s raised", notification.receiver, exc_info=outcome)
+            failure = outcome if isinstance(outcome, BaseException) else None
+            log.error("send to %s raised", notification.receiver, exc_info=failure)
             reason, error = "error", f"{type(outcome).__name__}: {outcome}"
         self._dead_letter(notification, reason, error, attempt + 1, send.guard)
 

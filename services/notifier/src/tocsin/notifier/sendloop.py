@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from tocsin.common.errors import RemoteError
 from tocsin.common.telemetry import client_span
 from tocsin.notifier import metrics
 from tocsin.notifier.receivers import Outbound, TemporaryDeliveryError
@@ -39,16 +40,17 @@ __all__ = ["Outcome", "ReceiverBusyError", "SendLoop"]
 
 log = logging.getLogger(__name__)
 
-# None: delivered; otherwise what the send raised (a DeliveryError, ReceiverBusyError, a bug).
-Outcome = BaseException | None
+# None: delivered; otherwise what the send raised (a DeliveryError, ReceiverBusyError, a
+# bug), or the claim's refusal (whatever the caller's claim returned).
+Outcome = object
 # Threads that run claims and settle callbacks (Redis calls of a millisecond or so each).
 _CLAIM_THREADS = 4
 _SETTLE_THREADS = 2
 # A claim: None to go ahead, or the reason not to send (the send's outcome).
-Claim = Callable[[], BaseException | None]
+Claim = Callable[[], object]
 
 
-class ReceiverBusyError(Exception):
+class ReceiverBusyError(RemoteError):
     """No send slot of the receiver came free in time: the send was not tried."""
 
 
