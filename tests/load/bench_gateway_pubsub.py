@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -86,21 +85,21 @@ async def _measure(url: str, core: int, way: str, count: int, rate: float) -> fl
                 return await _read_with_redis_py(pubsub)
         else:
             read = _push_reader(PushReader(stream_of(pubsub)))
-        publisher = subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, url, CHANNEL, str(count), str(rate)],
+        publisher = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PUBLISHER, url, CHANNEL, str(count), str(rate),
             preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-        )
+        )  # fmt: skip
         if rate <= 0:
-            publisher.wait()  # the whole backlog waits in the socket and Redis' buffer
+            await publisher.wait()  # the whole backlog waits in the socket and Redis' buffer
         started = time.process_time()
         received = 0
         while received < count:
             got = await read()
-            if got == 0 and publisher.poll() is not None:
+            if got == 0 and publisher.returncode is not None:
                 break
             received += got
         cpu = time.process_time() - started
-        publisher.wait()
+        await publisher.wait()
         if received < count:
             print(f"  ({way}: {received} of {count} events read)")
         return cpu / max(received, 1) * 1e6
