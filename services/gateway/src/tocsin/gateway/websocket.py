@@ -522,7 +522,10 @@ class SocketProtocol(asyncio.Protocol):
     # -- the application's side (ASGI) ----------------------------------------------
 
     async def receive(self) -> Message:
-        message: Message = await self.queue.get()
+        queue = self.queue
+        while queue.empty():
+            await queue.arrival()
+        message: Message = queue.pop()
         if self._reading_paused:
             self._resume_reading()
         return message
