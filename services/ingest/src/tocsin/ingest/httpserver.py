@@ -47,6 +47,15 @@ class CoalescedTransport:
         for chunk in chunks:
             self.write(chunk)
 
+    def write_now(self, data: bytes) -> None:
+        """Write `data` at once, after whatever is held (an answer written outside the
+        request/response cycle, which needs no company)."""
+        if self._held:
+            self._held.append(data)
+            self.flush()
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def flush(self) -> None:
         """Hand what is held to the real transport now."""
         self._flush_scheduled = False
