@@ -737,3 +737,31 @@ def test_generated_requests_get_the_same_answers_on_both_paths(
     fast, plain = pair
     build, requests = case
     _compare(fast, plain, build, requests)
+
+
+def test_an_idle_connection_closes_after_the_keep_alive_timeout_on_both_paths(
+    redis_server: RedisServer,
+) -> None:
+    """Kept open while requests keep coming (each under the timeout apart, longer in
+    all), closed once idle for the timeout: the fast path's lazily re-armed timer too."""
+    keepalive = 2.0
+    with _pair(redis_server, http_keepalive_timeout=keepalive) as (fast, plain):
+        for side in (fast, plain):
+            conn = socket.create_connection(("127.0.0.1", side.port), timeout=30)
+            answers = 0
+            for turn in range(8):
+                if turn:
+                    time.sleep(keepalive / 5)
+                conn.sendall(request(side, auth="token"))
+                data = b""
+                while len(_parse(data)) == 0:
+                    chunk = conn.recv(65536)
+                    assert chunk, f"{side.name}: closed while requests kept coming"
+                    data += chunk
+                answers += 1
+            idle_from = time.monotonic()
+            assert conn.recv(65536) == b"", f"{side.name}: not closed when idle"
+            assert time.monotonic() - idle_from >= keepalive * 0.9, side.name
+            conn.close()
+            assert answers == 8
+        assert fast.taken.count(True) == 8

@@ -172,7 +172,13 @@ class FastPathProtocol(CoalescingHttpToolsProtocol):
             request = scan(data, self.endpoints, self.limits)
             if request is not None:
                 endpoint, headers, body = request
-                if endpoint.accept_now(headers, body, self._respond):
+                try:
+                    taken = endpoint.accept_now(headers, body, self._respond)
+                except Exception:
+                    # Nothing was sent to Redis: uvicorn's path runs it and answers
+                    # the error as it answers an application's.
+                    taken = False
+                if taken:
                     # As when uvicorn starts a request: no idle timer runs for it.
                     self._answering = True
                     self._idle_since = None
