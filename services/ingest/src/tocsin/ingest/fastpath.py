@@ -45,41 +45,31 @@ from tocsin.ingest.httpserver import CoalescedTransport, CoalescingHttpToolsProt
 __all__ = ["FastPathProtocol", "FastRequest", "scan"]
 
 # A head of the plain shape: the request line, then `name: value` lines with
-# RFC 9110 token names and values of visible characters (inner spaces and tabs
-# allowed, none at the end), then the empty line.
+# RFC 9110 token names and values of tabs, spaces, visible characters and
+# obs-text (no control bytes, so no bare CR or LF either), then the empty line.
+# White space ending a line (checked apart) is not plain either.
 _HEAD = re.compile(
     rb"POST /[\x21-\x7e]* HTTP/1\.1\r\n"
-    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*"
-    rb"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?\r\n)*"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*\r\n)*"
     rb"\r\n"
 )
-# Headers that change how the request is framed or answered: uvicorn's path.
-_UNUSUAL = (b"\r\ntransfer-encoding:", b"\r\nexpect:", b"\r\nupgrade:")
-_CONNECTION = b"\r\nconnection:"
-# The headers the accept pipeline reads (as `ProducerHeaders`), each at most once.
-_CONTENT_LENGTH = b"\r\ncontent-length:"
-_AUTHORIZATION = b"\r\nauthorization:"
-_IDEMPOTENCY_KEY = b"\r\nidempotency-key:"
-_TRACEPARENT = b"\r\ntraceparent:"
+# The headers the accept pipeline reads (as `ProducerHeaders`), and those that
+# change how a request is framed or answered, with their values (in a head
+# already found plain, so a value ends at the next CR).
+_SPECIAL = re.compile(
+    rb"\r\n(content-length|authorization|idempotency-key|traceparent"
+    rb"|connection|transfer-encoding|expect|upgrade):[ \t]*([^\r]*)"
+)
+_READ = {
+    b"authorization": "authorization",
+    b"content-length": "content_length",
+    b"idempotency-key": "idempotency_key",
+    b"traceparent": "traceparent",
+}
 # A Content-Length longer than this is not a body the fast path takes.
 _MAX_LENGTH_DIGITS = 12
 
 FastRequest = tuple[ProducerEndpoint, ProducerHeaders, bytes]
-
-
-class _UnusualHeadError(Exception):
-    """The head is not of the plain shape the fast path takes."""
-
-
-def _field(head: bytes, lower: bytes, name: bytes) -> str | None:
-    """The value of header `name` (`\\r\\nname:`, lower case), None when absent."""
-    at = lower.find(name)
-    if at < 0:
-        return None
-    start = at + len(name)
-    if lower.find(name, start) >= 0:
-        raise _UnusualHeadError
-    return head[start : head.index(b"\r\n", start)].lstrip(b" \t").decode("latin-1")
 
 
 def scan(
@@ -100,28 +90,26 @@ def scan(
     # uvicorn's measure (name, value and 4 per field, plus the URL) is under this.
     if lines > limits.max_headers or len(head) + lines > limits.max_head_bytes:
         return None
-    if _HEAD.fullmatch(head) is None:
+    if _HEAD.fullmatch(head) is None or b" \r\n" in head or b"\t\r\n" in head:
         return None
-    lower = head.lower()
-    for name in _UNUSUAL:
-        if name in lower:
+    headers = ProducerHeaders()
+    seen = set()
+    for match in _SPECIAL.finditer(head.lower()):
+        name = match[1]
+        field = _READ.get(name)
+        if field is None:
+            if name != b"connection" or match[2] != b"keep-alive":
+                return None
+        if name in seen:  # which one counts is uvicorn's call
             return None
-    try:
-        connection = _field(head, lower, _CONNECTION)
-        if connection is not None and connection.lower() != "keep-alive":
-            return None
-        length = _field(head, lower, _CONTENT_LENGTH)
-        if length is None or not (0 < len(length) <= _MAX_LENGTH_DIGITS and length.isdigit()):
-            return None
-        if len(data) - len(head) != int(length):  # incomplete, or pipelined requests behind
-            return None
-        headers = ProducerHeaders(
-            authorization=_field(head, lower, _AUTHORIZATION) or "",
-            content_length=length,
-            idempotency_key=_field(head, lower, _IDEMPOTENCY_KEY) or "",
-            traceparent=_field(head, lower, _TRACEPARENT),
-        )
-    except _UnusualHeadError:
+        seen.add(name)
+        if field is not None:
+            start, stop = match.span(2)
+            setattr(headers, field, head[start:stop].decode("latin-1"))
+    length = headers.content_length
+    if length is None or not (0 < len(length) <= _MAX_LENGTH_DIGITS and length.isdigit()):
+        return None
+    if len(data) - len(head) != int(length):  # incomplete, or pipelined requests behind
         return None
     return endpoint, headers, data[len(head) :]
 
