@@ -97,9 +97,8 @@ def scan(
     for match in _SPECIAL.finditer(head.lower()):
         name = match[1]
         field = _READ.get(name)
-        if field is None:
-            if name != b"connection" or match[2] != b"keep-alive":
-                return None
+        if field is None and (name != b"connection" or match[2] != b"keep-alive"):
+            return None
         if name in seen:  # which one counts is uvicorn's call
             return None
         seen.add(name)

@@ -78,6 +78,10 @@ class CoalescedTransport:
         self._held = []
         self._transport.abort()
 
+    def is_closing(self) -> bool:
+        # Asked on every request: spelled out rather than found through `__getattr__`.
+        return self._transport.is_closing()
+
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(len(d) for d in self._held)
 
