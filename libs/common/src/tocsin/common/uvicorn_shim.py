@@ -2,13 +2,13 @@
 
 Tocsin's HTTP servers extend uvicorn's httptools protocol, which is not a
 public API: `tocsin.common.httplimits` bounds its parser callbacks, the gateway
-takes WebSocket upgrades over from it, and ingest wraps its transport. Those
-modules reach uvicorn only through `ServerProtocol` here, whose hooks name
-what they need (`upgrade_request`, `hand_over`, `wrap_transport`, the server
-state); ingest's fast path answers some requests itself, and asks here whether
-uvicorn has a request in hand (`between_requests`), how uvicorn would word an
-answer (`answer_bytes`) and for uvicorn's flow control. `check_version` refuses
-a uvicorn this module was not checked against;
+takes WebSocket upgrades over from it, and ingest wraps its transport and
+answers plain producer POSTs itself (its fast path). Those modules reach
+uvicorn only through `ServerProtocol` here, whose hooks name what they need
+(`upgrade_request`, `hand_over`, `wrap_transport`, the server state; for the
+fast path `between_requests`, `plain_server`, `answer_bytes` -- the bytes
+uvicorn's request/response cycle would write -- and uvicorn's flow control).
+`check_version` refuses a uvicorn this module was not checked against;
 `tests/test_uvicorn_shim.py` fails on one too, before anything subtler breaks.
 """
 
