@@ -446,7 +446,14 @@ class _Admitting:
         self.cached = True
 
     def send(self, pipeline: AcceptPipeline) -> None:
-        reply = asyncio.ensure_future(pipeline.send_admission(self.command, cached=self.cached))
+        reply: asyncio.Future[Any]
+        try:
+            reply = asyncio.ensure_future(pipeline.send_admission(self.command, cached=self.cached))
+        except Exception as exc:
+            # Past this point the request is answered here, whatever happens: the
+            # command may be on its way to Redis, so it must not run a second time.
+            reply = asyncio.get_running_loop().create_future()
+            reply.set_exception(exc)
         reply.add_done_callback(self._replied)
 
     def _replied(self, reply: asyncio.Future[Any]) -> None:
