@@ -16,6 +16,7 @@ take the plain requests, so a fast path that quietly never runs fails them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -27,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +50,7 @@ from tocsin.common.auth import TokenVerifier
 from tocsin.common.ops import _config
 from tocsin.common.queue import queue_keys
 from tocsin.common.redis import async_client
-from tocsin.ingest.accept import ProducerEndpoint
+from tocsin.ingest.accept import AcceptPipeline, ProducerEndpoint
 from tocsin.ingest.app import build_app
 from tocsin.ingest.fastpath import FastPathProtocol
 from tocsin.ingest.settings import IngestSettings
@@ -765,3 +767,106 @@ def test_an_idle_connection_closes_after_the_keep_alive_timeout_on_both_paths(
             conn.close()
             assert answers == 6
         assert fast.taken.count(True) == 6
+
+
+def test_an_error_after_admission_is_a_500_that_closes_on_both_paths(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As uvicorn answers an application that raises: 500, then the connection closes."""
+
+    def broken(result: Any) -> Any:
+        raise RuntimeError("a defect in reading the admission script's reply")
+
+    with _pair(redis_server) as (fast, plain):
+        monkeypatch.setattr("tocsin.ingest.accept.verdict", broken)
+        build = functools.partial(_kept_alive, count=2, auth="token")
+        plain_got = _exchange(plain, build(plain), 2)
+        fast_got = _exchange(fast, build(fast), 2)
+        _same(fast_got, plain_got, "500")
+        assert [status for status, _, _ in plain_got.answers] == [500]
+        assert plain_got.closed
+        assert fast.taken == [True]
+
+
+def test_every_alert_answered_on_the_fast_path_is_queued_once_under_concurrency(
+    pair: tuple[Side, Side],
+) -> None:
+    """Eight connections, each sending requests two at a time (the second often held
+    while the first waits for Redis): every answer's alert id is queued, once."""
+    fast, _ = pair
+    taken = len(fast.taken)
+
+    def client(index: int) -> list[str]:
+        ids = []
+        with socket.create_connection(("127.0.0.1", fast.port), timeout=30) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for turn in range(20):
+                body = ALERT.replace(b"db-1", b"db-%d-%d" % (index, turn))
+                conn.sendall(request(fast, body=body))
+                conn.sendall(request(fast, body=body + b" "))
+                data = b""
+                while len(_parse(data)) < 2:
+                    chunk = conn.recv(65536)
+                    assert chunk, "closed"
+                    data += chunk
+                for status, _, answer in _parse(data):
+                    assert status == 202
+                    ids += [accepted["id"] for accepted in json.loads(answer)["accepted"]]
+        return ids
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = [alert_id for ids in pool.map(client, range(8)) for alert_id in ids]
+    assert fast.redis_url is not None
+    queued = [
+        alert["id"]
+        for message in _queued(fast.redis_url)
+        for alert in json.loads(message)["args"][0]
+    ]
+    assert len(answered) == 8 * 20 * 2
+    assert sorted(queued) == sorted(answered)
+    assert len(fast.taken) > taken  # whether each took the fast path is the machine's timing
+
+
+def test_a_request_arriving_while_a_fast_one_waits_for_redis_is_held_and_answered_after_it(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis's reply is held back 200 ms (in this process) so that the second request
+    surely arrives while the first waits: answers keep their order, both are queued."""
+    original = AcceptPipeline.send_admission
+
+    def slow(self: AcceptPipeline, command: bytes, *, cached: bool = True) -> Any:
+        loop = asyncio.get_running_loop()
+        delayed = loop.create_future()
+        reply = asyncio.ensure_future(original(self, command, cached=cached))
+
+        def relay(done: asyncio.Future[Any]) -> None:
+            def settle() -> None:
+                failure = done.exception()
+                if failure is not None:
+                    delayed.set_exception(failure)
+                else:
+                    delayed.set_result(done.result())
+
+            loop.call_later(0.2, settle)
+
+        reply.add_done_callback(relay)
+        return delayed
+
+    with _pair(redis_server) as (fast, _):
+        monkeypatch.setattr(AcceptPipeline, "send_admission", slow)
+        with socket.create_connection(("127.0.0.1", fast.port), timeout=30) as conn:
+            conn.sendall(request(fast, auth="token"))
+            wait_until(lambda: fast.taken == [True], what="the first request on the fast path")
+            second = ALERT.replace(b"db-1", b"db-2")
+            conn.sendall(request(fast, body=second, auth="token"))
+            data = b""
+            while len(_parse(data)) < 2:
+                chunk = conn.recv(65536)
+                assert chunk, "closed"
+                data += chunk
+        answers = [json.loads(body)["accepted"][0]["id"] for _, _, body in _parse(data)]
+        assert fast.redis_url is not None
+        queued = [json.loads(m)["args"][0][0] for m in _queued(fast.redis_url)]
+        assert [alert["id"] for alert in queued] == answers
+        assert [alert["alert"]["labels"]["host"] for alert in queued] == ["db-1", "db-2"]
+        assert fast.taken == [True, True]
