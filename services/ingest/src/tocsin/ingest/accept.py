@@ -196,15 +196,10 @@ class AcceptPipeline:
         whether the answer is a replay of an earlier request with the same key."""
         command = self.admission_command(fmt, work, producer, traceparent, idempotency_key, body)
         try:
-            try:
-                result = await self.send_admission(command)
-            except RedisReplyError as exc:
-                if not needs_script(exc):
-                    raise
-                result = await self.send_admission(command, cached=False)
+            verdict = await self._admission.admit_command(command)
         except StoreError as exc:
             raise _store_refused(exc) from None
-        return self.settle(fmt, work, producer, verdict(result))
+        return self.settle(fmt, work, producer, verdict)
 
     def admission_command(
         self,
@@ -230,7 +225,8 @@ class AcceptPipeline:
         )
 
     def send_admission(self, command: bytes, *, cached: bool = True) -> Awaitable[Any]:
-        """Run admission on `command` (see `Admission.send`); `verdict` reads the reply."""
+        """Run admission on `command` without awaiting it (see `Admission.send`), for the
+        fast path; `verdict` reads the reply."""
         return self._admission.send(command, cached=cached)
 
     def settle(

@@ -141,6 +141,10 @@ class Admission:
             idempotency_key=idempotency_key,
             request_digest=request_digest,
         )
+        return await self.admit_command(command)
+
+    async def admit_command(self, command: bytes) -> Verdict:
+        """`admit`, for a command `command` built; raises as `admit` does."""
         try:
             result = await self.send(command)
         except RedisReplyError as exc:
