@@ -774,11 +774,11 @@ def test_an_error_after_admission_is_a_500_that_closes_on_both_paths(
 ) -> None:
     """As uvicorn answers an application that raises: 500, then the connection closes."""
 
-    def broken(result: Any) -> Any:
+    def broken(*args: Any) -> Any:
         raise RuntimeError("a defect in reading the admission script's reply")
 
     with _pair(redis_server) as (fast, plain):
-        monkeypatch.setattr("tocsin.ingest.accept.verdict", broken)
+        monkeypatch.setattr(AcceptPipeline, "settle", broken)
         build = functools.partial(_kept_alive, count=2, auth="token")
         plain_got = _exchange(plain, build(plain), 2)
         fast_got = _exchange(fast, build(fast), 2)
