@@ -444,7 +444,9 @@ class _Admitting:
     def send(self, pipeline: AcceptPipeline) -> None:
         reply: asyncio.Future[Any]
         try:
-            reply = asyncio.ensure_future(pipeline.send_admission(self.command, cached=self.cached))
+            sent = pipeline.send_admission(self.command, cached=self.cached)
+            # Connected, it is the reply's future itself; connecting, a coroutine.
+            reply = sent if isinstance(sent, asyncio.Future) else asyncio.ensure_future(sent)
         except Exception as exc:
             # Past this point the request is answered here, whatever happens: the
             # command may be on its way to Redis, so it must not run a second time.
