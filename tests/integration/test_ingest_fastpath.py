@@ -791,8 +791,9 @@ def test_an_error_after_admission_is_a_500_that_closes_on_both_paths(
 def test_every_alert_answered_on_the_fast_path_is_queued_once_under_concurrency(
     pair: tuple[Side, Side],
 ) -> None:
-    """Eight connections, each sending requests two at a time (the second often held
-    while the first waits for Redis): every answer's alert id is queued, once."""
+    """Eight connections, each sending one request and then two at once, in turn (the
+    second held while the first waits for Redis, or read with it and left to uvicorn):
+    every answer's alert id is queued, once."""
     fast, _ = pair
     taken = len(fast.taken)
 
@@ -803,9 +804,10 @@ def test_every_alert_answered_on_the_fast_path_is_queued_once_under_concurrency(
             for turn in range(20):
                 body = ALERT.replace(b"db-1", b"db-%d-%d" % (index, turn))
                 conn.sendall(request(fast, body=body))
-                conn.sendall(request(fast, body=body + b" "))
+                if turn % 2:
+                    conn.sendall(request(fast, body=body + b" "))
                 data = b""
-                while len(_parse(data)) < 2:
+                while len(_parse(data)) < 1 + turn % 2:
                     chunk = conn.recv(65536)
                     assert chunk, "closed"
                     data += chunk
@@ -822,9 +824,9 @@ def test_every_alert_answered_on_the_fast_path_is_queued_once_under_concurrency(
         for message in _queued(fast.redis_url)
         for alert in json.loads(message)["args"][0]
     ]
-    assert len(answered) == 8 * 20 * 2
+    assert len(answered) == 8 * 30
     assert sorted(queued) == sorted(answered)
-    assert len(fast.taken) > taken  # whether each took the fast path is the machine's timing
+    assert True in fast.taken[taken:]
 
 
 def test_a_request_arriving_while_a_fast_one_waits_for_redis_is_held_and_answered_after_it(
