@@ -51,6 +51,7 @@ from tocsin.common.ops import _config
 from tocsin.common.queue import queue_keys
 from tocsin.common.redis import async_client
 from tocsin.ingest.accept import AcceptPipeline, ProducerEndpoint
+from tocsin.ingest.admission import Admission
 from tocsin.ingest.app import build_app
 from tocsin.ingest.fastpath import FastPathProtocol
 from tocsin.ingest.settings import IngestSettings
@@ -89,6 +90,7 @@ class Side:
     token: str
     # What `accept_now` answered, in order: whether each request took the fast path.
     taken: list[bool] = field(default_factory=list)
+    server: uvicorn.Server | None = None
 
 
 class _UnloggedProtocol(FastPathProtocol):
@@ -137,6 +139,7 @@ def _start_side(
         for path, endpoint in app.fast_endpoints().items():
             endpoints[path] = _recording(endpoint, side.taken)
     server = _serve(app, side.port, _UnloggedProtocol.serving(endpoints, settings.http_limits()))
+    side.server = server
     return side, server
 
 
@@ -829,11 +832,8 @@ def test_every_alert_answered_on_the_fast_path_is_queued_once_under_concurrency(
     assert True in fast.taken[taken:]
 
 
-def test_a_request_arriving_while_a_fast_one_waits_for_redis_is_held_and_answered_after_it(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Redis's reply is held back 200 ms (in this process) so that the second request
-    surely arrives while the first waits: answers keep their order, both are queued."""
+def _slowed(delay: float) -> Callable[..., Any]:
+    """`AcceptPipeline.send_admission` with Redis's reply handed on `delay` s late."""
     original = AcceptPipeline.send_admission
 
     def slow(self: AcceptPipeline, command: bytes, *, cached: bool = True) -> Any:
@@ -849,13 +849,33 @@ def test_a_request_arriving_while_a_fast_one_waits_for_redis_is_held_and_answere
                 else:
                     delayed.set_result(done.result())
 
-            loop.call_later(0.2, settle)
+            loop.call_later(delay, settle)
 
         reply.add_done_callback(relay)
         return delayed
 
+    return slow
+
+
+def _slowed_admission(delay: float) -> Callable[..., Any]:
+    """`Admission.send` (what uvicorn's path awaits) with the reply `delay` s late."""
+    original = Admission.send
+
+    async def slow(self: Admission, command: bytes, *, cached: bool = True) -> Any:
+        result = await original(self, command, cached=cached)
+        await asyncio.sleep(delay)
+        return result
+
+    return slow
+
+
+def test_a_request_arriving_while_a_fast_one_waits_for_redis_is_held_and_answered_after_it(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis's reply is held back 200 ms (in this process) so that the second request
+    surely arrives while the first waits: answers keep their order, both are queued."""
     with _pair(redis_server) as (fast, _):
-        monkeypatch.setattr(AcceptPipeline, "send_admission", slow)
+        monkeypatch.setattr(AcceptPipeline, "send_admission", _slowed(0.2))
         with socket.create_connection(("127.0.0.1", fast.port), timeout=30) as conn:
             conn.sendall(request(fast, auth="token"))
             wait_until(lambda: fast.taken == [True], what="the first request on the fast path")
@@ -872,3 +892,28 @@ def test_a_request_arriving_while_a_fast_one_waits_for_redis_is_held_and_answere
         assert [alert["id"] for alert in queued] == answers
         assert [alert["alert"]["labels"]["host"] for alert in queued] == ["db-1", "db-2"]
         assert fast.taken == [True, True]
+
+
+def test_a_request_waiting_for_redis_at_shutdown_is_answered_then_closed_on_both_paths(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's graceful shutdown: what was admitted is answered (`connection: close`),
+    then the connection closes; nothing is cut off unanswered."""
+    with _pair(redis_server) as (fast, plain):
+        monkeypatch.setattr(Admission, "send", _slowed_admission(0.5))
+        got = {}
+        for side in (fast, plain):
+            conn = socket.create_connection(("127.0.0.1", side.port), timeout=30)
+            conn.sendall(request(side, auth="token"))
+            time.sleep(0.2)  # the request is waiting for Redis's (delayed) reply
+            assert side.server is not None
+            side.server.should_exit = True
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+            conn.close()
+            got[side.name] = [
+                (status, headers.get("connection")) for status, headers, _ in _parse(data)
+            ]
+        assert got["fast"] == got["plain"] == [(202, ["close"])]
+        assert fast.taken == [True]
