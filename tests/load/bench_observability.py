@@ -1,9 +1,10 @@
 """What observability costs on the hot path: tracing off vs on, metrics middleware, signals.
 
 Runs against a private Redis-compatible server on loopback. Tracing "on" uses
-the real SDK with the services' span processor (`SpanPipe`), handing every
+what the services run (`RecordingTracerProvider` into `SpanPipe`), handing every
 span to a child process that reads and drops them, so the figures are the
-serving process's cost, not the encoding's (the child's) nor the network's.
+serving process's cost, not the encoding's (the child's) nor the network's; one
+row does the same with the SDK's own spans, for comparison.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from dramatiq.middleware import Retries
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from redis import Redis
@@ -23,6 +25,7 @@ from tocsin.common import telemetry
 from tocsin.common.broker import ALERTS_QUEUE, build_broker, build_message
 from tocsin.common.metrics import health_signals
 from tocsin.common.telemetry.export import SpanPipe
+from tocsin.common.telemetry.spans import RecordingTracerProvider
 from tocsin.gateway.tracing import event_delivery
 
 ENQUEUES = 3000
@@ -43,7 +46,7 @@ def _per_call_us(run: Callable[[], None], calls: int, repeats: int = 3) -> float
     return statistics.median(timings)
 
 
-def _enqueue_cost(url: str, provider: TracerProvider | None) -> float:
+def _enqueue_cost(url: str, provider: trace.TracerProvider | None) -> float:
     broker = build_broker(url)
     if provider is not None:
         broker.add_middleware(telemetry.TracingMiddleware(provider), before=Retries)
@@ -86,13 +89,15 @@ def main() -> None:
     rows: list[tuple[str, float]] = []
     with RedisServer() as server:
         rows.append(("enqueue, tracing off (JobMetrics only)", _enqueue_cost(server.url, None)))
-        provider = TracerProvider()
-        provider.add_span_processor(SpanPipe(Resource.create({}), command=_DROPPING_CHILD))
+        pipe = SpanPipe(Resource.create({}), command=_DROPPING_CHILD)
+        # What the services run (spans recorded as tuples), and the SDK's spans for comparison.
+        provider = RecordingTracerProvider(pipe.hand)
+        sdk = TracerProvider(shutdown_on_exit=False)
+        sdk.add_span_processor(pipe)
         rows.append(("enqueue, tracing on (PRODUCER span)", _enqueue_cost(server.url, provider)))
+        rows.append(("enqueue, tracing on, SDK spans", _enqueue_cost(server.url, sdk)))
         rows.append((f"event fan-out to {FANOUT_MEMBERS}, tracing off", _fanout_cost()))
         # Turn tracing on for the process the way setup_tracing does, minus the exporter.
-        from opentelemetry import trace
-
         trace.set_tracer_provider(provider)
         telemetry.setup._enabled = True
         rows.append((f"event fan-out to {FANOUT_MEMBERS}, tracing on", _fanout_cost()))
@@ -104,7 +109,7 @@ def main() -> None:
         )
         health_signals.unbind()
         redis.close()
-        provider.shutdown()
+        pipe.shutdown()
     width = max(len(name) for name, _ in rows)
     print(f"{'operation'.ljust(width)}  us/call (median of 3)")
     for name, cost in rows:

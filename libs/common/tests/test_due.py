@@ -16,7 +16,8 @@ from tests.support import wait_until
 from tocsin.client.devserver import RedisServer
 from tocsin.common.broker import build_broker
 from tocsin.common.queue import queue_keys
-from tocsin.common.queue.due import DueMover, DueTimes
+from tocsin.common.queue.due import DueMover, DueTimes, due_keys
+from tocsin.common.queue.wakeup import wait_for_wakeup
 
 QUEUE = "due-tests"
 
@@ -138,3 +139,23 @@ def test_an_idle_mover_never_outwaits_the_clients_socket_timeout(
         mover.stop()
     client.close()
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_wakeup_wait_longer_than_the_socket_timeout_keeps_its_connection(
+    redis_server: RedisServer,
+) -> None:
+    # redis-py 8 cuts every read at 5 s by default (a default not in the pool's
+    # settings); a pop cut off reconnects and may leave a token to the dead connection.
+    waiter = redis.Redis.from_url(redis_server.url, socket_timeout=0.3)
+    observer = redis.Redis.from_url(redis_server.url)
+    waiter.ping()
+    before = observer.info("stats")["total_connections_received"]
+    started = time.monotonic()
+    wait_for_wakeup(waiter, [due_keys(QUEUE).wake], 1.2)
+    assert time.monotonic() - started >= 1.2  # the server's timeout ended it, not the client
+    assert observer.info("stats")["total_connections_received"] == before
+    observer.rpush(due_keys(QUEUE).wake, "1")
+    wait_for_wakeup(waiter, [due_keys(QUEUE).wake], 30.0)  # a token ends it at once
+    assert observer.llen(due_keys(QUEUE).wake) == 0
+    waiter.close()
+    observer.close()

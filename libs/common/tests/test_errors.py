@@ -23,6 +23,7 @@ from tocsin.common.errors import (
     LimitExceededError,
     OutcomeUnknownError,
     RedisReplyError,
+    RemoteError,
     StoreError,
     StoreUnavailableError,
     TocsinError,
@@ -91,7 +92,7 @@ def test_each_error_is_caught_by_its_branch_the_base_and_the_builtin_callers_rel
 
 
 def test_branches_do_not_overlap() -> None:
-    branches = (ConfigError, InvalidInputError, CredentialError, StoreError)
+    branches = (ConfigError, InvalidInputError, CredentialError, StoreError, RemoteError)
     for name in _EXCEPTIONS:
         cls = getattr(errors, name)
         if cls is TocsinError or cls in branches:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 import pytest
+import redis
 
 from tocsin.client.devserver import RedisServer, free_port
 from tocsin.common.pipelining import (
@@ -66,6 +67,26 @@ async def test_a_script_call_whose_connection_fails_goes_through_the_fallback(
     finally:
         await unreachable.close()
         await pooled.aclose()
+
+
+async def test_a_fallback_call_that_fails_raises_the_store_s_errors_not_redis_py_s(
+    redis_server: RedisServer,
+) -> None:
+    unreachable = PipelinedRedis(f"redis://127.0.0.1:{free_port()}/0")
+    pooled = async_client(redis_server.url)
+    pooled_unreachable = async_client(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        refusing = PipelinedScript(unreachable, "return redis.error_reply('BOOM no')", pooled)
+        with pytest.raises(RedisReplyError, match="BOOM no"):
+            await refusing()
+        gone = PipelinedScript(unreachable, "return 1", fallback=pooled_unreachable)
+        with pytest.raises(StoreUnavailableError) as refused:
+            await gone()
+        assert isinstance(refused.value.__cause__, redis.ConnectionError)
+    finally:
+        await unreachable.close()
+        await pooled.aclose()
+        await pooled_unreachable.aclose()
 
 
 async def test_connection_recovers_after_a_redis_restart(redis_server: RedisServer) -> None:

@@ -14,7 +14,7 @@ from tocsin.client._exceptions import (
     UnreachableError,
 )
 from tocsin.client._ingest import IngestClient
-from tocsin.client._stream import Backoff, Event, EventStream, Reset
+from tocsin.client._stream import Backoff, Event, EventStream, Reset, Subscribed
 
 __all__ = [
     "AuthenticationError",
@@ -29,6 +29,7 @@ __all__ = [
     "RequestError",
     "Reset",
     "StackNotRunningError",
+    "Subscribed",
     "SubscriptionError",
     "TocsinError",
     "TokenExpiredError",

@@ -34,9 +34,10 @@ import httpx
 
 from tocsin.client._devreceiver import LogReceiver
 from tocsin.client._devstate import dev_state_path, live_dev_pid, remove_dev_state, write_dev_state
-from tocsin.client.devserver import RedisServer, free_port
+from tocsin.client.devserver import RESTING_HZ, RedisServer, free_port
 from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
+from tocsin.common.errors import TocsinError
 from tocsin.common.redis import sync_client
 
 __all__ = ["SERVICES", "DevStartError", "run_dev"]
@@ -54,7 +55,7 @@ START_TIMEOUT_SECONDS = 90.0
 _SUPERVISE_SECONDS = 5.0
 
 
-class DevStartError(Exception):
+class DevStartError(TocsinError):
     """The stack could not start; the message names the service and its port."""
 
 
@@ -244,7 +245,7 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
     status = 0
     try:
         if not redis_url:
-            server = RedisServer(preexec_fn=supervisor.preexec)
+            server = RedisServer(preexec_fn=supervisor.preexec, hz=RESTING_HZ)
             server.start()
             redis_url = server.url
             supervisor.say("redis", f"{server.binary} listening on {redis_url}")

@@ -8,7 +8,9 @@ been sent without configuring a destination, and the notifier has a route.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +34,8 @@ receivers:
     url: {url}
 """
 _MAX_BODY_BYTES = 4 * 1024 * 1024
+# How often the idle receiver looks for a stop request on its own (`close` wakes it).
+_IDLE_POLL_SECONDS = 3600.0
 
 
 def describe_notification(body: dict[str, Any]) -> str:
@@ -69,13 +73,19 @@ class LogReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._port: int = self._server.server_address[1]
+        # The loop looks for a stop request only when its select returns: rather than
+        # every 0.5 s (socketserver's default) at rest, `close` wakes it with a connection.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="dev-log-receiver", daemon=True
+            target=self._server.serve_forever,
+            args=(_IDLE_POLL_SECONDS,),
+            name="dev-log-receiver",
+            daemon=True,
         )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/notify"
+        return f"http://127.0.0.1:{self._port}/notify"
 
     def start(self) -> None:
         self._thread.start()
@@ -87,5 +97,10 @@ class LogReceiver:
         return path
 
     def close(self) -> None:
-        self._server.shutdown()
+        stopper = threading.Thread(target=self._server.shutdown, name="dev-log-receiver-stop")
+        stopper.start()
+        while stopper.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self._port), timeout=1).close()
+            stopper.join(0.1)
         self._server.server_close()

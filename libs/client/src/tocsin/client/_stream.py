@@ -29,7 +29,7 @@ from tocsin.client._exceptions import (
     TokenExpiredError,
 )
 
-__all__ = ["Backoff", "Event", "EventStream", "Reset", "is_reconnect_class"]
+__all__ = ["Backoff", "Event", "EventStream", "Reset", "Subscribed", "is_reconnect_class"]
 
 SUBPROTOCOL = "tocsin.v1"
 TOKEN_EXPIRED = 4003
@@ -64,6 +64,22 @@ class Reset:
     offset: int
 
 
+@dataclass(frozen=True)
+class Subscribed:
+    """The gateway's answer to a subscribe: events of `channel` after `offset` follow.
+
+    An application that loads its state through the REST API does so after the
+    first one (`on_subscribed`), not before: an event published between an
+    earlier read and the subscription would be in neither. `recovered` is false
+    when what the channel missed could not be replayed (a `Reset` too).
+    """
+
+    channel: str
+    epoch: str
+    offset: int
+    recovered: bool
+
+
 @dataclass
 class Backoff:
     """Exponential back-off with full jitter: uniform in [0, min(cap, base * factor**n)]."""
@@ -84,6 +100,7 @@ class Backoff:
 
 TokenSource = Callable[[], Awaitable[str]]
 ResetHandler = Callable[[Reset], Awaitable[None] | None]
+SubscribedHandler = Callable[[Subscribed], Awaitable[None] | None]
 
 
 class EventStream:
@@ -92,6 +109,9 @@ class EventStream:
     `token` is a string or an async callable returning a fresh token; the
     callable is asked on every connect and whenever the gateway warns that the
     token is about to expire. `positions` holds each channel's (epoch, offset).
+    `on_reset` is called for each `Reset`, `on_subscribed` for every `subscribed`
+    answer (on every connect, recovered or not), before the channel's events
+    that follow it are yielded.
     """
 
     def __init__(
@@ -102,6 +122,7 @@ class EventStream:
         backoff: Backoff | None = None,
         *,
         on_reset: ResetHandler | None = None,
+        on_subscribed: SubscribedHandler | None = None,
         heartbeat_interval: float = 25.0,
         heartbeat_timeout: float = 10.0,
         open_timeout: float = 10.0,
@@ -113,6 +134,7 @@ class EventStream:
         self._channels = list(channels)
         self._backoff = backoff or Backoff()
         self._on_reset = on_reset
+        self._on_subscribed = on_subscribed
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._open_timeout = open_timeout
@@ -211,16 +233,23 @@ class EventStream:
     async def _subscribed(self, frame: dict[str, Any]) -> None:
         channel = str(frame["channel"])
         position = (str(frame["epoch"]), int(frame["offset"]))
-        if frame.get("recovered", True):
+        recovered = bool(frame.get("recovered", True))
+        if recovered:
             self.positions.setdefault(channel, position)
-            return
-        self.positions[channel] = position
-        reset = Reset(channel, *position)
-        self.resets.append(reset)
-        if self._on_reset is not None:
-            outcome = self._on_reset(reset)
-            if inspect.isawaitable(outcome):
-                await outcome
+        else:
+            self.positions[channel] = position
+            reset = Reset(channel, *position)
+            self.resets.append(reset)
+            await _call(self._on_reset, reset)
+        await _call(self._on_subscribed, Subscribed(channel, *position, recovered))
+
+
+async def _call(handler: Callable[[Any], Awaitable[None] | None] | None, value: Any) -> None:
+    """Call an application's handler, sync or async, if it gave one."""
+    if handler is not None:
+        outcome = handler(value)
+        if inspect.isawaitable(outcome):
+            await outcome
 
 
 def _retry_after(value: str | None) -> float:

@@ -22,7 +22,26 @@ from typing import Any
 
 from tocsin.common.errors import TocsinError
 
-__all__ = ["RedisServer", "ServerNotFoundError", "find_server_binary", "free_port", "stop_process"]
+__all__ = [
+    "RESTING_HZ",
+    "RedisServer",
+    "ServerNotFoundError",
+    "find_server_binary",
+    "free_port",
+    "stop_process",
+]
+
+# The `hz` of `tocsin dev`'s server: its timer runs once a second instead of ten times,
+# the largest part of an idle stack's CPU. Safe for what Tocsin relies on:
+# - expiry: a key past its TTL reads as absent (and `SET NX` sees it gone) on any
+#   access, whatever the timer; the timer only reclaims memory of keys nobody reads;
+# - blocking pops end on the timer, so up to a second late: consumers' idle waits are
+#   bounds, not deadlines; the due-time movers wait the last second before a due time
+#   themselves (`queue.due.SERVER_TICK_SECONDS`), and `wait_for_wakeup` reads a pop's
+#   reply with its own grace past the timeout;
+# - client idle timeouts (`timeout`) are off, and nothing uses `WAIT` or replication.
+# `dynamic-hz` is left at its default (on): with many clients the server raises its rate.
+RESTING_HZ = 1
 
 
 def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:
@@ -79,10 +98,13 @@ class RedisServer:
         preexec_fn: Callable[[], None] | None = None,
         *,
         appendfsync: str = "",
+        hz: int | None = None,
     ) -> None:
-        """`appendfsync` ("always", "everysec") turns AOF persistence on, as production runs."""
+        """`appendfsync` ("always", "everysec") turns AOF persistence on, as production runs;
+        `hz` sets the server's timer rate (its default, 10, when None; see `RESTING_HZ`)."""
         self.binary = binary or find_server_binary()
         self.appendfsync = appendfsync
+        self.hz = hz
         # Run in the child before exec (`tocsin dev` asks the kernel to end it with its parent).
         self._preexec_fn = preexec_fn
         self.host = "127.0.0.1"
@@ -109,6 +131,7 @@ class RedisServer:
               if self.appendfsync else ("--appendonly", "no")),
             "--protected-mode", "no",
             "--loglevel", "warning",
+            *(("--hz", str(self.hz)) if self.hz is not None else ()),
         ]  # fmt: skip
         self._process = subprocess.Popen(
             args,

@@ -14,12 +14,18 @@ TocsinError
 ├── CredentialError                   a credential was refused (HTTP 401, WebSocket 4401)
 │   ├── TokenError                    a JWT refused, with a stable `code`
 │   └── InvalidKeyError (ValueError)  not a well-formed API key, or a bad producer name
-└── StoreError                        Redis failed a command
-    ├── RedisReplyError               Redis answered with an error reply
-    ├── StoreUnavailableError (ConnectionError)  Redis could not be reached or stopped
-    │                                 answering before the command was sent, or on a read
-    └── OutcomeUnknownError (ConnectionError)  the connection failed after the write:
-                                      Redis may or may not have run the command
+├── StoreError                        Redis failed a command
+│   ├── RedisReplyError               Redis answered with an error reply
+│   ├── StoreUnavailableError (ConnectionError)  Redis could not be reached or stopped
+│   │                                 answering before the command was sent, or on a read
+│   └── OutcomeUnknownError (ConnectionError)  the connection failed after the write:
+│                                     Redis may or may not have run the command
+└── RemoteError                       a system Tocsin calls out to (a receiver, another
+                                      Tocsin service) failed, refused or is busy
+
+Services derive their own errors from these branches (the notifier's
+`DeliveryError` is a `RemoteError`, ingest's `AuthError` a `CredentialError`,
+the gateway's `FrameError` an `InvalidInputError`, ...).
 
 The builtin bases (`ValueError`, `ConnectionError`) stay where callers and
 libraries rely on them (a `ValueError` from a parser, `ConnectionError` for
@@ -45,6 +51,7 @@ __all__ = [
     "LimitExceededError",
     "OutcomeUnknownError",
     "RedisReplyError",
+    "RemoteError",
     "StoreError",
     "StoreUnavailableError",
     "TocsinError",
@@ -136,3 +143,7 @@ class StoreUnavailableError(StoreError, ConnectionError):
 
 class OutcomeUnknownError(StoreError, ConnectionError):
     """The connection failed after the command was written: Redis may or may not have run it."""
+
+
+class RemoteError(TocsinError):
+    """A system Tocsin calls out to (a receiver, another Tocsin service) failed or refused."""

@@ -120,7 +120,7 @@ class HttpLimits:
     send_timeout: float = 30.0
 
 
-class _PipelineOverflowError(Exception):
+class _PipelineOverflowError(InvalidInputError):
     """More pipelined requests than a connection may queue: it is dropped unanswered."""
 
 

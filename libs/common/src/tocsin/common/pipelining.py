@@ -303,7 +303,8 @@ class PipelinedScript:
     """A Lua script run by EVALSHA on a `PipelinedRedis` (EVAL, which caches it, on NOSCRIPT).
 
     With `fallback`, a call whose connection fails (`OSError`) is made again
-    through that pooled client, whose own retries ride out a reconnect.
+    through that pooled client, whose own retries ride out a reconnect; its
+    errors reach the caller as `StoreError`s too.
     """
 
     def __init__(
@@ -330,4 +331,7 @@ class PipelinedScript:
         except OSError:
             if self._fallback is None:
                 raise
-            return await self._fallback(keys=keys, args=args)
+            try:
+                return await self._fallback(keys=keys, args=args)
+            except (RedisError, OSError) as exc:  # redis-py's, as the store's, like ours
+                raise store_error(exc) from exc

@@ -282,6 +282,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         await node.hub.start()
         yield
         await node.hub.stop()
+        await context.resources.aclose()
         await context.pipelined.close()
         await redis.aclose()
 

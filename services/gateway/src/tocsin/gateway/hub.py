@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol
 
+from tocsin.common.errors import StoreUnavailableError
 from tocsin.gateway.broker import RedisBroker
 from tocsin.gateway.frames import Frame, event_frame
 from tocsin.gateway.history import ChannelHead
@@ -33,7 +34,7 @@ __all__ = ["Hub", "Member", "SubscribeTimeoutError"]
 log = logging.getLogger(__name__)
 
 
-class SubscribeTimeoutError(Exception):
+class SubscribeTimeoutError(StoreUnavailableError):
     """Redis did not confirm a SUBSCRIBE in time (it is unreachable or reconnecting)."""
 
 

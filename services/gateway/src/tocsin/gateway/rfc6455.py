@@ -13,6 +13,8 @@ import base64
 import binascii
 import hashlib
 
+from tocsin.common.errors import InvalidInputError
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # websockets built without its C extension
@@ -46,7 +48,7 @@ _PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1
 NO_STATUS = 1005
 
 
-class FrameError(Exception):
+class FrameError(InvalidInputError):
     """The peer broke the framing rules; `code` is the close code to answer with."""
 
     def __init__(self, code: int, reason: str) -> None:

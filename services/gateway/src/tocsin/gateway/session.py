@@ -26,6 +26,7 @@ import msgspec
 import redis.asyncio as redis_async
 
 from tocsin.common.auth import Claims
+from tocsin.common.errors import InvalidInputError
 from tocsin.common.events import CHANNEL_PATTERN
 from tocsin.common.metrics import health_signals
 from tocsin.gateway.frames import Frame, control_frame
@@ -63,7 +64,7 @@ def wire_of(scope: MutableMapping[str, Any]) -> Wire | None:
     return extension.get("wire") if extension else None
 
 
-class ProtocolViolationError(Exception):
+class ProtocolViolationError(InvalidInputError):
     """The client sent something the protocol does not allow; the socket is closed."""
 
     def __init__(self, code: CloseCode, message: str) -> None:

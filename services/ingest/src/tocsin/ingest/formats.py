@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
+from tocsin.common.errors import TocsinError
 from tocsin.common.models import FieldError
 from tocsin.ingest.producers import Producer
 
@@ -37,7 +38,7 @@ class Refusal:
         return {"Retry-After": str(self.retry_after)} if self.retry_after else None
 
 
-class RefusedError(Exception):
+class RefusedError(TocsinError):  # a refusal of any branch: 4xx, or 503 for the store
     """Raised by a step of the accept pipeline to end the request with a refusal."""
 
     def __init__(self, refusal: Refusal) -> None:

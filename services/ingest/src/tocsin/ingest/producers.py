@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from tocsin.common import keys
 from tocsin.common.apikeys import ApiKeyRecord, InvalidKeyError, looks_like_key, parse_key
 from tocsin.common.auth import TokenError, TokenVerifier
+from tocsin.common.errors import CredentialError
 from tocsin.common.redis import store_error
 
 __all__ = ["INGEST_SCOPE", "AuthError", "Producer", "ProducerAuth"]
@@ -37,7 +38,7 @@ class Producer:
 ANONYMOUS = Producer("anonymous")
 
 
-class AuthError(Exception):
+class AuthError(CredentialError):
     """A refused credential; `status` is 401 (who are you?) or 403 (not allowed)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

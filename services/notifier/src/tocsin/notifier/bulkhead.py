@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
+from tocsin.common.errors import RemoteError
 from tocsin.notifier.receivers import TemporaryDeliveryError
 
 __all__ = ["Bulkheads", "ReceiverBusyError"]
@@ -24,7 +25,7 @@ __all__ = ["Bulkheads", "ReceiverBusyError"]
 _SLOT_WAIT_SECONDS = 0.05
 
 
-class ReceiverBusyError(Exception):
+class ReceiverBusyError(RemoteError):
     """Every send slot of the receiver is taken."""
 
 

@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from tocsin.common.errors import ConfigError
 from tocsin.common.regex import LabelRegex, UnsupportedRegexError, compile_label_regex
 from tocsin.notifier.autopause import PausePolicy, parse_pause_policy
 
@@ -67,7 +68,7 @@ _MATCHER = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$"
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
-class RoutesError(ValueError):
+class RoutesError(ConfigError):
     """The routing file is invalid; the message names the line (and the file, when known)."""
 
 

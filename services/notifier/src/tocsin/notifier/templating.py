@@ -24,6 +24,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from tocsin.common.errors import InvalidInputError
 from tocsin.notifier.message import Notification
 
 __all__ = [
@@ -52,7 +53,7 @@ _FORMAT_WIDTH = re.compile(
 )
 
 
-class TemplateLimitError(TemplateError):
+class TemplateLimitError(TemplateError, InvalidInputError):
     """A render stopped at one of the bounds (size, number, time); the message names it."""
 
 

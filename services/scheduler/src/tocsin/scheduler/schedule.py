@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from tocsin.common.errors import ConfigError
 from tocsin.scheduler.jobs import JOB_QUEUES
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 JOB_KINDS = frozenset(JOB_QUEUES)
 
 
-class InvalidScheduleError(ValueError):
+class InvalidScheduleError(ConfigError):
     """A schedule definition that cannot be used; the message names the schedule."""
 
 

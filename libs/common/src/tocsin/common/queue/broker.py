@@ -18,16 +18,26 @@ from uuid import uuid4
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import TimeLimit, default_middleware
 
+from tocsin.common.queue._time_limit import RestingTimeLimit
 from tocsin.common.queue.due import DueTimes
 
 __all__ = ["DueTimeBroker"]
 
 
 class DueTimeBroker(RedisBroker):
-    """A RedisBroker whose delayed enqueues go to the queue's due set (see the module)."""
+    """A RedisBroker whose delayed enqueues go to the queue's due set (see the module).
+
+    Its default middleware is Dramatiq's, with `RestingTimeLimit` for `TimeLimit`
+    (no wake-up a second at rest).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("middleware") is None:
+            kwargs["middleware"] = [
+                RestingTimeLimit() if m is TimeLimit else m() for m in default_middleware
+            ]
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._dues: dict[str, DueTimes] = {}
         self._dues_lock = threading.Lock()

@@ -418,7 +418,8 @@ def _boot_process(broker: dramatiq.Broker) -> None:
         if broker in _booted:
             return
         _booted.add(broker)
-    broker.emit_before("process_boot")
+    # Only the "after" hook: Dramatiq's middleware has no "before" one (its CLI emits
+    # only this), and asking for it logged a critical error per middleware.
     broker.emit_after("process_boot")
 
 

@@ -63,6 +63,10 @@ MOVE_BATCH = 500
 MAX_SLEEP_SECONDS = 5.0
 # Pause after a Redis error before the mover tries again.
 ERROR_PAUSE_SECONDS = 0.5
+# How late the server may end a blocking pop: it looks at pops' timeouts on its timer,
+# `hz` times a second (10 by default, 1 for `tocsin dev`'s server). The last stretch
+# before a due time is waited here instead, so timers are on time whatever the `hz`.
+SERVER_TICK_SECONDS = 1.0
 
 
 def script_with_functions(source: str) -> str:
@@ -207,17 +211,23 @@ class DueMover:
         wake_keys = [d.keys.wake for d in self._dues]
         while not self._stop.is_set():
             try:
-                sleep, backlog = self._max_sleep, False
+                sleep, backlog, timed = self._max_sleep, False, False
                 for due in self._dues:
                     moved, wait = due.move()
                     backlog = backlog or moved >= MOVE_BATCH
-                    if wait is not None:
-                        sleep = min(sleep, wait)
+                    if wait is not None and wait < sleep:
+                        sleep, timed = wait, True
                 if backlog:
                     continue
-                if sleep > 0:
-                    # Wakes early when a scheduling step pushes a token (a new earliest entry).
+                # The pop ends early when a scheduling step pushes a token (a new earliest
+                # entry). Within a server tick of a due time the wait is this thread's own:
+                # a new entry due sooner is then late by less than that tick.
+                if not timed:
                     wait_for_wakeup(self._redis, wake_keys, sleep)
+                elif sleep > SERVER_TICK_SECONDS:
+                    wait_for_wakeup(self._redis, wake_keys, sleep - SERVER_TICK_SECONDS)
+                elif sleep > 0:
+                    self._stop.wait(sleep)
                 if failing:
                     log.info("due-time mover reconnected", extra={"queue": queues})
                     failing = False

@@ -21,18 +21,31 @@ from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, queue_keys
 __all__ = ["QueueWakeup", "wait_for_wakeup"]
 
 
+# How long past a pop's own timeout its reply may take before the client gives up on it:
+# the server ends a pop on its timer tick (1 / `hz` seconds: 1 s for `tocsin dev`'s
+# server, 0.1 s by default), plus scheduling delays on a loaded machine.
+_REPLY_GRACE_SECONDS = 5.0
+
+
 def wait_for_wakeup(redis: Redis, keys: list[str], wanted: float) -> None:
     """Block on `keys` for up to `wanted` seconds, or until a token arrives.
 
-    The pop is kept well inside the client's socket timeout: one cut off by it
-    is retried on a new connection while the server may still hand the next
-    token to the abandoned one, so the token that announced work is swallowed
-    and the retry sleeps through it (and each cut-off pop costs a reconnect).
+    The reply is read with its own bound, `wanted` plus `_REPLY_GRACE_SECONDS`,
+    not the client's socket timeout (redis-py's default is 5 s and is not in
+    the pool's settings): a pop cut off by the socket timeout is retried on a
+    new connection while the server may still hand the next token to the
+    abandoned one, so the token that announced work is swallowed and the retry
+    sleeps through it (and each cut-off pop costs a reconnect). A server that
+    does not answer by then (frozen) raises redis-py's `TimeoutError`.
     """
-    socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
-    if socket_timeout:
-        wanted = min(wanted, float(socket_timeout) / 2)
-    redis.blpop(keys, timeout=max(wanted, 0.001))
+    wanted = max(wanted, 0.001)
+    pool = redis.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("BLPOP", *keys, wanted)  # type: ignore[no-untyped-call]
+        connection.read_response(timeout=wanted + _REPLY_GRACE_SECONDS)
+    finally:
+        pool.release(connection)
 
 
 class QueueWakeup(Middleware):

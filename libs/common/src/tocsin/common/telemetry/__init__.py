@@ -23,6 +23,7 @@ from tocsin.common.telemetry.dramatiq import TracingMiddleware
 from tocsin.common.telemetry.propagation import (
     TRACEPARENT,
     TRACESTATE,
+    W3C_PROPAGATOR,
     client_span,
     current_traceparent,
     producer_span,
@@ -38,6 +39,7 @@ from tocsin.common.telemetry.setup import (
 __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
+    "W3C_PROPAGATOR",
     "ServerSpans",
     "TracingMiddleware",
     "client_span",

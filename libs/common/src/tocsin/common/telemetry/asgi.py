@@ -38,7 +38,8 @@ class ServerSpans:
         method = scope["method"]
         span = tracer().start_span(
             method,
-            context=propagate.extract(headers),
+            # Without either header there is nothing to continue: the current context.
+            context=propagate.extract(headers) if headers else None,
             kind=SpanKind.SERVER,
             attributes={"http.request.method": method, "url.path": scope["path"]},
         )

@@ -14,10 +14,10 @@ import dramatiq
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from tocsin.common.telemetry.propagation import TRACEPARENT
+from tocsin.common.telemetry.propagation import TRACEPARENT, W3C_PROPAGATOR
 from tocsin.common.telemetry.setup import TRACER_NAME
 
 __all__ = ["TracingMiddleware"]
@@ -55,7 +55,7 @@ class TracingMiddleware(Middleware):
         if message.options.get("retries") and TRACEPARENT in message.options:
             return
         # A traceparent the sender put in the options is the parent; else the current span.
-        parent = propagate.extract(message.options) if TRACEPARENT in message.options else None
+        parent = W3C_PROPAGATOR.extract(message.options) if TRACEPARENT in message.options else None
         span = self._tracer.start_span(
             f"send {message.queue_name}",
             context=parent,
@@ -63,7 +63,7 @@ class TracingMiddleware(Middleware):
             attributes=_messaging_attributes(message, "send"),
         )
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        W3C_PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
         message.options.update(carrier)
         self._sending[message.message_id] = span
 
@@ -75,7 +75,7 @@ class TracingMiddleware(Middleware):
             span.end()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        parent = propagate.extract(message.options)
+        parent = W3C_PROPAGATOR.extract(message.options)
         span = self._tracer.start_span(
             f"process {message.queue_name}",
             context=parent,

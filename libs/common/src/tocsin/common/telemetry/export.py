@@ -6,16 +6,18 @@ service, it held the GIL for tens of milliseconds per batch and stalled the
 event loop serving requests: ingest's answer p99 went from 3 to about 30 ms
 with tracing on (issue 14). Here:
 
-- `SpanPipe` (the serving process's span processor) reduces each finished span
-  to a tuple of plain values where it ends (a few microseconds) and queues it;
+- the services' spans are recorded as tuples of plain values where they end
+  (`RecordingTracerProvider` in `spans`, handing them to `SpanPipe.hand`); as
+  an SDK span processor, `SpanPipe` reduces an SDK span to the same tuple;
 - its writer thread sends the queued tuples every `HAND_OFF_SECONDS` (or at
   `HAND_OFF_SPANS`) down a pipe as one length-prefixed `marshal` frame: one
   C-speed call and a write that releases the GIL (marshal, not pickle: it
   takes only plain values, and the child runs no code from the pipe);
 - the child (`python -m tocsin.common.telemetry.exporter`, at a lower CPU
-  priority) rebuilds them as SDK spans and feeds the SDK's own
-  BatchSpanProcessor and OTLP/HTTP exporter, configured by the same `OTEL_BSP_*`
-  and `OTEL_EXPORTER_OTLP_*` variables a service would read.
+  priority) batches them with the SDK's BatchSpanProcessor, encodes them itself
+  (`otlp.encode_records`) and sends them with the SDK's OTLP/HTTP exporter,
+  configured by the same `OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_*` variables a
+  service would read.
 
 Bounds and faults: at most `MAX_QUEUED_SPANS` wait in the serving process;
 beyond it spans are dropped and counted in the log, as the BatchSpanProcessor
@@ -133,8 +135,20 @@ def _record(span: ReadableSpan) -> SpanRecord:
         span._end_time,
         _plain(span._attributes),
         (status.status_code._value_, status.description),
-        [(e.name, e.timestamp, _plain(e.attributes)) for e in events] if events else (),
-        [(_context_record(ln.context), _plain(ln.attributes)) for ln in links] if links else (),
+        [(e.name, e.timestamp, _plain(e.attributes), e.dropped_attributes) for e in events]
+        if events
+        else (),
+        [
+            (
+                _context_record(ln.context),
+                _plain(ln.attributes),
+                ln.dropped_attributes,
+                ln.context.is_remote,
+            )
+            for ln in links
+        ]
+        if links
+        else (),
         (
             getattr(span._attributes, "dropped", 0),
             getattr(events, "dropped", 0),
@@ -197,13 +211,21 @@ class SpanPipe(SpanProcessor):
         return
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not span.context.trace_flags.sampled or self._closing:
+        if span.context.trace_flags.sampled:
+            self.hand(_record(span))
+
+    def hand(self, record: SpanRecord) -> None:
+        """Queue one finished, sampled span for the child (dropped and counted when full).
+
+        `on_end` calls it for an SDK span; `RecordingTracerProvider`'s spans call it directly.
+        """
+        if self._closing:
             return
         queued = self._queued
         if len(queued) >= self._max_queued:
             self._drop(1)
             return
-        queued.append(_record(span))
+        queued.append(record)
         if len(queued) == HAND_OFF_SPANS:
             self._wake.set()
 

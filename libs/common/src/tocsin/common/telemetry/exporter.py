@@ -1,10 +1,12 @@
-"""The exporting child process: span frames in on stdin, OTLP/HTTP out through the SDK.
+"""The exporting child process: span frames in on stdin, OTLP/HTTP out.
 
 `SpanPipe` (`tocsin.common.telemetry.export`) starts it as
 `python -m tocsin.common.telemetry.exporter` and writes the frames described
-there. Each span tuple is rebuilt as an SDK `ReadableSpan` and handed to the
-SDK's own BatchSpanProcessor and OTLP/HTTP exporter, which read `OTEL_BSP_*`
-and `OTEL_EXPORTER_OTLP_*` as in any process. It runs at a lower CPU priority,
+there. The span tuples are batched by the SDK's own BatchSpanProcessor and
+sent by its OTLP/HTTP exporter (`otlp.RecordExporter`, which encodes the tuples
+itself), reading `OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_*` as in any process.
+`rebuild` turns a tuple back into the SDK span it stands for: the tests'
+reference for what the tuples must export as. It runs at a lower CPU priority,
 ignores Ctrl-C (its parent decides when tracing ends) and ends when its stdin
 closes, after exporting what it read.
 """
@@ -18,6 +20,7 @@ import signal
 import sys
 from typing import IO, Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -71,6 +74,19 @@ def _span_context(record: tuple[int, int, int, str], *, remote: bool = False) ->
     )
 
 
+def _attributes(attributes: dict[str, Any], dropped: int) -> Any:
+    """An event's or link's attributes, with the count its limit dropped when there is one.
+
+    The SDK reads that count only from a `BoundedAttributes`, so one is built
+    only then (the common case keeps the plain dict).
+    """
+    if not dropped:
+        return attributes
+    bounded = BoundedAttributes(attributes=attributes)
+    bounded.dropped = dropped
+    return bounded
+
+
 def rebuild(
     record: SpanRecord,
     resource: Resource,
@@ -112,14 +128,31 @@ def rebuild(
         ),
         resource=resource,
         attributes=attributes,
-        events=[Event(e_name, e_attributes, e_time) for e_name, e_time, e_attributes in events],
-        links=[Link(_span_context(ctx, remote=True), attrs) for ctx, attrs in links],
+        events=[
+            Event(e_name, _attributes(e_attributes, e_dropped), e_time)
+            for e_name, e_time, e_attributes, e_dropped in events
+        ],
+        links=[
+            Link(_span_context(ctx, remote=remote), _attributes(attrs, dropped))
+            for ctx, attrs, dropped, remote in links
+        ],
         kind=SpanKind(kind),
         status=Status(StatusCode(status_code), status_description),
         start_time=start,
         end_time=end,
         instrumentation_scope=scope,
     )
+
+
+class _Queued(tuple[Any, ...]):
+    """A span record as the SDK's BatchSpanProcessor sees it, which reads only its sampled flag.
+
+    Only sampled spans are piped, so the flag is the same for all. The batches
+    come out at `RecordExporter.export`, which encodes the records themselves.
+    """
+
+    __slots__ = ()
+    context = SpanContext(1, 1, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 
 
 def _read_frame(stream: IO[bytes]) -> tuple[int, Any] | None:
@@ -135,28 +168,29 @@ def _read_frame(stream: IO[bytes]) -> tuple[int, Any] | None:
 
 
 def main() -> None:
-    """The child: read frames from stdin until it closes, export spans through the SDK."""
+    """The child: read frames from stdin until it closes, export them with the SDK's exporter."""
     # Imported here: the serving process never loads the exporter.
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from tocsin.common.telemetry.otlp import RecordExporter
 
     logging.basicConfig(level=logging.WARNING, format="span exporter: %(message)s")
     os.nice(CHILD_NICENESS)
     # Ctrl-C reaches the whole process group; the child ends when its parent closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    processor = BatchSpanProcessor(OTLPSpanExporter())
-    resource = Resource.get_empty()
-    scopes: dict[tuple[str, str | None, str | None], InstrumentationScope] = {}
+    exporter = RecordExporter()
+    processor = BatchSpanProcessor(exporter)
     frames, answers = sys.stdin.buffer, sys.stdout.buffer
     try:
         while (frame := _read_frame(frames)) is not None:
             kind, body = frame
             if kind == SPANS:
                 for record in body:
-                    processor.on_end(rebuild(record, resource, scopes))
+                    processor.on_end(_Queued(record))  # type: ignore[arg-type]  # see _Queued
             elif kind == RESOURCE:
+                # Sent once, before any span (a restarted child gets it first again).
                 attributes, schema_url = body
-                resource = Resource(attributes, schema_url or None)
+                exporter.resource = Resource(attributes, schema_url or None)
             elif kind == FLUSH:
                 # Bounded well inside the parent's write deadline, which would count a
                 # longer wait as a wedged child.

@@ -8,16 +8,19 @@ without decoding, by `traceparent_of_frame`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
-from opentelemetry import propagate
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tocsin.common.telemetry.setup import tracer, tracing_enabled
 
 __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
+    "W3C_PROPAGATOR",
     "client_span",
     "current_traceparent",
     "producer_span",
@@ -26,51 +29,58 @@ __all__ = [
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+# Between Tocsin's own processes the context is always W3C (see `current_traceparent`),
+# so the hops read and write it with this one propagator, not the global composite
+# (which adds a baggage pass to every message and event).
+W3C_PROPAGATOR = TraceContextTextMapPropagator()
 _FRAME_TRACEPARENT = b'"traceparent":"'
 
 
 def current_traceparent() -> str:
-    """The W3C `traceparent` of the current span, or "" when there is none."""
+    """The W3C `traceparent` of the current span, or "" when there is none.
+
+    Formatted here as the W3C propagator formats it (`test_telemetry` compares
+    the two): asking the global propagator walks the baggage propagator too,
+    and this runs for every enqueued message.
+    """
     if not tracing_enabled():
         return ""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get(TRACEPARENT, "")
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return ""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
-@contextlib.contextmanager
-def client_span(name: str, attributes: Mapping[str, str]) -> Iterator[None]:
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
+def client_span(name: str, attributes: Mapping[str, str]) -> AbstractContextManager[object]:
     """A CLIENT span around a call to another system when tracing is on; nothing otherwise.
 
     An exception leaving the block is recorded on the span and re-raised.
     """
     if not tracing_enabled():
-        yield
-        return
-    with tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
-        yield
+        return _NO_SPAN
+    return tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
-@contextlib.contextmanager
-def producer_span(queue: str) -> Iterator[None]:
+def producer_span(queue: str) -> AbstractContextManager[object]:
     """A PRODUCER `send {queue}` span for an enqueue that bypasses Dramatiq's `enqueue`.
 
     Inside it, `current_traceparent()` is the span's context, so the message carries it.
     Nothing happens when tracing is off.
     """
     if not tracing_enabled():
-        yield
-        return
+        return _NO_SPAN
     attributes = {
         "messaging.system": "dramatiq",
         "messaging.operation.type": "send",
         "messaging.operation.name": "send",
         "messaging.destination.name": queue,
     }
-    with tracer().start_as_current_span(
+    return tracer().start_as_current_span(
         f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
-    ):
-        yield
+    )
 
 
 def traceparent_of_frame(frame: bytes) -> str:

@@ -10,6 +10,7 @@ hot path pays one boolean test.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Mapping
@@ -76,9 +77,9 @@ def setup_tracing(service_name: str, environ: Mapping[str, str] | None = None) -
             return True
         # Imported here so a process without tracing never loads the SDK.
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-        from opentelemetry.sdk.trace import TracerProvider
 
         from tocsin.common.telemetry.export import SpanPipe
+        from tocsin.common.telemetry.spans import RecordingTracerProvider
 
         attributes: dict[str, Any] = {}
         if not env.get("OTEL_SERVICE_NAME"):
@@ -86,9 +87,11 @@ def setup_tracing(service_name: str, environ: Mapping[str, str] | None = None) -
         # The SDK reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and
         # OTEL_TRACES_SAMPLER(_ARG) here; the child reads OTEL_BSP_* and OTEL_EXPORTER_OTLP_*.
         resource = Resource.create(attributes)
-        provider = TracerProvider(resource=resource)
-        provider.add_span_processor(SpanPipe(resource, environ=env))
-        trace.set_tracer_provider(provider)
+        # Spans are recorded as tuples and handed straight to the pipe (see `spans`).
+        pipe = SpanPipe(resource, environ=env)
+        trace.set_tracer_provider(RecordingTracerProvider(pipe.hand))
+        # As the SDK's provider does: what is queued at exit still reaches the child.
+        atexit.register(pipe.shutdown)
         _enabled = True
         return True
 

@@ -8,7 +8,8 @@ a pooled redis-py call; everything else uses the pooled client (`redis`).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 
 import redis.asyncio as redis_async
 from dramatiq.brokers.redis import RedisBroker
@@ -17,13 +18,14 @@ from starlette.responses import Response
 
 from tocsin.common.auth import Claims, TokenVerifier
 from tocsin.common.bearer import check_bearer
+from tocsin.common.errors import CredentialError
 from tocsin.common.pipelining import PipelinedRedis
 from tocsin.gateway.settings import GatewaySettings
 
 __all__ = ["ApiContext", "Unauthorized"]
 
 
-class Unauthorized(Exception):  # noqa: N818 -- it carries the response, it is not an error value
+class Unauthorized(CredentialError):  # noqa: N818 -- it carries the response, it is not an error value
     """Raised by `authorize`; carries the 401/403 problem response to return."""
 
     def __init__(self, response: Response) -> None:
@@ -39,6 +41,8 @@ class ApiContext:
     redis: redis_async.Redis
     broker: RedisBroker
     verifier: TokenVerifier
+    # What handlers opened for the process's life (the preview client), closed at shutdown.
+    resources: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @functools.cached_property
     def pipelined(self) -> PipelinedRedis:

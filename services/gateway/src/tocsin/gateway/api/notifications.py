@@ -40,6 +40,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         timeout=NOTIFIER_TIMEOUT,
         limits=httpx.Limits(max_connections=FORWARDS, max_keepalive_connections=FORWARDS),
     )
+    context.resources.push_async_callback(http.aclose)
 
     async def preview(request: Request) -> Response:
         try:

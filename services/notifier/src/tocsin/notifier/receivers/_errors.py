@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from tocsin.common.errors import RemoteError
+
 __all__ = ["DeliveryError", "PermanentDeliveryError", "TemporaryDeliveryError"]
 
 
-class DeliveryError(Exception):
+class DeliveryError(RemoteError):
     """A send that did not succeed."""
 
 
