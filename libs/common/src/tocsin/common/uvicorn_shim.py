@@ -2,10 +2,13 @@
 
 Tocsin's HTTP servers extend uvicorn's httptools protocol, which is not a
 public API: `tocsin.common.httplimits` bounds its parser callbacks, the gateway
-takes WebSocket upgrades over from it, and ingest wraps its transport. Those
-modules reach uvicorn only through `ServerProtocol` here, whose hooks name
-what they need (`upgrade_request`, `hand_over`, `wrap_transport`, the server
-state). `check_version` refuses a uvicorn this module was not checked against;
+takes WebSocket upgrades over from it, and ingest wraps its transport and
+answers plain producer POSTs itself (its fast path). Those modules reach
+uvicorn only through `ServerProtocol` here, whose hooks name what they need
+(`upgrade_request`, `hand_over`, `wrap_transport`, the server state; for the
+fast path `between_requests`, `plain_server`, `answer_bytes` -- the bytes
+uvicorn's request/response cycle would write -- and uvicorn's flow control).
+`check_version` refuses a uvicorn this module was not checked against;
 `tests/test_uvicorn_shim.py` fails on one too, before anything subtler breaks.
 """
 
@@ -100,3 +103,44 @@ class ServerProtocol(HttpToolsProtocol):
         """Stop parsing (an answer written by hand follows); returns the transport."""
         self.parser = None  # type: ignore[assignment]
         return self.transport
+
+    # -- for a subclass that answers some requests itself (ingest's fast path) --------
+
+    def between_requests(self) -> bool:
+        """Whether uvicorn has no request in hand: none being answered, none queued."""
+        cycle = self.cycle
+        return (cycle is None or cycle.response_complete) and not self.pipeline
+
+    def plain_server(self) -> bool:
+        """Whether uvicorn's answers are plain: no access log, no concurrency limit, no
+        root path (which each add per-request work to what `answer_bytes` writes)."""
+        return not self.access_log and self.limit_concurrency is None and not self.root_path
+
+    def answer_bytes(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+        """The bytes uvicorn writes for an answer with a Content-Length to a kept-alive
+        HTTP/1.1 request (`headers`: lower-case names, valid values), and counts it."""
+        state = self.server_state
+        state.total_requests += 1
+        defaults = state.default_headers
+        if _default_head[0] is not defaults:  # uvicorn replaces the list once a second (Date)
+            _default_head[:] = [defaults, b"".join(n + b": " + v + b"\r\n" for n, v in defaults)]
+        head = [STATUS_LINE[status], _default_head[1]]
+        for name, value in headers:
+            head += (name, b": ", value, b"\r\n")
+        head += (b"\r\n", body)
+        return b"".join(head)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client (uvicorn's flow control, shared with its cycles)."""
+        self.flow.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.flow.resume_reading()
+
+    def writes_paused(self) -> bool:
+        """Whether the client has stopped reading what it was sent (uvicorn's flow control)."""
+        return self.flow.write_paused
+
+
+# uvicorn's current default headers and their encoding (one server per process).
+_default_head: list[Any] = [None, b""]

@@ -11,20 +11,31 @@ A 2xx leaves only after the admission script has put the message in Redis.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from prometheus_client import Counter
 from starlette.types import Receive, Scope, Send
 
 from tocsin.common import broker as queues
-from tocsin.common.errors import OutcomeUnknownError, StoreError
+from tocsin.common.errors import OutcomeUnknownError, RedisReplyError, StoreError
 from tocsin.common.httplimits import BodyTooLargeError, ClientGoneError, read_body
 from tocsin.common.models import InvalidBodyError
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
-from tocsin.ingest.admission import Admission, Outcome, encode_message
+from tocsin.ingest.admission import (
+    Admission,
+    Outcome,
+    Verdict,
+    encode_message,
+    needs_script,
+    verdict,
+)
 from tocsin.ingest.credentials import credential_of
 from tocsin.ingest.formats import Format, Refusal, RefusedError, Work
 from tocsin.ingest.metrics import ALERTS_RECEIVED, REQUEST_DURATION, REQUESTS_REJECTED
@@ -33,6 +44,7 @@ from tocsin.ingest.tracecontext import continue_trace
 
 __all__ = [
     "AcceptPipeline",
+    "Answer",
     "ProducerEndpoint",
     "ProducerHeaders",
     "producer_headers",
@@ -182,42 +194,46 @@ class AcceptPipeline:
     ) -> tuple[Work, bool]:
         """Step 4: the work's message onto the alerts queue; the work as answered, and
         whether the answer is a replay of an earlier request with the same key."""
+        command = self.admission_command(fmt, work, producer, traceparent, idempotency_key, body)
+        try:
+            verdict = await self._admission.admit_command(command)
+        except StoreError as exc:
+            raise _store_refused(exc) from None
+        return self.settle(fmt, work, producer, verdict)
+
+    def admission_command(
+        self,
+        fmt: Format,
+        work: Work,
+        producer: Producer,
+        traceparent: str,
+        idempotency_key: str,
+        body: bytes,
+    ) -> bytes:
+        """Step 4's command: the work's message, for `Admission.send`."""
         message_id, message = encode_message(
             queues.ALERTS_QUEUE, work.actor, work.args, {"traceparent": traceparent}
         )
-        try:
-            verdict = await self._admission.admit(
-                producer.name,
-                message_id,
-                message,
-                cost=max(1, work.alerts),
-                answer=work.answer,
-                idempotency_key=idempotency_key,
-                request_digest=_request_digest(fmt, body) if idempotency_key else b"",
-            )
-        except OutcomeUnknownError as exc:
-            # Sent, then no answer: Redis may have enqueued it. Not a refusal (503):
-            # a retry with the same Idempotency-Key is safe, one without may count twice.
-            raise RefusedError(
-                Refusal(
-                    504,
-                    "outcome_unknown",
-                    "Outcome unknown",
-                    f"the queue did not answer after the request was sent ({exc}): it may "
-                    "have been accepted; retry with the same Idempotency-Key to be safe",
-                    retry_after=1,
-                )
-            ) from None
-        except StoreError as exc:
-            raise RefusedError(
-                Refusal(
-                    503,
-                    "unavailable",
-                    "Service unavailable",
-                    f"the queue is unreachable, nothing was enqueued: {exc}",
-                    retry_after=1,
-                )
-            ) from None
+        return self._admission.command(
+            producer.name,
+            message_id,
+            message,
+            cost=max(1, work.alerts),
+            answer=work.answer,
+            idempotency_key=idempotency_key,
+            request_digest=_request_digest(fmt, body) if idempotency_key else b"",
+        )
+
+    def send_admission(self, command: bytes, *, cached: bool = True) -> Awaitable[Any]:
+        """Run admission on `command` without awaiting it (see `Admission.send`), for the
+        fast path; `verdict` reads the reply."""
+        return self._admission.send(command, cached=cached)
+
+    def settle(
+        self, fmt: Format, work: Work, producer: Producer, verdict: Verdict
+    ) -> tuple[Work, bool]:
+        """Step 4's outcome: the work as answered and whether it is a replay; raises
+        `RefusedError` when admission refused it."""
         if verdict.outcome is Outcome.RATE_LIMITED:
             raise RefusedError(
                 Refusal(
@@ -259,6 +275,32 @@ class AcceptPipeline:
         return work, False
 
 
+def _store_refused(exc: StoreError) -> RefusedError:
+    """A failed admission as its refusal: the outcome unknown (504) or nothing enqueued (503)."""
+    if isinstance(exc, OutcomeUnknownError):
+        # Sent, then no answer: Redis may have enqueued it. Not a refusal (503):
+        # a retry with the same Idempotency-Key is safe, one without may count twice.
+        return RefusedError(
+            Refusal(
+                504,
+                "outcome_unknown",
+                "Outcome unknown",
+                f"the queue did not answer after the request was sent ({exc}): it may "
+                "have been accepted; retry with the same Idempotency-Key to be safe",
+                retry_after=1,
+            )
+        )
+    return RefusedError(
+        Refusal(
+            503,
+            "unavailable",
+            "Service unavailable",
+            f"the queue is unreachable, nothing was enqueued: {exc}",
+            retry_after=1,
+        )
+    )
+
+
 def _unauthenticated(exc: AuthError) -> Refusal:
     if exc.status == 403:
         return Refusal(exc.status, "forbidden", "Forbidden", f"{exc.code}: {exc}")
@@ -272,11 +314,18 @@ def _invalid(fmt: Format, exc: InvalidBodyError | UnicodeDecodeError) -> Refusal
     return Refusal(fmt.invalid_status, "invalid", "Invalid request", str(exc), exc.errors)
 
 
+# What the fast path hands the server to write: status, headers (after uvicorn's
+# default ones) and body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
 class ProducerEndpoint:
     """One producer endpoint as a plain ASGI app: its format through the accept pipeline.
 
     It answers from the ASGI scope directly, without Starlette's Request and
     Response objects: this is the path every alert takes, so it stays short.
+    `accept_now` is the same pipeline for a request whose head and body the
+    server has already read (`tocsin.ingest.fastpath`), without ASGI at all.
     """
 
     def __init__(self, fmt: Format, pipeline: AcceptPipeline) -> None:
@@ -298,14 +347,150 @@ class ProducerEndpoint:
             REQUESTS_REJECTED.labels(fmt.name, refused.refusal.reason).inc()
             await fmt.refusal_answer(refused.refusal)(scope, receive, send)
         else:
-            headers = [
-                (b"content-length", b"%d" % len(work.answer)),
-                (b"traceparent", traceparent.encode()),
-            ]
-            if work.media_type:
-                headers.append((b"content-type", work.media_type))
-            if replayed:
-                headers.append((b"idempotent-replayed", b"true"))
-            await send({"type": "http.response.start", "status": work.status, "headers": headers})
-            await send({"type": "http.response.body", "body": work.answer})
+            status, headers, answer = _accepted(work, traceparent, replayed)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": answer})
         self._duration.observe(time.perf_counter() - started)
+
+    def accept_now(
+        self, headers: ProducerHeaders, body: bytes, respond: Callable[[Answer], None]
+    ) -> bool:
+        """Take a request whose head and whole body are read, if nothing needs awaiting
+        before its admission; `respond` then gets its answer once Redis has replied.
+
+        False, with nothing done, when the request is not that simple -- tracing on,
+        a credential not verified lately or inside the body, anything refused before
+        admission, an empty batch -- so the server runs it through `__call__`, which
+        answers it (and counts the refusal) the one way every request is answered.
+        """
+        started = time.perf_counter()
+        fmt, pipeline = self._format, self._pipeline
+        if tracing_enabled() or len(headers.idempotency_key) > _MAX_IDEMPOTENCY_KEY:
+            return False
+        if len(body) > fmt.body_limit:
+            return False
+        credential = headers.bearer
+        if not credential and fmt.credential_in_body:
+            return False
+        try:
+            producer = pipeline.known(credential)
+            if producer is None:
+                return False
+            work = pipeline.parse(fmt, body, producer)
+        except RefusedError:
+            return False
+        if work.actor == queues.PROCESS_ALERTS_ACTOR and not work.alerts:
+            return False
+        traceparent = continue_trace(headers.traceparent)
+        key = headers.idempotency_key
+        command = pipeline.admission_command(fmt, work, producer, traceparent, key, body)
+        _Admitting(self, work, producer, traceparent, command, respond, started).send(pipeline)
+        return True
+
+    def _settled(self, admitting: _Admitting, result: Any) -> Answer:
+        """The answer of a request on the fast path, from its admission's reply."""
+        fmt = self._format
+        try:
+            if isinstance(result, BaseException):
+                if isinstance(result, StoreError):
+                    raise _store_refused(result)
+                raise result
+            work, replayed = self._pipeline.settle(
+                fmt, admitting.work, admitting.producer, verdict(result)
+            )
+        except RefusedError as refused:
+            REQUESTS_REJECTED.labels(fmt.name, refused.refusal.reason).inc()
+            response = fmt.refusal_answer(refused.refusal)
+            answer: Answer = (response.status_code, response.raw_headers, bytes(response.body))
+        else:
+            answer = _accepted(work, admitting.traceparent, replayed)
+        self._duration.observe(time.perf_counter() - admitting.started)
+        return answer
+
+
+class _Admitting:
+    """A request on the fast path while Redis runs its admission script."""
+
+    __slots__ = (
+        "cached",
+        "command",
+        "endpoint",
+        "producer",
+        "respond",
+        "started",
+        "traceparent",
+        "work",
+    )
+
+    def __init__(
+        self,
+        endpoint: ProducerEndpoint,
+        work: Work,
+        producer: Producer,
+        traceparent: str,
+        command: bytes,
+        respond: Callable[[Answer], None],
+        started: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.work = work
+        self.producer = producer
+        self.traceparent = traceparent
+        self.command = command
+        self.respond = respond
+        self.started = started
+        self.cached = True
+
+    def send(self, pipeline: AcceptPipeline) -> None:
+        reply: asyncio.Future[Any]
+        try:
+            sent = pipeline.send_admission(self.command, cached=self.cached)
+            # Connected, it is the reply's future itself; connecting, a coroutine.
+            reply = sent if isinstance(sent, asyncio.Future) else asyncio.ensure_future(sent)
+        except Exception as exc:
+            # Past this point the request is answered here, whatever happens: the
+            # command may be on its way to Redis, so it must not run a second time.
+            reply = asyncio.get_running_loop().create_future()
+            reply.set_exception(exc)
+        reply.add_done_callback(self._replied)
+
+    def _replied(self, reply: asyncio.Future[Any]) -> None:
+        endpoint = self.endpoint
+        try:
+            exc = reply.exception()
+            if self.cached and isinstance(exc, RedisReplyError) and needs_script(exc):
+                # As `AcceptPipeline.admit`: the server lost the script; send it along.
+                self.cached = False
+                self.send(endpoint._pipeline)
+                return
+            answer = endpoint._settled(self, exc if exc is not None else reply.result())
+        except BaseException as exc:
+            # What uvicorn does when an application raises: log it, answer 500, close.
+            _logger.error("Exception in ASGI application\n", exc_info=exc)
+            answer = _INTERNAL_ERROR
+        self.respond(answer)
+
+
+_logger = logging.getLogger("uvicorn.error")
+_INTERNAL_ERROR: Answer = (
+    500,
+    [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"21"),
+        (b"connection", b"close"),
+    ],
+    b"Internal Server Error",
+)
+
+
+def _accepted(work: Work, traceparent: str, replayed: bool) -> Answer:
+    """The answer of accepted (or replayed) work."""
+    headers = [
+        (b"content-length", b"%d" % len(work.answer)),
+        (b"traceparent", traceparent.encode()),
+    ]
+    if work.media_type:
+        headers.append((b"content-type", work.media_type))
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    return work.status, headers, work.answer

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -23,7 +24,7 @@ from tocsin.common.pipelining import PipelinedRedis, RedisReplyError, bulk
 from tocsin.common.queue import WAKEUP_TOKENS_KEPT, queue_keys
 from tocsin.common.queue import encode_message as queue_encode
 
-__all__ = ["Admission", "Outcome", "Verdict", "encode_message"]
+__all__ = ["Admission", "Outcome", "Verdict", "encode_message", "needs_script", "verdict"]
 
 _ADMIT_LUA = resources.files("tocsin.ingest").joinpath("admission/admit.lua").read_text()
 _ADMIT_SHA = hashlib.sha1(_ADMIT_LUA.encode()).hexdigest()
@@ -131,6 +132,39 @@ class Admission:
         cannot be reached or stops answering before, `RedisReplyError` when it refuses
         the script.
         """
+        command = self.command(
+            producer,
+            message_id,
+            message,
+            cost=cost,
+            answer=answer,
+            idempotency_key=idempotency_key,
+            request_digest=request_digest,
+        )
+        return await self.admit_command(command)
+
+    async def admit_command(self, command: bytes) -> Verdict:
+        """`admit`, for a command `command` built; raises as `admit` does."""
+        try:
+            result = await self.send(command)
+        except RedisReplyError as exc:
+            if not needs_script(exc):
+                raise
+            result = await self.send(command, cached=False)
+        return verdict(result)
+
+    def command(
+        self,
+        producer: str,
+        message_id: str,
+        message: bytes,
+        *,
+        cost: int,
+        answer: bytes,
+        idempotency_key: str = "",
+        request_digest: bytes = b"",
+    ) -> bytes:
+        """The script's keys and arguments for `admit`, to hand to `send`."""
         idempotency = keys.idempotency(producer, idempotency_key) if idempotency_key else ""
         rate_bucket = self._rate_buckets.get(producer)
         if rate_bucket is None:
@@ -139,7 +173,7 @@ class Admission:
             rate_bucket = self._rate_buckets[producer] = bulk(keys.rate_bucket(producer).encode())
         # The command is assembled from bulk strings prepared once per Admission:
         # this runs for every request, so it avoids re-encoding the constant parts.
-        command_tail = b"".join((
+        return b"".join((
             rate_bucket,
             self._queue_keys,
             bulk((idempotency or self._placeholder_key).encode()),
@@ -154,19 +188,30 @@ class Admission:
             bulk(b"1" if idempotency else b"0"),
             self._tokens_kept,
         ))  # fmt: skip
-        try:
-            result: list[Any] = await self._redis.execute_encoded(_EVALSHA_HEAD + command_tail)
-        except RedisReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            # First call on this server (or after a restart): EVAL also caches the script.
-            result = await self._redis.execute_encoded(_EVAL_HEAD + command_tail)
-        outcome = _OUTCOMES[result[0]]
-        if outcome is Outcome.ENQUEUED:
-            return _ENQUEUED
-        value: bytes = result[1] if isinstance(result[1], bytes) else str(result[1]).encode()
-        if outcome is Outcome.REPLAYED:
-            return Verdict(outcome, replay=value)
-        if outcome is Outcome.RATE_LIMITED:
-            return Verdict(outcome, retry_after=max(1, -(-int(value) // 1000)))
-        return Verdict(outcome)
+
+    def send(self, command: bytes, *, cached: bool = True) -> Awaitable[Any]:
+        """Run the script on `command` (from `command`); its reply is read by `verdict`.
+
+        `cached` sends the script's hash (EVALSHA); a reply that `needs_script`
+        asks for the call again with `cached=False`, which sends the script
+        itself (EVAL, which also caches it on the server).
+        """
+        return self._redis.execute_encoded((_EVALSHA_HEAD if cached else _EVAL_HEAD) + command)
+
+
+def needs_script(exc: RedisReplyError) -> bool:
+    """Whether the server refused EVALSHA for not knowing the script (first call, restart)."""
+    return str(exc).startswith("NOSCRIPT")
+
+
+def verdict(result: list[Any]) -> Verdict:
+    """The admission script's reply as a `Verdict`."""
+    outcome = _OUTCOMES[result[0]]
+    if outcome is Outcome.ENQUEUED:
+        return _ENQUEUED
+    value: bytes = result[1] if isinstance(result[1], bytes) else str(result[1]).encode()
+    if outcome is Outcome.REPLAYED:
+        return Verdict(outcome, replay=value)
+    if outcome is Outcome.RATE_LIMITED:
+        return Verdict(outcome, retry_after=max(1, -(-int(value) // 1000)))
+    return Verdict(outcome)

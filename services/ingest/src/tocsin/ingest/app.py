@@ -118,8 +118,21 @@ class IngestApp(Starlette):
     def __init__(self, producer_routes: list[Route], **options: Any) -> None:
         super().__init__(**options)
         self._producer_routes = {route.path: route for route in producer_routes}
+        self._producer_endpoints = {
+            route.path: route.endpoint
+            for route in producer_routes
+            if isinstance(route.endpoint, ProducerEndpoint)
+        }
         # Each producer endpoint inside the app's own middleware, built with the stack.
         self._producer_stacks: dict[str, tuple[Route, ASGIApp]] = {}
+
+    def fast_endpoints(self) -> dict[str, ProducerEndpoint]:
+        """The producer endpoints by path, for the server's fast path
+        (`tocsin.ingest.fastpath`); none when the app has middleware of its own
+        (tracing's `ServerSpans`), which only the ASGI path runs."""
+        if self.user_middleware:
+            return {}
+        return dict(self._producer_endpoints)
 
     def build_middleware_stack(self) -> ASGIApp:
         for path, route in self._producer_routes.items():

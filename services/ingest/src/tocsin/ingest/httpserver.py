@@ -47,6 +47,15 @@ class CoalescedTransport:
         for chunk in chunks:
             self.write(chunk)
 
+    def write_now(self, data: bytes) -> None:
+        """Write `data` at once, after whatever is held (an answer written outside the
+        request/response cycle, which needs no company)."""
+        if self._held:
+            self._held.append(data)
+            self.flush()
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def flush(self) -> None:
         """Hand what is held to the real transport now."""
         self._flush_scheduled = False
@@ -68,6 +77,10 @@ class CoalescedTransport:
     def abort(self) -> None:
         self._held = []
         self._transport.abort()
+
+    def is_closing(self) -> bool:
+        # Asked on every request: spelled out rather than found through `__getattr__`.
+        return self._transport.is_closing()
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(len(d) for d in self._held)

@@ -9,7 +9,7 @@ from tocsin.common.ops import metrics_app, serve, serve_in_thread
 from tocsin.common.redis import async_client
 from tocsin.common.telemetry import instrument_app, setup_observability
 from tocsin.ingest.app import build_app
-from tocsin.ingest.httpserver import CoalescingHttpToolsProtocol
+from tocsin.ingest.fastpath import FastPathProtocol
 from tocsin.ingest.settings import DEFAULT_PORT, IngestSettings
 
 __all__ = ["run"]
@@ -24,17 +24,19 @@ def run() -> None:
         verifier = TokenVerifier.from_settings(settings)
     # The client is created here but connects lazily, on the server's event loop.
     redis = async_client(settings.redis_url)
-    app = instrument_app(build_app(settings, redis, verifier))
+    ingest_app = build_app(settings, redis, verifier)
+    app = instrument_app(ingest_app)
     if settings.metrics_port:
         serve_in_thread(metrics_app(), settings.host, settings.metrics_port)
     # Producers' addresses are not used, so no X-Forwarded-* rewriting on the hot path;
-    # each answer leaves in one write (see `tocsin.ingest.httpserver`).
+    # each answer leaves in one write (see `tocsin.ingest.httpserver`), and plain
+    # producer POSTs take the fast path (`tocsin.ingest.fastpath`).
     serve(
         app,
         settings.host,
         settings.port or DEFAULT_PORT,
         proxy_headers=False,
-        http=CoalescingHttpToolsProtocol.with_limits(settings.http_limits()),
+        http=FastPathProtocol.serving(ingest_app.fast_endpoints(), settings.http_limits()),
         ssl_certfile=settings.tls_cert_file or None,
         ssl_keyfile=settings.tls_key_file or None,
     )
