@@ -31,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import httpx
 
 from tocsin.common.errors import RemoteError
@@ -68,7 +70,7 @@ class ReceiverBusyError(RemoteError):
 class _Gate:
     """One receiver's slots, waiting room and HTTP client (lives on the loop)."""
 
-    def __init__(self, concurrency: int, room_lock: threading.Lock) -> None:
+    def __init__(self, concurrency: int, room_lock: threading.Lock, tls: ssl.SSLContext) -> None:
         self.slots = asyncio.Semaphore(concurrency)
         self.waiting = 0
         # Worker threads waiting for room in `waiting` (`SendLoop.wait_for_room`), and
@@ -80,7 +82,12 @@ class _Gate:
         self.http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,
+            verify=tls,
         )
+
+
+async def _warm_up() -> None:
+    anyio.Event().set()
 
 
 class SendLoop:
@@ -95,6 +102,9 @@ class SendLoop:
         self._claimers = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="send-claim")
         self._settlers = ThreadPoolExecutor(_SETTLE_THREADS, thread_name_prefix="send-settle")
         self._gates: dict[str, _Gate] = {}
+        # One TLS context (httpx's default trust) for every receiver's client: each
+        # context loads the CA bundle, tens of ms of the loop's time per receiver.
+        self._tls = httpx.create_ssl_context()
         self._lock = threading.Lock()
         self._pending = 0  # sends handed over and not yet settled
         self._idle = threading.Condition(self._lock)
@@ -106,6 +116,10 @@ class SendLoop:
 
     def start(self) -> SendLoop:
         self._thread.start()
+        # httpcore's first async request imports anyio's asyncio back-end (a few hundred
+        # ms on a loaded machine): done now, before the service is ready, not on the
+        # loop while the first page waits.
+        asyncio.run_coroutine_threadsafe(_warm_up(), self._loop).result(timeout=60)
         return self
 
     def _run(self) -> None:
@@ -185,7 +199,7 @@ class SendLoop:
         slot_wait, deadline = waits
         gate = self._gates.get(receiver)
         if gate is None:
-            gate = self._gates[receiver] = _Gate(self._concurrency, self._room_lock)
+            gate = self._gates[receiver] = _Gate(self._concurrency, self._room_lock, self._tls)
         if gate.slots.locked() and gate.waiting >= self._max_waiting:
             return ReceiverBusyError(receiver)
         gate.waiting += 1
