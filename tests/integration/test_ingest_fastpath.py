@@ -10,7 +10,11 @@ wrong Content-Lengths, replayed Idempotency-Keys, a Redis that is gone -- and
 compares the status, the headers that matter, the body, whether the server
 closed the connection, the ingest metrics that moved, and the messages
 queued, with fresh ids, times and trace ids put aside. A property test sends
-generated requests the same way. The tests also check that the fast path did
+generated requests the same way. A second pair runs with tracing on (the
+tracing middleware installed, spans recorded in this process) and compares,
+besides, the spans each request leaves -- name, kind, attributes, status,
+events, trace and parent -- and which span the answer's and the queued
+message's `traceparent` name. The tests also check that the fast path did
 take the plain requests, so a fast path that quietly never runs fails them.
 """
 
@@ -41,7 +45,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 from tests.support import wait_until
 
@@ -1128,3 +1132,34 @@ def test_with_tracing_on_the_fast_path_records_the_spans_and_queues_the_trace_as
     assert all(isinstance(found, tuple) for found in carried), carried
     for _, index, _ in carried:
         assert plain_spans[index][:2] == (f"send {queues.ALERTS_QUEUE}", SpanKind.PRODUCER.value)
+
+
+def test_with_tracing_on_an_error_after_admission_is_recorded_alike_on_both_paths(
+    traced_pair: tuple[Side, Side],
+    recorded_spans: list[SpanRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 500 uvicorn answers for an application that raises: the error is on the
+    PRODUCER span it escaped and on the SERVER span, which has no status code."""
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a defect in reading the admission script's reply")
+
+    fast, plain = traced_pair
+    monkeypatch.setattr(AcceptPipeline, "settle", broken)
+    build = functools.partial(
+        _kept_alive, count=2, auth="token", headers=(f"traceparent: {TRACEPARENT}",)
+    )
+    taken = len(fast.taken)
+    plain_got, plain_spans = _traced_exchange(plain, recorded_spans, build(plain), 1)
+    fast_got, fast_spans = _traced_exchange(fast, recorded_spans, build(fast), 1)
+    _same(fast_got, plain_got, "500")
+    assert fast_spans == plain_spans
+    assert fast.taken[taken:] == [True]
+    assert [status for status, _, _ in plain_got.answers] == [500]
+    by_kind = {span[1]: span for span in plain_spans if span[0] != "carried"}
+    server, producer = by_kind[SpanKind.SERVER.value], by_kind[SpanKind.PRODUCER.value]
+    assert server[3] == (StatusCode.ERROR.value, "RuntimeError")
+    assert "http.response.status_code" not in dict(server[2])
+    assert producer[3][0] == StatusCode.ERROR.value
+    assert [event[0] for event in server[4]] == [event[0] for event in producer[4]] == ["exception"]
