@@ -14,6 +14,7 @@ from tocsin.gateway.frames import Frame, control_frame
 from tocsin.gateway.lease import TokenLease
 from tocsin.gateway.outbox import Outbox, WriterState
 from tocsin.gateway.protocol import CloseCode
+from tocsin.gateway.wheel import deadlines
 
 
 class Socket:
@@ -190,3 +191,17 @@ async def test_a_refused_refresh_answers_token_invalid_and_keeps_the_lease(
         message,
     )
     assert lease.claims.subject == "someone"
+
+
+async def test_a_lease_sits_on_the_shared_wheel_until_cancelled() -> None:
+    lease = TokenLease(
+        claims("someone", time.time() + 3600),
+        Verifier(None),  # type: ignore[arg-type]
+        Holder(),
+        warning=30.0,
+        grace=0.0,
+    )
+    lease.start()
+    assert lease in deadlines
+    lease.cancel()
+    assert lease not in deadlines, "the wheel would keep an ended session alive"

@@ -343,3 +343,12 @@ async def test_connections_arriving_at_once_start_a_bounded_share_per_loop_turn(
     for _ in range(20):
         await asyncio.sleep(0)
     assert sorted(started) == list(range(100))
+
+
+async def test_a_socket_holds_one_deadline_on_the_shared_wheel_and_none_once_lost() -> None:
+    transport = RecordingTransport()
+    socket = await _accepted(transport, 1024)
+    # Accepted: the next ping is due, on the process's wheel, with no loop timer of its own.
+    assert socket in SocketProtocol.deadlines
+    socket.connection_lost(None)
+    assert socket not in SocketProtocol.deadlines, "the wheel would keep a lost socket alive"

@@ -8,6 +8,10 @@ false when probes stop coming back, and a connection that stays silent is
 dropped. When the connection breaks the broker reconnects with back-off,
 resubscribes every channel the handler names, and reports each confirmation,
 so the handler can have its members catch up on what was published meanwhile.
+
+redis-py connects and sends the (UN)SUBSCRIBE commands; the replies are read
+by `PushReader` (`pushes.py`), all of one socket read at once, not through
+`PubSub.get_message` one message at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from redis.asyncio.client import PubSub
 from tocsin.common import keys
 from tocsin.gateway.history import ChannelHead, ChannelLog
 from tocsin.gateway.metrics import Stats
+from tocsin.gateway.pushes import PushReader, stream_of
 
 __all__ = ["BrokerHandler", "RedisBroker"]
 
@@ -108,12 +113,12 @@ class RedisBroker:
         if self._pubsub is not None and self.connected:
             # A failure here is the reader's to notice; it resubscribes everything.
             with contextlib.suppress(*REDIS_ERRORS):
-                await self._pubsub.subscribe(keys.live(channel))
+                await _send(self._pubsub, "SUBSCRIBE", keys.live(channel))
 
     async def unsubscribe(self, channel: str) -> None:
         if self._pubsub is not None and self.connected:
             with contextlib.suppress(*REDIS_ERRORS):
-                await self._pubsub.unsubscribe(keys.live(channel))
+                await _send(self._pubsub, "UNSUBSCRIBE", keys.live(channel))
 
     async def read_head(self, channel: str) -> ChannelHead:
         """Where `channel`'s stream stands now (one Redis read)."""
@@ -133,7 +138,8 @@ class RedisBroker:
                 pubsub = self._pubsub_redis.pubsub()
                 self._pubsub = pubsub
                 channels = [keys.live(channel) for channel in handler.channels()]
-                await pubsub.subscribe(self._probe_channel, *channels)
+                await pubsub.connect()  # type: ignore[no-untyped-call]
+                await _send(pubsub, "SUBSCRIBE", self._probe_channel, *channels)
                 self.connected = True
                 self._last_probe = time.monotonic()
                 delay = 0.05
@@ -158,27 +164,42 @@ class RedisBroker:
         probe = self._probe_channel.encode()
         stats = self._stats
         on_message = handler.on_message
+        reader = PushReader(stream_of(pubsub))
         while True:
-            message = await pubsub.get_message(timeout=self._probe_interval)
+            replies = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._probe_interval):
+                    replies = await reader.read()
             if time.monotonic() - self._last_probe > self._probe_timeout:
                 # Connected but silent: the failure mode that otherwise stays
                 # green forever. Start over on a fresh connection.
                 raise redis_async.ConnectionError("pub/sub probes stopped arriving")
-            if message is None:
-                continue
-            kind = message["type"]
-            name: bytes = message["channel"]
-            if kind == "message":
-                if name == probe:
-                    self._last_probe = time.monotonic()
-                    stats.pubsub_lag = max(0.0, time.time() - float(message["data"]))
-                    continue
-                on_message(name[prefix_len:].decode(), message["data"])
-            elif kind == "subscribe" and name != probe:
-                handler.on_subscribed(name[prefix_len:].decode())
+            for reply in replies:
+                kind = reply[0]
+                name: bytes = reply[1]
+                if kind == b"message":
+                    if name == probe:
+                        self._last_probe = time.monotonic()
+                        stats.pubsub_lag = max(0.0, time.time() - float(reply[2]))
+                        continue
+                    on_message(name[prefix_len:].decode(), reply[2])
+                elif kind == b"subscribe" and name != probe:
+                    handler.on_subscribed(name[prefix_len:].decode())
 
     async def _probe_forever(self) -> None:
         while True:
             await asyncio.sleep(self._probe_interval)
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._redis.publish(self._probe_channel, repr(time.time()))
+
+
+async def _send(pubsub: PubSub, *command: str) -> None:
+    """Send a pub/sub command on `pubsub`'s connection; its reply comes to the reader.
+
+    Sent on the connection itself: `PubSub.subscribe` would also keep its own record of
+    the channels, which only its `get_message` (not used here) ever trims.
+    """
+    connection = pubsub.connection
+    if connection is None:
+        raise redis_async.ConnectionError("the pub/sub connection is not open")
+    await connection.send_command(*command, check_health=False)

@@ -3,19 +3,19 @@
 `token_warning` seconds before the token expires the lease warns the client
 (`token_expiring`); `token_grace` seconds after it expires the lease closes the
 socket with `token_expired`, unless a `refresh` with a valid token for the same
-subject has renewed it. One timer at a time: the warning, which then arms the
-close.
+subject has renewed it. One deadline at a time, on the process's timer wheel
+(`tocsin.gateway.wheel`): the warning, which then arms the close.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Protocol
 
 from tocsin.common.auth import Claims, TokenError, TokenVerifier
 from tocsin.gateway.access import ChannelGrant
 from tocsin.gateway.protocol import CloseCode, ErrorCode, encode, error_frame
+from tocsin.gateway.wheel import deadlines
 
 __all__ = ["LeaseHolder", "TokenLease"]
 
@@ -38,9 +38,9 @@ _NO_RAW: dict[str, Any] = {}
 
 
 class TokenLease:
-    """A socket's claims and grant, with the timers their expiry sets."""
+    """A socket's claims and grant, with the deadline their expiry sets."""
 
-    __slots__ = ("_grace", "_holder", "_timer", "_verifier", "_warning", "claims", "grant")
+    __slots__ = ("_grace", "_holder", "_verifier", "_warned", "_warning", "claims", "grant")
 
     def __init__(
         self,
@@ -57,27 +57,31 @@ class TokenLease:
         self._holder = holder
         self._warning = warning
         self._grace = grace
-        self._timer: asyncio.TimerHandle | None = None
+        # Whether the deadline on the wheel is the close (the warning went) or the warning.
+        self._warned = False
 
     def start(self) -> None:
-        """Arm the expiry warning for the current claims (replacing any timer)."""
+        """Arm the expiry warning for the current claims (replacing any deadline)."""
         self.cancel()
         expires_at = self.claims.expires_at
         if expires_at is None:
             return
-        warn_in = max(0.0, expires_at - self._warning - time.time())
-        self._timer = asyncio.get_running_loop().call_later(warn_in, self._warn, expires_at)
+        self._warned = False
+        deadlines.after(self, max(0.0, expires_at - self._warning - time.time()))
 
     def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        deadlines.cancel(self)
 
-    def _warn(self, expires_at: float) -> None:
-        close_in = max(0.0, expires_at + self._grace - time.time())
-        self._timer = asyncio.get_running_loop().call_later(
-            close_in, self._holder.close, CloseCode.TOKEN_EXPIRED
-        )
+    def expire(self, lateness: float) -> None:
+        """The deadline came: warn the client, or (warned already) close the socket."""
+        if self._warned:
+            self._holder.close(CloseCode.TOKEN_EXPIRED)
+            return
+        expires_at = self.claims.expires_at
+        if expires_at is None:
+            return
+        self._warned = True
+        deadlines.after(self, max(0.0, expires_at + self._grace - time.time()))
         self._holder.send_control(
             encode({"type": "token_expiring", "expires_at": expires_at, "grace": self._grace})
         )

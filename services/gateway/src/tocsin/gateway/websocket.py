@@ -18,7 +18,9 @@ version other than 13); an unmasked or otherwise malformed frame closes with
 `heartbeat_timeout` closes with `4002 heartbeat_timeout`, not counting the time
 the gateway's own event loop ran late meanwhile (`LoopLag`): a saturated gateway
 reads pongs late, and closing those clients for it turned saturation into a
-cascade of reconnects.
+cascade of reconnects. A socket's one deadline at a time (the next ping, the
+pong's, or a close's abort) sits on the process's one timer wheel
+(`tocsin.gateway.wheel`), not on a loop timer of its own.
 
 A hostile client holds little: messages read ahead of the application are
 bounded in count and bytes (reading pauses past them, so TCP slows the
@@ -52,6 +54,7 @@ from http import HTTPStatus
 from typing import Any
 
 from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
+from tocsin.gateway import wheel
 from tocsin.gateway.protocol import CloseCode
 from tocsin.gateway.rfc6455 import (
     BINARY,
@@ -116,6 +119,10 @@ _FRAME_COST = 1024
 _LAG_SAMPLE = 0.1
 _LAG_NOISE = 0.005
 _LAG_FORGIVEN = 0.25
+# What a socket's one deadline on the wheel (`tocsin.gateway.wheel`) stands for.
+_PING_DUE = 0
+_PONG_DUE = 1
+_ABORT_DUE = 2
 
 
 class LoopLag:
@@ -273,6 +280,8 @@ class SocketProtocol(asyncio.Protocol):
 
     coalescer = Coalescer()
     lag = LoopLag()
+    # Every socket's one deadline (heartbeat or close) sits on the process's one wheel.
+    deadlines = wheel.deadlines
     # Frames parsed (see `_FRAMES_PER_CALL`) and applications started per loop turn.
     frames = TurnShare(_FRAMES_PER_TURN, _FRAMES_PER_CALL)
     starts = TurnShare(_STARTS_PER_TURN, 1)
@@ -281,6 +290,7 @@ class SocketProtocol(asyncio.Protocol):
         "_allowance",
         "_allowance_at",
         "_closed_code",
+        "_due",
         "_input_waits",
         "_key",
         "_lag_mark",
@@ -290,7 +300,6 @@ class SocketProtocol(asyncio.Protocol):
         "_response",
         "_server_state",
         "_throttle",
-        "_timer",
         "_timings",
         "close_sent",
         "queue",
@@ -328,8 +337,9 @@ class SocketProtocol(asyncio.Protocol):
         self._pending = b""
         # A refusal's HTTP status and headers, between its two ASGI messages.
         self._response: tuple[int, list[str]] | None = None
-        # The heartbeat's one timer: the next ping, or the wait for its pong.
-        self._timer: asyncio.TimerHandle | None = None
+        # What the socket's deadline on the wheel is, while it has one: the next ping,
+        # the wait for its pong, or the abort of a close the peer does not complete.
+        self._due = _PING_DUE
         # The loop's lag when the last ping left (see `LoopLag`).
         self._lag_mark = 0.0
         # The read budget (see `SocketTimings`), and the timer that ends a pause for it.
@@ -440,9 +450,7 @@ class SocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server_state.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadlines.cancel(self)
         if self._throttle is not None:
             self._throttle.cancel()
             self._throttle = None
@@ -514,7 +522,10 @@ class SocketProtocol(asyncio.Protocol):
     # -- the application's side (ASGI) ----------------------------------------------
 
     async def receive(self) -> Message:
-        message: Message = await self.queue.get()
+        queue = self.queue
+        while queue.empty():
+            await queue.arrival()
+        message: Message = queue.pop()
         if self._reading_paused:
             self._resume_reading()
         return message
@@ -596,15 +607,12 @@ class SocketProtocol(asyncio.Protocol):
         self.wire.flush()
         self.transport.write(close_frame(code, reason))
         self._stop_sending()
-        if self._timer is not None:
-            self._timer.cancel()
         if self._closed_code is not None:
             self._end()
         else:
             # A peer that never answers (or never reads) must not hold the socket open.
-            self._timer = asyncio.get_running_loop().call_later(
-                self._timings.close_timeout, self.transport.abort
-            )
+            self._due = _ABORT_DUE
+            self.deadlines.after(self, self._timings.close_timeout)
 
     def _close_received(self, payload: bytes) -> None:
         try:
@@ -633,55 +641,53 @@ class SocketProtocol(asyncio.Protocol):
     def _end(self) -> None:
         """Close the transport; abort it if its buffer has not drained after `close_timeout`
         (a peer that never reads would otherwise keep it, and its memory, forever)."""
-        if self._timer is not None:
-            self._timer.cancel()
         self.transport.close()
-        self._timer = asyncio.get_running_loop().call_later(
-            self._timings.close_timeout, self.transport.abort
-        )
+        self._due = _ABORT_DUE
+        self.deadlines.after(self, self._timings.close_timeout)
 
     def _disconnect(self, code: int, reason: str = "") -> None:
         if self.state not in _TOLD:
             self._enter(_ON_TOLD[self.state])
             self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
 
-    # -- heartbeat --------------------------------------------------------------------
+    # -- heartbeat and deadlines ------------------------------------------------------
+
+    def expire(self, lateness: float) -> None:
+        """The socket's deadline on the wheel came, `lateness` seconds after its slot."""
+        due = self._due
+        if due == _PING_DUE:
+            self._send_ping()
+        elif due == _PONG_DUE:
+            self._pong_missed(lateness)
+        else:
+            self.transport.abort()
 
     def _schedule_ping(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(
-            self._timings.ping_interval, self._send_ping
-        )
+        self._due = _PING_DUE
+        self.deadlines.after(self, self._timings.ping_interval)
 
     def _send_ping(self) -> None:
         if self.close_sent:
-            self._timer = None
             return
         self._write_now(frame(PING))
         self._lag_mark = self.lag.mark()
-        self._timer = asyncio.get_running_loop().call_later(
-            self._timings.pong_timeout, self._pong_missed
-        )
+        self._due = _PONG_DUE
+        self.deadlines.after(self, self._timings.pong_timeout)
 
     def _pong_received(self) -> None:
         if self.close_sent:
             return
-        if self._timer is not None:
-            self._timer.cancel()
         self._schedule_ping()
 
-    def _pong_missed(self) -> None:
-        loop = asyncio.get_running_loop()
-        timer = self._timer
-        # The gateway's own lateness: this timer's (after a stall, due timers run before
-        # the pongs that arrived meanwhile are read), or the loop's since the ping.
-        late = loop.time() - timer.when() if timer is not None else 0.0
+    def _pong_missed(self, lateness: float) -> None:
+        # The gateway's own lateness: the wheel's (after a stall, due deadlines come
+        # before the pongs that arrived meanwhile are read), or the loop's since the ping.
         lag = self.lag.mark()
-        owed = max(late, lag - self._lag_mark)
+        owed = max(lateness, lag - self._lag_mark)
         if owed > _LAG_FORGIVEN:
             self._lag_mark = lag
-            self._timer = loop.call_later(owed, self._pong_missed)
+            self.deadlines.after(self, owed)
             return
-        self._timer = None
         code = CloseCode.HEARTBEAT_TIMEOUT
         # Told before the transport's own loss, so the session learns why it went.
         self._fail(int(code), code.reason)

@@ -144,12 +144,19 @@ class Inbox:
 
     async def get(self) -> Any:
         while not self._messages:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            await self.arrival()
+        return self.pop()
+
+    def arrival(self) -> asyncio.Future[None]:
+        """A future done when a message is put (awaited directly, it costs the reader no
+        coroutine of its own: `SocketProtocol.receive` waits on it)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def pop(self) -> Any:
+        """The oldest message (there must be one)."""
         message, size = self._messages.pop(0)
         self.size -= size
         return message
