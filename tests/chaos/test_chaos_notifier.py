@@ -1,5 +1,5 @@
-"""Chaos scenarios of the notifier: a crash inside accept, a Redis SIGKILL, receivers that hang
-or are away for a while.
+"""Chaos scenarios of the notifier: a crash inside accept, flush or send, a Redis SIGKILL,
+receivers that hang, are slow, or are away for a while.
 
 Each scenario runs real processes (the harness's Redis with AOF on, the notifier, real HTTP
 receivers), injects its fault, waits for things to settle and prints the harness's tally. The
@@ -13,6 +13,8 @@ firing notification, and a second one is a duplicate.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections import Counter
@@ -109,8 +111,8 @@ FAST = {
 }
 
 
-@pytest.mark.parametrize("crash_point", ["accept", "flush"])
-def test_notifier_killed_inside_accept_or_flush_loses_no_page(
+@pytest.mark.parametrize("crash_point", ["accept", "flush", "send"])
+def test_notifier_killed_inside_accept_flush_or_send_loses_no_page(
     chaos_redis: ChaosRedis,
     stack: Stack,
     receiver: Receiver,
@@ -124,7 +126,8 @@ def test_notifier_killed_inside_accept_or_flush_loses_no_page(
     )
     tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, crash_point)
     # The process dies the first time it reaches the crash point (the state written by the
-    # step before it is in Redis, the message that got there is unacknowledged).
+    # step before it is in Redis, the message that got there is unacknowledged; at
+    # "send", its guard is scheduled and the send not yet handed over).
     assert crashing.process is not None
     assert crashing.process.wait(timeout=30) == 137
     stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
@@ -173,12 +176,61 @@ def test_redis_sigkill_with_aof_during_notification_flow_strands_no_notification
     assert tally.lost == 0, tally.report()
 
 
-def test_a_hanging_receiver_does_not_delay_a_healthy_one(
+class SilentListener:
+    """A receiver that hangs: it accepts TCP connections, reads what comes, never answers."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.connections: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections.append(connection)
+            threading.Thread(target=self._swallow, args=(connection,), daemon=True).start()
+
+    def _swallow(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while connection.recv(65536):
+                pass
+
+    def open_connections(self) -> int:
+        """Connections accepted whose client has not hung up."""
+        with self.lock:
+            alive = 0
+            for connection in self.connections:
+                try:
+                    alive += connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+                except BlockingIOError:
+                    alive += 1
+                except OSError:
+                    pass
+            return alive
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.close()
+        with self.lock:
+            for connection in self.connections:
+                connection.close()
+
+
+def test_a_hanging_receiver_holds_no_worker_thread_and_does_not_delay_a_healthy_one(
     chaos_redis: ChaosRedis, stack: Stack, receiver: Receiver, tmp_path: Path
 ) -> None:
     tally = Tally("notifier/hanging-receiver", sent=40 if LONG else 12)
-    # It answers nothing for longer than the send timeout: each send to it times out.
-    hanging = Receiver(hold=60.0).start()
+    hanging = SilentListener()
     try:
         routes = routes_file(
             tmp_path,
@@ -196,25 +248,88 @@ receivers:
   - {{name: hanging, type: slack, url: "{hanging.url}", timeout_seconds: 8}}
 """,
         )
-        notifier = stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
+        # Short form: one worker thread for the whole process, so a send that held a
+        # thread while its receiver hangs would leave none for the healthy receiver's
+        # pages. Long form: the default 8, where the healthy latency is the figure (one
+        # thread would also do all 80 groups' accepts and flushes on its own).
+        threads = 8 if LONG else 1
+        notifier = stack.start(
+            "notifier",
+            TOCSIN_ROUTES_FILE=routes,
+            TOCSIN_SEND_THREADS=str(threads),
+            TOCSIN_RECEIVER_CONCURRENCY="4",
+            **FAST,
+        )
         enqueue = Enqueuer(chaos_redis.url)
         started = time.monotonic()
         tally.accepted = send_alerts(enqueue, tally.sent, "hang")
         healthy = latencies(receiver, tally.accepted, timeout=60)
         tally.settle_seconds = time.monotonic() - started
         # Every healthy page arrived before a single send to the hanging receiver had
-        # even timed out: none of them waited behind it (with shared send threads they
-        # queue behind the hanging sends until those time out).
+        # even timed out (8 s): none of them waited behind it.
         timed_out = metric(notifier.url, "tocsin_notifier_failed_total", receiver_type="slack")
+        hanging_open = metric(notifier.url, "tocsin_notifier_sends_open", receiver_type="slack")
+        held_connections = hanging.open_connections()
         count_arrivals(tally, receiver)
         tally.notes["healthy_p50_s"] = f"{healthy[len(healthy) // 2]:.2f}"
         tally.notes["healthy_max_s"] = f"{healthy[-1]:.2f}"  # its group_wait is 1 s
+        tally.notes["hanging_sends_open"] = int(hanging_open)
+        tally.notes["hanging_connections"] = held_connections
+        tally.notes["worker_threads"] = threads
         tally.report()
         tally.assert_clean()
         assert timed_out == 0
-        assert len(hanging.arrivals) >= 1  # it was tried, and is still hanging
+        # The hanging receiver was tried and holds its own slots, never more than its
+        # concurrency, while the process's only worker thread served the healthy one.
+        assert 1 <= hanging_open <= 4
+        assert 1 <= held_connections <= 4
     finally:
-        hanging.stop()
+        hanging.close()
+
+
+def test_a_slow_receiver_that_answers_within_its_timeout_gets_every_page_once(
+    chaos_redis: ChaosRedis, stack: Stack, tmp_path: Path
+) -> None:
+    tally = Tally("notifier/slow-receiver", sent=30 if LONG else 10)
+    # Each answer takes 1 s, its timeout is 4 s, and only 2 sends may be open at once:
+    # most sends wait for a slot, some longer than the slot wait (then they come back).
+    slow = Receiver(hold=1.0).start()
+    try:
+        routes = routes_file(
+            tmp_path,
+            f"""
+route:
+  receiver: slow
+  group_by: [alertname]
+  group_wait: 200ms
+  group_interval: 1h
+  repeat_interval: 4h
+receivers:
+  - {{name: slow, type: webhook, url: "{slow.url}", timeout_seconds: 4}}
+""",
+        )
+        notifier = stack.start(
+            "notifier", TOCSIN_ROUTES_FILE=routes, TOCSIN_RECEIVER_CONCURRENCY="2", **FAST
+        )
+        started = time.monotonic()
+        tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, "slow")
+        settle(
+            lambda: len(firing_fingerprints(slow)) == tally.accepted,
+            120,
+            "every page to the slow receiver",
+        )
+        tally.settle_seconds = time.monotonic() - started
+        time.sleep(1.5)  # room for a duplicate to show up
+        count_arrivals(tally, slow)
+        tally.notes["put_back_busy"] = int(
+            metric(notifier.url, "tocsin_notifier_receiver_busy_total")
+        )
+        tally.report()
+        tally.assert_clean()
+        assert metric(notifier.url, "tocsin_notifier_failed_total") == 0
+        assert metric(notifier.url, "tocsin_notifier_dead_lettered_total") == 0
+    finally:
+        slow.stop()
 
 
 def test_a_receiver_outage_shorter_than_the_retry_budget_loses_nothing(

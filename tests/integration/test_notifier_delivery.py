@@ -538,7 +538,8 @@ receivers:
     print(f"{len(arrivals)} arrivals on the wire for {groups} notifications")
     assert all(len(ids) == 1 for ids in ids_per_group.values())
     # Only a send that was on the wire when its process died can arrive twice (same id,
-    # which the receiver can drop); at most one per worker thread of the killed process.
+    # which the receiver can drop): at most one per send slot of the receiver (4) in the
+    # killed process, whose guards send them again once their leases lapse.
     assert len(arrivals) - groups <= 4
     assert survivor.process.poll() is None
 

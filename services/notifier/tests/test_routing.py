@@ -126,7 +126,6 @@ def test_compound_duration_adds_up() -> None:
 
 
 def test_a_receivers_retry_budget_replaces_the_global_one_and_a_bad_one_names_its_line() -> None:
-    import httpx
 
     from tocsin.notifier.routesource import activate
     from tocsin.notifier.templating import Templates
@@ -140,8 +139,7 @@ receivers:
   - {{name: plain, type: webhook, url: "http://127.0.0.1:9/"}}
 """
 
-    with httpx.Client() as http:
-        active = activate(receivers("30m"), "routes.yaml", Templates(), http, 5.0)
-        assert active.retry_budgets == {"hook": 1800.0}
-        with pytest.raises(RoutesError, match=r"routes.yaml:5: receiver 'hook': not a duration"):
-            activate(receivers("soon"), "routes.yaml", Templates(), http, 5.0)
+    active = activate(receivers("30m"), "routes.yaml", Templates(), 5.0)
+    assert active.retry_budgets == {"hook": 1800.0}
+    with pytest.raises(RoutesError, match=r"routes.yaml:5: receiver 'hook': not a duration"):
+        activate(receivers("soon"), "routes.yaml", Templates(), 5.0)

@@ -5,9 +5,11 @@
     flush_notification_group
                            flush: inhibit, apply time mutes, decide (plan_flush), compose
                            the notification (a digest for big groups), hand it to send
-    send_notification      send: claim in the notification log, rate-limit, call the
-                           receiver in its bulkhead, then retry with backoff while the
-                           retry budget lasts, dead-letter, or settle
+    send_notification      send: rate-limit, render, and hand the send to the send loop
+                           (`sendloop`), which claims it in the notification log once a
+                           slot of its receiver is free, sends, and settles it: retry
+                           with backoff while the retry budget lasts, dead-letter, or
+                           record it sent
 
 All three are messages on the `notifications` queue, so any replica does any
 step and a crash at any point leaves a message that is delivered again. Every
@@ -40,10 +42,8 @@ from redis import Redis
 
 from tocsin.common.models import NotificationRequest
 from tocsin.common.queue.due import DueTimes
-from tocsin.common.telemetry import client_span
 from tocsin.notifier import metrics
 from tocsin.notifier.autopause import PauseGate
-from tocsin.notifier.bulkhead import Bulkheads, ReceiverBusyError
 from tocsin.notifier.deadletters import DeadLetters
 from tocsin.notifier.grouping import (
     GroupFlush,
@@ -57,11 +57,12 @@ from tocsin.notifier.grouping import (
 )
 from tocsin.notifier.inhibition import FiringIndex
 from tocsin.notifier.message import GroupedAlert, Notification
-from tocsin.notifier.notificationlog import NotificationLog
+from tocsin.notifier.notificationlog import ClaimOutcome, NotificationLog
 from tocsin.notifier.ratelimit import RateLimiter
 from tocsin.notifier.receivers import PermanentDeliveryError, TemporaryDeliveryError
 from tocsin.notifier.routesource import RoutingSource
 from tocsin.notifier.routing import alert_labels
+from tocsin.notifier.sendloop import ReceiverBusyError, SendLoop
 
 __all__ = [
     "FLUSH_ACTOR",
@@ -77,17 +78,36 @@ FLUSH_ACTOR = "flush_notification_group"
 SEND_ACTOR = "send_notification"
 # Retry-After above this is treated as this: a page must not wait a day on a header.
 _MAX_RETRY_AFTER = 3600.0
-# How long a send that found its receiver's slots all taken waits before it looks again.
-_BUSY_RETRY_SECONDS = 0.5
+# How long a send that found its receiver's slots all taken waits before it looks again
+# (up to twice this, jittered), and a send whose claim Redis did not answer.
+_BUSY_RETRY_SECONDS = 1.0
+# A claim's lease covers the send's deadline and this much for settling.
+_SETTLE_MARGIN_SECONDS = 5.0
+# What a send's slot wait leaves of its lease beyond its timeout (for the claim and the
+# settle): with the default lease, a send waits up to 4 s for a slot.
+_SLOT_WAIT_MARGIN_SECONDS = 1.0
+# A send's guard is due this long after its claim's lease lapses.
+_GUARD_AFTER_LEASE_SECONDS = 0.5
 # Fault injection for the crash tests: the environment variable names a point of the
 # pipeline where the process exits at once, as a SIGKILL there would (never set it
 # outside tests).
 CRASH_POINT_VARIABLE = "TOCSIN_TEST_CRASH_AT"
 
 
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """A send handed to the send loop: what its settle needs."""
+
+    notification: Notification
+    attempt: int
+    since: float
+    guard: str  # message id of its due-time guard
+    started: float  # perf_counter at hand-over
+
+
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """Retry, bulkhead and digest limits."""
+    """Retry, claim and digest limits."""
 
     # Retries go on until this long after the notification was made, then dead-letter.
     retry_budget: float = 900.0
@@ -95,6 +115,8 @@ class DeliveryPolicy:
     max_backoff: float = 30.0
     digest_threshold: int = 20
     digest_sample: int = 10
+    # Lease of a send's claim; 0: the receiver's timeout plus 5 s (never less than that).
+    claim_lease: float = 0.0
 
 
 def retry_delay(
@@ -122,7 +144,7 @@ class Notifier:
         notification_log: NotificationLog,
         dead_letters: DeadLetters,
         due: DueTimes,
-        bulkheads: Bulkheads,
+        sends: SendLoop,
         policy: DeliveryPolicy,
         clock: Callable[[], float] = time.time,
         crash_at: str = "",
@@ -136,7 +158,7 @@ class Notifier:
         self._log = notification_log
         self._limiter = RateLimiter(redis)
         self._dead_letters = dead_letters
-        self._bulkheads = bulkheads
+        self._sends = sends
         self._policy = policy
         self._clock = clock
         self._crash_at = crash_at
@@ -294,93 +316,177 @@ class Notifier:
     # -- send ---------------------------------------------------------------------------
 
     def send(self, notification: Notification, attempt: int, since: float = 0.0) -> None:
-        """Send `notification`; `since` is when this delivery's first attempt ran (0: now).
+        """Render `notification` and hand it to the send loop; `since` is when this
+        delivery's first attempt ran (0: now).
 
         The retry budget runs from `since`, so a dead letter an operator retries gets
-        a whole budget again.
+        a whole budget again. The step returns once the send is handed over; the loop
+        claims it in the notification log once a slot of its receiver is free
+        (`_claim`), sends, and settles it (`_settle`). Before the hand-over a guard,
+        this same message, is made due just after the claim's lease: if the process
+        dies before the send settles, the guard runs it again; once settled, the guard
+        is dropped with the final outcome's record, or becomes the retry (a temporary
+        failure, a busy receiver, a claim held elsewhere).
         """
         since = since or self._clock()
-        outcome = self._log.claim(notification)
-        args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
-        if outcome.state == "busy":
-            # Another send holds the lease; if its worker died the lease lapses and we take it.
-            self._later(SEND_ACTOR, args, outcome.wait + 0.05)
-            return
-        if not outcome.acquired:
-            metrics.DUPLICATES_SUPPRESSED.inc()
-            return
         active = self._routing.current()
-        kind = notification.receiver_type
         receiver = active.receivers.get(notification.receiver)
+        args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
+        kind = notification.receiver_type
         if receiver is None:
-            self._dead_letter(notification, "unknown-receiver", "receiver not configured", attempt)
+            if self._claimed_here(notification, self._log.lease, args):
+                self._dead_letter(
+                    notification, "unknown-receiver", "receiver not configured", attempt
+                )
             return
+        if self._sends.full(notification.receiver):
+            # Nothing would take it now: look again later, before rendering it for nothing.
+            metrics.RECEIVER_BUSY.labels(kind).inc()
+            self._later(SEND_ACTOR, args, _BUSY_RETRY_SECONDS * (1 + random.random()))
+            return
+        # The lease outlives the send's deadline, and no more unless configured: after a
+        # crash, the guard waits it out.
+        lease = max(self._policy.claim_lease, receiver.timeout + _SETTLE_MARGIN_SECONDS)
         rate = active.rates.get(notification.receiver)
         if rate is not None:
             wait = self._limiter.acquire(notification.receiver, rate)
             if wait > 0:
                 metrics.RATE_LIMITED.labels(kind).inc()
-                self._log.settle(notification, "retrying")
                 self._later(SEND_ACTOR, args, wait)
                 return
-        started = time.perf_counter()
         try:
-            with client_span(
-                f"send {kind}",
-                {
-                    "tocsin.receiver": notification.receiver,
-                    "tocsin.notification.id": notification.id,
-                },
-            ):
-                self._bulkheads.run(
-                    notification.receiver,
-                    lambda: receiver.notify(notification),
-                    receiver.timeout + 1.0,
-                )
-        except ReceiverBusyError:
-            # Its slots are held by slower sends: look again soon, holding no thread.
-            metrics.RECEIVER_BUSY.labels(kind).inc()
-            self._log.settle(notification, "retrying")
-            self._later(SEND_ACTOR, args, _BUSY_RETRY_SECONDS)
+            # Rendering is CPU work: here on the worker thread, never on the send loop.
+            outbound = receiver.prepare(notification)
+        except Exception as exc:
+            # A template that does not render, or a bug: retrying would fail the same way.
+            log.exception("rendering for %s raised", notification.receiver)
+            if self._claimed_here(notification, lease, args):
+                metrics.FAILED.labels(kind, "permanent").inc()
+                error = f"{type(exc).__name__}: {exc}"
+                self._dead_letter(notification, "error", error, attempt + 1)
             return
-        except TemporaryDeliveryError as exc:
-            metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        guard = self._due.schedule(SEND_ACTOR, tuple(args), lease + _GUARD_AFTER_LEASE_SECONDS)
+        self._crash_point("send")
+        send = _Send(notification, attempt, since, guard, time.perf_counter())
+        self._sends.submit(
+            notification.receiver,
+            kind,
+            outbound,
+            receiver.timeout,
+            lambda: self._claim(notification, lease),
+            lambda result: self._settle(send, result),
+            # It holds no claim while it waits, and stops waiting in time to be done
+            # before its guard is due: the guard runs only for a send whose process died.
+            slot_wait=lease - receiver.timeout - _SLOT_WAIT_MARGIN_SECONDS,
+            trace={"tocsin.notification.id": notification.id},
+        )
+
+    def _claimed_here(self, notification: Notification, lease: float, args: list[Any]) -> bool:
+        """Claim on this thread (the paths that end without a send); False if not ours."""
+        outcome = self._log.claim(notification, lease)
+        if outcome.state == "busy":
+            # Another send holds the lease; if its worker died the lease lapses and we take it.
+            self._later(SEND_ACTOR, args, outcome.wait + 0.05)
+        elif not outcome.acquired:
+            metrics.DUPLICATES_SUPPRESSED.inc()
+        return outcome.acquired
+
+    def _claim(self, notification: Notification, lease: float) -> ClaimOutcome | None:
+        """The send loop's go-ahead, once a slot is held: None if this send holds the
+        claim, else what the claim found."""
+        try:
+            outcome = self._log.claim(notification, lease)
+        except Exception:
+            # Redis unreachable: look again a little later (or the guard will).
+            log.warning("claiming a send failed", exc_info=True)
+            return ClaimOutcome("unavailable", _BUSY_RETRY_SECONDS)
+        return None if outcome.acquired else outcome
+
+    def _settle(self, send: _Send, outcome: object) -> None:
+        """Record how a send ended (on a settle thread of the send loop)."""
+        notification, attempt, since = send.notification, send.attempt, send.since
+        kind = notification.receiver_type
+        elapsed = time.perf_counter() - send.started
+        args: list[Any] = [msgspec.to_builtins(notification), attempt, since]
+        if outcome is None:
+            metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
+            self._log.record(
+                notification, "sent", attempt, settle="sent", drop_due=(self._due.keys, send.guard)
+            )
+            metrics.SENT.labels(kind).inc()
+            return
+        if isinstance(outcome, ReceiverBusyError):
+            # Its slots are held by slower sends (and it took no claim): look again soon,
+            # holding nothing meanwhile; jittered, so a burst put back together does not
+            # come back together.
+            metrics.RECEIVER_BUSY.labels(kind).inc()
+            self._reschedule(send.guard, args, _BUSY_RETRY_SECONDS * (1 + random.random()))
+            return
+        if isinstance(outcome, ClaimOutcome):
+            claim = outcome
+            if claim.state in ("busy", "unavailable"):
+                # Another send holds the lease (if its worker died, the lease lapses and
+                # this takes it), or Redis did not answer.
+                self._reschedule(send.guard, args, claim.wait + 0.05)
+            else:
+                # Sent, or settled by another send: this one is a repeat.
+                metrics.DUPLICATES_SUPPRESSED.inc()
+                self._drop_guard(send.guard)
+            return
+        if isinstance(outcome, TemporaryDeliveryError):
+            metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
             metrics.FAILED.labels(kind, "temporary").inc()
             # The last try is at the end of the budget (the receiver's own, if it has one).
-            budget = active.retry_budgets.get(notification.receiver, self._policy.retry_budget)
+            budgets = self._routing.current().retry_budgets
+            budget = budgets.get(notification.receiver, self._policy.retry_budget)
             left = since + budget - self._clock()
             if left <= 0:
-                self._dead_letter(notification, "retries-exhausted", str(exc), attempt + 1)
+                self._dead_letter(
+                    notification, "retries-exhausted", str(outcome), attempt + 1, send.guard
+                )
                 return
-            delay = min(left, retry_delay(attempt, self._policy, exc.retry_after))
-            # Recorded before the retry exists, so the log keeps the attempts in order.
-            self._log.record(notification, "failed-temporary", attempt, str(exc), settle="retrying")
-            self._later(SEND_ACTOR, [args[0], attempt + 1, since], delay)
+            delay = min(left, retry_delay(attempt, self._policy, outcome.retry_after))
+            # Recorded before the retry is due, so the log keeps the attempts in order.
+            self._log.record(
+                notification, "failed-temporary", attempt, str(outcome), settle="retrying"
+            )
+            self._reschedule(send.guard, [args[0], attempt + 1, since], delay)
             log.warning(
                 "send to %s failed (attempt %d), retrying in %.2fs: %s",
                 notification.receiver,
                 attempt + 1,
                 delay,
-                exc,
+                outcome,
             )
             return
-        except PermanentDeliveryError as exc:
-            metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
-            metrics.FAILED.labels(kind, "permanent").inc()
-            self._dead_letter(notification, "permanent-failure", str(exc), attempt + 1)
-            return
-        except Exception as exc:
-            # A template that does not render, or a bug: retrying would fail the same way.
-            log.exception("send to %s raised", notification.receiver)
-            metrics.FAILED.labels(kind, "permanent").inc()
-            self._dead_letter(notification, "error", f"{type(exc).__name__}: {exc}", attempt + 1)
-            return
-        metrics.ATTEMPT_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        self._log.record(notification, "sent", attempt, settle="sent")
-        metrics.SENT.labels(kind).inc()
+        metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
+        metrics.FAILED.labels(kind, "permanent").inc()
+        if isinstance(outcome, PermanentDeliveryError):
+            reason, error = "permanent-failure", str(outcome)
+        else:
+            # A bug: retrying would fail the same way.
+            failure = outcome if isinstance(outcome, BaseException) else None
+            log.error("send to %s raised", notification.receiver, exc_info=failure)
+            reason, error = "error", f"{type(outcome).__name__}: {outcome}"
+        self._dead_letter(notification, reason, error, attempt + 1, send.guard)
+
+    def _drop_guard(self, guard: str) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(self._due.keys.entries, guard)
+        pipe.hdel(self._due.keys.messages, guard)
+        pipe.execute()
+
+    def _reschedule(self, guard: str, args: list[Any], delay: float) -> None:
+        """Make the send's guard the retry: same message id, so it replaces, not adds."""
+        self._due.schedule(SEND_ACTOR, tuple(args), delay, message_id=guard)
 
     def _dead_letter(
-        self, notification: Notification, reason: str, error: str, attempts: int
+        self,
+        notification: Notification,
+        reason: str,
+        error: str,
+        attempts: int,
+        guard: str | None = None,
     ) -> None:
         self._dead_letters.add(
             SEND_ACTOR,
@@ -398,6 +504,7 @@ class Notifier:
             attempts - 1,
             error,
             settle="failed" if reason == "permanent-failure" else "dead",
+            drop_due=None if guard is None else (self._due.keys, guard),
         )
         log.error(
             "notification %s to %s dead-lettered (%s): %s",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import dramatiq
-import httpx
 import msgspec
 from starlette.applications import Starlette
 
@@ -23,7 +23,6 @@ from tocsin.common.queue import Consumer, Recovery
 from tocsin.common.queue.due import DueTimes
 from tocsin.common.redis import sync_client
 from tocsin.common.telemetry import setup_observability
-from tocsin.notifier.bulkhead import Bulkheads
 from tocsin.notifier.deadletters import DeadLetters
 from tocsin.notifier.dispatch import (
     CRASH_POINT_VARIABLE,
@@ -39,6 +38,7 @@ from tocsin.notifier.notificationlog import NotificationLog
 from tocsin.notifier.previewapi import preview_routes
 from tocsin.notifier.routesource import RoutingSource
 from tocsin.notifier.routing import RoutesError
+from tocsin.notifier.sendloop import SendLoop
 from tocsin.notifier.settings import DEFAULT_PORT, NotifierSettings
 from tocsin.notifier.templating import Templates
 
@@ -51,6 +51,12 @@ _KEEP_CLAIMS_SECONDS = 86_400
 # Connections the ops port holds at once (probes, Prometheus, previews the gateway
 # forwards); beyond, uvicorn answers 503 at once rather than queueing without bound.
 OPS_CONNECTIONS = 100
+# Longest a send waits on the send loop for a slot of its receiver before it is put back
+# as a due-time (a slot of a healthy receiver frees within milliseconds).
+_SLOT_WAIT_SECONDS = 1.0
+# Sends that may wait for a slot, per slot of a receiver; more are put back at once, so
+# the memory a receiver that hangs can hold is bounded.
+_WAITING_PER_SLOT = 16
 
 
 def run() -> None:
@@ -64,13 +70,11 @@ def run() -> None:
         middleware=[DeliveryLimit(redis, dead_letters, settings.max_deliveries)],
         queues=(queues.NOTIFICATIONS_QUEUE,),
     )
-    http = httpx.Client(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
     try:
         routing = RoutingSource(
             settings.routes_file,
             settings.routes_poll_seconds,
             Templates(),
-            http,
             settings.send_timeout_seconds,
         )
     except (RoutesError, OSError) as exc:
@@ -79,7 +83,11 @@ def run() -> None:
         sys.exit(2)
     lease = settings.claim_lease_seconds or settings.send_timeout_seconds + 5
     due = DueTimes(redis, queues.NOTIFICATIONS_QUEUE)
-    bulkheads = Bulkheads(settings.receiver_concurrency)
+    sends = SendLoop(
+        settings.receiver_concurrency,
+        slot_wait=settings.send_timeout_seconds + 5,  # each send gives its own: its lease
+        max_waiting=settings.receiver_concurrency * _WAITING_PER_SLOT,
+    ).start()
     notifier = Notifier(
         redis=redis,
         routing=routing,
@@ -91,7 +99,7 @@ def run() -> None:
         ),
         dead_letters=dead_letters,
         due=due,
-        bulkheads=bulkheads,
+        sends=sends,
         crash_at=os.environ.get(CRASH_POINT_VARIABLE, ""),
         policy=DeliveryPolicy(
             retry_budget=settings.retry_budget_seconds,
@@ -99,6 +107,7 @@ def run() -> None:
             max_backoff=settings.retry_max_backoff_ms / 1000,
             digest_threshold=settings.digest_threshold,
             digest_sample=settings.digest_sample,
+            claim_lease=settings.claim_lease_seconds,
         ),
     )
 
@@ -158,7 +167,9 @@ def run() -> None:
     log.info("notifier started", extra={"routes_file": settings.routes_file})
     stop.wait()
     # In-flight sends finish within the shutdown timeout; unstarted messages go back.
+    deadline = time.monotonic() + settings.shutdown_timeout_seconds
     consumer.stop(timeout=settings.shutdown_timeout_seconds)
-    bulkheads.close()
+    if not sends.drain(max(0.0, deadline - time.monotonic())):
+        log.warning("sends still open at shutdown: their guards send them again")
+    sends.close()
     broker.close()
-    http.close()

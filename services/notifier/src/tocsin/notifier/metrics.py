@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "ATTEMPT_SECONDS",
@@ -12,6 +12,7 @@ __all__ = [
     "INHIBITED",
     "RATE_LIMITED",
     "RECEIVER_BUSY",
+    "SENDS_OPEN",
     "SENT",
 ]
 
@@ -43,7 +44,12 @@ RATE_LIMITED = Counter(
 )
 RECEIVER_BUSY = Counter(
     "tocsin_notifier_receiver_busy",
-    "Sends put back because every send slot of their receiver was taken, by receiver type.",
+    "Sends put back untried because no send slot of their receiver came free, by receiver type.",
+    ["receiver_type"],
+)
+SENDS_OPEN = Gauge(
+    "tocsin_notifier_sends_open",
+    "Sends open on the send loop (holding a slot of their receiver), by receiver type.",
     ["receiver_type"],
 )
 INHIBITED = Counter("tocsin_notifier_inhibited", "Alerts left out of a notification by inhibition.")

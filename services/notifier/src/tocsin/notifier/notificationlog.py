@@ -18,6 +18,7 @@ import msgspec
 from redis import Redis
 
 from tocsin.common import keys
+from tocsin.common.queue.due import DueKeys
 from tocsin.notifier.message import Notification
 
 __all__ = ["Attempt", "ClaimOutcome", "NotificationLog"]
@@ -70,10 +71,15 @@ class NotificationLog:
         self._retention = retention
         self._keep_claims_ms = keep_claims * 1000
 
-    def claim(self, notification: Notification) -> ClaimOutcome:
-        state, pttl = self._claim(
-            keys=[claim_key(notification)], args=[notification.id, self._lease_ms]
-        )
+    @property
+    def lease(self) -> float:
+        """The configured lease of an in-progress claim, in seconds."""
+        return self._lease_ms / 1000
+
+    def claim(self, notification: Notification, lease: float | None = None) -> ClaimOutcome:
+        """Claim `notification` for a send, leased for `lease` s (default: the configured)."""
+        lease_ms = self._lease_ms if lease is None else max(1, int(lease * 1000))
+        state, pttl = self._claim(keys=[claim_key(notification)], args=[notification.id, lease_ms])
         state = state.decode() if isinstance(state, bytes) else str(state)
         return ClaimOutcome(state, max(0, int(pttl)) / 1000)
 
@@ -91,8 +97,13 @@ class NotificationLog:
         error: str = "",
         *,
         settle: Final | None = None,
+        drop_due: tuple[DueKeys, str] | None = None,
     ) -> None:
-        """Log an attempt against every alert of the notification, settling its claim too."""
+        """Log an attempt against every alert of the notification, settling its claim too.
+
+        `drop_due` (a queue's due keys and a message id) takes that due message out in
+        the same round trip: the send's guard, once the send has a final outcome.
+        """
         entry = _encoder.encode(
             Attempt(
                 notification_id=notification.id,
@@ -115,6 +126,10 @@ class NotificationLog:
             pipe.lpush(keys.notification_log(alert_id), entry)
             pipe.ltrim(keys.notification_log(alert_id), 0, 99)
             pipe.expire(keys.notification_log(alert_id), self._retention)
+        if drop_due is not None:
+            due, message_id = drop_due
+            pipe.zrem(due.entries, message_id)
+            pipe.hdel(due.messages, message_id)
         pipe.execute()
 
     def attempts(self, alert_id: str) -> list[dict[str, Any]]:

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from tocsin.notifier.ratelimit import Rate
 from tocsin.notifier.receivers import Receiver, build_receiver
 from tocsin.notifier.routing import (
@@ -60,9 +58,7 @@ class ActiveRouting:
         return node
 
 
-def activate(
-    text: str, source: str, templates: Templates, http: httpx.Client, timeout: float
-) -> ActiveRouting:
+def activate(text: str, source: str, templates: Templates, timeout: float) -> ActiveRouting:
     """Load `text` and build its receivers; raises `RoutesError` naming the line."""
     config = load_routing(text, source)
     receivers: dict[str, Receiver] = {}
@@ -71,9 +67,7 @@ def activate(
     where = f"{source}:" if source else "line "
     for name, spec in config.receivers.items():
         try:
-            receivers[name] = build_receiver(
-                spec.type, name, spec.options, templates, http, timeout
-            )
+            receivers[name] = build_receiver(spec.type, name, spec.options, templates, timeout)
             if spec.options.get("rate_limit"):
                 rates[name] = Rate.parse(str(spec.options["rate_limit"]))
             if spec.options.get("retry_budget"):
@@ -86,19 +80,16 @@ def activate(
 class RoutingSource:
     """Serves the current routing, re-reading the file at most every `poll` seconds."""
 
-    def __init__(
-        self, path: str, poll: float, templates: Templates, http: httpx.Client, timeout: float
-    ) -> None:
+    def __init__(self, path: str, poll: float, templates: Templates, timeout: float) -> None:
         self._path = Path(path) if path else None
         self._poll = poll
         self._templates = templates
-        self._http = http
         self._timeout = timeout
         self._lock = threading.Lock()
         self._checked = time.monotonic()
         self._stamp = self._file_stamp()
         if self._path is None:
-            empty = activate(_EMPTY, "", templates, http, timeout)
+            empty = activate(_EMPTY, "", templates, timeout)
             self._active = ActiveRouting(empty.config, {}, {}, configured=False)
         else:
             self._active = self._load()
@@ -114,9 +105,7 @@ class RoutingSource:
 
     def _load(self) -> ActiveRouting:
         assert self._path is not None
-        return activate(
-            self._path.read_text(), str(self._path), self._templates, self._http, self._timeout
-        )
+        return activate(self._path.read_text(), str(self._path), self._templates, self._timeout)
 
     def current(self) -> ActiveRouting:
         if self._path is None:

@@ -23,9 +23,15 @@ class NotifierSettings(QueueConsumerSettings):
         1.0, "How often the routing file is checked for changes, in seconds."
     )
     send_threads: int = setting(
-        8, "Concurrent sends: worker threads of the notifier's queue consumer."
+        8,
+        "Worker threads of the notifier's queue consumer (accept, flush, and the send step's "
+        "claim and render); the sends themselves run on the send loop and hold none.",
     )
-    send_timeout_seconds: float = setting(10.0, "Timeout of one send to a receiver, in seconds.")
+    send_timeout_seconds: float = setting(
+        10.0,
+        "Deadline of one send to a receiver (connect, request and answer together), in "
+        "seconds; a receiver's `timeout_seconds` replaces it.",
+    )
     retry_budget_seconds: float = setting(
         900.0,
         "How long failed sends of a notification are retried (timeouts, 5xx, 429) before it "
@@ -35,8 +41,8 @@ class NotifierSettings(QueueConsumerSettings):
     retry_max_backoff_ms: int = setting(30_000, "Cap of the exponential retry backoff, in ms.")
     receiver_concurrency: int = setting(
         4,
-        "Sends open to one receiver at once per process; a receiver that hangs holds no more "
-        "worker threads than this, each for at most its timeout.",
+        "Sends open to one receiver at once per process (on the send loop); a receiver that "
+        "hangs holds this many of its own send slots, each for at most its timeout.",
     )
     max_deliveries: int = setting(
         10, "Deliveries of one queue message (crash redeliveries included) before dead-lettering."
@@ -46,7 +52,9 @@ class NotifierSettings(QueueConsumerSettings):
     )
     digest_sample: int = setting(10, "Alerts listed in a digest (the N above).")
     claim_lease_seconds: float = setting(
-        0.0, "Lease of an in-progress send claim, in seconds (0: send timeout plus 5 s)."
+        0.0,
+        "Lease of an in-progress send claim, in seconds (0: the receiver's timeout plus 5 s, "
+        "which is also the least it can be).",
     )
     log_retention_seconds: int = setting(
         7 * 86400, "How long the per-alert notification log is kept, in seconds."

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import msgspec
 
 from tocsin.common import broker as queues
@@ -45,8 +44,7 @@ SAMPLE_ALERT: dict[str, Any] = {
 
 def routes_test(routes_file: str, labels: dict[str, str]) -> list[dict[str, Any]]:
     """The routes (and receivers) an alert with `labels` reaches; raises ValueError if invalid."""
-    with httpx.Client() as http:
-        active = activate(Path(routes_file).read_text(), routes_file, Templates(), http, 1.0)
+    active = activate(Path(routes_file).read_text(), routes_file, Templates(), 1.0)
     reached = []
     for route in active.config.routes_for(labels):
         spec = active.config.receivers[route.receiver]
@@ -135,23 +133,22 @@ def preview(
         "to": ["oncall@preview.invalid"],
         "templates": templates or {},
     }
-    with httpx.Client() as http:
-        receiver: Any = build_receiver(receiver_type, "preview", options, Templates(), http, 1.0)
-        try:
-            if receiver_type == "webhook":
-                return {"body": receiver.body(notification).decode()}
-            if receiver_type in ("slack", "msteams"):
-                return {"payload": receiver.payload(notification)}
-            if receiver_type == "pagerduty":
-                return {"events": [receiver.event(notification, a) for a in notification.alerts]}
-            message = receiver.message(notification)
-            parts = {p.get_content_type(): p.get_content() for p in message.iter_parts()}
-            return {
-                "subject": message["Subject"],
-                "text": parts.get("text/plain", ""),
-                "html": parts.get("text/html", ""),
-            }
-        except Exception as exc:
-            if isinstance(exc, ValueError):
-                raise
-            raise ValueError(f"template does not render: {exc}") from None
+    receiver: Any = build_receiver(receiver_type, "preview", options, Templates(), 1.0)
+    try:
+        if receiver_type == "webhook":
+            return {"body": receiver.body(notification).decode()}
+        if receiver_type in ("slack", "msteams"):
+            return {"payload": receiver.payload(notification)}
+        if receiver_type == "pagerduty":
+            return {"events": [receiver.event(notification, a) for a in notification.alerts]}
+        message = receiver.message(notification)
+        parts = {p.get_content_type(): p.get_content() for p in message.iter_parts()}
+        return {
+            "subject": message["Subject"],
+            "text": parts.get("text/plain", ""),
+            "html": parts.get("text/html", ""),
+        }
+    except Exception as exc:
+        if isinstance(exc, ValueError):
+            raise
+        raise ValueError(f"template does not render: {exc}") from None

@@ -1,5 +1,9 @@
 """Receivers: one interface, one folder per type (webhook, slack, email, pagerduty, msteams).
 
+A send has two halves: `prepare` renders the notification (templates, CPU-bound,
+on the worker thread that runs the send step) into an `Outbound`, whose `send`
+coroutine does the network part on the send loop (`tocsin.notifier.sendloop`).
+
 Exceptions a receiver raises::
 
     DeliveryError               the send did not succeed
@@ -24,6 +28,7 @@ from tocsin.notifier.templating import Templates
 
 __all__ = [
     "DeliveryError",
+    "Outbound",
     "PermanentDeliveryError",
     "Receiver",
     "ReceiverFactory",
@@ -32,8 +37,16 @@ __all__ = [
 ]
 
 
+class Outbound(Protocol):
+    """A rendered notification, ready to go out; `send` raises a `DeliveryError` on failure."""
+
+    async def send(self, http: httpx.AsyncClient) -> None:
+        """Deliver it, using `http` (the receiver's own client) if it speaks HTTP."""
+        ...
+
+
 class Receiver(Protocol):
-    """Sends one notification to one destination, or raises a `DeliveryError`."""
+    """Renders one notification for one destination (`prepare`), or raises a ValueError."""
 
     kind: str
     name: str
@@ -43,10 +56,10 @@ class Receiver(Protocol):
         """Longest one send may take, in seconds."""
         ...
 
-    def notify(self, notification: Notification) -> None: ...
+    def prepare(self, notification: Notification) -> Outbound: ...
 
 
-ReceiverFactory = Callable[[str, Mapping[str, Any], "Templates", httpx.Client, float], Receiver]
+ReceiverFactory = Callable[[str, Mapping[str, Any], "Templates", float], Receiver]
 
 
 def _factories() -> dict[str, ReceiverFactory]:
@@ -70,11 +83,10 @@ def build_receiver(
     name: str,
     options: Mapping[str, Any],
     templates: Templates,
-    http: httpx.Client,
     timeout: float,
 ) -> Receiver:
     """A receiver of type `kind`; raises ValueError on bad options."""
     factory = _factories().get(kind)
     if factory is None:
         raise ValueError(f"unknown receiver type {kind!r}")
-    return factory(name, options, templates, http, timeout)
+    return factory(name, options, templates, timeout)

@@ -1,11 +1,9 @@
-"""What every receiver shares: its name, template overrides, HTTP client and timeout."""
+"""What every receiver shares: its name, template overrides and timeout."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from tocsin.notifier.templating import Templates
 
@@ -40,13 +38,11 @@ class TemplatedReceiver:
         name: str,
         options: Mapping[str, Any],
         templates: Templates,
-        http: httpx.Client,
         timeout: float,
     ) -> None:
         self.name = name
         self._templates = templates
         self._overrides = template_overrides(options, templates)
-        self._http = http
         self._timeout = float(options.get("timeout_seconds") or timeout)
         self.configure(options)
 

@@ -1,13 +1,20 @@
-"""SMTP sends with smtplib; SMTP reply codes map to outcomes (4xx temporary, 5xx permanent)."""
+"""SMTP sends with aiosmtplib; SMTP reply codes map to outcomes (4xx temporary, 5xx permanent).
+
+aiosmtplib bounds what a server can make it read (8 KiB a reply line, 32 KiB a
+reply); the send loop's deadline bounds the time.
+"""
 
 from __future__ import annotations
 
-import smtplib
 import ssl
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
+
+import aiosmtplib
+import httpx
 
 from tocsin.notifier.message import Notification
 from tocsin.notifier.receivers._base import TemplatedReceiver
@@ -15,7 +22,7 @@ from tocsin.notifier.receivers._errors import PermanentDeliveryError, TemporaryD
 from tocsin.notifier.receivers._http import require
 from tocsin.notifier.templating import template_context
 
-__all__ = ["EmailReceiver", "header_value"]
+__all__ = ["EmailReceiver", "SmtpSend", "header_value"]
 
 _TLS_MODES = ("none", "starttls", "tls")
 
@@ -65,29 +72,54 @@ class EmailReceiver(TemplatedReceiver):
         message.add_alternative(self.render("html", context), subtype="html")
         return message
 
-    def notify(self, notification: Notification) -> None:
-        message = self.message(notification)
+    def prepare(self, notification: Notification) -> SmtpSend:
+        # The CA file is read here, on the worker thread, not on the send loop.
         context = ssl.create_default_context(cafile=self._ca_file or None)
+        return SmtpSend(
+            message=self.message(notification),
+            host=self._host,
+            port=self._port,
+            tls=self._tls,
+            context=context,
+            username=self._username,
+            password=self._password,
+            timeout=self._timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSend:
+    """A rendered email and the server to submit it to."""
+
+    message: EmailMessage
+    host: str
+    port: int
+    tls: str
+    context: ssl.SSLContext
+    username: str
+    password: str
+    timeout: float
+
+    async def send(self, http: httpx.AsyncClient) -> None:
         try:
-            smtp: smtplib.SMTP
-            if self._tls == "tls":
-                smtp = smtplib.SMTP_SSL(
-                    self._host, self._port, timeout=self._timeout, context=context
-                )
-            else:
-                smtp = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
-            with smtp:
-                if self._tls == "starttls":
-                    smtp.starttls(context=context)
-                if self._username:
-                    smtp.login(self._username, self._password)
-                smtp.send_message(message)
-        except smtplib.SMTPResponseException as exc:
-            detail = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
-            if 400 <= exc.smtp_code < 500:
+            await aiosmtplib.send(
+                self.message,
+                hostname=self.host,
+                port=self.port,
+                use_tls=self.tls == "tls",
+                start_tls=self.tls == "starttls",
+                tls_context=self.context,
+                username=self.username or None,
+                password=self.password or None,
+                timeout=self.timeout,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = [r.recipient for r in exc.recipients]
+            raise PermanentDeliveryError(f"recipients refused: {refused}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            detail = f"SMTP {exc.code}: {exc.message!r}"
+            if 400 <= exc.code < 500:
                 raise TemporaryDeliveryError(detail) from None
             raise PermanentDeliveryError(detail) from None
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise PermanentDeliveryError(f"recipients refused: {exc.recipients}") from None
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, aiosmtplib.SMTPException) as exc:
             raise TemporaryDeliveryError(f"SMTP error: {exc}") from None

@@ -13,13 +13,14 @@ import msgspec
 
 from tocsin.notifier.message import GroupedAlert, Notification
 from tocsin.notifier.receivers._base import TemplatedReceiver
-from tocsin.notifier.receivers._http import post, require
+from tocsin.notifier.receivers._http import HttpPost, HttpPosts, require
 from tocsin.notifier.templating import template_context
 
 __all__ = ["DEFAULT_URL", "PagerDutyReceiver"]
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 _encoder = msgspec.json.Encoder()
+_JSON = {"content-type": "application/json"}
 
 
 def _action(item: GroupedAlert) -> str:
@@ -61,8 +62,10 @@ class PagerDutyReceiver(TemplatedReceiver):
                 event["client_url"] = alert.generator_url
         return event
 
-    def notify(self, notification: Notification) -> None:
+    def prepare(self, notification: Notification) -> HttpPosts:
         # A digest still sends every listed alert; the rest keep their last state.
-        for item in notification.alerts:
-            body = _encoder.encode(self.event(notification, item))
-            post(self._http, self._url, body, {"content-type": "application/json"}, self._timeout)
+        events = [
+            HttpPost(self._url, _encoder.encode(self.event(notification, item)), _JSON)
+            for item in notification.alerts
+        ]
+        return HttpPosts(events, self._timeout)

@@ -9,12 +9,13 @@ import msgspec
 
 from tocsin.notifier.message import Notification
 from tocsin.notifier.receivers._base import TemplatedReceiver
-from tocsin.notifier.receivers._http import post, require
+from tocsin.notifier.receivers._http import HttpPost, HttpPosts, require
 from tocsin.notifier.templating import template_context
 
 __all__ = ["SlackReceiver"]
 
 _encoder = msgspec.json.Encoder()
+_JSON = {"content-type": "application/json"}
 # Slack refuses a section text over 3000 characters.
 _SECTION_LIMIT = 3000
 
@@ -43,6 +44,6 @@ class SlackReceiver(TemplatedReceiver):
             payload["channel"] = self._channel
         return payload
 
-    def notify(self, notification: Notification) -> None:
+    def prepare(self, notification: Notification) -> HttpPosts:
         body = _encoder.encode(self.payload(notification))
-        post(self._http, self._url, body, {"content-type": "application/json"}, self._timeout)
+        return HttpPosts([HttpPost(self._url, body, _JSON)], self._timeout)

@@ -17,7 +17,7 @@ import msgspec
 
 from tocsin.notifier.message import Notification
 from tocsin.notifier.receivers._base import TemplatedReceiver
-from tocsin.notifier.receivers._http import post, require
+from tocsin.notifier.receivers._http import HttpPost, HttpPosts, require
 from tocsin.notifier.templating import template_context
 
 __all__ = ["SIGNATURE_HEADER", "WebhookReceiver", "sign", "verify"]
@@ -65,7 +65,7 @@ class WebhookReceiver(TemplatedReceiver):
             return self.render("body", context).encode()
         return _encoder.encode(notification)
 
-    def notify(self, notification: Notification) -> None:
+    def prepare(self, notification: Notification) -> HttpPosts:
         body = self.body(notification)
         headers = {
             **self._headers,
@@ -74,4 +74,4 @@ class WebhookReceiver(TemplatedReceiver):
         }
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body, int(time.time()))
-        post(self._http, self._url, body, headers, self._timeout)
+        return HttpPosts([HttpPost(self._url, body, headers)], self._timeout)

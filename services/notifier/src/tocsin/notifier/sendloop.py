@@ -1,0 +1,236 @@
+"""The send loop: every receiver send of a process runs on one asyncio event loop.
+
+A worker thread renders a notification and hands its `Outbound` here; the
+thread returns at once, so a receiver that hangs holds no worker thread. Each
+receiver has its own gate (an `asyncio.Semaphore` of `concurrency` slots and
+an HTTP client whose pool is as big) and each send one deadline
+(`asyncio.timeout`) over connect, request and answer alike, so a receiver that
+hangs holds its own slots, each for at most its timeout, and nothing of any
+other receiver's.
+
+A send waits at most `slot_wait` seconds for a slot and at most
+`max_waiting` sends wait per receiver; beyond either it ends as
+`ReceiverBusyError` without having been tried (the pipeline looks again later,
+from a durable due-time). Once it holds a slot, the caller's `claim` runs (the
+notification log's claim: only a send about to go out takes a lease, so a wait
+for a slot never eats into it); a refusal ends the send untried, with the
+refusal as its outcome. When a send ends, its outcome (None when delivered,
+else the exception) goes to the caller's `settle` callback. Claims and settles
+write to Redis with a blocking client, which must not stall the loop: they run
+on a few threads of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tocsin.common.errors import RemoteError
+from tocsin.common.telemetry import client_span
+from tocsin.notifier import metrics
+from tocsin.notifier.receivers import Outbound, TemporaryDeliveryError
+
+__all__ = ["Outcome", "ReceiverBusyError", "SendLoop"]
+
+log = logging.getLogger(__name__)
+
+# None: delivered; otherwise what the send raised (a DeliveryError, ReceiverBusyError, a
+# bug), or the claim's refusal (whatever the caller's claim returned).
+Outcome = object
+# Threads that run claims and settle callbacks (Redis calls of a millisecond or so each).
+_CLAIM_THREADS = 4
+_SETTLE_THREADS = 2
+# A claim: None to go ahead, or the reason not to send (the send's outcome).
+Claim = Callable[[], object]
+
+
+class ReceiverBusyError(RemoteError):
+    """No send slot of the receiver came free in time: the send was not tried."""
+
+
+class _Gate:
+    """One receiver's slots, waiting room and HTTP client (lives on the loop)."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
+        self.waiting = 0
+        # Its own pool, as big as its slots: a receiver that hangs fills only its own.
+        self.http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            follow_redirects=False,
+        )
+
+
+class SendLoop:
+    """Runs receiver sends on one event loop thread, per-receiver slots and deadlines."""
+
+    def __init__(self, concurrency: int, *, slot_wait: float, max_waiting: int) -> None:
+        self._concurrency = max(1, concurrency)
+        self._slot_wait = slot_wait
+        self._max_waiting = max(0, max_waiting)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="send-loop", daemon=True)
+        self._claimers = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="send-claim")
+        self._settlers = ThreadPoolExecutor(_SETTLE_THREADS, thread_name_prefix="send-settle")
+        self._gates: dict[str, _Gate] = {}
+        self._lock = threading.Lock()
+        self._pending = 0  # sends handed over and not yet settled
+        self._idle = threading.Condition(self._lock)
+
+    def start(self) -> SendLoop:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def submit(
+        self,
+        receiver: str,
+        kind: str,
+        outbound: Outbound,
+        timeout: float,
+        claim: Claim,
+        settle: Callable[[Outcome], None],
+        *,
+        slot_wait: float | None = None,
+        trace: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send `outbound` to `receiver` within `timeout` s once `claim()` allows it;
+        `settle(outcome)` runs after. It waits at most `slot_wait` s for a slot (default:
+        the loop's).
+
+        Returns at once. The caller's context (its trace) goes with the send, which
+        is a CLIENT span `send {kind}` with `trace` among its attributes.
+        """
+        with self._lock:
+            self._pending += 1
+        context = contextvars.copy_context()
+
+        def start() -> None:
+            self._loop.create_task(
+                self._send(
+                    receiver,
+                    kind,
+                    outbound,
+                    (self._slot_wait if slot_wait is None else slot_wait, timeout),
+                    claim,
+                    settle,
+                    trace or {},
+                ),
+                context=context,
+            )
+
+        try:
+            self._loop.call_soon_threadsafe(start)
+        except BaseException:
+            self._settled()
+            raise
+
+    async def _send(
+        self,
+        receiver: str,
+        kind: str,
+        outbound: Outbound,
+        waits: tuple[float, float],
+        claim: Claim,
+        settle: Callable[[Outcome], None],
+        trace: Mapping[str, str],
+    ) -> None:
+        outcome: Outcome = None
+        try:
+            with client_span(f"send {kind}", {"tocsin.receiver": receiver, **trace}):
+                outcome = await self._attempt(receiver, kind, outbound, waits, claim)
+        except BaseException as exc:  # a bug in a receiver must still settle its send
+            outcome = exc
+        self._settlers.submit(self._settle, settle, outcome)
+
+    async def _attempt(
+        self,
+        receiver: str,
+        kind: str,
+        outbound: Outbound,
+        waits: tuple[float, float],
+        claim: Claim,
+    ) -> Outcome:
+        """Wait for a slot (at most `waits[0]` s), claim, send (within `waits[1]` s)."""
+        slot_wait, deadline = waits
+        gate = self._gates.get(receiver)
+        if gate is None:
+            gate = self._gates[receiver] = _Gate(self._concurrency)
+        if gate.slots.locked() and gate.waiting >= self._max_waiting:
+            return ReceiverBusyError(receiver)
+        gate.waiting += 1
+        try:
+            async with asyncio.timeout(slot_wait):
+                await gate.slots.acquire()
+        except TimeoutError:
+            return ReceiverBusyError(receiver)
+        finally:
+            gate.waiting -= 1
+        metrics.SENDS_OPEN.labels(kind).inc()
+        try:
+            refused = await self._loop.run_in_executor(self._claimers, claim)
+            if refused is not None:
+                return refused
+            async with asyncio.timeout(deadline):
+                await outbound.send(gate.http)
+        except TimeoutError:
+            return TemporaryDeliveryError(f"no answer within {deadline:g}s")
+        except Exception as exc:
+            return exc
+        finally:
+            metrics.SENDS_OPEN.labels(kind).dec()
+            gate.slots.release()
+        return None
+
+    def full(self, receiver: str) -> bool:
+        """Whether `receiver`'s slots and waiting room are all taken (a send now would be
+        put back at once): lets the caller skip rendering one. Read without a lock: a
+        hint, off by a send or two at worst."""
+        gate = self._gates.get(receiver)
+        return gate is not None and gate.slots.locked() and gate.waiting >= self._max_waiting
+
+    def _settle(self, settle: Callable[[Outcome], None], outcome: Outcome) -> None:
+        try:
+            settle(outcome)
+        except Exception:
+            # The send's due-time guard runs it again once its claim's lease lapses.
+            log.exception("settling a send failed; its guard will run it again")
+        finally:
+            self._settled()
+
+    def _settled(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for every handed-over send to be settled; True if all were."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        """Stop the loop; sends still open are dropped (their guards run them again)."""
+
+        async def close_clients() -> None:
+            for gate in list(self._gates.values()):
+                await gate.http.aclose()
+
+        if self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(close_clients(), self._loop).result(timeout=2)
+            except Exception:
+                log.debug("closing the receivers' HTTP clients failed", exc_info=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=2)
+        self._claimers.shutdown(wait=False, cancel_futures=True)
+        self._settlers.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,253 @@
+"""The send loop against real sockets: receivers that hang, trickle, or answer without end."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from email.message import EmailMessage
+
+import pytest
+
+from tocsin.notifier.receivers import PermanentDeliveryError, TemporaryDeliveryError
+from tocsin.notifier.receivers._http import HttpPost, HttpPosts
+from tocsin.notifier.receivers.email import SmtpSend
+from tocsin.notifier.sendloop import Outcome, ReceiverBusyError, SendLoop
+
+Answer = Callable[[socket.socket], None]
+
+
+class RawServer:
+    """A TCP server that reads a request and then does whatever `answer` does."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.accepted = 0
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
+
+    def _handle(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            self.answer(connection)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+def hang(connection: socket.socket) -> None:
+    """Never answer (until the client hangs up)."""
+    while connection.recv(65536):
+        pass
+
+
+def answer(status: int) -> Answer:
+    def send(connection: socket.socket) -> None:
+        connection.sendall(f"HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok".encode())
+
+    return send
+
+
+def endless(status: int) -> Answer:
+    """Answer `status` with a chunked body that never ends, as fast as it is read."""
+
+    def send(connection: socket.socket) -> None:
+        connection.sendall(f"HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\n\r\n".encode())
+        chunk = b"4000\r\n" + b"x" * 0x4000 + b"\r\n"
+        while True:
+            connection.sendall(chunk)
+
+    return send
+
+
+def trickle(connection: socket.socket) -> None:
+    """Answer 200 headers, then one body byte every 0.1 s, never finishing."""
+    connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
+    while True:
+        connection.sendall(b"x")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[[Answer], RawServer]]:
+    started: list[RawServer] = []
+
+    def make(how: Answer) -> RawServer:
+        server = RawServer(how)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def loop() -> Iterator[SendLoop]:
+    sends = SendLoop(2, slot_wait=0.3, max_waiting=2).start()
+    yield sends
+    sends.close()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "never came true"
+        time.sleep(0.01)
+
+
+def go_ahead() -> None:
+    """A claim that is always granted."""
+
+
+def send(loop: SendLoop, receiver: str, url: str, deadline: float = 5.0) -> Future[Outcome]:
+    """Hand one POST to `loop`; the future gets the outcome its settle callback saw."""
+    settled: Future[Outcome] = Future()
+    outbound = HttpPosts([HttpPost(url, b"{}", {"content-type": "application/json"})], deadline)
+    loop.submit(receiver, "webhook", outbound, deadline, go_ahead, settled.set_result)
+    return settled
+
+
+def test_a_hanging_receiver_holds_only_its_own_slots_while_a_healthy_one_is_served(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    hanging, healthy = servers(hang), servers(answer(200))
+    stuck = [send(loop, "hanging", hanging.url, deadline=6.0) for _ in range(2)]
+    eventually(lambda: hanging.accepted == 2)  # both slots of the hanging receiver are taken
+    # The healthy receiver's sends all finish while the hanging ones are still open.
+    assert [send(loop, "healthy", healthy.url).result(timeout=5.0) for _ in range(5)] == [None] * 5
+    assert not any(future.done() for future in stuck)
+    # A third send to the hanging receiver waits for a slot, then is put back untried.
+    assert isinstance(send(loop, "hanging", hanging.url).result(timeout=5.0), ReceiverBusyError)
+    assert hanging.accepted == 2
+    # The hanging sends end at their deadline, as a temporary failure.
+    for future in stuck:
+        outcome = future.result(timeout=10.0)
+        assert isinstance(outcome, TemporaryDeliveryError)
+        assert "no answer within 6s" in str(outcome)
+
+
+def test_sends_beyond_the_waiting_room_are_put_back_at_once(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    hanging = servers(hang)
+    futures = [send(loop, "hanging", hanging.url, deadline=2.0) for _ in range(6)]
+    outcomes = [future.result(timeout=5.0) for future in futures]
+    # 2 open (timed out), 2 waited for a slot (busy after the slot wait), 2 turned away.
+    assert sum(isinstance(o, ReceiverBusyError) for o in outcomes) == 4
+    assert sum(isinstance(o, TemporaryDeliveryError) for o in outcomes) == 2
+    assert hanging.accepted == 2
+
+
+def test_an_answer_that_trickles_forever_ends_at_the_send_deadline(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    # Each byte comes well within httpx's per-read timeout: only the whole-send deadline ends it.
+    outcome = send(loop, "trickling", servers(trickle).url, deadline=1.0).result(timeout=5.0)
+    assert isinstance(outcome, TemporaryDeliveryError)
+    assert "no answer within 1s" in str(outcome)
+
+
+def test_an_endless_2xx_answer_is_read_only_up_to_the_bound_and_counts_as_delivered(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    # Read to its end, it would run into the deadline (a temporary failure) instead.
+    assert send(loop, "endless", servers(endless(200)).url, deadline=10.0).result(15.0) is None
+
+
+def test_an_endless_error_answer_is_a_bounded_temporary_failure(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    outcome = send(loop, "endless", servers(endless(503)).url, deadline=10.0).result(15.0)
+    assert isinstance(outcome, TemporaryDeliveryError)
+    assert str(outcome).startswith("HTTP 503: ")
+    assert len(str(outcome)) < 300
+
+
+def test_a_4xx_is_permanent_and_drain_waits_for_every_settle(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    refusing = servers(answer(404))
+    settled: list[Outcome] = []
+    outbound = HttpPosts([HttpPost(refusing.url, b"{}", {})], 2.0)
+
+    def slow_settle(outcome: Outcome) -> None:
+        time.sleep(0.3)  # a settle's Redis writes
+        settled.append(outcome)
+
+    loop.submit("refusing", "webhook", outbound, 2.0, go_ahead, slow_settle)
+    assert loop.drain(timeout=5.0)
+    [outcome] = settled
+    assert isinstance(outcome, PermanentDeliveryError)
+
+
+def test_an_smtp_server_that_never_greets_ends_at_the_send_deadline(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    silent = servers(hang)
+    message = EmailMessage()
+    message["Subject"] = "DiskFull"
+    message.set_content("disk at 99%")
+    outbound = SmtpSend(
+        message=message,
+        host="127.0.0.1",
+        port=silent.listener.getsockname()[1],
+        tls="starttls",
+        context=ssl.create_default_context(),
+        username="",
+        password="",
+        timeout=30.0,  # aiosmtplib's own per-operation timeout, longer than the deadline
+    )
+    settled: Future[Outcome] = Future()
+    loop.submit("mail", "email", outbound, 1.0, go_ahead, settled.set_result)
+    outcome = settled.result(timeout=5.0)
+    assert isinstance(outcome, TemporaryDeliveryError)
+    assert "no answer within 1s" in str(outcome)
+
+
+def test_a_refused_claim_ends_the_send_untried_and_a_claim_waits_for_a_slot(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    hanging, healthy = servers(hang), servers(answer(200))
+    claims: list[str] = []
+
+    def refuse() -> BaseException | None:
+        claims.append("refused")
+        return LookupError("sent already")
+
+    outbound = HttpPosts([HttpPost(healthy.url, b"{}", {})], 2.0)
+    refused: Future[Outcome] = Future()
+    loop.submit("healthy", "webhook", outbound, 2.0, refuse, refused.set_result)
+    assert isinstance(refused.result(timeout=5.0), LookupError)
+    assert healthy.accepted == 0
+    # With both slots of the hanging receiver taken, a third send takes no claim.
+    stuck = [send(loop, "hanging", hanging.url, deadline=3.0) for _ in range(2)]
+    waiting: Future[Outcome] = Future()
+    loop.submit("hanging", "webhook", outbound, 2.0, refuse, waiting.set_result)
+    assert isinstance(waiting.result(timeout=5.0), ReceiverBusyError)
+    assert claims == ["refused"]
+    assert all(isinstance(f.result(timeout=5.0), TemporaryDeliveryError) for f in stuck)
