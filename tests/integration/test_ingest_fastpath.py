@@ -10,7 +10,11 @@ wrong Content-Lengths, replayed Idempotency-Keys, a Redis that is gone -- and
 compares the status, the headers that matter, the body, whether the server
 closed the connection, the ingest metrics that moved, and the messages
 queued, with fresh ids, times and trace ids put aside. A property test sends
-generated requests the same way. The tests also check that the fast path did
+generated requests the same way. A second pair runs with tracing on (the
+tracing middleware installed, spans recorded in this process) and compares,
+besides, the spans each request leaves -- name, kind, attributes, status,
+events, trace and parent -- and which span the answer's and the queued
+message's `traceparent` name. The tests also check that the fast path did
 take the plain requests, so a fast path that quietly never runs fails them.
 """
 
@@ -39,6 +43,9 @@ import uvloop
 from conftest import TEST_JWT_SECRET
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import REGISTRY
 from tests.support import wait_until
 
@@ -50,6 +57,10 @@ from tocsin.common.auth import TokenVerifier
 from tocsin.common.ops import _config
 from tocsin.common.queue import queue_keys
 from tocsin.common.redis import async_client
+from tocsin.common.telemetry import ServerSpans
+from tocsin.common.telemetry import setup as telemetry_setup
+from tocsin.common.telemetry.export import SpanRecord
+from tocsin.common.telemetry.spans import RecordingTracerProvider
 from tocsin.ingest.accept import AcceptPipeline, ProducerEndpoint
 from tocsin.ingest.admission import Admission
 from tocsin.ingest.app import build_app
@@ -120,13 +131,16 @@ def _settings(redis_url: str, **options: Any) -> IngestSettings:
 
 
 def _start_side(
-    name: str, database: str, app_url: str | None, fast: bool, **options: Any
+    name: str, database: str, app_url: str | None, fast: bool, traced: bool, **options: Any
 ) -> tuple[Side, uvicorn.Server]:
-    """A server on `database` (a real Redis's URL), or on `app_url` when given."""
+    """A server on `database` (a real Redis's URL), or on `app_url` when given; `traced`:
+    its app with the tracing middleware, as `instrument_app` installs it."""
     settings = _settings(app_url or database, auth_cache_seconds=3600.0, **options)
     app = build_app(
         settings, async_client(settings.redis_url), TokenVerifier.from_settings(settings)
     )
+    if traced:
+        app.add_middleware(ServerSpans)
     side = Side(
         name,
         free_port(),
@@ -157,15 +171,21 @@ def _recording(endpoint: ProducerEndpoint, taken: list[bool]) -> ProducerEndpoin
 
 @contextlib.contextmanager
 def _pair(
-    redis_server: RedisServer, app_url: str | None = None, **options: Any
+    redis_server: RedisServer,
+    app_url: str | None = None,
+    *,
+    traced: bool = False,
+    databases: tuple[int, int] = (1, 2),
+    **options: Any,
 ) -> Iterator[tuple[Side, Side]]:
-    """A fast and a plain server on databases 1 and 2 of `redis_server` (on `app_url`
+    """A fast and a plain server on `databases` of `redis_server` (on `app_url`
     instead when given: a Redis that is not there, or that fails)."""
     base = redis_server.url.rsplit("/", 1)[0]
     servers = []
     sides = []
-    for name, database, fast in (("fast", f"{base}/1", True), ("plain", f"{base}/2", False)):
-        side, server = _start_side(name, database, app_url, fast, **options)
+    first, second = (f"{base}/{database}" for database in databases)
+    for name, database, fast in (("fast", first, True), ("plain", second, False)):
+        side, server = _start_side(name, database, app_url, fast, traced, **options)
         servers.append(server)
         sides.append(side)
     try:
@@ -196,6 +216,8 @@ class Exchange:
     closed: bool
     metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]
     queued: list[Any]
+    # The trace context of each answer and each queued message, as sent.
+    traceparents: list[str] = field(default_factory=list)
 
 
 def _parse(data: bytes) -> list[tuple[int, dict[str, list[str]], bytes]]:
@@ -302,7 +324,11 @@ def _exchange(side: Side, chunks: list[bytes], requests: int) -> Exchange:
     ]
     messages = _queued(side.redis_url) if side.redis_url else []
     queued = [normal.body(message) for message in messages]
-    return Exchange(answers, closed, moved, queued)
+    traceparents = [
+        value for _, headers, _ in _parse(data) for value in headers.get("traceparent", [])
+    ]
+    traceparents += [json.loads(message)["options"]["traceparent"] for message in messages]
+    return Exchange(answers, closed, moved, queued, traceparents)
 
 
 _RANDOM = re.compile(
@@ -917,3 +943,223 @@ def test_a_request_waiting_for_redis_at_shutdown_is_answered_then_closed_on_both
             ]
         assert got["fast"] == got["plain"] == [(202, ["close"])]
         assert fast.taken == [True]
+
+
+# -- tracing on ---------------------------------------------------------------------
+
+TRACESTATE = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+_REUSED_KEY = f"Idempotency-Key: {uuid.uuid4()}"
+_REPLAYED_KEY = f"Idempotency-Key: {uuid.uuid4()}"
+
+
+@dataclass
+class TracedCase:
+    """A case of the tracing-on pair, and whether the SERVER spans continue `TRACEPARENT`."""
+
+    case: Case
+    continues: bool
+
+
+TRACED_CASES = {
+    "no traceparent": TracedCase(Case(lambda s: [request(s)], fast=True), False),
+    "a traceparent": TracedCase(
+        Case(lambda s: [request(s, headers=(f"traceparent: {TRACEPARENT}",))], fast=True), True
+    ),
+    "a traceparent and a tracestate": TracedCase(
+        Case(
+            lambda s: [
+                request(s, headers=(f"traceparent: {TRACEPARENT}", f"tracestate: {TRACESTATE}"))
+            ],
+            fast=True,
+        ),
+        True,
+    ),
+    "an invalid traceparent (a new trace)": TracedCase(
+        Case(lambda s: [request(s, headers=("traceparent: 00-not-a-trace-01",))], fast=True),
+        False,
+    ),
+    "a JWT, an Alertmanager push": TracedCase(
+        Case(
+            lambda s: [
+                request(
+                    s,
+                    "/api/v2/alerts",
+                    AM_ALERTS,
+                    auth="token",
+                    headers=(f"traceparent: {TRACEPARENT}",),
+                )
+            ],
+            fast=True,
+        ),
+        True,
+    ),
+    "kept alive, the second a replay of the first's Idempotency-Key": TracedCase(
+        Case(
+            functools.partial(
+                _kept_alive, count=2, headers=(f"traceparent: {TRACEPARENT}", _REPLAYED_KEY)
+            ),
+            requests=2,
+            fast=True,
+        ),
+        True,
+    ),
+    "an Idempotency-Key reused with another body (refused at admission)": TracedCase(
+        Case(
+            lambda s: [
+                request(s, headers=(_REUSED_KEY,)),
+                WAIT,
+                request(s, body=ALERT.replace(b"db-1", b"db-2"), headers=(_REUSED_KEY,)),
+            ],
+            requests=2,
+            fast=True,
+        ),
+        False,
+    ),
+    "an unknown API key (uvicorn's path on both)": TracedCase(
+        Case(
+            lambda s: [request(s, auth="bad", headers=(f"traceparent: {TRACEPARENT}",))], fast=False
+        ),
+        True,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def traced_pair(module_redis_server: RedisServer) -> Iterator[tuple[Side, Side]]:
+    """A fast and a plain server whose apps carry the tracing middleware (databases 3
+    and 4); spans are recorded while a test holds `recorded_spans`."""
+    with _pair(module_redis_server, traced=True, databases=(3, 4)) as (fast, plain):
+        for side in (fast, plain):  # a first request verifies (and caches) each side's key
+            assert _exchange(side, [request(side)], 1).answers[0][0] == 202
+        yield fast, plain
+
+
+@pytest.fixture
+def recorded_spans(monkeypatch: pytest.MonkeyPatch) -> list[SpanRecord]:
+    """Tracing on in this process, as `setup_tracing` turns it on, every ended span
+    recorded here (in-process) rather than handed to the exporting child."""
+    records: list[SpanRecord] = []
+    monkeypatch.setattr(telemetry_setup, "_enabled", True)
+    monkeypatch.setattr(
+        trace, "_TRACER_PROVIDER", RecordingTracerProvider(records.append, sampler=ALWAYS_ON)
+    )
+    return records
+
+
+def _traced_exchange(
+    side: Side, records: list[SpanRecord], chunks: list[bytes], requests: int
+) -> tuple[Exchange, list[Any]]:
+    """`_exchange`, and the spans it recorded with the trace context it sent, comparably."""
+    start = len(records)
+    got = _exchange(side, chunks, requests)
+    answered = sum(1 for status, _, _ in got.answers if status >= 200)
+
+    def servers() -> bool:
+        # Both paths end a request's SERVER span last, after its answer is written.
+        return sum(1 for r in records[start:] if r[3] == SpanKind.SERVER.value) >= answered
+
+    wait_until(servers, what=f"{side.name}: a SERVER span per answer")
+    return got, _trace_view(records[start:], got.traceparents)
+
+
+def _trace_view(records: list[SpanRecord], traceparents: list[str]) -> list[Any]:
+    """The spans in start order, with their ids put aside: each one's trace (the incoming
+    one or the n-th new one) and parent (the incoming span, or the k-th span here),
+    then which span each answer's and queued message's traceparent names."""
+    ordered = sorted(records, key=lambda r: (r[4], r[3] != SpanKind.SERVER.value))
+    traces: dict[int, str] = {int(TRACEPARENT[3:35], 16): "incoming"}
+    spans = {r[1][1]: index for index, r in enumerate(ordered)}
+    view: list[Any] = []
+    for name, context, parent, kind, start, end, attributes, status, events, *rest in ordered:
+        trace_id, _, flags, state = context
+        trace_label = traces.setdefault(trace_id, f"<trace {len(traces)}>")
+        if parent is None:
+            parent_label: Any = None
+        elif parent[0] in spans:
+            parent_label = ("span", spans[parent[0]], parent[1])
+        elif parent == (int(TRACEPARENT[36:52], 16), True):
+            parent_label = "the incoming span"
+        else:
+            parent_label = f"<an unknown parent {parent}>"
+        kept_events = [
+            (event, {k: v for k, v in values.items() if k != "exception.stacktrace"}, dropped)
+            for event, _, values, dropped in events
+        ]
+        assert start <= end
+        shown = (name, kind, sorted(attributes.items()), status, kept_events, rest)
+        view.append((*shown, trace_label, parent_label, flags, state))
+    by_context = {(f"{r[1][0]:032x}", f"{r[1][1]:016x}"): i for i, r in enumerate(ordered)}
+    for value in traceparents:
+        match = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})", value)
+        found = by_context.get((match[1], match[2])) if match else None
+        view.append(("carried", value if found is None else ("span", found, match and match[3])))
+    return view
+
+
+@pytest.mark.parametrize("case", list(TRACED_CASES))
+def test_with_tracing_on_the_fast_path_records_the_spans_and_queues_the_trace_as_uvicorns_path(
+    traced_pair: tuple[Side, Side], recorded_spans: list[SpanRecord], case: str
+) -> None:
+    fast, plain = traced_pair
+    traced = TRACED_CASES[case]
+    spec = traced.case
+    plain_got, plain_spans = _traced_exchange(
+        plain, recorded_spans, spec.build(plain), spec.requests
+    )
+    taken = len(fast.taken)
+    fast_got, fast_spans = _traced_exchange(fast, recorded_spans, spec.build(fast), spec.requests)
+    _same(fast_got, plain_got, case)
+    assert fast_spans == plain_spans, case
+    took = fast.taken[taken:]
+    if spec.fast is True:
+        assert took, f"{case}: the fast path took none of it"
+        assert all(took), f"{case}: the fast path did not take every request"
+    else:
+        assert True not in took, f"{case}: the fast path took it"
+    # What both paths record: per request a SERVER span (continuing the producer's trace
+    # when it sent one) and, for an admitted one, its PRODUCER child named by the message.
+    servers = [
+        span for span in plain_spans if span[0] != "carried" and span[1] == SpanKind.SERVER.value
+    ]
+    assert len(servers) == len(plain_got.answers)
+    for name, _, attributes, *_, trace_label, parent, _, _ in servers:
+        assert name == "POST " + dict(attributes)["url.path"]
+        assert (trace_label, parent) == (
+            ("incoming", "the incoming span") if traced.continues else (trace_label, None)
+        )
+    carried = [span[1] for span in plain_spans if span[0] == "carried"]
+    assert len(carried) >= len(plain_got.queued)  # each queued message's, and answers'
+    assert all(isinstance(found, tuple) for found in carried), carried
+    for _, index, _ in carried:
+        assert plain_spans[index][:2] == (f"send {queues.ALERTS_QUEUE}", SpanKind.PRODUCER.value)
+
+
+def test_with_tracing_on_an_error_after_admission_is_recorded_alike_on_both_paths(
+    traced_pair: tuple[Side, Side],
+    recorded_spans: list[SpanRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 500 uvicorn answers for an application that raises: the error is on the
+    PRODUCER span it escaped and on the SERVER span, which has no status code."""
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a defect in reading the admission script's reply")
+
+    fast, plain = traced_pair
+    monkeypatch.setattr(AcceptPipeline, "settle", broken)
+    build = functools.partial(
+        _kept_alive, count=2, auth="token", headers=(f"traceparent: {TRACEPARENT}",)
+    )
+    taken = len(fast.taken)
+    plain_got, plain_spans = _traced_exchange(plain, recorded_spans, build(plain), 1)
+    fast_got, fast_spans = _traced_exchange(fast, recorded_spans, build(fast), 1)
+    _same(fast_got, plain_got, "500")
+    assert fast_spans == plain_spans
+    assert fast.taken[taken:] == [True]
+    assert [status for status, _, _ in plain_got.answers] == [500]
+    by_kind = {span[1]: span for span in plain_spans if span[0] != "carried"}
+    server, producer = by_kind[SpanKind.SERVER.value], by_kind[SpanKind.PRODUCER.value]
+    assert server[3] == (StatusCode.ERROR.value, "RuntimeError")
+    assert "http.response.status_code" not in dict(server[2])
+    assert producer[3][0] == StatusCode.ERROR.value
+    assert [event[0] for event in server[4]] == [event[0] for event in producer[4]] == ["exception"]

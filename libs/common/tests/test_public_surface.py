@@ -295,7 +295,14 @@ SURFACE: dict[str, list[str]] = {
     "tocsin.common.queue.wakeup": ["QueueWakeup", "wait_for_wakeup"],
     "tocsin.common.queue.worker": ["QueueWorker", "Recovery"],
     "tocsin.common.queue.broker": ["DueTimeBroker"],
-    "tocsin.common.telemetry.asgi": ["ServerSpans", "instrument_app"],
+    "tocsin.common.telemetry.asgi": [
+        "ServerSpans",
+        "end_server_span",
+        "instrument_app",
+        "server_span_answered",
+        "server_span_failed",
+        "start_server_span",
+    ],
     "tocsin.common.telemetry.dramatiq": ["TracingMiddleware"],
     "tocsin.common.telemetry.export": [
         "FLUSH",
@@ -316,6 +323,7 @@ SURFACE: dict[str, list[str]] = {
         "client_span",
         "current_traceparent",
         "producer_span",
+        "start_producer_span",
         "traceparent_of_frame",
     ],
     "tocsin.common.telemetry.spans": [

@@ -82,7 +82,7 @@ def _numeric_date(value: Any) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claims:
     """The parts of a verified token that Tocsin uses."""
 

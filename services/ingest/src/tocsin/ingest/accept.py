@@ -16,10 +16,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from prometheus_client import Counter
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +31,13 @@ from tocsin.common.errors import OutcomeUnknownError, RedisReplyError, StoreErro
 from tocsin.common.httplimits import BodyTooLargeError, ClientGoneError, read_body
 from tocsin.common.models import InvalidBodyError
 from tocsin.common.telemetry import current_traceparent, producer_span, tracing_enabled
+from tocsin.common.telemetry.asgi import (
+    end_server_span,
+    server_span_answered,
+    server_span_failed,
+    start_server_span,
+)
+from tocsin.common.telemetry.propagation import start_producer_span
 from tocsin.ingest.admission import (
     Admission,
     Outcome,
@@ -61,10 +71,20 @@ class ProducerHeaders:
     content_length: str | None = None
     idempotency_key: str = ""
     traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def bearer(self) -> str:
         return credential_of(self.authorization)
+
+    def trace_carrier(self) -> dict[str, str]:
+        """The W3C trace context headers sent, as `ServerSpans` reads them."""
+        carrier = {}
+        if self.traceparent is not None:
+            carrier["traceparent"] = self.traceparent
+        if self.tracestate is not None:
+            carrier["tracestate"] = self.tracestate
+        return carrier
 
 
 # ASGI servers deliver header names lower-cased.
@@ -73,6 +93,7 @@ _WANTED_HEADERS = {
     b"content-length": "content_length",
     b"idempotency-key": "idempotency_key",
     b"traceparent": "traceparent",
+    b"tracestate": "tracestate",
 }
 
 
@@ -325,10 +346,12 @@ class ProducerEndpoint:
     It answers from the ASGI scope directly, without Starlette's Request and
     Response objects: this is the path every alert takes, so it stays short.
     `accept_now` is the same pipeline for a request whose head and body the
-    server has already read (`tocsin.ingest.fastpath`), without ASGI at all.
+    server has already read (`tocsin.ingest.fastpath`), without ASGI at all;
+    it needs the `path` the endpoint serves, which names its server spans.
     """
 
-    def __init__(self, fmt: Format, pipeline: AcceptPipeline) -> None:
+    def __init__(self, fmt: Format, pipeline: AcceptPipeline, path: str) -> None:
+        self.path = path
         self._format = fmt
         self._pipeline = pipeline
         self._duration = REQUEST_DURATION.labels(fmt.name)
@@ -358,14 +381,38 @@ class ProducerEndpoint:
         """Take a request whose head and whole body are read, if nothing needs awaiting
         before its admission; `respond` then gets its answer once Redis has replied.
 
-        False, with nothing done, when the request is not that simple -- tracing on,
-        a credential not verified lately or inside the body, anything refused before
+        False, with nothing done, when the request is not that simple -- a
+        credential not verified lately or inside the body, anything refused before
         admission, an empty batch -- so the server runs it through `__call__`, which
         answers it (and counts the refusal) the one way every request is answered.
+
+        With tracing on, it is traced as uvicorn's path traces it (`ServerSpans`
+        around `__call__`): a SERVER span, and inside it the enqueue's PRODUCER
+        span, current while the steps run, so the message carries its context;
+        both end once the answer is written. A request handed back to uvicorn's
+        path leaves its spans unended, so unrecorded: that path traces it anew.
         """
         started = time.perf_counter()
+        if not tracing_enabled():
+            return self._accept_now(headers, body, respond, started, None)
+        server = start_server_span("POST", self.path, headers.trace_carrier())
+        producer = start_producer_span(queues.ALERTS_QUEUE, trace.set_span_in_context(server))
+        token = otel_context.attach(trace.set_span_in_context(producer))
+        try:
+            return self._accept_now(headers, body, respond, started, (server, producer))
+        finally:
+            otel_context.detach(token)
+
+    def _accept_now(
+        self,
+        headers: ProducerHeaders,
+        body: bytes,
+        respond: Callable[[Answer], None],
+        started: float,
+        spans: tuple[trace.Span, trace.Span] | None,
+    ) -> bool:
         fmt, pipeline = self._format, self._pipeline
-        if tracing_enabled() or len(headers.idempotency_key) > _MAX_IDEMPOTENCY_KEY:
+        if len(headers.idempotency_key) > _MAX_IDEMPOTENCY_KEY:
             return False
         if len(body) > fmt.body_limit:
             return False
@@ -381,23 +428,27 @@ class ProducerEndpoint:
             return False
         if work.actor == queues.PROCESS_ALERTS_ACTOR and not work.alerts:
             return False
-        traceparent = continue_trace(headers.traceparent)
+        traceparent = current_traceparent() or continue_trace(headers.traceparent)
         key = headers.idempotency_key
         command = pipeline.admission_command(fmt, work, producer, traceparent, key, body)
-        _Admitting(self, work, producer, traceparent, command, respond, started).send(pipeline)
+        admitting = _Admitting(self, work, producer, traceparent, command, respond, started)
+        admitting.spans = spans
+        admitting.send(pipeline)
         return True
 
     def _settled(self, admitting: _Admitting, result: Any) -> Answer:
         """The answer of a request on the fast path, from its admission's reply."""
         fmt = self._format
         try:
-            if isinstance(result, BaseException):
-                if isinstance(result, StoreError):
-                    raise _store_refused(result)
-                raise result
-            work, replayed = self._pipeline.settle(
-                fmt, admitting.work, admitting.producer, verdict(result)
-            )
+            # As `__call__`'s PRODUCER span: a refusal escapes it, recorded as an error.
+            with admitting.enqueue_span():
+                if isinstance(result, BaseException):
+                    if isinstance(result, StoreError):
+                        raise _store_refused(result)
+                    raise result
+                work, replayed = self._pipeline.settle(
+                    fmt, admitting.work, admitting.producer, verdict(result)
+                )
         except RefusedError as refused:
             REQUESTS_REJECTED.labels(fmt.name, refused.refusal.reason).inc()
             response = fmt.refusal_answer(refused.refusal)
@@ -417,6 +468,7 @@ class _Admitting:
         "endpoint",
         "producer",
         "respond",
+        "spans",
         "started",
         "traceparent",
         "work",
@@ -440,6 +492,14 @@ class _Admitting:
         self.respond = respond
         self.started = started
         self.cached = True
+        # The SERVER and PRODUCER spans of the request, with tracing on.
+        self.spans: tuple[trace.Span, trace.Span] | None = None
+
+    def enqueue_span(self) -> AbstractContextManager[object]:
+        """The PRODUCER span current while admission settles, ended after it."""
+        if self.spans is None:
+            return _NO_SPAN
+        return trace.use_span(self.spans[1], end_on_exit=True)
 
     def send(self, pipeline: AcceptPipeline) -> None:
         reply: asyncio.Future[Any]
@@ -467,11 +527,19 @@ class _Admitting:
         except BaseException as exc:
             # What uvicorn does when an application raises: log it, answer 500, close.
             _logger.error("Exception in ASGI application\n", exc_info=exc)
-            answer = _INTERNAL_ERROR
-        self.respond(answer)
+            if self.spans is not None and isinstance(exc, Exception):
+                server_span_failed(self.spans[0], exc)  # as `ServerSpans`, before uvicorn's 500
+            self.respond(_INTERNAL_ERROR)
+        else:
+            if self.spans is not None:
+                server_span_answered(self.spans[0], answer[0])
+            self.respond(answer)
+        if self.spans is not None:
+            end_server_span(self.spans[0], "POST", endpoint.path)
 
 
 _logger = logging.getLogger("uvicorn.error")
+_NO_SPAN: nullcontext[None] = nullcontext()
 _INTERNAL_ERROR: Answer = (
     500,
     [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -24,6 +24,7 @@ from tocsin.common import broker as queues
 from tocsin.common.auth import TokenVerifier
 from tocsin.common.ops import ops_routes
 from tocsin.common.pipelining import PipelinedRedis
+from tocsin.common.telemetry import ServerSpans
 from tocsin.ingest.accept import AcceptPipeline, ProducerEndpoint
 from tocsin.ingest.admission import Admission
 from tocsin.ingest.alertmanager import PushFormat, WebhookFormat
@@ -63,7 +64,7 @@ def build_app(
     pipeline = AcceptPipeline(auth, admission, backlog_retry_after=settings.backlog_retry_after)
     body_limit, max_batch = settings.max_body_bytes, settings.max_batch
     producer_routes = [
-        Route(path, ProducerEndpoint(fmt, pipeline), methods=["POST"])
+        Route(path, ProducerEndpoint(fmt, pipeline, path), methods=["POST"])
         for path, fmt in (
             ("/v1/alerts", NativeFormat(body_limit, max_batch)),
             ("/v1/integrations/alertmanager", WebhookFormat(body_limit, max_batch)),
@@ -128,9 +129,11 @@ class IngestApp(Starlette):
 
     def fast_endpoints(self) -> dict[str, ProducerEndpoint]:
         """The producer endpoints by path, for the server's fast path
-        (`tocsin.ingest.fastpath`); none when the app has middleware of its own
-        (tracing's `ServerSpans`), which only the ASGI path runs."""
-        if self.user_middleware:
+        (`tocsin.ingest.fastpath`), which traces as `ServerSpans` does; none when
+        the app has other middleware, which only the ASGI path would run."""
+        if any(
+            cast(object, middleware.cls) is not ServerSpans for middleware in self.user_middleware
+        ):
             return {}
         return dict(self._producer_endpoints)
 

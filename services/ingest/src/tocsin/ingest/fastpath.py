@@ -20,10 +20,13 @@ plainly `name: value` (obs-fold, trailing white space, control bytes), a body
 that is not complete or is followed by more bytes (pipelining), a head near any
 limit of `tocsin.common.httplimits`, a request the pipeline would refuse before
 admission or could only accept after awaiting (an API key not verified lately,
-PagerDuty's key in the body), tracing on, a client that is not reading its
-answers, and every request while uvicorn has one in hand. So the limits, the
+PagerDuty's key in the body), a client that is not reading its answers, and
+every request while uvicorn has one in hand. So the limits, the
 refusals and their wording stay uvicorn's and the ASGI endpoint's; what the
 fast path answers itself is only what admission decides, through the same code.
+With tracing on, it records the spans uvicorn's path records (`ServerSpans`
+around the endpoint), through the same functions, and the message carries the
+same trace context.
 
 While a fast request waits for Redis, the connection stops reading and holds
 what arrives; answered, it goes on with those bytes. Its idle (keep-alive)
@@ -57,7 +60,7 @@ _HEAD = re.compile(
 # change how a request is framed or answered, with their values (in a head
 # already found plain, so a value ends at the next CR).
 _SPECIAL = re.compile(
-    rb"\r\n(content-length|authorization|idempotency-key|traceparent"
+    rb"\r\n(content-length|authorization|idempotency-key|traceparent|tracestate"
     rb"|connection|transfer-encoding|expect|upgrade):[ \t]*([^\r]*)"
 )
 _READ = {
@@ -65,6 +68,7 @@ _READ = {
     b"content-length": "content_length",
     b"idempotency-key": "idempotency_key",
     b"traceparent": "traceparent",
+    b"tracestate": "tracestate",
 }
 # A Content-Length longer than this is not a body the fast path takes.
 _MAX_LENGTH_DIGITS = 12

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -10,7 +12,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tocsin.common.telemetry.setup import tracer, tracing_enabled
 
-__all__ = ["ServerSpans", "instrument_app"]
+__all__ = [
+    "ServerSpans",
+    "end_server_span",
+    "instrument_app",
+    "server_span_answered",
+    "server_span_failed",
+    "start_server_span",
+]
 
 # Operational routes are polled constantly and say nothing about an alert.
 _UNTRACED_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -36,37 +45,60 @@ class ServerSpans:
             if key in (b"traceparent", b"tracestate")
         }
         method = scope["method"]
-        span = tracer().start_span(
-            method,
-            # Without either header there is nothing to continue: the current context.
-            context=propagate.extract(headers) if headers else None,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"]},
-        )
+        span = start_server_span(method, scope["path"], headers)
         token = otel_context.attach(trace.set_span_in_context(span))
 
         async def send_with_status(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status = int(message["status"])
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
+                server_span_answered(span, int(message["status"]))
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_status)
         except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            server_span_failed(span, exc)
             raise
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None)
-            if isinstance(template, str):
-                span.set_attribute("http.route", template)
-                span.update_name(f"{method} {template}")
-            span.end()
+            template = getattr(scope.get("route"), "path", None)
+            end_server_span(span, method, template if isinstance(template, str) else None)
             otel_context.detach(token)
+
+
+def start_server_span(method: str, path: str, carrier: Mapping[str, str]) -> trace.Span:
+    """A request's SERVER span, continuing the trace of the `traceparent` and
+    `tracestate` in `carrier` (lower-case names); not current, not ended.
+
+    `ServerSpans` and ingest's fast path (`tocsin.ingest.fastpath`) both start
+    theirs here, so a request is traced alike on either path.
+    """
+    return tracer().start_span(
+        method,
+        # Without either header there is nothing to continue: the current context.
+        context=propagate.extract(carrier) if carrier else None,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.path": path},
+    )
+
+
+def server_span_answered(span: trace.Span, status: int) -> None:
+    """Record the status a request was answered with (a 5xx is an error)."""
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+
+
+def server_span_failed(span: trace.Span, exc: BaseException) -> None:
+    """Record an error that escaped the application (the server answers it)."""
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
+def end_server_span(span: trace.Span, method: str, template: str | None) -> None:
+    """End a request's SERVER span, named by its route's `template` when it has one."""
+    if template is not None:
+        span.set_attribute("http.route", template)
+        span.update_name(f"{method} {template}")
+    span.end()
 
 
 def instrument_app(app: Starlette) -> Starlette:

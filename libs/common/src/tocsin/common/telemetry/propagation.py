@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -24,6 +25,7 @@ __all__ = [
     "client_span",
     "current_traceparent",
     "producer_span",
+    "start_producer_span",
     "traceparent_of_frame",
 ]
 
@@ -72,15 +74,26 @@ def producer_span(queue: str) -> AbstractContextManager[object]:
     """
     if not tracing_enabled():
         return _NO_SPAN
-    attributes = {
+    return tracer().start_as_current_span(
+        f"send {queue}", kind=SpanKind.PRODUCER, attributes=_producer_attributes(queue)
+    )
+
+
+def start_producer_span(queue: str, context: Context | None = None) -> trace.Span:
+    """`producer_span`'s span as a child of `context`, neither current nor ended: for an
+    enqueue answered later, from a callback (tracing on)."""
+    return tracer().start_span(
+        f"send {queue}", context, kind=SpanKind.PRODUCER, attributes=_producer_attributes(queue)
+    )
+
+
+def _producer_attributes(queue: str) -> dict[str, str]:
+    return {
         "messaging.system": "dramatiq",
         "messaging.operation.type": "send",
         "messaging.operation.name": "send",
         "messaging.destination.name": queue,
     }
-    return tracer().start_as_current_span(
-        f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes
-    )
 
 
 def traceparent_of_frame(frame: bytes) -> str:
