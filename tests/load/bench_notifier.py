@@ -109,6 +109,22 @@ def wait_for(arrivals: Arrivals, prefix: str, count: int, timeout: float) -> boo
     return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_put_backs(port: int) -> float:
+    """Sends the notifier put back because their receiver was busy (its /metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tocsin_notifier_receiver_busy_total")
+    )
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
@@ -192,7 +208,10 @@ receivers:
             for index in range(BURST):
                 enqueue(f"burst-{index}")
             notifier = start_notifier()
+            cpu_at_ready = cpu_seconds(notifier.pid)
             complete = wait_for(arrivals, "burst-", BURST, 60)
+            burst_cpu = cpu_seconds(notifier.pid) - cpu_at_ready
+            busy = busy_put_backs(port)
             with arrivals.lock:
                 burst = [item for item in arrivals.items if item[2].startswith("burst-")]
             times = [arrival for arrival, _, _ in burst]
@@ -211,6 +230,10 @@ receivers:
     print(
         f"(burst of {BURST}, complete={complete}; "
         "latency = processor enqueue -> receiver arrival, one notifier process, 8 threads)"
+    )
+    print(
+        f"burst: notifier CPU {burst_cpu * 1000 / max(1, len(burst)):.2f} ms per notification, "
+        f"{busy / max(1, len(burst)):.2f} busy put-backs per notification"
     )
 
 

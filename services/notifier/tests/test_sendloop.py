@@ -251,3 +251,44 @@ def test_a_refused_claim_ends_the_send_untried_and_a_claim_waits_for_a_slot(
     assert isinstance(waiting.result(timeout=5.0), ReceiverBusyError)
     assert claims == ["refused"]
     assert all(isinstance(f.result(timeout=5.0), TemporaryDeliveryError) for f in stuck)
+
+
+def slow(seconds: float) -> Answer:
+    """Answer 200 after `seconds`: a receiver that is healthy but not instant."""
+
+    def send(connection: socket.socket) -> None:
+        time.sleep(seconds)
+        answer(200)(connection)
+
+    return send
+
+
+def test_a_worker_waits_for_room_only_at_a_backlogged_receiver_that_drains(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    backlogged = servers(slow(0.05))
+    # A receiver never sent to, and one with room, never make a worker wait.
+    assert loop.wait_for_room("unknown", timeout=60.0)
+    futures = [send(loop, "backlogged", backlogged.url) for _ in range(4)]
+    eventually(lambda: backlogged.accepted == 2)  # 2 open, 2 waiting: the room is full
+    # Its room frees as its answers come: the worker waits for a place instead of
+    # putting the send back, and every send is delivered.
+    assert loop.wait_for_room("backlogged", timeout=60.0)
+    futures.append(send(loop, "backlogged", backlogged.url))
+    assert [future.result(timeout=10.0) for future in futures] == [None] * 5
+
+
+def test_a_worker_does_not_wait_for_room_at_a_receiver_that_hangs(
+    loop: SendLoop, servers: Callable[[Answer], RawServer]
+) -> None:
+    hanging = servers(hang)
+    stuck = [send(loop, "hanging", hanging.url, deadline=30.0) for _ in range(4)]
+    eventually(lambda: hanging.accepted == 2)
+    # Its room frees no place: the worker gives up long before the 60 s it was allowed
+    # (after a fraction of a second), so it can serve other receivers' sends.
+    started = time.monotonic()
+    assert not loop.wait_for_room("hanging", timeout=60.0)
+    assert time.monotonic() - started < 30.0
+    # Once its waiters were put back (the slot wait, 0.3 s), it has room again.
+    eventually(lambda: sum(future.done() for future in stuck) == 2)
+    assert loop.wait_for_room("hanging", timeout=60.0)

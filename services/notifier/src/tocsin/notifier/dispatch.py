@@ -81,6 +81,9 @@ _MAX_RETRY_AFTER = 3600.0
 # How long a send that found its receiver's slots all taken waits before it looks again
 # (up to twice this, jittered), and a send whose claim Redis did not answer.
 _BUSY_RETRY_SECONDS = 1.0
+# Longest a worker thread waits for room in a backlogged receiver's waiting room before
+# it puts the send back (a receiver that hangs is never waited on this long).
+_ROOM_WAIT_SECONDS = 1.0
 # A claim's lease covers the send's deadline and this much for settling.
 _SETTLE_MARGIN_SECONDS = 5.0
 # What a send's slot wait leaves of its lease beyond its timeout (for the claim and the
@@ -339,7 +342,7 @@ class Notifier:
                     notification, "unknown-receiver", "receiver not configured", attempt
                 )
             return
-        if self._sends.full(notification.receiver):
+        if not self._sends.wait_for_room(notification.receiver, _ROOM_WAIT_SECONDS):
             # Nothing would take it now: look again later, before rendering it for nothing.
             metrics.RECEIVER_BUSY.labels(kind).inc()
             self._later(SEND_ACTOR, args, _BUSY_RETRY_SECONDS * (1 + random.random()))

@@ -14,8 +14,14 @@ A send waits at most `slot_wait` seconds for a slot and at most
 from a durable due-time). Once it holds a slot, the caller's `claim` runs (the
 notification log's claim: only a send about to go out takes a lease, so a wait
 for a slot never eats into it); a refusal ends the send untried, with the
-refusal as its outcome. When a send ends, its outcome (None when delivered,
-else the exception) goes to the caller's `settle` callback. Claims and settles
+refusal as its outcome. A worker thread about to hand over a send to a receiver
+whose waiting room is nearly full waits for room (`wait_for_room`), bounded, and
+only while that room drains: a receiver that is merely backlogged slows its own
+producers instead of bouncing each send off a full room (a put-back costs a Redis
+write, a second render and a second hand-over); a receiver that hangs frees no
+room, so nobody waits on it for longer than `_STALL_SECONDS`. When a send ends, its
+outcome (None when delivered, else the exception) goes to the caller's `settle`
+callback. Claims and settles
 write to Redis with a blocking client, which must not stall the loop: they run
 on a few threads of their own.
 """
@@ -25,10 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import httpx
 
 from tocsin.common.errors import RemoteError
@@ -46,6 +55,10 @@ Outcome = object
 # Threads that run claims and settle callbacks (Redis calls of a millisecond or so each).
 _CLAIM_THREADS = 4
 _SETTLE_THREADS = 2
+# A worker waits for room only while the room frees at least this often: a receiver
+# whose room freed no place for this long is stalled (hanging), and waiting on it would
+# delay other receivers' sends on that worker.
+_STALL_SECONDS = 0.25
 # A claim: None to go ahead, or the reason not to send (the send's outcome).
 Claim = Callable[[], object]
 
@@ -57,14 +70,24 @@ class ReceiverBusyError(RemoteError):
 class _Gate:
     """One receiver's slots, waiting room and HTTP client (lives on the loop)."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, room_lock: threading.Lock, tls: ssl.SSLContext) -> None:
         self.slots = asyncio.Semaphore(concurrency)
         self.waiting = 0
+        # Worker threads waiting for room in `waiting` (`SendLoop.wait_for_room`), and
+        # when a place in it last freed (time.monotonic()).
+        self.room = threading.Condition(room_lock)
+        self.room_waiters = 0
+        self.freed_at = 0.0
         # Its own pool, as big as its slots: a receiver that hangs fills only its own.
         self.http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
             follow_redirects=False,
+            verify=tls,
         )
+
+
+async def _warm_up() -> None:
+    anyio.Event().set()
 
 
 class SendLoop:
@@ -79,12 +102,24 @@ class SendLoop:
         self._claimers = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="send-claim")
         self._settlers = ThreadPoolExecutor(_SETTLE_THREADS, thread_name_prefix="send-settle")
         self._gates: dict[str, _Gate] = {}
+        # One TLS context (httpx's default trust) for every receiver's client: each
+        # context loads the CA bundle, tens of ms of the loop's time per receiver.
+        self._tls = httpx.create_ssl_context()
         self._lock = threading.Lock()
         self._pending = 0  # sends handed over and not yet settled
         self._idle = threading.Condition(self._lock)
+        # Shared by every gate's `room` condition (waits are short and rare).
+        self._room_lock = threading.Lock()
+        # Workers wait for room below this mark, so the few that pass it at once still
+        # fit under `max_waiting`, which the loop enforces.
+        self._room_mark = self._max_waiting - self._max_waiting // 4
 
     def start(self) -> SendLoop:
         self._thread.start()
+        # httpcore's first async request imports anyio's asyncio back-end (a few hundred
+        # ms on a loaded machine): done now, before the service is ready, not on the
+        # loop while the first page waits.
+        asyncio.run_coroutine_threadsafe(_warm_up(), self._loop).result(timeout=60)
         return self
 
     def _run(self) -> None:
@@ -164,7 +199,7 @@ class SendLoop:
         slot_wait, deadline = waits
         gate = self._gates.get(receiver)
         if gate is None:
-            gate = self._gates[receiver] = _Gate(self._concurrency)
+            gate = self._gates[receiver] = _Gate(self._concurrency, self._room_lock, self._tls)
         if gate.slots.locked() and gate.waiting >= self._max_waiting:
             return ReceiverBusyError(receiver)
         gate.waiting += 1
@@ -175,6 +210,10 @@ class SendLoop:
             return ReceiverBusyError(receiver)
         finally:
             gate.waiting -= 1
+            gate.freed_at = time.monotonic()
+            if gate.room_waiters:  # read unlocked: a waiter missed wakes at its stall bound
+                with gate.room:
+                    gate.room.notify()
         metrics.SENDS_OPEN.labels(kind).inc()
         try:
             refused = await self._loop.run_in_executor(self._claimers, claim)
@@ -191,12 +230,30 @@ class SendLoop:
             gate.slots.release()
         return None
 
-    def full(self, receiver: str) -> bool:
-        """Whether `receiver`'s slots and waiting room are all taken (a send now would be
-        put back at once): lets the caller skip rendering one. Read without a lock: a
-        hint, off by a send or two at worst."""
+    def _crowded(self, gate: _Gate) -> bool:
+        # Read without the loop's help: a hint, off by a send or two at worst.
+        return gate.slots.locked() and gate.waiting >= self._room_mark
+
+    def wait_for_room(self, receiver: str, timeout: float) -> bool:
+        """Whether a send to `receiver` handed over now would find room to wait for a
+        slot; if its waiting room is nearly full, wait up to `timeout` s for room, but
+        only while places keep freeing (at least every `_STALL_SECONDS`). False: the
+        caller puts the send back rather than rendering it for nothing."""
         gate = self._gates.get(receiver)
-        return gate is not None and gate.slots.locked() and gate.waiting >= self._max_waiting
+        if gate is None or not self._crowded(gate):
+            return True
+        deadline = time.monotonic() + timeout
+        with gate.room:
+            gate.room_waiters += 1
+            try:
+                while self._crowded(gate):
+                    now = time.monotonic()
+                    if now >= deadline or now - gate.freed_at > _STALL_SECONDS:
+                        return False
+                    gate.room.wait(min(_STALL_SECONDS, deadline - now))
+            finally:
+                gate.room_waiters -= 1
+        return True
 
     def _settle(self, settle: Callable[[Outcome], None], outcome: Outcome) -> None:
         try:
