@@ -182,12 +182,14 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
         if name == "replace" and len(rest) >= 2:
             _check_replacement(str(value), str(rest[0]), str(rest[1]))
         elif name == "join":
+            separator = str(rest[0] if rest else kwargs.get("d", ""))
             if value is not None and not isinstance(value, list | tuple | str | dict):
-                # A generator (`map`, `select`) is counted before joining: made a list here.
-                value = list(value)
+                # A generator (`map`, `select`) is counted before joining: made a list
+                # here, refused as soon as the separators alone pass the bound, so a
+                # long generator costs no more CPU than the refusal needs.
+                value = _list_for_join(separator, value)
                 args = (*args[: len(args) - len(given)], value, *rest)
-            separator = rest[0] if rest else kwargs.get("d", "")
-            _check_join(str(separator), value)
+            _check_join(separator, value)
         elif name == "indent" and isinstance(value, str):
             _check_lines(value, rest[0] if rest else kwargs.get("width", 4), name)
         return _bounded_size(function(*args, **kwargs), f"filter {name}")
@@ -213,6 +215,16 @@ def _check_string_method(value: str, name: str, args: tuple[Any, ...]) -> None:
             )
     elif name == "translate":
         raise TemplateLimitError("str.translate is not available in templates")
+
+
+def _list_for_join(separator: str, items: Iterable[Any]) -> list[Any]:
+    most = MAX_OUTPUT_CHARS // len(separator) + 1 if separator else None
+    taken: list[Any] = []
+    for item in items:
+        taken.append(item)
+        if most is not None and len(taken) > most:
+            break
+    return taken
 
 
 def _check_join(separator: str, items: Any) -> None:
