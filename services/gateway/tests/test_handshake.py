@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 from hypothesis import HealthCheck, event, given, settings
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.common.uvicorn_shim import UpgradeRequest
-from tocsin.gateway.handshake import FirstRead, read_upgrade
+from tocsin.gateway.handshake import FirstRead, query_token, read_upgrade
 
 LIMITS = HttpLimits(max_head_bytes=600, max_url_bytes=80, max_headers=8)
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -299,3 +300,19 @@ async def test_a_connection_that_sends_nothing_is_closed_at_its_idle_deadline() 
     await asyncio.sleep(0.3)
     assert transport.closed
     assert not protocol._state.connections
+
+
+_QUERY_PARTS = st.sampled_from(["token", "token=", "=", "&", "a", "b=c", "%74", "+", ";", "é", "."])
+
+
+@given(parts=st.lists(st.one_of(_QUERY_PARTS, st.text(max_size=6)), max_size=8))
+def test_the_query_token_is_the_one_parse_qs_reads(parts: list[str]) -> None:
+    # As the upgrade's query string arrives: bytes, which the endpoint read as latin-1.
+    raw = "".join(parts).encode()
+    assert query_token(raw) == parse_qs(raw.decode("latin-1")).get("token", [""])[0]
+
+
+def test_a_plain_query_token_is_read_without_parse_qs() -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln-_"
+    assert query_token(f"x=1&token=&token={token}&token=other".encode()) == token
+    assert query_token(b"tokens=a&token") == ""

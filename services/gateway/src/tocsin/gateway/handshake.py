@@ -15,18 +15,21 @@ its own), as if it had read it first.
 
 `read_upgrade` is hand-written for speed: it reads what it accepts the way
 httptools and uvicorn do (tests compare the two on generated requests) and
-declines the rest, so it never decides a refusal.
+declines the rest, so it never decides a refusal. `query_token` likewise reads
+the `token` parameter of a plain query string itself and leaves any other to
+`urllib.parse.parse_qs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qs
 
 from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from tocsin.common.uvicorn_shim import ServerState, UpgradeRequest
 
-__all__ = ["FirstRead", "OpenSocket", "read_upgrade"]
+__all__ = ["FirstRead", "OpenSocket", "query_token", "read_upgrade"]
 
 _END = b"\r\n\r\n"
 _REQUEST_START = b"GET "
@@ -39,6 +42,21 @@ _NAME_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm
 _VALUE_BYTES = bytes(range(0x20, 0x7F))
 # Headers whose presence means more than a plain upgrade reads (a body): left to httptools.
 _DECLINED_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
+# Query characters that `parse_qs` takes as they are (no `%` escape, no `+` for a space).
+_PLAIN_QUERY = "&=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_PLAIN_QUERY_TABLE = str.maketrans("", "", _PLAIN_QUERY)
+
+
+def query_token(query: bytes) -> str:
+    """The first non-empty `token` parameter of `query`, as `parse_qs` reads it, or ""."""
+    text = query.decode("latin-1")
+    if text.translate(_PLAIN_QUERY_TABLE):
+        # Escapes, `+` or other characters: parse_qs decodes them.
+        return str(parse_qs(text).get("token", [""])[0])
+    for pair in text.split("&"):
+        if pair.startswith("token=") and len(pair) > 6:
+            return pair[6:]
+    return ""
 
 
 def read_upgrade(data: bytes, limits: HttpLimits) -> UpgradeRequest | None:
