@@ -3,11 +3,13 @@
 Connecting is what a mass reconnect costs, and it is CPU-bound. uvicorn's path
 parses the upgrade request with httptools, writes it out again, has a
 websockets-sansio protocol parse it a second time, then builds an ASGI scope,
-headers objects and a task around the app. Here `UpgradeProtocol` (uvicorn's
-httptools protocol for every other request) hands the request it has already
-parsed to a `SocketProtocol`, which answers the handshake itself and speaks
-the few frames Tocsin needs: text and binary messages (fragmented or not),
-close, ping and pong. The application still sees ASGI messages through
+headers objects and a task around the app. Here a plain upgrade, read whole in
+a connection's first read, is read by hand (`tocsin.gateway.handshake`) and
+never meets uvicorn's protocol; any other request goes to `UpgradeProtocol`
+(uvicorn's httptools protocol with Tocsin's limits), which hands an upgrade it
+has parsed to the same socket. A `SocketProtocol` answers the handshake itself
+and speaks the few frames Tocsin needs: text and binary messages (fragmented or
+not), close, ping and pong. The application still sees ASGI messages through
 `receive`/`send`, and the `tocsin.wire` extension for pre-encoded writes.
 
 Faults have fixed answers: a malformed handshake gets HTTP 400 (426 for a
