@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import functools
 import hashlib
 import hmac
 import json
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import jwt
 import msgspec
@@ -41,28 +40,6 @@ from jwt.algorithms import HMACAlgorithm
 
 from tocsin.common.config import CommonSettings
 from tocsin.common.errors import TokenError
-
-
-class _Mac(Protocol):
-    """A keyed HMAC state: `hmac.HMAC`, or OpenSSL's own object under it."""
-
-    def copy(self) -> _Mac: ...
-
-    def update(self, msg: bytes, /) -> None: ...
-
-    def digest(self) -> bytes: ...
-
-
-_hmac_state: Callable[[bytes], _Mac]
-try:
-    # OpenSSL's HMAC object itself: copy, update and digest are one C call each. Through
-    # `hmac.HMAC.copy` that is several Python steps more, and the one-shot `hmac.digest`
-    # looks the digest up again per call (5-7 us a token against 2).
-    from _hashlib import hmac_new
-
-    _hmac_state = functools.partial(hmac_new, digestmod="sha256")
-except ImportError:  # an interpreter without OpenSSL's hashlib
-    _hmac_state = functools.partial(hmac.new, digestmod=hashlib.sha256)
 
 __all__ = ["Claims", "TokenError", "TokenVerifier"]
 
@@ -145,9 +122,9 @@ class TokenVerifier:
         self._accepted: OrderedDict[str, Claims] = OrderedDict()
         # Nearly every token of one issuer has the same header segment.
         self._algorithms: dict[str, str] = {}
-        # The HMAC state after PyJWT's key, copied per token; None leaves HS256 to PyJWT
+        # The HMAC state after the key, copied per token; None leaves HS256 to PyJWT
         # (no secret, or one PyJWT refuses as an HMAC key, so it refuses every token).
-        self._hs256: _Mac | None = None
+        self._hs256: hmac.HMAC | None = None
         # Plain HS256 header segments that have signed an accepted token: only the
         # issuer can add one, so refused tokens cannot crowd the issuer's out.
         self._plain_headers: set[bytes] = set()
@@ -155,7 +132,7 @@ class TokenVerifier:
             self._hs256 = self._hs256_state(secret)
 
     @staticmethod
-    def _hs256_state(secret: str) -> _Mac | None:
+    def _hs256_state(secret: str) -> hmac.HMAC | None:
         algorithm = HMACAlgorithm(HMACAlgorithm.SHA256)
         try:
             key = algorithm.prepare_key(secret)
@@ -165,7 +142,7 @@ class TokenVerifier:
         short = algorithm.check_key_length(key)
         if short:
             warnings.warn(short, jwt.InsecureKeyLengthWarning, stacklevel=3)
-        return _hmac_state(key)
+        return hmac.new(key, digestmod=hashlib.sha256)
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> TokenVerifier:
@@ -213,7 +190,7 @@ class TokenVerifier:
             payload = self._verify_with_pyjwt(token)
         return payload
 
-    def _verify_plain_hs256(self, token: str, hs256: _Mac) -> dict[str, Any] | None:
+    def _verify_plain_hs256(self, token: str, hs256: hmac.HMAC) -> dict[str, Any] | None:
         """The checked payload of a plain HS256 token, `TokenError`, or None: ask PyJWT.
 
         Refuses only where PyJWT refuses with the same code: a bad signature once all
