@@ -34,28 +34,27 @@ __all__ = ["FirstRead", "OpenSocket", "query_token", "read_upgrade"]
 _END = b"\r\n\r\n"
 _REQUEST_START = b"GET "
 _REQUEST_END = b" HTTP/1.1"
-# Bytes a plain request target, header name and header value consist of (what is deleted
-# by `translate` must leave nothing): visible ASCII; a target without `#`; a name of
-# RFC 9110 token characters; a value of visible ASCII and spaces.
+# Bytes a plain request head, target and header name consist of (what is deleted by
+# `translate` must leave nothing): visible ASCII, spaces and line ends; a target of
+# visible ASCII without `#`; a name of RFC 9110 token characters.
 _TARGET_BYTES = bytes(c for c in range(0x21, 0x7F) if c != ord("#"))
 _NAME_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_VALUE_BYTES = bytes(range(0x20, 0x7F))
-# Headers whose presence means more than a plain upgrade reads (a body): left to httptools.
-_DECLINED_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
-# Query characters that `parse_qs` takes as they are (no `%` escape, no `+` for a space).
-_PLAIN_QUERY = "&=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_PLAIN_QUERY_TABLE = str.maketrans("", "", _PLAIN_QUERY)
+_HEAD_BYTES = bytes(range(0x20, 0x7F)) + b"\r\n"
+# The headers a plain upgrade must have once each, and those that mean more than a plain
+# upgrade reads (a body), which are left to httptools.
+_SPECIAL_HEADERS = frozenset((b"connection", b"upgrade", b"content-length", b"transfer-encoding"))
+# Query bytes that `parse_qs` takes as they are (no `%` escape, no `+` for a space).
+_PLAIN_QUERY = b"&=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def query_token(query: bytes) -> str:
     """The first non-empty `token` parameter of `query`, as `parse_qs` reads it, or ""."""
-    text = query.decode("latin-1")
-    if text.translate(_PLAIN_QUERY_TABLE):
+    if query.translate(None, _PLAIN_QUERY):
         # Escapes, `+` or other characters: parse_qs decodes them.
-        return str(parse_qs(text).get("token", [""])[0])
-    for pair in text.split("&"):
-        if pair.startswith("token=") and len(pair) > 6:
-            return pair[6:]
+        return str(parse_qs(query.decode("latin-1")).get("token", [""])[0])
+    for pair in query.split(b"&"):
+        if pair.startswith(b"token=") and len(pair) > 6:
+            return pair[6:].decode("latin-1")
     return ""
 
 
@@ -67,7 +66,14 @@ def read_upgrade(data: bytes, limits: HttpLimits) -> UpgradeRequest | None:
     value, no space at either end of one, only visible ASCII, one `Connection` naming
     `upgrade` among its tokens and one `Upgrade: websocket`, no body headers.
     """
-    if len(data) > limits.max_head_bytes or data.find(_END) != len(data) - 4:
+    if (
+        len(data) > limits.max_head_bytes
+        or data.find(_END) != len(data) - 4
+        # Every byte visible ASCII, a space or a line end, and every line end a CRLF.
+        or data.translate(None, _HEAD_BYTES)
+        or data.count(b"\n") != data.count(b"\r\n")
+        or data.count(b"\r") != data.count(b"\r\n")
+    ):
         return None
     lines = data[:-4].split(b"\r\n")
     request_line = lines[0]
@@ -84,28 +90,27 @@ def read_upgrade(data: bytes, limits: HttpLimits) -> UpgradeRequest | None:
     headers: list[tuple[bytes, bytes]] = []
     connection_upgrades = upgrades = 0
     for line in lines[1:]:
-        name, separator, value = line.partition(b": ")
-        if (
-            not separator
-            or not name
-            or not value
-            or name.translate(None, _NAME_BYTES)
-            or value.translate(None, _VALUE_BYTES)
-            or value[:1] == b" "
-            or value[-1:] == b" "
-        ):
+        name, _, value = line.partition(b": ")
+        # No ": " leaves `value` empty; a space next to it is more than one.
+        if not value or not name or value[0] == 32 or value[-1] == 32:
+            return None
+        if name.translate(None, _NAME_BYTES):
             return None
         name = name.lower()
-        if name in _DECLINED_HEADERS:
-            return None
-        if name == b"connection":
-            if b"upgrade" not in [token.strip() for token in value.lower().split(b",")]:
-                return None
-            connection_upgrades += 1
-        elif name == b"upgrade":
-            if value.lower() != b"websocket":
-                return None
-            upgrades += 1
+        if name in _SPECIAL_HEADERS:
+            if name == b"connection":
+                lowered = value.lower()
+                if lowered != b"upgrade" and b"upgrade" not in [
+                    token.strip() for token in lowered.split(b",")
+                ]:
+                    return None
+                connection_upgrades += 1
+            elif name == b"upgrade":
+                if value.lower() != b"websocket":
+                    return None
+                upgrades += 1
+            else:
+                return None  # a body header
         headers.append((name, value))
     if connection_upgrades != 1 or upgrades != 1:
         return None
