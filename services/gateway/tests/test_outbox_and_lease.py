@@ -162,6 +162,8 @@ async def test_a_refresh_keeps_the_subject_and_replaces_grant_and_timer() -> Non
     lease.start()
     answer = json.loads(lease.refresh("new"))
     assert answer["type"] == "refreshed"
+    # The verifier's own claims, not a copy: one Claims per token in the gateway.
+    assert lease.claims is verifier.claims
     assert lease.grant.allows("ops.db")
     assert not lease.grant.allows("billing")
     await asyncio.sleep(0.05)
