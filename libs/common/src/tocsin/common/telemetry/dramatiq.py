@@ -17,7 +17,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from tocsin.common.telemetry.propagation import TRACEPARENT, W3C_PROPAGATOR
+from tocsin.common.telemetry.propagation import (
+    TRACEPARENT,
+    TRACESTATE,
+    W3C_PROPAGATOR,
+    remote_context,
+)
 from tocsin.common.telemetry.setup import TRACER_NAME
 
 __all__ = ["TracingMiddleware"]
@@ -55,7 +60,12 @@ class TracingMiddleware(Middleware):
         if message.options.get("retries") and TRACEPARENT in message.options:
             return
         # A traceparent the sender put in the options is the parent; else the current span.
-        parent = W3C_PROPAGATOR.extract(message.options) if TRACEPARENT in message.options else None
+        options = message.options
+        parent = (
+            remote_context(options[TRACEPARENT], options.get(TRACESTATE))
+            if TRACEPARENT in options
+            else None
+        )
         span = self._tracer.start_span(
             f"send {message.queue_name}",
             context=parent,
@@ -75,7 +85,9 @@ class TracingMiddleware(Middleware):
             span.end()
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        parent = W3C_PROPAGATOR.extract(message.options)
+        options = message.options
+        # An empty context when the message carries none: never the current span.
+        parent = remote_context(options.get(TRACEPARENT, ""), options.get(TRACESTATE))
         span = self._tracer.start_span(
             f"process {message.queue_name}",
             context=parent,
