@@ -157,3 +157,66 @@ receivers:
     # Not one span per socket and none for the WebSocket's frames.
     gateway_spans = [s for s in spans if s.service == "tocsin-gateway"]
     assert not [s for s in gateway_spans if s.kind == SpanProto.SPAN_KIND_SERVER]
+
+
+def test_duplicate_that_publishes_nothing_is_counted_on_its_batch_span_not_a_span_of_its_own(
+    start_service, user_token, receiver: OtlpReceiver
+) -> None:
+    tracing = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+    # The first repeat publishes its `alert.updated`; later ones within the hour publish nothing.
+    start_service("processor", TOCSIN_UPDATE_EVENT_INTERVAL_SECONDS="3600", **tracing)
+    ingest = start_service("ingest", **tracing)
+    created, repeated, quiet = (f"6cf92f3577b34da6a3ce929d0e0e47{n:02x}" for n in range(3))
+    for producer_trace in (created, repeated, quiet):
+        response = httpx.post(
+            f"{ingest.url}/v1/alerts",
+            json={"name": "PostedThrice", "severity": "warning", "service": "db"},
+            headers={
+                "authorization": f"Bearer {user_token(scopes=('ingest',))}",
+                "traceparent": f"00-{producer_trace}-00f067aa0ba902b7-01",
+            },
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+
+    def processed(spans: list[ReceivedSpan], trace_id: str) -> list[ReceivedSpan]:
+        return [s for s in spans if s.trace_id == trace_id and s.service == "tocsin-processor"]
+
+    def batches(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [
+            s
+            for s in spans
+            if s.service == "tocsin-processor" and any(t == quiet for t, _ in s.links)
+        ]
+
+    def requested(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [s for s in spans if s.trace_id == quiet and s.service == "tocsin-ingest"]
+
+    spans = receiver.wait_for(
+        lambda spans: (
+            bool(processed(spans, created) and processed(spans, repeated))
+            and bool(batches(spans))
+            and len(requested(spans)) == 2
+        )
+    )
+    # The creation and the repeat that published an event keep their CONSUMER spans.
+    for producer_trace in (created, repeated):
+        [span] = processed(spans, producer_trace)
+        assert (span.name, span.kind) == ("process alerts", SpanProto.SPAN_KIND_CONSUMER)
+    # The quiet repeat: its request's spans, none in the processor of its own ...
+    assert not processed(spans, quiet)
+    [server] = [s for s in requested(spans) if s.kind == SpanProto.SPAN_KIND_SERVER]
+    [sent] = [s for s in requested(spans) if s.kind == SpanProto.SPAN_KIND_PRODUCER]
+    assert sent.name == "send alerts"
+    assert sent.parent_span_id == server.span_id
+    # ... and its batch's span counts it and links to the message's send span.
+    [batch] = batches(spans)
+    assert (batch.name, batch.kind) == ("process alerts", SpanProto.SPAN_KIND_CONSUMER)
+    assert (quiet, sent.span_id) in batch.links
+    assert batch.attributes["tocsin.unchanged.duplicate"] == 1
+    assert batch.attributes["messaging.batch.message_count"] == 1
+    assert batch.trace_id not in (created, repeated, quiet)
