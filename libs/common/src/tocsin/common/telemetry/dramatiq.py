@@ -33,6 +33,9 @@ from tocsin.common.telemetry.setup import TRACER_NAME
 
 __all__ = ["TracingMiddleware"]
 
+# A folded message: (queue, message id, the context it came with, when it began, outcomes).
+_Folded = tuple[str, str, Context, int, Mapping[str, int]]
+
 
 def _messaging_attributes(
     message: dramatiq.Message[Any] | MessageProxy, operation: str
@@ -127,9 +130,7 @@ class TracingMiddleware(Middleware):
         span, token, parent, started = entry
         if outcomes is not None and exception is None:
             otel_context.detach(token)  # type: ignore[arg-type]
-            folded: list[tuple[str, str, Context, int, Mapping[str, int]]] = getattr(
-                self._batches, "folded", []
-            )
+            folded: list[_Folded] = getattr(self._batches, "folded", [])
             folded.append((message.queue_name, message.message_id, parent, started, outcomes))
             self._batches.folded = folded
             return
@@ -161,9 +162,7 @@ class TracingMiddleware(Middleware):
         `messaging.batch.message_count`, a `tocsin.unchanged.{outcome}` count per
         outcome, and a link to each message's incoming context carrying its id.
         """
-        folded: list[tuple[str, str, Context, int, Mapping[str, int]]] | None = getattr(
-            self._batches, "folded", None
-        )
+        folded: list[_Folded] | None = getattr(self._batches, "folded", None)
         if not folded:
             return
         self._batches.folded = []
