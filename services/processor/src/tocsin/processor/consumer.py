@@ -29,7 +29,7 @@ from tocsin.common.queue import Delivery
 from tocsin.processor.lifecycle import Outcome
 from tocsin.processor.processing import AlertProcessor
 
-__all__ = ["AlertBatches", "unchanged"]
+__all__ = ["AlertBatches"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class AlertBatches:
                 [(deliveries[at].message.args[0], deliveries[at].traceparent) for at in run]
             )
             for at, done in zip(run, outcomes, strict=True):
-                deliveries[at].unchanged = unchanged(done)
+                deliveries[at].unchanged = _unchanged(done)
         except Exception as exc:
             if len(run) == 1:
                 errors[run[0]] = exc
@@ -76,10 +76,10 @@ class AlertBatches:
         try:
             if message.actor_name == PROCESS_ALERTS_ACTOR:
                 outcomes = self._processor.process_alerts(message.args[0], delivery.traceparent)
-                delivery.unchanged = unchanged(outcomes)
+                delivery.unchanged = _unchanged(outcomes)
             elif message.actor_name == APPLY_ACTION_ACTOR:
                 outcome = self._processor.apply_action(message.args[0], delivery.traceparent)
-                delivery.unchanged = unchanged([outcome])
+                delivery.unchanged = _unchanged([outcome])
             else:
                 raise LookupError(f"no actor {message.actor_name!r} on the alerts queue")
         except Exception as exc:
@@ -87,7 +87,7 @@ class AlertBatches:
         return None
 
 
-def unchanged(outcomes: Sequence[Outcome]) -> Mapping[str, int] | None:
+def _unchanged(outcomes: Sequence[Outcome]) -> Mapping[str, int] | None:
     """A message's outcomes counted by kind when none published an event or queued a
     notification (nothing later carries its trace), else None."""
     if any(outcome.published or outcome.notified for outcome in outcomes):
