@@ -24,13 +24,20 @@ or got twice. Phases, each printing its figures beside what the sizing guide
    gateway is restarted on its port, as Kubernetes restarts a pod, and sockets that
    find the survivors full (HTTP 503) wait its Retry-After, back off and try again.
 
+Every phase prints the CPU of each gateway, of the load workers and of Redis (the
+clients share the cores with the gateways), and the pings the clients answered, by how
+long each sat unread in the client's own loop (a timer in each worker bounds it); a
+`4002 heartbeat_timeout` close is counted by how promptly its client had answered the
+ping it is about: late answers are the clients' starved loops, prompt ones the gateway
+reading pongs late.
+
 Parameters (environment): BENCH_SCALE_SOCKETS (99,000: five gateways of 19,800
 sockets, the most the descriptor bound leaves), BENCH_SCALE_GATEWAYS (5),
 BENCH_SCALE_WORKERS (0: one per 12,500 sockets), BENCH_SCALE_IN_FLIGHT (200),
 BENCH_SCALE_IDLE_SECONDS (60), BENCH_SCALE_HEARTBEAT (25, the gateway's ping
-interval), BENCH_SCALE_BROADCAST_RATE (1) and _SECONDS (10), BENCH_SCALE_TEAMS
-(100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS (10), BENCH_SCALE_STORM_SECONDS
-(20) and _RATE (20 msg/s on the team channels while the storm runs),
+interval) and _TIMEOUT (10, its pong timeout), BENCH_SCALE_BROADCAST_RATE (1) and
+_SECONDS (10), BENCH_SCALE_TEAMS (100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS
+(10), BENCH_SCALE_STORM_SECONDS (20) and _RATE (20 msg/s on the team channels while the storm runs),
 BENCH_SCALE_CAPACITY (19,800 sockets admitted per gateway; lower it to try the
 full-survivors storm at a small size), BENCH_SCALE_VICTIM (0: sockets spread evenly;
 N: the first N on the gateway the storm kills, the rest on the others),
@@ -62,7 +69,7 @@ import redis
 from tests.hostile import TEXT, client_frame, upgrade_request
 from tests.load import capacity
 from tests.load.harness import SocketClient, run_load, service
-from tests.load.scale_metrics import Histogram, Tally, percentile
+from tests.load.scale_metrics import Histogram, PongLedger, Tally, percentile, read_delay_bound
 from tocsin.client import Backoff
 from tocsin.client._stream import _retry_after as _sdk_retry_after
 from tocsin.client.devserver import RedisServer
@@ -86,6 +93,7 @@ class Params:
     in_flight: int = int(_env("IN_FLIGHT", 200))
     idle_seconds: float = _env("IDLE_SECONDS", 60)
     heartbeat: float = _env("HEARTBEAT", 25)
+    heartbeat_timeout: float = _env("HEARTBEAT_TIMEOUT", 10)
     broadcast_rate: float = _env("BROADCAST_RATE", 1)
     broadcast_seconds: float = _env("BROADCAST_SECONDS", 10)
     teams: int = int(_env("TEAMS", 100))
@@ -126,6 +134,27 @@ def team_of(index: int, teams: int) -> str:
 EVENT_PREFIX = b'{"type":"event","channel":"'
 OFFSET_AFTER_CHANNEL = len('","offset":')
 PONG = bytes([0x8A, 0x80]) + b"\0\0\0\0"  # an empty pong, masked with a zero mask
+HEARTBEAT_TIMEOUT = 4002
+# The period of a worker's loop watch: a ping's time unread is known to about twice this.
+WATCH_PERIOD = 0.05
+PROMPT_ANSWER = 1.0  # seconds: a ping read within this was answered promptly
+
+
+class LoopWatch:
+    """A timer in a worker's loop, so that a frame's time unread can be bounded
+    (`read_delay_bound`): a starved loop runs the timer late, and reads late too."""
+
+    def __init__(self) -> None:
+        self.before_last = self.last = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._loop.call_later(WATCH_PERIOD, self._tick)
+
+    def _tick(self) -> None:
+        self.before_last, self.last = self.last, time.monotonic()
+        self._loop.call_later(WATCH_PERIOD, self._tick)
+
+    def read_delay(self) -> float:
+        return read_delay_bound(time.monotonic(), self.before_last)
 
 
 def _retry_after(head: bytes) -> float:
@@ -188,6 +217,8 @@ class Connection(SocketClient):
     _upgraded: bool = False
     _pending: int = 2
     close_code: int = 0
+    # How long, at most, the last ping sat unread in this client's loop (None: no ping yet).
+    ping_delay: float | None = None
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -230,6 +261,9 @@ class Connection(SocketClient):
             elif opcode == 9:
                 assert self._transport is not None
                 self._transport.write(PONG)
+                assert self.fleet is not None
+                self.ping_delay = self.fleet.watch.read_delay()
+                self.fleet.pongs.ping(self.ping_delay)
             elif opcode == 8:
                 if length >= 2:
                     self.close_code = int.from_bytes(buffer[position + 2 : position + 4], "big")
@@ -307,6 +341,8 @@ class Connection(SocketClient):
         subscriber.live = False
         subscriber.steady = False
         fleet.closes[self.close_code or 1006] += 1
+        if self.close_code == HEARTBEAT_TIMEOUT:
+            fleet.pongs.heartbeat_close(self.ping_delay)
         if fleet.running and not 4400 <= self.close_code <= 4499:
             fleet.reconnect(subscriber)
 
@@ -314,9 +350,12 @@ class Connection(SocketClient):
 class Fleet:
     """A worker's sockets and what they counted."""
 
-    def __init__(self, source: str | None, sample_every: int) -> None:
+    def __init__(self, source: str | None, sample_every: int, pong_timeout: float) -> None:
         self.source = source
         self.sample_every = sample_every
+        self.pong_timeout = pong_timeout
+        self.watch = LoopWatch()
+        self.pongs = PongLedger(PROMPT_ANSWER, pong_timeout)
         self.subscribers: list[Subscriber] = []
         self.tally = Tally()
         self.steady = Histogram()
@@ -444,6 +483,7 @@ class Fleet:
             "errors": dict(self.errors),
             "closes": {str(k): v for k, v in self.closes.items()},
             "failed_attempts": dict(self.failed_attempts),
+            "pongs": self.pongs.to_json(),
         }
         self.reset()
         return figures
@@ -459,6 +499,7 @@ class Fleet:
         self.closes.clear()
         self.failed_attempts.clear()
         self.connect_failures = 0
+        self.pongs = PongLedger(PROMPT_ANSWER, self.pong_timeout)
         for subscriber in self.subscribers:
             subscriber.steady = subscriber.live
 
@@ -469,12 +510,12 @@ class Fleet:
                 subscriber.connection._close()
 
 
-async def worker(source: str | None, sample_every: int) -> None:
+async def worker(source: str | None, sample_every: int, pong_timeout: float) -> None:
     """A load worker: reads one JSON command per line on stdin, answers one line on stdout."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    fleet = Fleet(source, sample_every)
+    fleet = Fleet(source, sample_every, pong_timeout)
     while line := await reader.readline():
         command = json.loads(line)
         op = command["op"]
@@ -598,6 +639,7 @@ class Run:
                 port=port,
                 TOCSIN_MAX_CONNECTIONS=str(self.p.capacity),
                 TOCSIN_HEARTBEAT_INTERVAL=str(self.p.heartbeat),
+                TOCSIN_HEARTBEAT_TIMEOUT=str(self.p.heartbeat_timeout),
                 TOCSIN_DRAIN_WINDOW="0",
                 TOCSIN_CLOSE_TIMEOUT="1",
             )
@@ -617,6 +659,7 @@ class Run:
                 "worker",
                 source,
                 str(self.p.sample_every),
+                str(self.p.heartbeat_timeout),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=2**26,
@@ -685,7 +728,9 @@ class Run:
         figures = {f"gateway-{i}": _cpu(g.pid) for i, g in enumerate(self.gateways)}
         if self.redis_server.pid is not None:
             figures["redis"] = _cpu(self.redis_server.pid)
-        figures["load"] = sum(_cpu(w.process.pid) for w in self.workers)
+        for i, w in enumerate(self.workers):
+            figures[f"load-{i}"] = _cpu(w.process.pid)
+        figures["load"] = sum(figures[f"load-{i}"] for i in range(len(self.workers)))
         return figures
 
     def history_reads(self) -> dict[str, int]:
@@ -771,6 +816,7 @@ class Run:
             f"p99 {percentile(handshakes, 0.99) * 1000:.1f} ms"
         )
         print(f"   Redis reads during connect: {read_delta}; Redis CPU {redis_cpu:.2f} s")
+        _cpu_line(before, after, elapsed)
         _compare(
             "gateway CPU per connect, us",
             gateway_cpu / max(connected, 1) * 1e6,
@@ -798,16 +844,12 @@ class Run:
         ]
         sockets = p.sockets - sum(f["down"] for f in figures)
         print(f"\n2. Idle {elapsed:.0f} s, heartbeats every {p.heartbeat:g} s")
-        print(
-            "   gateway CPU, % of a core: "
-            + " ".join(f"{c * 100:.1f}" for c in per_gateway)
-            + f"; Redis {(after['redis'] - before['redis']) / elapsed * 100:.1f}; "
-            f"load workers {(after['load'] - before['load']) / elapsed * 100:.1f}"
-        )
+        _cpu_line(before, after, elapsed)
         print(
             f"   sockets still subscribed {sockets:,}; closes "
             f"{_merge(f['closes'] for f in figures)}"
         )
+        _pong_line(figures, p.heartbeat_timeout)
         load = capacity.Load(sockets=sockets, alerts_per_second=0, subscribers_per_event=0)
         _compare(
             "all gateways at idle, % of a core",
@@ -878,7 +920,8 @@ class Run:
             f"{steady.percentile(0.5) * 1000:.1f} ms, p99 {steady.percentile(0.99) * 1000:.1f} ms, "
             f"max {steady.maximum * 1000:.1f} ms"
         )
-        print(f"   load workers {(after['load'] - before['load']) / elapsed * 100:.0f} % of a core")
+        _cpu_line(before, after, elapsed)
+        _pong_line(figures, p.heartbeat_timeout)
         gateways = len(self.gateways)
         _compare(
             "gateways, % of a core", gateway_cpu * 100, capacity.gateway_cpu(load, gateways) * 100
@@ -987,6 +1030,8 @@ class Run:
             f"   Redis during the storm ({caught_up:.1f} s): CPU "
             f"{after['redis'] - before['redis']:.2f} s; commands {read_delta}"
         )
+        _cpu_line(before, after, caught_up)
+        _pong_line(figures, p.heartbeat_timeout)
         # The survivors' CPU from the kill until every socket was back.
         gateway_cpu = sum(
             after[f"gateway-{i}"] - before[f"gateway-{i}"] for i in range(1, len(self.gateways))
@@ -1008,6 +1053,44 @@ def traffic_load(sockets: int, broadcast: float, targeted: float, teams: int) ->
     reach = (broadcast * sockets + targeted * sockets / teams) / rate if rate else 0.0
     return capacity.Load(
         sockets=sockets, alerts_per_second=rate, subscribers_per_event=reach, channels_per_alert=1
+    )
+
+
+def _cpu_line(before: dict[str, float], after: dict[str, float], elapsed: float) -> None:
+    """Each process's CPU over a phase: the gateways, the load workers and Redis share
+    the same cores, so a saturated phase shows who had them."""
+
+    def share(key: str) -> float:
+        return (after.get(key, 0.0) - before.get(key, 0.0)) / elapsed * 100
+
+    gateways = sorted(k for k in after if k.startswith("gateway"))
+    workers = [share(k) for k in after if k.startswith("load-")]
+    print(
+        f"   CPU over {elapsed:.1f} s, % of a core: gateways "
+        + " ".join(f"{share(k):.0f}" for k in gateways)
+        + f" (together {sum(share(k) for k in gateways):.0f}); load workers "
+        f"{sum(workers):.0f} (busiest {max(workers, default=0.0):.0f}); "
+        f"Redis {share('redis'):.0f}"
+    )
+
+
+def _pong_line(figures: list[dict[str, Any]], timeout: float) -> None:
+    """The pings the clients answered, by their own delay, and whom each heartbeat
+    close is on."""
+    ledger = PongLedger(PROMPT_ANSWER, timeout)
+    for f in figures:
+        ledger.merge(PongLedger.from_json(f["pongs"], PROMPT_ANSWER, timeout))
+    answered = ledger.answered
+    print(
+        f"   pings answered {answered.total:,} (unread in the client's loop at most: "
+        f"p50 {answered.percentile(0.5) * 1000:.0f} ms, p99 "
+        f"{answered.percentile(0.99) * 1000:.0f} ms, max {answered.maximum:.2f} s): "
+        f"{ledger.answers}"
+    )
+    print(
+        f"   heartbeat closes by the client's answer to their ping (within {PROMPT_ANSWER:g} s: "
+        f"the gateway read the pong late; after {timeout:g} s: the client's loop starved): "
+        f"{ledger.closes or 'none'}"
     )
 
 
@@ -1042,7 +1125,7 @@ def _role(argv: list[str]) -> Callable[[], None]:
         def start() -> None:
             import uvloop
 
-            uvloop.run(worker(argv[1] or None, int(argv[2])))
+            uvloop.run(worker(argv[1] or None, int(argv[2]), float(argv[3])))
 
         return start
     if argv[0] == "publish":
