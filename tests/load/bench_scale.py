@@ -42,6 +42,7 @@ BENCH_SCALE_CAPACITY (19,800 sockets admitted per gateway; lower it to try the
 full-survivors storm at a small size), BENCH_SCALE_VICTIM (0: sockets spread evenly;
 N: the first N on the gateway the storm kills, the rest on the others),
 BENCH_SCALE_SOURCES (8 loopback source addresses; 1: no bind),
+BENCH_SCALE_ADMISSION_LAG (the gateways' TOCSIN_ADMISSION_LAG; unset: their default),
 BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
 `BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
 """
@@ -58,6 +59,8 @@ import resource
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -106,6 +109,8 @@ class Params:
     # Sockets a gateway admits: its descriptors less 200 for Redis connections and refusals.
     capacity: int = int(_env("CAPACITY", FD_LIMIT - 200))
     victim: int = int(_env("VICTIM", 0))
+    # The gateways' TOCSIN_ADMISSION_LAG (empty: the gateway's default).
+    admission_lag: str = os.environ.get("BENCH_SCALE_ADMISSION_LAG", "")
 
     @property
     def worker_count(self) -> int:
@@ -631,12 +636,14 @@ class Run:
     # -- parts --------------------------------------------------------------------
 
     def start_gateway(self, port: int | None = None) -> Gateway:
+        admission = {"TOCSIN_ADMISSION_LAG": self.p.admission_lag} if self.p.admission_lag else {}
         url, pid = self.stack.enter_context(
             service(
                 "gateway",
                 self.redis_server.url,
                 secret=SECRET,
                 port=port,
+                **admission,
                 TOCSIN_MAX_CONNECTIONS=str(self.p.capacity),
                 TOCSIN_HEARTBEAT_INTERVAL=str(self.p.heartbeat),
                 TOCSIN_HEARTBEAT_TIMEOUT=str(self.p.heartbeat_timeout),
@@ -736,6 +743,23 @@ class Run:
         machine = psutil.cpu_times()
         figures["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
         return figures
+
+    def gateway_counts(self) -> Counter[str]:
+        """What the live gateways counted of a storm's defences, summed: sockets refused
+        by limit, pongs judged on time only in the look after their deadline, and
+        heartbeat closes."""
+        counts: Counter[str] = Counter()
+        for gateway in self.gateways:
+            if not gateway.alive:
+                continue
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                url = f"http://127.0.0.1:{gateway.port}/metrics"
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    for line in answer.read().decode().splitlines():
+                        for prefix, name in _GATEWAY_COUNTS:
+                            if line.startswith(prefix):
+                                counts[name] += int(float(line.rpartition(" ")[2]))
+        return counts
 
     def history_reads(self) -> dict[str, int]:
         stats: dict[str, Any] = self.redis.info("commandstats")
@@ -1007,6 +1031,7 @@ class Run:
         await asyncio.sleep(2.0)
         await self.ask_all("reset")
         held = sum(await self.ask_all("held_by", port=victim.port))
+        counted = self.gateway_counts()
         before = self.cpu()
         reads = self.history_reads()
         started = time.perf_counter()
@@ -1072,6 +1097,9 @@ class Run:
         )
         _cpu_line(before, after, caught_up)
         _pong_line(figures, p.heartbeat_timeout)
+        counts = self.gateway_counts()
+        counts.subtract(counted)
+        print(f"   the gateways counted: {dict(+counts) or 'nothing'}")
         # The survivors' CPU from the kill until every socket was back.
         gateway_cpu = sum(
             after[f"gateway-{i}"] - before[f"gateway-{i}"] for i in range(1, len(self.gateways))
@@ -1133,6 +1161,15 @@ def _pong_line(figures: list[dict[str, Any]], timeout: float) -> None:
         f"the gateway read the pong late; after {timeout:g} s: the client's loop starved): "
         f"{ledger.closes or 'none'}"
     )
+
+
+# The gateway metrics a storm is judged by (`Run.gateway_counts`), by line prefix.
+_GATEWAY_COUNTS = (
+    ('tocsin_ws_limit_breaches_total{limit="loop_lag"}', "refused while the loop lagged"),
+    ('tocsin_ws_limit_breaches_total{limit="connections"}', "refused while full"),
+    ("tocsin_ws_late_pongs_read_total", "pongs on time only in the look after the deadline"),
+    ('tocsin_ws_disconnects_total{code="heartbeat_timeout"}', "heartbeat closes"),
+)
 
 
 def _seconds(waited: float | None) -> str:
