@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 import websockets
-from tests.support import descendants, process_alive
+from tests.support import descendants, metric, process_alive, wait_until
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
@@ -162,7 +162,9 @@ def test_tocsin_dev_send_and_watch_then_sigterm_leaves_no_process(tmp_path: Path
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        time.sleep(1.0)  # let the watcher subscribe; a late subscriber would miss the live event
+        # A late subscriber would miss the live event: send once the watcher has subscribed.
+        gateway = f"http://127.0.0.1:{state['ports']['gateway']}"
+        wait_until(lambda: metric(gateway, "tocsin_ws_subscriptions") >= 1, 30, "the watcher")
         send = subprocess.run(
             [*tocsin, "send", "--name", "CpuHot", "--severity", "error", "--label", "host=web-1"],
             env=env, capture_output=True, timeout=30,
