@@ -220,10 +220,13 @@ class SilentListener:
 
     def close(self) -> None:
         self.closed.set()
-        self.server.close()
+        # Shut down, not only closed: a thread blocked in `accept` or `recv` keeps its socket
+        # open, and the notifier's sends would wait out their timeout (8 s) at its stop.
         with self.lock:
-            for connection in self.connections:
-                connection.close()
+            for sock in (self.server, *self.connections):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 def test_a_hanging_receiver_holds_no_worker_thread_and_does_not_delay_a_healthy_one(
