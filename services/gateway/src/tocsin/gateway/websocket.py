@@ -126,6 +126,8 @@ _ABORT_DUE = 2
 # The pong's deadline passed: it is judged after the loop has polled its sockets (and
 # parsed what it read) once more, by when it was readable, not when the loop got to it.
 _PONG_LAST_LOOK = 3
+# Every heartbeat ping is the same bytes: built once.
+_PING_FRAME = frame(PING)
 
 
 class LoopLag:
@@ -197,7 +199,11 @@ class TurnShare:
 
     def spend(self, units: int) -> None:
         self.left -= units
-        self._schedule()
+        # The share is renewed in the turn after it ran half down, not after every
+        # turn: a turn still does at most `per_turn` (only a turn's end renews it),
+        # and the idle gateway's pongs, a few per turn, schedule no renewal per turn.
+        if self.left <= self.per_turn >> 1:
+            self._schedule()
 
     def wait(self, resume: Callable[[], None]) -> None:
         """Call `resume` in a later turn, in line."""
@@ -678,7 +684,7 @@ class SocketProtocol(asyncio.Protocol):
     def _send_ping(self) -> None:
         if self.close_sent:
             return
-        self._write_now(frame(PING))
+        self._write_now(_PING_FRAME)
         self._lag_mark = self.lag.mark()
         self._due = _PONG_DUE
         self.deadlines.after(self, self._timings.pong_timeout)
