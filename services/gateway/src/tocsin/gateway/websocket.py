@@ -267,6 +267,10 @@ class SocketState(enum.Enum):
     CLOSED = "closed"
     """Closed after it was accepted; the application has been told."""
 
+    # Members are singletons: hashed by identity, every read's `state in _UNACCEPTED`
+    # skips `Enum.__hash__` (a Python call per read).
+    __hash__ = object.__hash__
+
 
 _UNACCEPTED = frozenset({SocketState.CONNECTING, SocketState.REFUSED, SocketState.ABORTED})
 _TOLD = frozenset({SocketState.ABORTED, SocketState.CLOSED})
