@@ -931,7 +931,7 @@ class Run:
             f"   sockets still subscribed {sockets:,}; closes "
             f"{_merge(f['closes'] for f in figures)}"
         )
-        _pong_line(figures, p.heartbeat_timeout)
+        answered = _pong_line(figures, p.heartbeat_timeout)
         load = capacity.Load(sockets=sockets, alerts_per_second=0, subscribers_per_event=0)
         _compare(
             "all gateways at idle, % of a core",
@@ -946,9 +946,10 @@ class Run:
         self.measured["gateway_idle_per_1000_sockets"] = (
             (sum(per_gateway) - base) / max(sockets, 1) * 1000
         )
-        # A socket's ping cycle is the interval plus the pong's round trip (the next
-        # ping is counted from the pong): the heartbeat's cost per cycle, base taken out.
-        cycles = sockets / p.heartbeat
+        # A socket's ping cycle is the interval plus the pong's round trip and the wheel's
+        # rounding (the next ping is counted from the pong): cycles are the pings the
+        # clients answered, and the heartbeat's cost per cycle has the base taken out.
+        cycles = answered / elapsed
         self.measured["gateway_ping_cycle_us"] = (sum(per_gateway) - base) / max(cycles, 1) * 1e6
         print(
             f"   gateway CPU per ping cycle (base {base * 100:.2f} % of a core taken out): "
@@ -1177,9 +1178,9 @@ def _cpu_line(before: dict[str, float], after: dict[str, float], elapsed: float)
     )
 
 
-def _pong_line(figures: list[dict[str, Any]], timeout: float) -> None:
+def _pong_line(figures: list[dict[str, Any]], timeout: float) -> int:
     """The pings the clients answered, by their own delay, and whom each heartbeat
-    close is on."""
+    close is on; returns how many they answered."""
     ledger = PongLedger(PROMPT_ANSWER, timeout)
     for f in figures:
         ledger.merge(PongLedger.from_json(f["pongs"], PROMPT_ANSWER, timeout))
@@ -1195,6 +1196,7 @@ def _pong_line(figures: list[dict[str, Any]], timeout: float) -> None:
         f"the gateway read the pong late; after {timeout:g} s: the client's loop starved): "
         f"{ledger.closes or 'none'}"
     )
+    return answered.total
 
 
 # The gateway metrics a storm is judged by (`Run.gateway_counts`), by line prefix.
