@@ -95,9 +95,7 @@ _READS = st.one_of(
             bytes((0x89, 0x80)) + b"\x00" * 4,
         ]
     ),
-    st.builds(
-        lambda body: hostile.client_frame(TEXT, body, final=False), st.binary(max_size=20)
-    ),
+    st.builds(lambda body: hostile.client_frame(TEXT, body, final=False), st.binary(max_size=20)),
     st.builds(lambda body: hostile.client_frame(CONTINUATION, body), st.binary(max_size=20)),
     st.binary(min_size=1, max_size=7),
 )
