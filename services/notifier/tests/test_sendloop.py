@@ -120,15 +120,11 @@ def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def go_ahead() -> None:
-    """A claim that is always granted."""
-
-
 def send(loop: SendLoop, receiver: str, url: str, deadline: float = 5.0) -> Future[Outcome]:
     """Hand one POST to `loop`; the future gets the outcome its settle callback saw."""
     settled: Future[Outcome] = Future()
     outbound = HttpPosts([HttpPost(url, b"{}", {"content-type": "application/json"})], deadline)
-    loop.submit(receiver, "webhook", outbound, deadline, go_ahead, settled.set_result)
+    loop.submit(receiver, "webhook", outbound, deadline, settled.set_result)
     return settled
 
 
@@ -199,7 +195,7 @@ def test_a_4xx_is_permanent_and_drain_waits_for_every_settle(
         time.sleep(0.3)  # a settle's Redis writes
         settled.append(outcome)
 
-    loop.submit("refusing", "webhook", outbound, 2.0, go_ahead, slow_settle)
+    loop.submit("refusing", "webhook", outbound, 2.0, slow_settle)
     assert loop.drain(timeout=5.0)
     [outcome] = settled
     assert isinstance(outcome, PermanentDeliveryError)
@@ -223,34 +219,10 @@ def test_an_smtp_server_that_never_greets_ends_at_the_send_deadline(
         timeout=30.0,  # aiosmtplib's own per-operation timeout, longer than the deadline
     )
     settled: Future[Outcome] = Future()
-    loop.submit("mail", "email", outbound, 1.0, go_ahead, settled.set_result)
+    loop.submit("mail", "email", outbound, 1.0, settled.set_result)
     outcome = settled.result(timeout=5.0)
     assert isinstance(outcome, TemporaryDeliveryError)
     assert "no answer within 1s" in str(outcome)
-
-
-def test_a_refused_claim_ends_the_send_untried_and_a_claim_waits_for_a_slot(
-    loop: SendLoop, servers: Callable[[Answer], RawServer]
-) -> None:
-    hanging, healthy = servers(hang), servers(answer(200))
-    claims: list[str] = []
-
-    def refuse() -> BaseException | None:
-        claims.append("refused")
-        return LookupError("sent already")
-
-    outbound = HttpPosts([HttpPost(healthy.url, b"{}", {})], 2.0)
-    refused: Future[Outcome] = Future()
-    loop.submit("healthy", "webhook", outbound, 2.0, refuse, refused.set_result)
-    assert isinstance(refused.result(timeout=5.0), LookupError)
-    assert healthy.accepted == 0
-    # With both slots of the hanging receiver taken, a third send takes no claim.
-    stuck = [send(loop, "hanging", hanging.url, deadline=3.0) for _ in range(2)]
-    waiting: Future[Outcome] = Future()
-    loop.submit("hanging", "webhook", outbound, 2.0, refuse, waiting.set_result)
-    assert isinstance(waiting.result(timeout=5.0), ReceiverBusyError)
-    assert claims == ["refused"]
-    assert all(isinstance(f.result(timeout=5.0), TemporaryDeliveryError) for f in stuck)
 
 
 def slow(seconds: float) -> Answer:
