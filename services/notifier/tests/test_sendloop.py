@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
@@ -10,11 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpcore
+import httpx
 import pytest
 
 from tocsin.notifier.receivers import PermanentDeliveryError, TemporaryDeliveryError
-from tocsin.notifier.receivers._http import HttpPost, HttpPosts
+from tocsin.notifier.receivers._http import HttpPost, HttpPosts, post
 from tocsin.notifier.receivers.email import SmtpSend
 from tocsin.notifier.sendloop import Outcome, ReceiverBusyError, SendLoop
 
@@ -264,3 +268,66 @@ def test_a_worker_does_not_wait_for_room_at_a_receiver_that_hangs(
     # Once its waiters were put back (the slot wait, 0.3 s), it has room again.
     eventually(lambda: sum(future.done() for future in stuck) == 2)
     assert loop.wait_for_room("hanging", timeout=60.0)
+
+
+Request = tuple[str, dict[str, str], bytes]  # request line, headers (lower-case names), body
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[tuple[str, list[Request]]]:
+    """An HTTP/1.1 server that keeps each request it gets and answers 200: its port, and
+    the requests."""
+    requests: list[Request] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            requests.append((self.requestline, headers, body))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield str(server.server_address[1]), requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_post_puts_on_the_wire_what_httpx_would_for_the_same_url_headers_and_body() -> None:
+    # The receivers' POSTs skip httpx's client for httpcore's pool: the request a
+    # receiver sees must stay what httpx sent (target, Host, credentials, headers, body).
+    body = '{"text": "disk full ✓"}'.encode()
+    headers = {"content-type": "application/json", "x-tocsin-notification-id": "n1"}
+
+    def url(port: str) -> str:
+        return f"http://user:p%40ss@127.0.0.1:{port}/hook/a b?q=ü"
+
+    with recording() as (port, mine), recording() as (port_ref, theirs):
+
+        async def both() -> None:
+            async with httpcore.AsyncConnectionPool() as pool:
+                await post(pool, url(port), body, headers, 5.0)
+            async with httpx.AsyncClient() as client:
+                await client.post(
+                    url(port_ref), content=body, headers={**headers, "accept-encoding": "identity"}
+                )
+
+        asyncio.run(both())
+    (line, sent, payload), (line_ref, sent_ref, payload_ref) = mine[0], theirs[0]
+    assert line == line_ref == "POST /hook/a%20b?q=%C3%BC HTTP/1.1"
+    assert payload == payload_ref == body
+    assert sent.pop("host") == f"127.0.0.1:{port}"
+    assert sent_ref.pop("host") == f"127.0.0.1:{port_ref}"
+    assert sent_ref.pop("user-agent").startswith("python-httpx/")
+    assert sent.pop("user-agent") == "tocsin-notifier"
+    assert sent == sent_ref
+    assert sent["authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
+import httpcore
 import httpx
 
 from tocsin.common.errors import RemoteError
@@ -56,6 +57,8 @@ _SETTLE_THREADS = 2
 # whose room freed no place for this long is stalled (hanging), and waiting on it would
 # delay other receivers' sends on that worker.
 _STALL_SECONDS = 0.25
+# An idle connection to a receiver is closed after this long (httpx's default).
+_KEEPALIVE_SECONDS = 5.0
 
 
 class ReceiverBusyError(RemoteError):
@@ -74,10 +77,11 @@ class _Gate:
         self.room_waiters = 0
         self.freed_at = 0.0
         # Its own pool, as big as its slots: a receiver that hangs fills only its own.
-        self.http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            follow_redirects=False,
-            verify=tls,
+        self.http = httpcore.AsyncConnectionPool(
+            ssl_context=tls,
+            max_connections=concurrency,
+            max_keepalive_connections=concurrency,
+            keepalive_expiry=_KEEPALIVE_SECONDS,
         )
 
 
