@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.load import capacity
-from tests.load.scale_metrics import Histogram, Tally, percentile
+from tests.load.scale_metrics import (
+    LATE,
+    PROMPT,
+    SLOW,
+    Histogram,
+    PongLedger,
+    Tally,
+    percentile,
+    read_delay_bound,
+)
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "capacity.md"
 _COST_ROW = re.compile(r"^\|\s*`(\w+)`\s*\|\s*([0-9][0-9,.]*)\s*\|", re.MULTILINE)
@@ -112,3 +121,34 @@ def test_a_resume_announced_past_the_socket_or_unrecovered_counts_what_was_skipp
     assert (tally.lost, tally.resets) == (5, 1)
     assert tally.resubscribed(25, 3, first=False, recovered=False) == 3  # a new epoch
     assert (tally.lost, tally.resets) == (5, 2)
+
+
+def test_a_heartbeat_close_is_blamed_on_whoever_held_the_last_ping() -> None:
+    ledger = PongLedger(prompt=1.0, timeout=10.0)
+    for delay in (0.01, 0.5, 3.0, 12.0):
+        ledger.ping(delay)
+    ledger.heartbeat_close(0.02)  # answered at once: the gateway read the pong late
+    ledger.heartbeat_close(4.0)
+    ledger.heartbeat_close(11.0)  # the client's own loop held the ping past the timeout
+    ledger.heartbeat_close(None)
+    assert ledger.answers == {PROMPT: 2, SLOW: 1, LATE: 1}
+    assert ledger.closes == {PROMPT: 1, SLOW: 1, LATE: 1, "no ping read": 1}
+
+
+def test_pong_ledgers_merge_and_survive_json() -> None:
+    one, two = PongLedger(), PongLedger()
+    one.ping(0.1)
+    one.heartbeat_close(20.0)
+    two.ping(30.0)
+    two.heartbeat_close(0.1)
+    one.merge(PongLedger.from_json(two.to_json(), two.prompt, two.timeout))
+    assert one.answers == {PROMPT: 1, LATE: 1}
+    assert one.closes == {PROMPT: 1, LATE: 1}
+    assert one.answered.total == 2
+
+
+def test_a_frame_read_after_a_stall_is_bounded_by_the_sample_before_the_stall() -> None:
+    # Samples ran at 10.00 and, after a 3 s stall, 13.05; the ping read at 13.06 may
+    # have waited since just after 10.00.
+    assert read_delay_bound(13.06, 10.0) == pytest.approx(3.06)
+    assert read_delay_bound(9.0, 10.0) == 0.0

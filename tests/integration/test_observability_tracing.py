@@ -43,8 +43,8 @@ async def _deliver_one_alert(ws_url: str, token: str, post: Callable[[], None]) 
 
 def _one_trace(
     spans: list[ReceivedSpan], trace_id: str
-) -> tuple[ReceivedSpan, ReceivedSpan, ReceivedSpan, ReceivedSpan] | None:
-    """(ingest SERVER, processor CONSUMER, gateway CONSUMER, gateway fan-out) of one trace."""
+) -> tuple[ReceivedSpan, ReceivedSpan, ReceivedSpan] | None:
+    """(ingest SERVER, processor CONSUMER, gateway CONSUMER) of one trace."""
     mine = [span for span in spans if span.trace_id == trace_id]
 
     def first(service: str, kind: int, prefix: str) -> ReceivedSpan | None:
@@ -54,16 +54,15 @@ def _one_trace(
     server = first("tocsin-ingest", SpanProto.SPAN_KIND_SERVER, "POST")
     processed = first("tocsin-processor", SpanProto.SPAN_KIND_CONSUMER, "process alerts")
     delivered = first("tocsin-gateway", SpanProto.SPAN_KIND_CONSUMER, "process alerts")
-    fanout = first("tocsin-gateway", SpanProto.SPAN_KIND_INTERNAL, "fan-out alerts")
-    if server and processed and delivered and fanout:
-        return server, processed, delivered, fanout
+    if server and processed and delivered:
+        return server, processed, delivered
     return None
 
 
 receivers = notifier_receivers
 
 
-def test_one_alert_is_one_trace_from_ingest_request_to_gateway_fan_out_and_notifier(
+def test_one_alert_is_one_trace_from_ingest_request_to_gateway_delivery_and_notifier(
     start_service, user_token, receiver: OtlpReceiver, receivers, tmp_path
 ) -> None:
     tracing = {
@@ -104,7 +103,7 @@ receivers:
     spans = receiver.wait_for(lambda spans: _one_trace(spans, producer_trace) is not None)
     found = _one_trace(spans, producer_trace)
     assert found is not None, sorted({(s.service, s.name, s.trace_id) for s in spans})
-    server, processed, delivered, fanout = found
+    server, processed, delivered = found
     by_id = {span.span_id: span for span in spans if span.trace_id == producer_trace}
 
     # ingest: the SERVER span continues the producer's span.
@@ -117,17 +116,15 @@ receivers:
     assert enqueued.attributes["messaging.destination.name"] == "alerts"
     assert enqueued.parent_span_id == server.span_id
     assert processed.attributes["messaging.destination.name"] == "alerts"
-    # gateway: a CONSUMER span per event under the publishing processor span,
-    # linked to it, with one fan-out child for all the process's sockets.
+    # gateway: one CONSUMER span per event under the publishing processor span,
+    # recording the fan-out to the process's sockets (no span of its own).
     publisher = by_id[delivered.parent_span_id]
     assert publisher.service == "tocsin-processor"
     chain = publisher
     while chain.span_id != processed.span_id:
         chain = by_id[chain.parent_span_id]
-    assert (producer_trace, publisher.span_id) in delivered.links
-    assert fanout.parent_span_id == delivered.span_id
-    assert fanout.attributes["tocsin.fanout.recipients"] == 1
-    assert int(str(fanout.attributes["tocsin.fanout.bytes"])) > 0
+    assert delivered.attributes["tocsin.fanout.recipients"] == 1
+    assert int(str(delivered.attributes["tocsin.fanout.bytes"])) > 0
 
     # notification: the notifier's CONSUMER span continues the processor's.
     def first_notifier_step(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
@@ -160,3 +157,66 @@ receivers:
     # Not one span per socket and none for the WebSocket's frames.
     gateway_spans = [s for s in spans if s.service == "tocsin-gateway"]
     assert not [s for s in gateway_spans if s.kind == SpanProto.SPAN_KIND_SERVER]
+
+
+def test_duplicate_that_publishes_nothing_is_counted_on_its_batch_span_not_a_span_of_its_own(
+    start_service, user_token, receiver: OtlpReceiver
+) -> None:
+    tracing = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+    # The first repeat publishes its `alert.updated`; later ones within the hour publish nothing.
+    start_service("processor", TOCSIN_UPDATE_EVENT_INTERVAL_SECONDS="3600", **tracing)
+    ingest = start_service("ingest", **tracing)
+    created, repeated, quiet = (f"6cf92f3577b34da6a3ce929d0e0e47{n:02x}" for n in range(3))
+    for producer_trace in (created, repeated, quiet):
+        response = httpx.post(
+            f"{ingest.url}/v1/alerts",
+            json={"name": "PostedThrice", "severity": "warning", "service": "db"},
+            headers={
+                "authorization": f"Bearer {user_token(scopes=('ingest',))}",
+                "traceparent": f"00-{producer_trace}-00f067aa0ba902b7-01",
+            },
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+
+    def processed(spans: list[ReceivedSpan], trace_id: str) -> list[ReceivedSpan]:
+        return [s for s in spans if s.trace_id == trace_id and s.service == "tocsin-processor"]
+
+    def batches(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [
+            s
+            for s in spans
+            if s.service == "tocsin-processor" and any(t == quiet for t, _ in s.links)
+        ]
+
+    def requested(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        return [s for s in spans if s.trace_id == quiet and s.service == "tocsin-ingest"]
+
+    spans = receiver.wait_for(
+        lambda spans: (
+            bool(processed(spans, created) and processed(spans, repeated))
+            and bool(batches(spans))
+            and len(requested(spans)) == 2
+        )
+    )
+    # The creation and the repeat that published an event keep their CONSUMER spans.
+    for producer_trace in (created, repeated):
+        [span] = processed(spans, producer_trace)
+        assert (span.name, span.kind) == ("process alerts", SpanProto.SPAN_KIND_CONSUMER)
+    # The quiet repeat: its request's spans, none in the processor of its own ...
+    assert not processed(spans, quiet)
+    [server] = [s for s in requested(spans) if s.kind == SpanProto.SPAN_KIND_SERVER]
+    [sent] = [s for s in requested(spans) if s.kind == SpanProto.SPAN_KIND_PRODUCER]
+    assert sent.name == "send alerts"
+    assert sent.parent_span_id == server.span_id
+    # ... and its batch's span counts it and links to the message's send span.
+    [batch] = batches(spans)
+    assert (batch.name, batch.kind) == ("process alerts", SpanProto.SPAN_KIND_CONSUMER)
+    assert (quiet, sent.span_id) in batch.links
+    assert batch.attributes["tocsin.unchanged.duplicate"] == 1
+    assert batch.attributes["messaging.batch.message_count"] == 1
+    assert batch.trace_id not in (created, repeated, quiet)

@@ -24,17 +24,25 @@ or got twice. Phases, each printing its figures beside what the sizing guide
    gateway is restarted on its port, as Kubernetes restarts a pod, and sockets that
    find the survivors full (HTTP 503) wait its Retry-After, back off and try again.
 
+Every phase prints the CPU of each gateway, of the load workers and of Redis (the
+clients share the cores with the gateways), and the pings the clients answered, by how
+long each sat unread in the client's own loop (a timer in each worker bounds it); a
+`4002 heartbeat_timeout` close is counted by how promptly its client had answered the
+ping it is about: late answers are the clients' starved loops, prompt ones the gateway
+reading pongs late.
+
 Parameters (environment): BENCH_SCALE_SOCKETS (99,000: five gateways of 19,800
 sockets, the most the descriptor bound leaves), BENCH_SCALE_GATEWAYS (5),
 BENCH_SCALE_WORKERS (0: one per 12,500 sockets), BENCH_SCALE_IN_FLIGHT (200),
 BENCH_SCALE_IDLE_SECONDS (60), BENCH_SCALE_HEARTBEAT (25, the gateway's ping
-interval), BENCH_SCALE_BROADCAST_RATE (1) and _SECONDS (10), BENCH_SCALE_TEAMS
-(100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS (10), BENCH_SCALE_STORM_SECONDS
-(20) and _RATE (20 msg/s on the team channels while the storm runs),
+interval) and _TIMEOUT (10, its pong timeout), BENCH_SCALE_BROADCAST_RATE (1) and
+_SECONDS (10), BENCH_SCALE_TEAMS (100), BENCH_SCALE_TARGETED_RATE (100) and _SECONDS
+(10), BENCH_SCALE_STORM_SECONDS (20) and _RATE (20 msg/s on the team channels while the storm runs),
 BENCH_SCALE_CAPACITY (19,800 sockets admitted per gateway; lower it to try the
 full-survivors storm at a small size), BENCH_SCALE_VICTIM (0: sockets spread evenly;
 N: the first N on the gateway the storm kills, the rest on the others),
 BENCH_SCALE_SOURCES (8 loopback source addresses; 1: no bind),
+BENCH_SCALE_ADMISSION_LAG (the gateways' TOCSIN_ADMISSION_LAG; unset: their default),
 BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
 `BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
 """
@@ -51,6 +59,8 @@ import resource
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,7 +72,7 @@ import redis
 from tests.hostile import TEXT, client_frame, upgrade_request
 from tests.load import capacity
 from tests.load.harness import SocketClient, run_load, service
-from tests.load.scale_metrics import Histogram, Tally, percentile
+from tests.load.scale_metrics import Histogram, PongLedger, Tally, percentile, read_delay_bound
 from tocsin.client import Backoff
 from tocsin.client._stream import _retry_after as _sdk_retry_after
 from tocsin.client.devserver import RedisServer
@@ -86,6 +96,7 @@ class Params:
     in_flight: int = int(_env("IN_FLIGHT", 200))
     idle_seconds: float = _env("IDLE_SECONDS", 60)
     heartbeat: float = _env("HEARTBEAT", 25)
+    heartbeat_timeout: float = _env("HEARTBEAT_TIMEOUT", 10)
     broadcast_rate: float = _env("BROADCAST_RATE", 1)
     broadcast_seconds: float = _env("BROADCAST_SECONDS", 10)
     teams: int = int(_env("TEAMS", 100))
@@ -98,6 +109,8 @@ class Params:
     # Sockets a gateway admits: its descriptors less 200 for Redis connections and refusals.
     capacity: int = int(_env("CAPACITY", FD_LIMIT - 200))
     victim: int = int(_env("VICTIM", 0))
+    # The gateways' TOCSIN_ADMISSION_LAG (empty: the gateway's default).
+    admission_lag: str = os.environ.get("BENCH_SCALE_ADMISSION_LAG", "")
 
     @property
     def worker_count(self) -> int:
@@ -126,6 +139,27 @@ def team_of(index: int, teams: int) -> str:
 EVENT_PREFIX = b'{"type":"event","channel":"'
 OFFSET_AFTER_CHANNEL = len('","offset":')
 PONG = bytes([0x8A, 0x80]) + b"\0\0\0\0"  # an empty pong, masked with a zero mask
+HEARTBEAT_TIMEOUT = 4002
+# The period of a worker's loop watch: a ping's time unread is known to about twice this.
+WATCH_PERIOD = 0.05
+PROMPT_ANSWER = 1.0  # seconds: a ping read within this was answered promptly
+
+
+class LoopWatch:
+    """A timer in a worker's loop, so that a frame's time unread can be bounded
+    (`read_delay_bound`): a starved loop runs the timer late, and reads late too."""
+
+    def __init__(self) -> None:
+        self.before_last = self.last = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._loop.call_later(WATCH_PERIOD, self._tick)
+
+    def _tick(self) -> None:
+        self.before_last, self.last = self.last, time.monotonic()
+        self._loop.call_later(WATCH_PERIOD, self._tick)
+
+    def read_delay(self) -> float:
+        return read_delay_bound(time.monotonic(), self.before_last)
 
 
 def _retry_after(head: bytes) -> float:
@@ -188,6 +222,8 @@ class Connection(SocketClient):
     _upgraded: bool = False
     _pending: int = 2
     close_code: int = 0
+    # How long, at most, the last ping sat unread in this client's loop (None: no ping yet).
+    ping_delay: float | None = None
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -230,6 +266,9 @@ class Connection(SocketClient):
             elif opcode == 9:
                 assert self._transport is not None
                 self._transport.write(PONG)
+                assert self.fleet is not None
+                self.ping_delay = self.fleet.watch.read_delay()
+                self.fleet.pongs.ping(self.ping_delay)
             elif opcode == 8:
                 if length >= 2:
                     self.close_code = int.from_bytes(buffer[position + 2 : position + 4], "big")
@@ -284,6 +323,8 @@ class Connection(SocketClient):
             subscriber.epochs[i] = frame["epoch"]
             self._pending -= 1
             if self._pending == 0 and not self.subscribed.done():
+                if not subscriber.live:
+                    fleet.down -= 1
                 subscriber.live = subscriber.resuming = True
                 self.subscribed.set_result(time.perf_counter())
         elif kind == "error":
@@ -304,9 +345,13 @@ class Connection(SocketClient):
         if not established or subscriber.connection is not self:
             return
         subscriber.connection = None
+        if subscriber.live:
+            fleet.down += 1
         subscriber.live = False
         subscriber.steady = False
         fleet.closes[self.close_code or 1006] += 1
+        if self.close_code == HEARTBEAT_TIMEOUT:
+            fleet.pongs.heartbeat_close(self.ping_delay)
         if fleet.running and not 4400 <= self.close_code <= 4499:
             fleet.reconnect(subscriber)
 
@@ -314,9 +359,12 @@ class Connection(SocketClient):
 class Fleet:
     """A worker's sockets and what they counted."""
 
-    def __init__(self, source: str | None, sample_every: int) -> None:
+    def __init__(self, source: str | None, sample_every: int, pong_timeout: float) -> None:
         self.source = source
         self.sample_every = sample_every
+        self.pong_timeout = pong_timeout
+        self.watch = LoopWatch()
+        self.pongs = PongLedger(PROMPT_ANSWER, pong_timeout)
         self.subscribers: list[Subscriber] = []
         self.tally = Tally()
         self.steady = Histogram()
@@ -328,6 +376,7 @@ class Fleet:
         self.closes: Counter[int] = Counter()
         self.failed_attempts: Counter[str] = Counter()
         self.connect_failures = 0
+        self.down = 0  # subscribers not subscribed (kept as they change: status is polled)
         self.running = True
         self._reconnects: set[asyncio.Task[None]] = set()
 
@@ -370,6 +419,7 @@ class Fleet:
             # Spread over gateways and workers alike (a plain modulo would pick one gateway).
             subscriber.sample = (spec["index"] * 2654435761) % 2**32 < 2**32 // self.sample_every
             self.subscribers.append(subscriber)
+            self.down += 1
             async with slots:
                 try:
                     self.handshakes.append(await self.open(subscriber, subscriber.ports[0], 30.0))
@@ -399,17 +449,24 @@ class Fleet:
             except (OSError, ConnectionError, TimeoutError):
                 continue
 
-    def status(self, heads: dict[str, int]) -> dict[str, int]:
-        """Sockets not subscribed, and subscribed ones behind the given channel heads."""
-        down = behind = 0
-        for subscriber in self.subscribers:
-            if not subscriber.live:
-                down += 1
-            elif any(
-                subscriber.offsets[i] < heads.get(channel, 0)
-                for i, channel in enumerate(subscriber.channels)
-            ):
-                behind += 1
+    def status(self, heads: dict[str, int], every_socket: bool = True) -> dict[str, int]:
+        """Sockets not subscribed, and subscribed ones behind the given channel heads.
+
+        The conductor asks ten times a second while it waits. Counting the sockets behind
+        is a scan (~10 ms at 12,000 sockets): it is skipped while a socket is down and
+        every socket must be back (the answer is "not yet" whatever the offsets), so that
+        the bench's own bookkeeping does not starve the loop its sockets answer pings on
+        in a storm.
+        """
+        down = self.down
+        behind = 0
+        if heads and (down == 0 or not every_socket):
+            get = heads.get
+            for subscriber in self.subscribers:
+                if subscriber.live:
+                    offsets, channels = subscriber.offsets, subscriber.channels
+                    if offsets[0] < get(channels[0], 0) or offsets[1] < get(channels[1], 0):
+                        behind += 1
         return {
             "down": down,
             "behind": behind,
@@ -444,6 +501,7 @@ class Fleet:
             "errors": dict(self.errors),
             "closes": {str(k): v for k, v in self.closes.items()},
             "failed_attempts": dict(self.failed_attempts),
+            "pongs": self.pongs.to_json(),
         }
         self.reset()
         return figures
@@ -459,6 +517,7 @@ class Fleet:
         self.closes.clear()
         self.failed_attempts.clear()
         self.connect_failures = 0
+        self.pongs = PongLedger(PROMPT_ANSWER, self.pong_timeout)
         for subscriber in self.subscribers:
             subscriber.steady = subscriber.live
 
@@ -469,12 +528,12 @@ class Fleet:
                 subscriber.connection._close()
 
 
-async def worker(source: str | None, sample_every: int) -> None:
+async def worker(source: str | None, sample_every: int, pong_timeout: float) -> None:
     """A load worker: reads one JSON command per line on stdin, answers one line on stdout."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    fleet = Fleet(source, sample_every)
+    fleet = Fleet(source, sample_every, pong_timeout)
     while line := await reader.readline():
         command = json.loads(line)
         op = command["op"]
@@ -486,7 +545,7 @@ async def worker(source: str | None, sample_every: int) -> None:
         elif op == "held_by":
             answer = fleet.held_by(command["port"])
         elif op == "status":
-            answer = fleet.status(command["heads"])
+            answer = fleet.status(command["heads"], command["every_socket"])
         elif op == "collect":
             answer = fleet.collect(command["heads"])
         elif op == "reset":
@@ -590,14 +649,17 @@ class Run:
     # -- parts --------------------------------------------------------------------
 
     def start_gateway(self, port: int | None = None) -> Gateway:
+        admission = {"TOCSIN_ADMISSION_LAG": self.p.admission_lag} if self.p.admission_lag else {}
         url, pid = self.stack.enter_context(
             service(
                 "gateway",
                 self.redis_server.url,
                 secret=SECRET,
                 port=port,
+                **admission,
                 TOCSIN_MAX_CONNECTIONS=str(self.p.capacity),
                 TOCSIN_HEARTBEAT_INTERVAL=str(self.p.heartbeat),
+                TOCSIN_HEARTBEAT_TIMEOUT=str(self.p.heartbeat_timeout),
                 TOCSIN_DRAIN_WINDOW="0",
                 TOCSIN_CLOSE_TIMEOUT="1",
             )
@@ -617,6 +679,7 @@ class Run:
                 "worker",
                 source,
                 str(self.p.sample_every),
+                str(self.p.heartbeat_timeout),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 limit=2**26,
@@ -659,7 +722,7 @@ class Run:
         or None on timeout."""
         started = time.perf_counter()
         while time.perf_counter() - started < within:
-            states = await self.ask_all("status", heads=heads)
+            states = await self.ask_all("status", heads=heads, every_socket=every_socket)
             if all((s["down"] == 0 or not every_socket) and s["behind"] == 0 for s in states):
                 return time.perf_counter() - started
             await asyncio.sleep(0.1)
@@ -685,8 +748,31 @@ class Run:
         figures = {f"gateway-{i}": _cpu(g.pid) for i, g in enumerate(self.gateways)}
         if self.redis_server.pid is not None:
             figures["redis"] = _cpu(self.redis_server.pid)
-        figures["load"] = sum(_cpu(w.process.pid) for w in self.workers)
+        for i, w in enumerate(self.workers):
+            figures[f"load-{i}"] = _cpu(w.process.pid)
+        figures["load"] = sum(figures[f"load-{i}"] for i in range(len(self.workers)))
+        # The whole machine's busy time: the kernel's loopback work is charged to no
+        # process (and on a shared machine, others' work shows here too).
+        machine = psutil.cpu_times()
+        figures["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
         return figures
+
+    def gateway_counts(self) -> Counter[str]:
+        """What the live gateways counted of a storm's defences, summed: sockets refused
+        by limit, pongs judged on time only in the look after their deadline, and
+        heartbeat closes."""
+        counts: Counter[str] = Counter()
+        for gateway in self.gateways:
+            if not gateway.alive:
+                continue
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                url = f"http://127.0.0.1:{gateway.port}/metrics"
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    for line in answer.read().decode().splitlines():
+                        for prefix, name in _GATEWAY_COUNTS:
+                            if line.startswith(prefix):
+                                counts[name] += int(float(line.rpartition(" ")[2]))
+        return counts
 
     def history_reads(self) -> dict[str, int]:
         stats: dict[str, Any] = self.redis.info("commandstats")
@@ -754,6 +840,11 @@ class Run:
         predicted_kib = capacity.UNIT_COSTS.gateway_kib_per_socket
         measured_kib = rss / max(connected, 1) / 1024
         self.measured["gateway_connect_us"] = gateway_cpu / max(connected, 1) * 1e6
+        client_cpu = after["load"] - before["load"]
+        self.measured["client_connect_us"] = client_cpu / max(connected, 1) * 1e6
+        self.measured["box_connect_us"] = (
+            (after["machine"] - before["machine"]) / max(connected, 1) * 1e6
+        )
         self.measured["gateway_kib_per_socket"] = measured_kib
         self.measured["gateway_base_mib"] = (
             sum(g.baseline_rss for g in self.gateways) / len(self.gateways) / 2**20
@@ -771,10 +862,34 @@ class Run:
             f"p99 {percentile(handshakes, 0.99) * 1000:.1f} ms"
         )
         print(f"   Redis reads during connect: {read_delta}; Redis CPU {redis_cpu:.2f} s")
+        _cpu_line(before, after, elapsed)
+        # Two unit costs: a gateway with a core to itself (what a pod sizing uses), and
+        # one sharing the two cores with four others and the clients (the full bench).
+        costs = capacity.UNIT_COSTS
         _compare(
-            "gateway CPU per connect, us",
-            gateway_cpu / max(connected, 1) * 1e6,
-            capacity.UNIT_COSTS.gateway_connect_us,
+            "gateway CPU per connect, us (own core)",
+            self.measured["gateway_connect_us"],
+            costs.gateway_connect_us,
+        )
+        _compare(
+            "gateway CPU per connect, us (shared cores)",
+            self.measured["gateway_connect_us"],
+            costs.gateway_connect_contended_us,
+        )
+        _compare(
+            "load clients' CPU per connect, us",
+            self.measured["client_connect_us"],
+            costs.client_connect_us,
+        )
+        _compare(
+            "the machine's CPU per connect, us",
+            self.measured["box_connect_us"],
+            costs.box_connect_us,
+        )
+        _compare(
+            "connect wall time, s",
+            elapsed,
+            capacity.shared_box_connect_seconds(connected, os.cpu_count() or 1),
         )
         _compare("gateway CPU for the phase, s", gateway_cpu, predicted_cpu)
         _compare("gateway RSS per socket, KiB", measured_kib, predicted_kib)
@@ -798,16 +913,12 @@ class Run:
         ]
         sockets = p.sockets - sum(f["down"] for f in figures)
         print(f"\n2. Idle {elapsed:.0f} s, heartbeats every {p.heartbeat:g} s")
-        print(
-            "   gateway CPU, % of a core: "
-            + " ".join(f"{c * 100:.1f}" for c in per_gateway)
-            + f"; Redis {(after['redis'] - before['redis']) / elapsed * 100:.1f}; "
-            f"load workers {(after['load'] - before['load']) / elapsed * 100:.1f}"
-        )
+        _cpu_line(before, after, elapsed)
         print(
             f"   sockets still subscribed {sockets:,}; closes "
             f"{_merge(f['closes'] for f in figures)}"
         )
+        _pong_line(figures, p.heartbeat_timeout)
         load = capacity.Load(sockets=sockets, alerts_per_second=0, subscribers_per_event=0)
         _compare(
             "all gateways at idle, % of a core",
@@ -878,7 +989,8 @@ class Run:
             f"{steady.percentile(0.5) * 1000:.1f} ms, p99 {steady.percentile(0.99) * 1000:.1f} ms, "
             f"max {steady.maximum * 1000:.1f} ms"
         )
-        print(f"   load workers {(after['load'] - before['load']) / elapsed * 100:.0f} % of a core")
+        _cpu_line(before, after, elapsed)
+        _pong_line(figures, p.heartbeat_timeout)
         gateways = len(self.gateways)
         _compare(
             "gateways, % of a core", gateway_cpu * 100, capacity.gateway_cpu(load, gateways) * 100
@@ -896,6 +1008,14 @@ class Run:
         if broadcast:
             self.measured["gateway_delivery_us"] = (
                 (gateway_cpu - idle) * elapsed / max(events, 1) * 1e6
+            )
+            self.measured["client_delivery_us"] = (
+                (after["load"] - before["load"]) / max(events, 1) * 1e6
+            )
+            _compare(
+                "load clients' CPU per delivery, us",
+                self.measured["client_delivery_us"],
+                costs.client_delivery_us,
             )
             self.measured["redis_event_us (alerts, 1 ch)"] = (
                 (redis_cpu - redis_idle) / max(alerts_per_second, 1e-9) * 1e6
@@ -924,6 +1044,7 @@ class Run:
         await asyncio.sleep(2.0)
         await self.ask_all("reset")
         held = sum(await self.ask_all("held_by", port=victim.port))
+        counted = self.gateway_counts()
         before = self.cpu()
         reads = self.history_reads()
         started = time.perf_counter()
@@ -938,7 +1059,7 @@ class Run:
         # The clock runs from the kill; the wait starts once the clients have seen it.
         seen = time.perf_counter() + 10.0
         while time.perf_counter() < seen:
-            states = await self.ask_all("status", heads={})
+            states = await self.ask_all("status", heads={}, every_socket=True)
             if sum(s["lost_connections"] for s in states) >= held:
                 break
             await asyncio.sleep(0.02)
@@ -987,6 +1108,11 @@ class Run:
             f"   Redis during the storm ({caught_up:.1f} s): CPU "
             f"{after['redis'] - before['redis']:.2f} s; commands {read_delta}"
         )
+        _cpu_line(before, after, caught_up)
+        _pong_line(figures, p.heartbeat_timeout)
+        counts = self.gateway_counts()
+        counts.subtract(counted)
+        print(f"   the gateways counted: {dict(+counts) or 'nothing'}")
         # The survivors' CPU from the kill until every socket was back.
         gateway_cpu = sum(
             after[f"gateway-{i}"] - before[f"gateway-{i}"] for i in range(1, len(self.gateways))
@@ -1009,6 +1135,54 @@ def traffic_load(sockets: int, broadcast: float, targeted: float, teams: int) ->
     return capacity.Load(
         sockets=sockets, alerts_per_second=rate, subscribers_per_event=reach, channels_per_alert=1
     )
+
+
+def _cpu_line(before: dict[str, float], after: dict[str, float], elapsed: float) -> None:
+    """Each process's CPU over a phase: the gateways, the load workers and Redis share
+    the same cores, so a saturated phase shows who had them."""
+
+    def share(key: str) -> float:
+        return (after.get(key, 0.0) - before.get(key, 0.0)) / elapsed * 100
+
+    gateways = sorted(k for k in after if k.startswith("gateway"))
+    workers = [share(k) for k in after if k.startswith("load-")]
+    print(
+        f"   CPU over {elapsed:.1f} s, % of a core: gateways "
+        + " ".join(f"{share(k):.0f}" for k in gateways)
+        + f" (together {sum(share(k) for k in gateways):.0f}); load workers "
+        f"{sum(workers):.0f} (busiest {max(workers, default=0.0):.0f}); "
+        f"Redis {share('redis'):.0f}; the machine {share('machine'):.0f} of "
+        f"{(os.cpu_count() or 1) * 100}"
+    )
+
+
+def _pong_line(figures: list[dict[str, Any]], timeout: float) -> None:
+    """The pings the clients answered, by their own delay, and whom each heartbeat
+    close is on."""
+    ledger = PongLedger(PROMPT_ANSWER, timeout)
+    for f in figures:
+        ledger.merge(PongLedger.from_json(f["pongs"], PROMPT_ANSWER, timeout))
+    answered = ledger.answered
+    print(
+        f"   pings answered {answered.total:,} (unread in the client's loop at most: "
+        f"p50 {answered.percentile(0.5) * 1000:.0f} ms, p99 "
+        f"{answered.percentile(0.99) * 1000:.0f} ms, max {answered.maximum:.2f} s): "
+        f"{ledger.answers}"
+    )
+    print(
+        f"   heartbeat closes by the client's answer to their ping (within {PROMPT_ANSWER:g} s: "
+        f"the gateway read the pong late; after {timeout:g} s: the client's loop starved): "
+        f"{ledger.closes or 'none'}"
+    )
+
+
+# The gateway metrics a storm is judged by (`Run.gateway_counts`), by line prefix.
+_GATEWAY_COUNTS = (
+    ('tocsin_ws_limit_breaches_total{limit="loop_lag"}', "refused while the loop lagged"),
+    ('tocsin_ws_limit_breaches_total{limit="connections"}', "refused while full"),
+    ("tocsin_ws_late_pongs_read_total", "pongs on time only in the look after the deadline"),
+    ('tocsin_ws_disconnects_total{code="heartbeat_timeout"}', "heartbeat closes"),
+)
 
 
 def _seconds(waited: float | None) -> str:
@@ -1042,7 +1216,7 @@ def _role(argv: list[str]) -> Callable[[], None]:
         def start() -> None:
             import uvloop
 
-            uvloop.run(worker(argv[1] or None, int(argv[2])))
+            uvloop.run(worker(argv[1] or None, int(argv[2]), float(argv[3])))
 
         return start
     if argv[0] == "publish":

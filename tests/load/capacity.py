@@ -21,6 +21,7 @@ __all__ = [
     "gateway_memory",
     "redis_cpu",
     "redis_memory",
+    "shared_box_connect_seconds",
     "size",
 ]
 
@@ -31,6 +32,9 @@ class UnitCosts:
 
     # Gateway process.
     gateway_connect_us: float  # CPU per socket opened (handshake, token, two subscribes)
+    # The same with the load clients and four other gateways on the same two cores (the
+    # full scale bench): each process's caches and turns are shared.
+    gateway_connect_contended_us: float
     gateway_event_us: float  # CPU per event a gateway takes from pub/sub (before fan-out)
     gateway_delivery_us: float  # CPU per event frame written to one socket
     gateway_idle_base: float  # cores a gateway with no traffic uses (probes, metrics)
@@ -50,15 +54,22 @@ class UnitCosts:
     redis_kib_per_alert: float  # a stored alert (record, indexes, timeline)
     redis_kib_per_stream_entry: float  # one retained event in a channel's stream
     redis_core_budget: float  # what one Redis primary can give before latency suffers
+    # The scale bench's own load clients (they share the gateways' cores there).
+    client_connect_us: float  # CPU per socket a load client opens and subscribes
+    client_delivery_us: float  # CPU per event frame a load client reads
+    # The whole box per socket connected in the full bench (wall time x cores / sockets):
+    # gateways, clients, Redis, and the kernel's loopback work no process is charged for.
+    box_connect_us: float
 
 
 UNIT_COSTS = UnitCosts(
     gateway_connect_us=340.0,
+    gateway_connect_contended_us=843.0,
     gateway_event_us=360.0,
     gateway_delivery_us=12.5,
     gateway_idle_base=0.002,
     gateway_idle_per_1000_sockets=0.0015,
-    gateway_kib_per_socket=10.0,
+    gateway_kib_per_socket=7.8,
     gateway_base_mib=65.0,
     gateway_sockets_per_process=19_800,
     ingest_alert_us=88.0,
@@ -71,6 +82,9 @@ UNIT_COSTS = UnitCosts(
     redis_kib_per_alert=2.0,
     redis_kib_per_stream_entry=1.0,
     redis_core_budget=0.7,
+    client_connect_us=180.0,
+    client_delivery_us=5.2,
+    box_connect_us=3384.0,
 )
 
 
@@ -106,6 +120,11 @@ def gateway_cpu(load: Load, gateways: int, costs: UnitCosts = UNIT_COSTS) -> flo
         + deliveries_per_second(load) * costs.gateway_delivery_us / 1e6
         + load.connects_per_second * costs.gateway_connect_us / 1e6
     )
+
+
+def shared_box_connect_seconds(sockets: int, cores: int, costs: UnitCosts = UNIT_COSTS) -> float:
+    """Wall seconds to connect `sockets` when gateways and clients share `cores` (the bench)."""
+    return sockets * costs.box_connect_us / 1e6 / cores
 
 
 def gateway_memory(sockets: int, replicas: int, costs: UnitCosts = UNIT_COSTS) -> float:

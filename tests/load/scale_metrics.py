@@ -1,5 +1,6 @@
 """The scale benchmark's bookkeeping, kept pure so that it is unit-tested: a mergeable
-latency histogram, and the per-socket tally of events received, doubled and lost."""
+latency histogram, the per-socket tally of events received, doubled and lost, and the
+ledger of pings answered late by the client against pongs the gateway judged late."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Histogram", "Tally", "percentile"]
+__all__ = ["Histogram", "PongLedger", "Tally", "percentile", "read_delay_bound"]
 
 # Buckets grow by 2%: a percentile read from the histogram is within 2% of the true one.
 _RATIO = 1.02
@@ -120,3 +121,80 @@ class Tally:
         self.duplicates += other.duplicates
         self.lost += other.lost
         self.resets += other.resets
+
+
+def read_delay_bound(read_at: float, sample_before_last: float) -> float:
+    """At most how long a frame read at `read_at` sat unread in the client's own loop.
+
+    The client's loop runs a timer every few tens of milliseconds; `sample_before_last` is
+    when the one before the latest ran. The loop polled its sockets right after it, so a
+    frame that had arrived by then was read then: this frame arrived later, and waited at
+    most the difference (an idle loop bounds it at about two timer periods).
+    """
+    return max(0.0, read_at - sample_before_last)
+
+
+# The heartbeat closes a client got, by how long it had left the ping unread.
+PROMPT = "answered promptly"  # within `PongLedger.prompt`: the lateness was the gateway's
+SLOW = "answered slowly"  # after that, but before the gateway's pong timeout
+LATE = "answered late"  # after the pong timeout: the client's starved loop alone missed it
+
+
+@dataclass
+class PongLedger:
+    """Pings a set of clients answered and the `4002 heartbeat_timeout` closes they got.
+
+    A client answers a ping in the same callback that reads it, so its own share of a
+    pong's lateness is how long the ping sat unread (`read_delay_bound`). The gateway
+    writes the ping before it writes the close, so the last ping a socket read before its
+    heartbeat close is the one the close is about: if the client answered it promptly,
+    the pong was late in the gateway's own reading of it, not in the client's.
+    """
+
+    prompt: float = 1.0  # seconds: a ping read within this was answered promptly
+    timeout: float = 10.0  # the gateway's pong timeout
+    answered: Histogram = field(default_factory=Histogram)
+    answers: dict[str, int] = field(default_factory=dict)  # pings answered, by kind
+    closes: dict[str, int] = field(default_factory=dict)  # heartbeat closes, by kind
+
+    def kind(self, delay: float) -> str:
+        if delay <= self.prompt:
+            return PROMPT
+        return SLOW if delay < self.timeout else LATE
+
+    def ping(self, delay: float) -> None:
+        """A ping read (and answered) `delay` seconds, at most, after it arrived."""
+        self.answered.add(delay)
+        kind = self.kind(delay)
+        self.answers[kind] = self.answers.get(kind, 0) + 1
+
+    def heartbeat_close(self, delay: float | None) -> None:
+        """A heartbeat close after the last ping was answered with `delay` (None: no ping
+        was read on that connection)."""
+        kind = "no ping read" if delay is None else self.kind(delay)
+        self.closes[kind] = self.closes.get(kind, 0) + 1
+
+    def merge(self, other: PongLedger) -> None:
+        self.answered.merge(other.answered)
+        for mine, theirs in ((self.answers, other.answers), (self.closes, other.closes)):
+            for kind, count in theirs.items():
+                mine[kind] = mine.get(kind, 0) + count
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "answered": self.answered.to_json(),
+            "answers": dict(self.answers),
+            "closes": dict(self.closes),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object], prompt: float, timeout: float) -> PongLedger:
+        ledger = cls(prompt, timeout)
+        answered = data.get("answered")
+        if isinstance(answered, Mapping):
+            ledger.answered = Histogram.from_json(answered)
+        for name in ("answers", "closes"):
+            counts = data.get(name)
+            if isinstance(counts, Mapping):
+                setattr(ledger, name, {str(k): int(v) for k, v in counts.items()})
+        return ledger

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from redis import Redis
 from tests.support import wait_until
 
@@ -380,6 +381,64 @@ def test_batch_handler_gets_each_message_with_its_own_consumer_span_when_tracing
     span_ids = {f"{s.context.span_id:016x}" for s in spans}
     # Each delivery carries its own CONSUMER span's context, and none is left attached.
     assert {tp.split("-")[2] for batch in seen for tp in batch} == span_ids
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_batch_handler_unchanged_messages_share_one_batch_span_linked_to_their_senders(
+    broker: RedisBroker, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry.setup, "_enabled", True)
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    broker.add_middleware(telemetry.TracingMiddleware(provider))
+    _declare(broker, Calls())
+    senders = {n: f"00-{n + 1:032x}-{n + 1:016x}-01" for n in range(3)}
+    handled: list[int] = []
+
+    def handle(deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        for delivery in deliveries:
+            number = delivery.message.args[0]
+            handled.append(number)
+            if number != 1:  # 0 and 2 changed nothing; 1 did
+                delivery.unchanged = {"duplicate": 1}
+        return [None] * len(deliveries)
+
+    for n, traceparent in senders.items():
+        options = {"traceparent": traceparent}
+        enqueue(redis, QUEUE, "record", (n,), message_id=f"m{n}", options=options)
+    consumer = Consumer(broker, [QUEUE], batch_handler=handle, batch_size=10, idle_wait=5)
+    consumer.start()
+    try:
+        wait_until(lambda: len(handled) == 3, 15, "the batch")
+        wait_until(lambda: redis.hlen(queue_keys(QUEUE).messages) == 0, 15, "the acks")
+    finally:
+        consumer.stop()
+    spans = [s for s in exporter.get_finished_spans() if s.name == f"process {QUEUE}"]
+    [own] = [s for s in spans if s.parent is not None]
+    [batch] = [s for s in spans if s.parent is None]
+    # The message that changed something keeps its span, a child of its sender.
+    assert own.parent is not None
+    assert own.parent.span_id == 2
+    assert own.attributes is not None
+    assert own.attributes["messaging.message.id"] == "m1"
+    # The other two: counted on the batch's span, linked to their senders.
+    assert batch.kind == SpanKind.CONSUMER
+    assert batch.attributes == {
+        "messaging.system": "dramatiq",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": QUEUE,
+        "messaging.batch.message_count": 2,
+        "tocsin.unchanged.duplicate": 2,
+    }
+    linked = {(ln.context.trace_id, ln.context.span_id) for ln in batch.links}
+    assert linked == {(1, 1), (3, 3)}
+    assert {ln.attributes["messaging.message.id"] for ln in batch.links if ln.attributes} == {
+        "m0",
+        "m2",
+    }
     assert not trace.get_current_span().get_span_context().is_valid
 
 

@@ -8,6 +8,7 @@ import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,8 +17,11 @@ from opentelemetry.trace import SpanKind
 from tocsin.common import telemetry
 from tocsin.common.telemetry import (
     TRACEPARENT,
+    TRACESTATE,
+    W3C_PROPAGATOR,
     TracingMiddleware,
     current_traceparent,
+    remote_context,
     setup_tracing,
     traceparent_of_frame,
 )
@@ -46,6 +50,46 @@ def test_traceparent_is_read_from_the_end_of_a_frame_without_decoding() -> None:
     frame = b'{"type":"event","data":{"traceparent":"fake"},"traceparent":"' + parent.encode()
     assert traceparent_of_frame(frame + b'"}') == parent
     assert traceparent_of_frame(b'{"type":"event"}') == ""
+
+
+_VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "tracestate"),
+    [
+        (_VALID, None),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", None),  # not sampled
+        (_VALID, "vendor=value,other=1"),
+        (_VALID, ""),
+        ("00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01", None),  # upper case
+        ("00-00000000000000000000000000000000-b7ad6b7169203331-01", None),  # no trace id
+        ("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", None),  # no span id
+        ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None),  # forbidden version
+        ("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-later", None),  # future one
+        (_VALID + "-more", None),
+        (" " + _VALID + " ", None),
+        (_VALID[:-1], None),
+        ("00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01", None),
+        ("00-0af7651916cd43dd8448eb211c8031+c-b7ad6b7169203331-01", None),
+        ("", None),
+        ("garbage", None),
+    ],
+)
+def test_remote_context_is_what_the_w3c_propagator_extracts(
+    traceparent: str, tracestate: str | None
+) -> None:
+    carrier = {TRACEPARENT: traceparent}
+    if tracestate is not None:
+        carrier[TRACESTATE] = tracestate
+    expected = trace.get_current_span(W3C_PROPAGATOR.extract(carrier)).get_span_context()
+    found = trace.get_current_span(remote_context(traceparent, tracestate)).get_span_context()
+    assert found == expected
+    assert (found.is_remote, found.trace_flags, found.trace_state) == (
+        expected.is_remote,
+        expected.trace_flags,
+        expected.trace_state,
+    )
 
 
 @pytest.fixture

@@ -12,6 +12,13 @@ authenticate cannot crowd out the clients that do. A full gateway refuses the
 upgrade itself (HTTP 503 with Retry-After), before any WebSocket exists: in a
 reconnect storm an accept, an error frame and a close handshake per refused
 client cost the full gateway as much as a connect.
+
+So does a gateway whose event loop runs late (`TOCSIN_ADMISSION_LAG`, the loop's
+last samples smoothed): in a storm, every handshake it takes on delays the pongs and
+deliveries of the sockets it holds, and a client whose handshake outlasts its own
+timeout retries and costs it again. Refused at once, the client waits the
+Retry-After and its jittered back-off, or tries the next gateway: the storm spreads
+over time and replicas instead of piling up on a saturated loop.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from tocsin.gateway.node import Node
 from tocsin.gateway.protocol import CloseCode, error_frame
 from tocsin.gateway.session import Session, wire_of
 from tocsin.gateway.settings import GatewaySettings
+from tocsin.gateway.websocket import LoopLag, SocketProtocol
 
 __all__ = ["CLIENT_SCRIPT_PATH", "SOCKET_PATH", "SUBPROTOCOL", "SocketsFirst", "build_app"]
 
@@ -62,6 +70,10 @@ _auth_decoder = msgspec.json.Decoder(dict[str, object])
 # (the SDK adds its jittered back-off, so a storm does not come back at once).
 _FULL = CloseCode.TOO_MANY_CONNECTIONS.reason
 _FULL_RETRY_AFTER = 2
+# The refusal of a gateway whose loop lags: a loop catches up within a second or so once
+# it stops taking handshakes on; the SDK's back-off spreads the retries beyond that.
+_BUSY = "overloaded"
+_BUSY_RETRY_AFTER = 1
 _CONSOLE_MEDIA = {"js": "text/javascript", "css": "text/css"}
 
 
@@ -92,8 +104,9 @@ def _token_at_upgrade(scope: Scope) -> str:
 class SocketEndpoint:
     """The ASGI endpoint of `/ws`."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, lag: LoopLag) -> None:
         self._node = node
+        self._lag = lag
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node = self._node
@@ -103,6 +116,12 @@ class SocketEndpoint:
             return
         if node.draining:
             await self._deny(scope, send, 503, "draining")
+            return
+        lag = self._lag
+        lag.mark()  # samples the loop from the first upgrade on, whichever server runs
+        if settings.admission_lag and lag.recent > settings.admission_lag:
+            node.stats.limit_breaches["loop_lag"] += 1
+            await self._deny(scope, send, 503, _BUSY, retry_after=_BUSY_RETRY_AFTER)
             return
         origin = _header(scope, b"origin")
         if origin and settings.allowed_origins and origin not in settings.allowed_origins:
@@ -267,7 +286,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
     verifier = TokenVerifier.from_settings(settings)
     redis = async_client(settings.redis_url)
     node = build_node(settings, verifier, redis)
-    collector = StatsCollector(node.stats, node.queue_depths, node.deliveries)
+    collector = StatsCollector(node.stats, node.queue_depths, node.deliveries, SocketProtocol.lag)
     register(collector)
     static = resources.files("tocsin.gateway").joinpath("static")
     client_script = static.joinpath("tocsin-client.js").read_bytes()
@@ -322,7 +341,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         return Response(api_document, media_type="application/json")
 
     context = ApiContext(settings, redis, build_broker(settings.redis_url), verifier)
-    endpoint = SocketEndpoint(node)
+    endpoint = SocketEndpoint(node, SocketProtocol.lag)
     routes: list[BaseRoute] = [
         WebSocketRoute(SOCKET_PATH, endpoint),
         Route(CLIENT_SCRIPT_PATH, sdk, methods=["GET"]),

@@ -15,6 +15,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tocsin.gateway.websocket import LoopLag
+
 __all__ = ["QueueDepths", "Stats", "StatsCollector", "e2e_latency", "publish_to_send"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -53,10 +55,17 @@ QueueDepths = Callable[[], Iterable[int]]
 class StatsCollector(Collector):
     """Exposes `Stats` and the outbound queue depths at scrape time."""
 
-    def __init__(self, stats: Stats, depths: QueueDepths, deliveries: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        depths: QueueDepths,
+        deliveries: Callable[[], int],
+        lag: LoopLag,
+    ) -> None:
         self._stats = stats
         self._depths = depths
         self._deliveries = deliveries
+        self._lag = lag
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
@@ -84,6 +93,17 @@ class StatsCollector(Collector):
             "tocsin_ws_limit_breaches", "Connections or frames refused by a limit.", "limit",
             s.limit_breaches,
         )  # fmt: skip
+        yield GaugeMetricFamily(
+            "tocsin_gateway_loop_lag_seconds",
+            "How late the event loop runs (its last samples, smoothed); admission's measure.",
+            self._lag.recent,
+        )
+        yield CounterMetricFamily(
+            "tocsin_ws_late_pongs_read",
+            "Pongs read only after their deadline, in the look taken after the loop polled "
+            "(they arrived while it was busy): judged on time.",
+            self._lag.late_pongs_read,
+        )
         yield CounterMetricFamily(
             "tocsin_gateway_pubsub_reconnects", "Pub/sub reconnects.", s.pubsub_reconnects
         )

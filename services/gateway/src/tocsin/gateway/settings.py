@@ -55,6 +55,11 @@ class GatewaySettings(TlsSettings, HttpServerSettings):
     )
     heartbeat_interval: float = setting(25.0, "Seconds between WebSocket pings to each socket.")
     heartbeat_timeout: float = setting(10.0, "Seconds to wait for a pong before closing.")
+    admission_lag: float = setting(
+        0.5,
+        "Seconds the event loop may run late (the last samples, smoothed) before new "
+        "sockets are refused with HTTP 503 and Retry-After (0: never for lag).",
+    )
     token_warning: float = setting(
         60.0, "Seconds before a token's expiry at which the socket is warned to refresh."
     )

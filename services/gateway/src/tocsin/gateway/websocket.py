@@ -123,6 +123,9 @@ _LAG_FORGIVEN = 0.25
 _PING_DUE = 0
 _PONG_DUE = 1
 _ABORT_DUE = 2
+# The pong's deadline passed: it is judged after the loop has polled its sockets (and
+# parsed what it read) once more, by when it was readable, not when the loop got to it.
+_PONG_LAST_LOOK = 3
 
 
 class LoopLag:
@@ -131,12 +134,17 @@ class LoopLag:
     One timer samples it every `_LAG_SAMPLE` seconds: how much later than due the
     sample ran is time the loop spent on other work. A socket notes `total` when
     it sends a ping and extends the pong's deadline by what accrued meanwhile.
+    `recent` is the lateness of the last samples (each weighs half the one after):
+    admission refuses new sockets while it is high.
     """
 
-    __slots__ = ("_due", "_loop", "total")
+    __slots__ = ("_due", "_loop", "late_pongs_read", "recent", "total")
 
     def __init__(self) -> None:
         self.total = 0.0
+        self.recent = 0.0
+        # Pongs read only in the look after their deadline (they came while the loop was busy).
+        self.late_pongs_read = 0
         self._due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -156,6 +164,7 @@ class LoopLag:
         late = now - self._due
         if late > _LAG_NOISE:
             self.total += late
+        self.recent = (self.recent + late) / 2
         self._due = now + _LAG_SAMPLE
         loop.call_at(self._due, self._sample, loop)
 
@@ -657,7 +666,7 @@ class SocketProtocol(asyncio.Protocol):
         due = self._due
         if due == _PING_DUE:
             self._send_ping()
-        elif due == _PONG_DUE:
+        elif due in (_PONG_DUE, _PONG_LAST_LOOK):
             self._pong_missed(lateness)
         else:
             self.transport.abort()
@@ -677,6 +686,8 @@ class SocketProtocol(asyncio.Protocol):
     def _pong_received(self) -> None:
         if self.close_sent:
             return
+        if self._due == _PONG_LAST_LOOK:
+            self.lag.late_pongs_read += 1
         self._schedule_ping()
 
     def _pong_missed(self, lateness: float) -> None:
@@ -686,7 +697,15 @@ class SocketProtocol(asyncio.Protocol):
         owed = max(lateness, lag - self._lag_mark)
         if owed > _LAG_FORGIVEN:
             self._lag_mark = lag
+            self._due = _PONG_DUE
             self.deadlines.after(self, owed)
+            return
+        if self._due == _PONG_DUE or self._input_waits:
+            # A pong that came while the loop was busy (less than the lag forgiven) is
+            # still in the kernel, or read and waiting for its turn to be parsed: look
+            # once more a slot later, after the loop has polled and parsed it.
+            self._due = _PONG_LAST_LOOK
+            self.deadlines.after(self, wheel.RESOLUTION)
             return
         code = CloseCode.HEARTBEAT_TIMEOUT
         # Told before the transport's own loss, so the session learns why it went.

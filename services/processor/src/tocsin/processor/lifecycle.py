@@ -151,7 +151,8 @@ class Outcome:
     """What one message did: `created`, `duplicate`, `replayed`, `resolved`, ...
 
     `merged` says a throttled `alert.updated` is owed for `fingerprint`
-    (the processor's trailing updates publish it).
+    (the processor's trailing updates publish it); `published` that an event
+    went out with the message's trace context.
     """
 
     outcome: str
@@ -159,6 +160,7 @@ class Outcome:
     notified: tuple[str, ...]
     fingerprint: str = ""
     merged: bool = False
+    published: bool = False
 
 
 @dataclass(slots=True)
@@ -545,6 +547,7 @@ class AlertLifecycle:
             decision.notified,
             call.fingerprint,
             decision.merged,
+            bool(decision.event),
         )
 
     # -- actions, deadlines, trailing updates ----------------------------------

@@ -13,7 +13,8 @@ It runs messages one of two ways:
 - with a `BatchHandler` (the processor): up to `batch_size` messages per fetch,
   handed over together; each message's before hooks run first, in order, and
   its after hooks last, in reverse order, so a tracing context attached per
-  message unwinds cleanly;
+  message unwinds cleanly. A message the handler reports `unchanged` is
+  recorded on one span for the batch, not one of its own (tracing on);
 - without one: each message runs its actor on one of `worker_threads` threads,
   and the consumer fetches only as many messages as it has free threads.
 
@@ -35,7 +36,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ from tocsin.common.queue.due import DueMover, DueTimes
 from tocsin.common.queue.gauges import QueueCollector
 from tocsin.common.queue.wakeup import wait_for_wakeup
 from tocsin.common.queue.worker import QueueWorker, Recovery
-from tocsin.common.telemetry import TRACEPARENT, current_traceparent
+from tocsin.common.telemetry import TRACEPARENT, TracingMiddleware, current_traceparent
 
 __all__ = ["BatchHandler", "Consumer", "Delivery"]
 
@@ -71,6 +72,10 @@ class Delivery:
     message: MessageProxy
     # The message's CONSUMER span when tracing is on, else the traceparent it carried.
     traceparent: str
+    # Set by the handler when the message changed nothing a later step carries its
+    # trace to: what it did, counted by outcome ({"duplicate": 1}). With tracing on,
+    # such a message is counted on its batch's span and has no span of its own.
+    unchanged: Mapping[str, int] | None = None
 
 
 # Runs a batch; returns, per delivery and in order, None (done) or the exception it raised.
@@ -100,6 +105,9 @@ class Consumer:
         self.queues = list(queues)
         self.worker = QueueWorker(client, recovery=recovery or Recovery())
         self._batch_handler = batch_handler
+        self._tracing = next(
+            (m for m in broker.middleware if isinstance(m, TracingMiddleware)), None
+        )
         self._batch_size = max(1, batch_size)
         self._threads = max(1, worker_threads)
         self._idle_wait = idle_wait
@@ -372,14 +380,19 @@ class Consumer:
             errors = [exc] * len(deliveries)
         # "After" hooks in reverse: each message's tracing context was attached on
         # top of the previous one's, so they come off in the opposite order.
+        tracing = self._tracing
         for delivery, error in reversed(list(zip(deliveries, errors, strict=True))):
             proxy = delivery.message
             if error is None:
+                if tracing is not None and delivery.unchanged is not None:
+                    tracing.fold(proxy, delivery.unchanged)
                 broker.emit_after("process_message", proxy, result=None)
             else:
                 _log_failure(proxy, error)
                 broker.emit_after("process_message", proxy, exception=error)
             settled.append(proxy)
+        if tracing is not None:
+            tracing.end_batch()
         self._settle(queue, settled, held=ids)
 
     def _settle(self, queue: str, proxies: Sequence[MessageProxy], *, held: Sequence[str]) -> None:

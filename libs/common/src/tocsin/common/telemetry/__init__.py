@@ -27,6 +27,7 @@ from tocsin.common.telemetry.propagation import (
     client_span,
     current_traceparent,
     producer_span,
+    remote_context,
     traceparent_of_frame,
 )
 from tocsin.common.telemetry.setup import (
@@ -46,6 +47,7 @@ __all__ = [
     "current_traceparent",
     "instrument_app",
     "producer_span",
+    "remote_context",
     "setup_observability",
     "setup_tracing",
     "traceparent_of_frame",

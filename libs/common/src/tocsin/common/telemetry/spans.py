@@ -51,6 +51,7 @@ __all__ = ["CurrentSpan", "RecordingSpan", "RecordingTracer", "RecordingTracerPr
 log = logging.getLogger(__name__)
 
 _PLAIN = frozenset({bool, int, float, bytes, type(None)})
+_KEPT_AS_IS = _PLAIN | {str}
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _RANDOM_TRACE_ID = TraceFlags.RANDOM_TRACE_ID
@@ -94,6 +95,19 @@ class _Attributes:
         if self.limit == 0:
             self.dropped += len(attributes)
             return
+        if (
+            not self.items
+            and self.value_length is None
+            and (self.limit is None or len(attributes) <= self.limit)
+        ):
+            # A span's first attributes, within the limits: what `set` would keep, one
+            # by one, is a copy when every key is a str and every value needs no cleaning.
+            for key, value in attributes.items():
+                if type(key) is not str or not key or type(value) not in _KEPT_AS_IS:
+                    break
+            else:
+                self.items = dict(attributes)
+                return
         for key, value in attributes.items():
             self.set(key, value)
 
