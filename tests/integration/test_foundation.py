@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 import websockets
-from tests.support import descendants, process_alive
+from tests.support import descendants, metric, process_alive, wait_until
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
@@ -72,6 +73,13 @@ def test_posted_alert_reaches_a_subscribed_websocket_client(start_service, user_
     assert processor.process.poll() is None
 
 
+@pytest.fixture(scope="module")
+def refusing_ingest(start_module_service: Any) -> Any:
+    """One ingest for the bad bodies: each is refused, so none queues anything the next
+    body's check could see."""
+    return start_module_service("ingest")
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "field"),
     [
@@ -87,15 +95,15 @@ def test_posted_alert_reaches_a_subscribed_websocket_client(start_service, user_
     ],
 )
 def test_bad_alert_bodies_get_problem_details_and_enqueue_nothing(
-    start_service,
+    refusing_ingest: Any,
     user_token,
-    redis_server: RedisServer,
+    module_redis_server: RedisServer,
     body: bytes,
     content_type: str,
     status: int,
     field: str,
 ) -> None:
-    ingest = start_service("ingest")
+    ingest = refusing_ingest
     response = httpx.post(
         f"{ingest.url}/v1/alerts",
         content=body,
@@ -111,7 +119,7 @@ def test_bad_alert_bodies_get_problem_details_and_enqueue_nothing(
     assert problem["status"] == status
     assert problem["type"].startswith("https://")
     assert any(field in e["path"] or field in e["reason"] for e in problem["errors"]), problem
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis.Redis.from_url(module_redis_server.url)
     assert client.hlen(f"{keys.DRAMATIQ_NAMESPACE}:alerts.msgs") == 0
 
 
@@ -162,7 +170,9 @@ def test_tocsin_dev_send_and_watch_then_sigterm_leaves_no_process(tmp_path: Path
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        time.sleep(1.0)  # let the watcher subscribe; a late subscriber would miss the live event
+        # A late subscriber would miss the live event: send once the watcher has subscribed.
+        gateway = f"http://127.0.0.1:{state['ports']['gateway']}"
+        wait_until(lambda: metric(gateway, "tocsin_ws_subscriptions") >= 1, 30, "the watcher")
         send = subprocess.run(
             [*tocsin, "send", "--name", "CpuHot", "--severity", "error", "--label", "host=web-1"],
             env=env, capture_output=True, timeout=30,

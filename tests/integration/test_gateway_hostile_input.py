@@ -15,9 +15,11 @@ from tests.support import RawWebSocket, start_previewing_gateway
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def gateway(start_service: Any) -> Any:
-    return start_previewing_gateway(start_service)
+@pytest.fixture(scope="module")
+def gateway(start_module_service: Any) -> Any:
+    """One previewing gateway for the module: each test sends its own requests, and a
+    traceback any of them caused stays in the log the later ones check."""
+    return start_previewing_gateway(start_module_service)
 
 
 @pytest.fixture

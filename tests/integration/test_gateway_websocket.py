@@ -8,8 +8,12 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
+import socket
+import time
 
 import pytest
+from tests import hostile
 from tests.support import RawWebSocket, metric, wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,6 +43,30 @@ async def test_the_handshake_proves_the_key_and_answers_the_offered_subprotocol(
     welcome = await asyncio.to_thread(socket.next_message, "welcome")
     assert welcome["protocol"] == "tocsin.v1"
     socket.close()
+
+
+def test_an_upgrade_split_over_reads_opens_the_same_socket_as_one_read_whole(
+    start_service, user_token
+) -> None:
+    """A plain upgrade read whole is read by hand (`tocsin.gateway.handshake`); one that
+    arrives in pieces is uvicorn's protocol's to read: both end in the same socket."""
+    gateway = start_service("gateway")
+    answers = []
+    for pieces in (1, 3):
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = hostile.upgrade_request(f"/ws?token={user_token()}", key=key)
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as conn:
+            cut = len(request) // pieces
+            for start in range(0, len(request), cut or 1):
+                conn.sendall(request[start : start + cut])
+                time.sleep(0.1)  # each piece its own read
+            head, rest = hostile.read_head(conn)
+            welcome = hostile.ServerFrames(conn, rest).message("welcome")
+        expected = base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+        assert header(head, "sec-websocket-accept") == expected
+        answers.append((head.split("\r\n", 1)[0], welcome["protocol"], welcome["subject"]))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == "HTTP/1.1 101 Switching Protocols"
 
 
 async def test_malformed_upgrades_get_an_http_error_and_no_socket(start_service) -> None:

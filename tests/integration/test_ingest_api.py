@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from tests.support import metric
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common import keys
@@ -18,6 +19,20 @@ pytestmark = pytest.mark.integration
 
 QUEUE = f"{keys.DRAMATIQ_NAMESPACE}:alerts"
 ALERT = {"name": "DiskFull", "severity": "critical", "labels": {"host": "db-1"}}
+
+
+@pytest.fixture
+def redis_server(module_redis_server: RedisServer) -> RedisServer:
+    """The module's server, emptied for each test: a test sees its own keys and messages
+    only, and the services it starts itself run against it too."""
+    redis.Redis.from_url(module_redis_server.url).flushall()
+    return module_redis_server
+
+
+@pytest.fixture(scope="module")
+def ingest(start_module_service: Any) -> Any:
+    """One ingest with the default settings for the module's tests that need no other."""
+    return start_module_service("ingest")
 
 
 def _queued(redis_server: RedisServer) -> list[dict[str, Any]]:
@@ -56,8 +71,7 @@ def test_missing_wrong_and_revoked_keys_get_401_and_enqueue_nothing(
     assert len(_queued(redis_server)) == 1
 
 
-def test_jwt_needs_the_ingest_scope(start_service, user_token, redis_server) -> None:
-    ingest = start_service("ingest")
+def test_jwt_needs_the_ingest_scope(ingest: Any, user_token, redis_server) -> None:
     url = f"{ingest.url}/v1/alerts"
     forbidden = httpx.post(url, json=ALERT, headers=_bearer(user_token(scopes=("read",))))
     assert forbidden.status_code == 403
@@ -71,9 +85,8 @@ def test_jwt_needs_the_ingest_scope(start_service, user_token, redis_server) -> 
 
 
 def test_pagerduty_routing_key_authenticates_and_bad_ones_get_pagerduty_shaped_401(
-    start_service, redis_server: RedisServer
+    ingest: Any, redis_server: RedisServer
 ) -> None:
-    ingest = start_service("ingest")
     key, _ = _key(redis_server, "pd-producer")
     payload = {"summary": "CPU hot", "source": "web-1", "severity": "warning"}
     event = {"event_action": "trigger", "payload": payload}
@@ -101,9 +114,8 @@ def test_pagerduty_routing_key_authenticates_and_bad_ones_get_pagerduty_shaped_4
 
 
 def test_pagerduty_acknowledge_enqueues_an_apply_action_message(
-    start_service, redis_server: RedisServer
+    ingest: Any, redis_server: RedisServer
 ) -> None:
-    ingest = start_service("ingest")
     key, _ = _key(redis_server, "pd")
     ack = {"routing_key": key, "event_action": "acknowledge", "dedup_key": "db-disk"}
     response = httpx.post(f"{ingest.url}/v2/enqueue", json=ack)
@@ -150,9 +162,8 @@ def test_backlog_over_its_bound_gives_503_with_retry_after(
 
 
 def test_repeated_idempotency_key_enqueues_once_and_answers_the_same(
-    start_service, redis_server: RedisServer
+    ingest: Any, redis_server: RedisServer
 ) -> None:
-    ingest = start_service("ingest")
     key, _ = _key(redis_server)
     headers = {**_bearer(key), "idempotency-key": "deploy-42"}
     first = httpx.post(f"{ingest.url}/v1/alerts", json=ALERT, headers=headers)
@@ -203,9 +214,8 @@ def test_body_over_the_limit_is_refused_before_it_is_fully_sent(
 
 
 def test_traceparent_is_continued_into_the_queued_message(
-    start_service, redis_server: RedisServer
+    ingest: Any, redis_server: RedisServer
 ) -> None:
-    ingest = start_service("ingest")
     key, _ = _key(redis_server)
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     headers = {**_bearer(key), "traceparent": parent}
@@ -218,14 +228,15 @@ def test_traceparent_is_continued_into_the_queued_message(
 
 
 def test_producer_default_labels_and_metrics_by_format_and_producer(
-    start_service, redis_server: RedisServer
+    ingest: Any, redis_server: RedisServer
 ) -> None:
-    ingest = start_service("ingest")
     key, _ = _key(redis_server, "prom-eu", region="eu")
     push = [{"labels": {"alertname": "Up", "severity": "info"}}]
     response = httpx.post(f"{ingest.url}/api/v2/alerts", json=push, headers=_bearer(key))
     assert response.status_code == 200
     assert response.content == b""
+    invalid = 'tocsin_ingest_requests_rejected_total{format="native",reason="invalid"}'
+    rejected = metric(ingest.url, invalid)  # the shared ingest's count before this test
     httpx.post(f"{ingest.url}/v1/alerts", content=b"{", headers=_bearer(key))
     [message] = _queued(redis_server)
     assert message["args"][0][0]["alert"]["labels"] == {"alertname": "Up", "severity": "info",
@@ -234,14 +245,11 @@ def test_producer_default_labels_and_metrics_by_format_and_producer(
     assert 'tocsin_ingest_alerts_received_total{format="prometheus",producer="prom-eu"} 1.0' in (
         metrics
     )
-    assert 'tocsin_ingest_requests_rejected_total{format="native",reason="invalid"} 1.0' in metrics
+    assert metric(ingest.url, invalid) == rejected + 1
     assert "tocsin_ingest_request_duration_seconds_bucket" in metrics
 
 
-def test_openapi_document_lists_every_endpoint_and_resolves_every_reference(
-    start_service,
-) -> None:
-    ingest = start_service("ingest")
+def test_openapi_document_lists_every_endpoint_and_resolves_every_reference(ingest: Any) -> None:
     assert httpx.get(f"{ingest.url}/v1/alerts").status_code == 405, "producer paths are POST"
     document = httpx.get(f"{ingest.url}/openapi.json").json()
     assert document["openapi"] == "3.1.0"

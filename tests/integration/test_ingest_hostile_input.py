@@ -20,6 +20,19 @@ ALERT = {"name": "DiskFull", "severity": "critical", "labels": {"host": "db-1"}}
 BAD_UTF8 = b'{"name": "Disk\xff", "severity": "critical"}'
 
 
+@pytest.fixture
+def redis_server(module_redis_server: RedisServer) -> RedisServer:
+    """The module's server, emptied for each test: a test sees its own keys and messages."""
+    redis.Redis.from_url(module_redis_server.url).flushall()
+    return module_redis_server
+
+
+@pytest.fixture(scope="module")
+def ingest(start_module_service: Any) -> Any:
+    """One ingest for the module's tests."""
+    return start_module_service("ingest")
+
+
 def _queued(redis_server: RedisServer) -> int:
     return int(redis.Redis.from_url(redis_server.url).llen(QUEUE))
 
@@ -43,9 +56,8 @@ def _bodies(key: str) -> dict[str, bytes]:
 
 
 def test_invalid_utf8_inside_json_strings_is_a_400_on_every_producer_endpoint(
-    start_service: Any, redis_server: RedisServer
+    ingest: Any, redis_server: RedisServer
 ) -> None:
-    ingest = start_service("ingest")
     key = _api_key(redis_server)
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     for path, body in _bodies(key).items():
@@ -65,9 +77,8 @@ def test_invalid_utf8_inside_json_strings_is_a_400_on_every_producer_endpoint(
 
 @pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
 def test_non_finite_numbers_are_refused_with_a_4xx(
-    start_service: Any, redis_server: RedisServer, number: bytes
+    ingest: Any, redis_server: RedisServer, number: bytes
 ) -> None:
-    ingest = start_service("ingest")
     key = _api_key(redis_server)
     body = b'{"name": "DiskFull", "severity": "critical", "value": ' + number + b"}"
     answer = httpx.post(
@@ -81,9 +92,8 @@ def test_non_finite_numbers_are_refused_with_a_4xx(
 
 
 def test_idempotency_key_replays_the_same_request_and_refuses_another_with_422(
-    start_service: Any, redis_server: RedisServer
+    ingest: Any, redis_server: RedisServer
 ) -> None:
-    ingest = start_service("ingest")
     key = _api_key(redis_server)
     headers = {"authorization": f"Bearer {key}", "idempotency-key": "deploy-7"}
     first = httpx.post(f"{ingest.url}/v1/alerts", json=ALERT, headers=headers)

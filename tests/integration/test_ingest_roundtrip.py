@@ -51,6 +51,13 @@ class Stack:
         return response
 
 
+@pytest.fixture(scope="module")
+def stack(start_module_service: Callable[..., Any], module_redis_server: RedisServer) -> Stack:
+    """One stack for the module: each test's alerts are its own (names, fingerprints) and
+    each test waits for the frames its own alerts cause."""
+    return Stack(start_module_service, module_redis_server)
+
+
 async def _exchange(
     stack: Stack, token: str, steps: list[tuple[Callable[[], None], Callable[[Frame], bool]]]
 ) -> list[Frame]:
@@ -80,8 +87,7 @@ def _is(kind: str, **fields: Any) -> Callable[[Frame], bool]:
     return match
 
 
-def test_native_alert_round_trips_to_a_websocket(start_service, redis_server, user_token) -> None:
-    stack = Stack(start_service, redis_server)
+def test_native_alert_round_trips_to_a_websocket(stack: Stack, user_token) -> None:
     alert = {"name": "DiskFull", "severity": "critical", "service": "db", "summary": "95%",
              "labels": {"host": "db-1"}, "starts_at": "2025-06-01T12:00:00+02:00"}  # fmt: skip
     [created] = asyncio.run(_exchange(stack, user_token(), [
@@ -96,10 +102,7 @@ def test_native_alert_round_trips_to_a_websocket(start_service, redis_server, us
     assert received["starts_at"].startswith("2025-06-01T10:00:00")
 
 
-def test_alertmanager_webhook_fires_then_resolves_on_a_websocket(
-    start_service, redis_server, user_token
-) -> None:
-    stack = Stack(start_service, redis_server)
+def test_alertmanager_webhook_fires_then_resolves_on_a_websocket(stack: Stack, user_token) -> None:
 
     def notification(status: str, ends_at: str) -> dict[str, Any]:
         return {"version": "4", "groupKey": "{}:{alertname=\"HighLatency\"}", "status": status,
@@ -137,10 +140,7 @@ def test_alertmanager_webhook_fires_then_resolves_on_a_websocket(
     assert resolved["alert"]["status"] == "resolved"
 
 
-def test_prometheus_push_round_trips_to_a_websocket(
-    start_service, redis_server, user_token
-) -> None:
-    stack = Stack(start_service, redis_server)
+def test_prometheus_push_round_trips_to_a_websocket(stack: Stack, user_token) -> None:
     push = [{"labels": {"alertname": "TargetDown", "severity": "warning", "job": "node"},
              "annotations": {"description": "node exporter down"}}]  # fmt: skip
     [created] = asyncio.run(_exchange(stack, user_token(), [
@@ -152,9 +152,8 @@ def test_prometheus_push_round_trips_to_a_websocket(
 
 
 def test_pagerduty_trigger_acknowledge_resolve_round_trip_to_a_websocket(
-    start_service, redis_server, user_token
+    stack: Stack, user_token
 ) -> None:
-    stack = Stack(start_service, redis_server)
 
     def event(action: str, **extra: Any) -> dict[str, Any]:
         return {"routing_key": stack.key, "event_action": action, "dedup_key": "pd-db-7", **extra}
@@ -215,11 +214,12 @@ def alertmanager(tmp_path: Path) -> Iterator[Callable[..., str]]:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("documented", ["alertmanager", "alertmanager-basic-auth"])
 def test_real_alertmanager_delivers_firing_and_resolved_alerts_to_tocsin(
-    start_service, redis_server, user_token, alertmanager, documented
+    stack: Stack, user_token, alertmanager, documented
 ) -> None:
-    stack = Stack(start_service, redis_server)
     am_url = alertmanager(stack.ingest.url, stack.key, documented)
-    labels = {"alertname": "QueueStuck", "severity": "critical", "service": "billing"}
+    # Its own alert per configuration: the module's stack already holds the other's.
+    name = f"QueueStuck-{documented}"
+    labels = {"alertname": name, "severity": "critical", "service": "billing"}
     now = datetime.now(UTC) - timedelta(minutes=1)
 
     def push(ends_at: datetime | None) -> None:
@@ -231,9 +231,9 @@ def test_real_alertmanager_delivers_firing_and_resolved_alerts_to_tocsin(
         assert response.status_code == 200, response.text
 
     created, resolved = asyncio.run(_exchange(stack, user_token(), [
-        (lambda: push(None), _is("alert.created", name="QueueStuck")),
+        (lambda: push(None), _is("alert.created", name=name)),
         (lambda: push(datetime.now(UTC) - timedelta(seconds=1)),
-         _is("alert.resolved", name="QueueStuck")),
+         _is("alert.resolved", name=name)),
     ]))  # fmt: skip
     alert = created["alert"]
     assert alert["severity"] == "critical"

@@ -218,18 +218,21 @@ def _token(header: str, payload: bytes, mutation: str, where: int, junk: str) ->
     return token
 
 
-def _outcome(verify: Any) -> tuple[Any, ...]:
+def _outcome(payload_of: Any) -> tuple[Any, ...]:
     try:
-        claims = verify()
+        payload = payload_of()
+        claims = auth._claims_of(payload)
     except TokenError as exc:
         return (exc.code, str(exc))
-    # repr: a NaN in `raw` is equal to itself only as text.
-    return ("accepted", claims.subject, claims.scopes, claims.channels, repr(claims.raw))
+    # repr: a NaN in the payload is equal to itself only as text.
+    return ("accepted", claims.subject, claims.scopes, claims.channels, repr(payload))
 
 
 def _both_ways(verifier: TokenVerifier, token: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    fast = _outcome(lambda: verifier.verify(token))
-    pyjwt = _outcome(lambda: auth._claims_of(verifier._verify_with_pyjwt(token)))
+    """The verifier's path (what `verify` builds its claims from) against PyJWT alone:
+    the same claims, the same payload, or the same refusal."""
+    fast = _outcome(lambda: verifier._verified_payload(token))
+    pyjwt = _outcome(lambda: verifier._verify_with_pyjwt(token))
     return fast, pyjwt
 
 

@@ -130,7 +130,7 @@ class Verifier:
 
 
 def claims(subject: str, expires_at: float | None, channels: tuple[str, ...] = ("*",)) -> Claims:
-    return Claims(subject, frozenset({"read"}), channels, expires_at, {"raw": "payload"})
+    return Claims(subject, frozenset({"read"}), channels, expires_at)
 
 
 async def test_an_expired_token_is_warned_about_then_the_socket_closed_after_the_grace() -> None:
@@ -147,7 +147,6 @@ async def test_an_expired_token_is_warned_about_then_the_socket_closed_after_the
     assert holder.close_code is CloseCode.TOKEN_EXPIRED
     assert [frame["type"] for frame in holder.told] == ["token_expiring"]
     assert holder.told[0]["grace"] == 0.0
-    assert lease.claims.raw == {}  # the raw token payload is not kept
 
 
 async def test_a_refresh_keeps_the_subject_and_replaces_grant_and_timer() -> None:
@@ -163,6 +162,8 @@ async def test_a_refresh_keeps_the_subject_and_replaces_grant_and_timer() -> Non
     lease.start()
     answer = json.loads(lease.refresh("new"))
     assert answer["type"] == "refreshed"
+    # The verifier's own claims, not a copy: one Claims per token in the gateway.
+    assert lease.claims is verifier.claims
     assert lease.grant.allows("ops.db")
     assert not lease.grant.allows("billing")
     await asyncio.sleep(0.05)

@@ -35,7 +35,7 @@ async def session_at(
         await asyncio.Event().wait()
 
     node = Node(GatewaySettings(**settings), None, None, None, Stats())  # type: ignore[arg-type]
-    session = Session(node, Claims("someone", frozenset(), ("*",), None, {}), send, receive)
+    session = Session(node, Claims("someone", frozenset(), ("*",), None), send, receive)
     session.positions["alerts"] = Position(epoch, offset, recovering=False)
     return session
 

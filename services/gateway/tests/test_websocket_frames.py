@@ -24,6 +24,7 @@ from tocsin.gateway.websocket import (
 )
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 
 def client_frame(opcode: int, payload: bytes, *, final: bool = True) -> bytes:
@@ -233,7 +234,8 @@ async def test_a_client_flooding_frames_is_slowed_by_tcp_not_buffered() -> None:
             received.append(await receive())
 
     timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=1)
-    socket = SocketProtocol(transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, 1024)
+    loop = asyncio.get_running_loop()
+    socket = SocketProtocol(transport, KEY, ServerState(), timings, 1024, loop)
     socket.start(application, {"type": "websocket"})
     await asyncio.sleep(0.01)  # the answer leaves with the wire's writes, at the turn's end
     assert transport.written.startswith(b"HTTP/1.1 101")
@@ -263,9 +265,8 @@ async def _accepted(
         read_rate=read_rate,
         read_burst=read_burst,
     )
-    socket = SocketProtocol(
-        transport, b"dGhlIHNhbXBsZSBub25jZQ==", ServerState(), timings, max_message
-    )
+    loop = asyncio.get_running_loop()
+    socket = SocketProtocol(transport, KEY, ServerState(), timings, max_message, loop)
     socket.start(application, {"type": "websocket"})
     await asyncio.sleep(0.01)  # accepted, and the answer written
     return socket
@@ -376,9 +377,9 @@ async def test_connections_arriving_at_once_start_a_bounded_share_per_loop_turn(
 
     state = ServerState()
     timings = SocketTimings(ping_interval=60, pong_timeout=10, close_timeout=0.05)
+    loop = asyncio.get_running_loop()
     sockets = [
-        SocketProtocol(RecordingTransport(), b"dGhlIHNhbXBsZSBub25jZQ==", state, timings, 1024)
-        for _ in range(100)
+        SocketProtocol(RecordingTransport(), KEY, state, timings, 1024, loop) for _ in range(100)
     ]
     for n, socket in enumerate(sockets):
         socket.start(application, {"type": "websocket", "n": n})

@@ -34,9 +34,10 @@ async def _admit(
     admission: Admission, cost: int = 1, key: str = "", answer: bytes = b"{}"
 ) -> Verdict:
     message_id, message = encode_message("alerts", "process_alerts", ([],), {"traceparent": "t"})
-    return await admission.admit(
+    command = admission.command(
         "producer", message_id, message, cost=cost, answer=answer, idempotency_key=key
     )
+    return await admission.admit_command(command)
 
 
 async def test_enqueued_message_is_consumed_by_a_dramatiq_worker_as_is(
@@ -45,7 +46,10 @@ async def test_enqueued_message_is_consumed_by_a_dramatiq_worker_as_is(
     message_id, message = encode_message(
         "alerts", "process_alerts", ([{"id": "a"}],), {"traceparent": "00-abc"}
     )
-    verdict = await _admission(client).admit("p", message_id, message, cost=1, answer=b"")
+    admission = _admission(client)
+    verdict = await admission.admit_command(
+        admission.command("p", message_id, message, cost=1, answer=b"")
+    )
     assert verdict.outcome is Outcome.ENQUEUED
     broker = queues.build_broker(redis_server.url)
     try:

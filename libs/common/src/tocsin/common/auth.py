@@ -31,7 +31,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -84,13 +84,17 @@ def _numeric_date(value: Any) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """The parts of a verified token that Tocsin uses."""
+    """The parts of a verified token that Tocsin uses.
+
+    Not the payload itself: the verifier remembers the claims of every token it
+    accepted and each socket holds its token's for its whole life, so the claims a
+    gateway keeps are one small object per token (the same one in both places).
+    """
 
     subject: str
     scopes: frozenset[str]
     channels: tuple[str, ...]
     expires_at: float | None
-    raw: dict[str, Any] = field(repr=False)
 
 
 class TokenVerifier:
@@ -158,7 +162,7 @@ class TokenVerifier:
         raise TokenError("token_invalid", f"algorithm {algorithm!r} is not accepted")
 
     def verify(self, token: str) -> Claims:
-        """The claims of `token`, or `TokenError`; the returned `raw` must not be mutated."""
+        """The claims of `token`, or `TokenError`."""
         if not token:
             raise TokenError("token_missing", "no token was given")
         accepted = self._accepted
@@ -170,17 +174,21 @@ class TokenVerifier:
                     accepted.move_to_end(token)
                 return claims
             accepted.pop(token, None)
-        hs256 = self._hs256
-        payload = self._verify_plain_hs256(token, hs256) if hs256 is not None else None
-        if payload is None:
-            payload = self._verify_with_pyjwt(token)
-        claims = _claims_of(payload)
+        claims = _claims_of(self._verified_payload(token))
         if self._cache_size > 0:
             accepted[token] = claims
             while len(accepted) > self._cache_size:
                 with contextlib.suppress(KeyError):
                     accepted.popitem(last=False)
         return claims
+
+    def _verified_payload(self, token: str) -> dict[str, Any]:
+        """The payload of `token` once verified (the fast path, else PyJWT), or `TokenError`."""
+        hs256 = self._hs256
+        payload = self._verify_plain_hs256(token, hs256) if hs256 is not None else None
+        if payload is None:
+            payload = self._verify_with_pyjwt(token)
+        return payload
 
     def _verify_plain_hs256(self, token: str, hs256: hmac.HMAC) -> dict[str, Any] | None:
         """The checked payload of a plain HS256 token, `TokenError`, or None: ask PyJWT.
@@ -334,7 +342,6 @@ def _claims_of(payload: dict[str, Any]) -> Claims:
             scopes=scope_set,
             channels=tuple(channels),
             expires_at=float(payload["exp"]),
-            raw=payload,
         )
     except (TypeError, ValueError, OverflowError) as exc:
         raise TokenError("token_invalid", f"malformed claims: {exc}") from None

@@ -164,6 +164,12 @@ class LimitedHttpToolsProtocol(ServerProtocol):
         super().connection_made(transport)
         self._arm(self.limits.keepalive_timeout, self._shut)
 
+    def idle_until(self, when: float) -> None:
+        """Keep the idle deadline (loop time) of whoever held the connection before it
+        was handed over here, rather than a fresh one."""
+        self._disarm()
+        self._deadline = self.loop.call_at(when, self._shut)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._end_send_wait()

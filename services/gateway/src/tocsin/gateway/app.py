@@ -28,7 +28,6 @@ import contextlib
 import random
 from collections.abc import AsyncIterator
 from importlib import resources
-from urllib.parse import parse_qs
 
 import msgspec
 import redis.asyncio as redis_async
@@ -47,6 +46,7 @@ from tocsin.common.redis import async_client
 from tocsin.gateway.api import ApiContext, dashboard_routes
 from tocsin.gateway.api.openapi import OPENAPI_PATH, openapi_document
 from tocsin.gateway.broker import RedisBroker
+from tocsin.gateway.handshake import query_token
 from tocsin.gateway.history import ChannelLog
 from tocsin.gateway.hub import Hub
 from tocsin.gateway.metrics import Stats, StatsCollector, register
@@ -97,8 +97,7 @@ def _token_at_upgrade(scope: Scope) -> str:
     for offered in _offered_subprotocols(scope):
         if offered.startswith(_BEARER_SUBPROTOCOL):
             return offered[len(_BEARER_SUBPROTOCOL) :]
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return str(query.get("token", [""])[0])
+    return query_token(scope.get("query_string", b""))
 
 
 class SocketEndpoint:

@@ -10,7 +10,7 @@ subject has renewed it. One deadline at a time, on the process's timer wheel
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from tocsin.common.auth import Claims, TokenError, TokenVerifier
 from tocsin.gateway.access import ChannelGrant
@@ -28,15 +28,6 @@ class LeaseHolder(Protocol):
     def close(self, code: CloseCode) -> None: ...
 
 
-def _slim(claims: Claims) -> Claims:
-    """The claims a socket keeps for its whole life, without the raw token payload."""
-    return Claims(claims.subject, claims.scopes, claims.channels, claims.expires_at, _NO_RAW)
-
-
-# Shared by every socket's slim claims (Claims.raw is never mutated).
-_NO_RAW: dict[str, Any] = {}
-
-
 class TokenLease:
     """A socket's claims and grant, with the deadline their expiry sets."""
 
@@ -51,7 +42,7 @@ class TokenLease:
         warning: float,
         grace: float,
     ) -> None:
-        self.claims = _slim(claims)
+        self.claims = claims
         self.grant = ChannelGrant(claims.channels)
         self._verifier = verifier
         self._holder = holder
@@ -94,7 +85,7 @@ class TokenLease:
             return error_frame(ErrorCode.TOKEN_INVALID, str(exc), reason=exc.code)
         if claims.subject != self.claims.subject:
             return error_frame(ErrorCode.TOKEN_INVALID, "a refresh must keep the subject")
-        self.claims = _slim(claims)
+        self.claims = claims
         self.grant = ChannelGrant(claims.channels)
         self.start()
         return encode({"type": "refreshed", "expires_at": claims.expires_at})

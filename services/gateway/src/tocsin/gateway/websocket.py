@@ -3,11 +3,13 @@
 Connecting is what a mass reconnect costs, and it is CPU-bound. uvicorn's path
 parses the upgrade request with httptools, writes it out again, has a
 websockets-sansio protocol parse it a second time, then builds an ASGI scope,
-headers objects and a task around the app. Here `UpgradeProtocol` (uvicorn's
-httptools protocol for every other request) hands the request it has already
-parsed to a `SocketProtocol`, which answers the handshake itself and speaks
-the few frames Tocsin needs: text and binary messages (fragmented or not),
-close, ping and pong. The application still sees ASGI messages through
+headers objects and a task around the app. Here a plain upgrade, read whole in
+a connection's first read, is read by hand (`tocsin.gateway.handshake`) and
+never meets uvicorn's protocol; any other request goes to `UpgradeProtocol`
+(uvicorn's httptools protocol with Tocsin's limits), which hands an upgrade it
+has parsed to the same socket. A `SocketProtocol` answers the handshake itself
+and speaks the few frames Tocsin needs: text and binary messages (fragmented or
+not), close, ping and pong. The application still sees ASGI messages through
 `receive`/`send`, and the `tocsin.wire` extension for pre-encoded writes.
 
 Faults have fixed answers: a malformed handshake gets HTTP 400 (426 for a
@@ -54,7 +56,9 @@ from http import HTTPStatus
 from typing import Any
 
 from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
+from tocsin.common.uvicorn_shim import UpgradeRequest
 from tocsin.gateway import wheel
+from tocsin.gateway.handshake import FirstRead
 from tocsin.gateway.protocol import CloseCode
 from tocsin.gateway.rfc6455 import (
     BINARY,
@@ -191,13 +195,15 @@ class TurnShare:
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def share(self) -> int:
-        """Units the caller may do now (0: wait in line)."""
-        if asyncio.get_running_loop() is not self._loop:
-            self._reset()
+    def share(self, loop: asyncio.AbstractEventLoop) -> int:
+        """Units the caller may do now (0: wait in line); `loop` is the running loop
+        (handed in: `asyncio.get_running_loop` costs a getpid per call on 3.11)."""
+        if loop is not self._loop:
+            self._reset(loop)
         return max(0, min(self.left, self.per_call))
 
     def spend(self, units: int) -> None:
+        """Take `units` off this turn's share (after `share`, in the same turn)."""
         self.left -= units
         # The share is renewed in the turn after it ran half down, not after every
         # turn: a turn still does at most `per_turn` (only a turn's end renews it),
@@ -206,22 +212,19 @@ class TurnShare:
             self._schedule()
 
     def wait(self, resume: Callable[[], None]) -> None:
-        """Call `resume` in a later turn, in line."""
+        """Call `resume` in a later turn, in line (after `share`, in the same turn)."""
         self._schedule()
         self._line.append(resume)
 
-    def _reset(self) -> None:
+    def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
         # Another loop (tests run several in one process): nothing carries over.
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._scheduled, self._line, self.left = False, deque(), self.per_turn
 
     def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._reset()
-        if not self._scheduled:
+        if not self._scheduled and self._loop is not None:
             self._scheduled = True
-            loop.call_soon(self._next_turn)
+            self._loop.call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
         self._scheduled = False
@@ -313,6 +316,7 @@ class SocketProtocol(asyncio.Protocol):
         "_input_waits",
         "_key",
         "_lag_mark",
+        "_loop",
         "_pending",
         "_reader",
         "_reading_paused",
@@ -335,13 +339,16 @@ class SocketProtocol(asyncio.Protocol):
         server_state: Any,
         timings: SocketTimings,
         max_message: int,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.transport = transport
+        # The running loop, held: asking for it costs a getpid per call on 3.11.
+        self._loop = loop
         self._key = key
         self._server_state = server_state
         self._timings = timings
         self._reader = FrameReader(max_message)
-        self.queue = Inbox()
+        self.queue = Inbox(loop)
         self.writable = Writable()
         self.wire = Wire(self, self.coalescer)
         self.state = SocketState.CONNECTING
@@ -377,7 +384,7 @@ class SocketProtocol(asyncio.Protocol):
         """Run the application for this connection (the scope's extensions are filled here),
         in this loop turn or, past the turn's share, a later one."""
         starts = self.starts
-        if starts.share():
+        if starts.share(self._loop):
             starts.spend(1)
             self._start(endpoint, scope)
         else:
@@ -389,7 +396,7 @@ class SocketProtocol(asyncio.Protocol):
         self._server_state.connections.add(self)
         scope["extensions"] = {"websocket.http.response": {}, WIRE_EXTENSION: {"wire": self.wire}}
         self.queue.put_nowait({"type": "websocket.connect"})
-        task = asyncio.get_running_loop().create_task(endpoint(scope, self.receive, self.send))
+        task = self._loop.create_task(endpoint(scope, self.receive, self.send))
         # uvicorn's set of running tasks also keeps this one referenced until it ends.
         self._server_state.tasks.add(task)
         task.add_done_callback(self._application_done)
@@ -418,7 +425,7 @@ class SocketProtocol(asyncio.Protocol):
             return
         turns = self.frames
         try:
-            messages = self._reader.feed(data, turns.share())
+            messages = self._reader.feed(data, turns.share(self._loop))
         except FrameError as exc:
             self._fail(exc.code, exc.reason)
             return
@@ -499,7 +506,7 @@ class SocketProtocol(asyncio.Protocol):
         self._allowance_at = now
         if self._allowance < 0 and self._throttle is None:
             self._pause_reading()
-            self._throttle = asyncio.get_running_loop().call_later(
+            self._throttle = self._loop.call_later(
                 -self._allowance / timings.read_rate, self._unthrottle
             )
 
@@ -739,43 +746,66 @@ def upgrade_protocol(
     timings: SocketTimings,
     max_message: int,
     limits: HttpLimits | None = None,
-) -> type[LimitedHttpToolsProtocol]:
-    """uvicorn's httptools protocol with Tocsin's HTTP `limits`, answering upgrades to
-    `path` with a `SocketProtocol`."""
+) -> type[asyncio.Protocol]:
+    """The server's protocol: a plain upgrade to `path` read by hand (`FirstRead`), anything
+    else by uvicorn's httptools protocol with Tocsin's HTTP `limits`; both answer upgrades
+    to `path` with a `SocketProtocol`."""
     path_bytes = path.encode()
+
+    def checked(request: UpgradeRequest) -> tuple[bytes | None, int, str, tuple[str, ...]]:
+        """The request's key, or None with the HTTP refusal (status, reason, headers)."""
+        if request.target != path_bytes:
+            return None, 404, "no WebSocket endpoint here", ()
+        if request.method != "GET":
+            return None, 405, "the upgrade must be a GET", ()
+        key, refusal = handshake_key(request.headers)
+        if key is None:
+            if refusal == "426":
+                return None, 426, "only WebSocket version 13", ("sec-websocket-version: 13",)
+            return None, 400, refusal, ()
+        return key, 101, "", ()
+
+    def start(socket: SocketProtocol, request: UpgradeRequest) -> None:
+        headers = request.headers
+        socket.start(
+            endpoint,
+            {
+                "type": "websocket",
+                "path": path,
+                "query_string": request.query,
+                "headers": headers,
+                "subprotocols": offered_subprotocols(headers),
+            },
+        )
+
+    def open_plain(
+        transport: asyncio.Transport,
+        state: Any,
+        request: UpgradeRequest,
+        loop: asyncio.AbstractEventLoop,
+    ) -> bool:
+        key = checked(request)[0]
+        if key is None:
+            return False  # refused: the HTTP protocol answers it
+        socket = SocketProtocol(transport, key, state, timings, max_message, loop)
+        transport.set_protocol(socket)
+        start(socket, request)
+        return True
 
     class UpgradeProtocol(LimitedHttpToolsProtocol):
         def handle_websocket_upgrade(self) -> None:
             request = self.upgrade_request()
-            if request.target != path_bytes:
-                self._refuse(404, "no WebSocket endpoint here")
-                return
-            if request.method != "GET":
-                self._refuse(405, "the upgrade must be a GET")
-                return
-            headers = request.headers
-            key, refusal = handshake_key(headers)
+            key, status, reason, headers = checked(request)
             if key is None:
-                if refusal == "426":
-                    self._refuse(426, "only WebSocket version 13", "sec-websocket-version: 13")
-                else:
-                    self._refuse(400, refusal)
+                respond(self.release_parser(), status, reason.encode(), *headers, _PLAIN_TEXT)
                 return
+            loop = self.loop
             socket = self.hand_over(
-                lambda transport, state: SocketProtocol(transport, key, state, timings, max_message)
+                lambda transport, state: SocketProtocol(
+                    transport, key, state, timings, max_message, loop
+                )
             )
-            socket.start(
-                endpoint,
-                {
-                    "type": "websocket",
-                    "path": path,
-                    "query_string": request.query,
-                    "headers": headers,
-                    "subprotocols": offered_subprotocols(headers),
-                },
-            )
+            start(socket, request)
 
-        def _refuse(self, status: int, reason: str, *headers: str) -> None:
-            respond(self.release_parser(), status, reason.encode(), *headers, _PLAIN_TEXT)
-
-    return UpgradeProtocol.with_limits(limits) if limits is not None else UpgradeProtocol
+    http = UpgradeProtocol.with_limits(limits) if limits is not None else UpgradeProtocol
+    return FirstRead.serving(http, open_plain)

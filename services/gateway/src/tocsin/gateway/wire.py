@@ -122,9 +122,11 @@ class Inbox:
     pause, not a refusal here.
     """
 
-    __slots__ = ("_messages", "_waiter", "size")
+    __slots__ = ("_loop", "_messages", "_waiter", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        # The connection's loop when known: asking for the running one costs a getpid on 3.11.
+        self._loop = loop
         self._messages: list[tuple[Any, int]] = []
         self._waiter: asyncio.Future[None] | None = None
         self.size = 0
@@ -152,7 +154,8 @@ class Inbox:
         coroutine of its own: `SocketProtocol.receive` waits on it)."""
         waiter = self._waiter
         if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop or asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
         return waiter
 
     def pop(self) -> Any:

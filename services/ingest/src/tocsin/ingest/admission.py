@@ -1,6 +1,6 @@
 """Admitting a request's work onto the alerts queue in one atomic Redis script.
 
-`Admission.admit` replays an earlier answer for a repeated Idempotency-Key,
+`Admission.admit_command` replays an earlier answer for a repeated Idempotency-Key,
 refuses work when the queue's backlog (in alerts) is past its bound or the
 producer's token bucket is empty, and otherwise enqueues one message through
 the queue layer's keys (`tocsin.common.queue`): Dramatiq's layout, a wake-up
@@ -110,41 +110,14 @@ class Admission:
         # Each producer's rate-bucket key as a bulk string, made once rather than per request.
         self._rate_buckets: dict[str, bytes] = {}
 
-    async def admit(
-        self,
-        producer: str,
-        message_id: str,
-        message: bytes,
-        *,
-        cost: int,
-        answer: bytes,
-        idempotency_key: str = "",
-        request_digest: bytes = b"",
-    ) -> Verdict:
-        """Enqueue `message` unless refused; `answer` is kept for replays of the key.
-
-        `request_digest` (64 hex digits: endpoint and body) is stored with the
-        answer: the key replays only for the same request, and is `KEY_REUSED`
-        for any other, as the IETF Idempotency-Key draft asks.
+    async def admit_command(self, command: bytes) -> Verdict:
+        """Run `command` (from `command`): enqueue its message unless refused.
 
         Raises a `StoreError` (see `PipelinedRedis`): `OutcomeUnknownError` when the
         connection failed after the script was sent, `StoreUnavailableError` when Redis
         cannot be reached or stops answering before, `RedisReplyError` when it refuses
         the script.
         """
-        command = self.command(
-            producer,
-            message_id,
-            message,
-            cost=cost,
-            answer=answer,
-            idempotency_key=idempotency_key,
-            request_digest=request_digest,
-        )
-        return await self.admit_command(command)
-
-    async def admit_command(self, command: bytes) -> Verdict:
-        """`admit`, for a command `command` built; raises as `admit` does."""
         try:
             result = await self.send(command)
         except RedisReplyError as exc:
@@ -164,7 +137,13 @@ class Admission:
         idempotency_key: str = "",
         request_digest: bytes = b"",
     ) -> bytes:
-        """The script's keys and arguments for `admit`, to hand to `send`."""
+        """The script's keys and arguments for `admit_command` (or `send`).
+
+        `answer` is kept for replays of `idempotency_key`; `request_digest` (64 hex
+        digits: endpoint and body) is stored with it: the key replays only for the
+        same request, and is `KEY_REUSED` for any other, as the IETF Idempotency-Key
+        draft asks.
+        """
         idempotency = keys.idempotency(producer, idempotency_key) if idempotency_key else ""
         rate_bucket = self._rate_buckets.get(producer)
         if rate_bucket is None:
