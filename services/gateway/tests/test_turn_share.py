@@ -23,7 +23,7 @@ async def test_turns_that_spend_little_schedule_no_renewal() -> None:
     loop.call_soon = spy  # type: ignore[method-assign]
     try:
         for _ in range(40):  # an idle gateway: a pong or so a turn
-            assert share.share() == 8
+            assert share.share(loop) == 8
             share.spend(1)
             await asyncio.sleep(0)
     finally:

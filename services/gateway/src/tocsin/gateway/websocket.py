@@ -48,6 +48,7 @@ import asyncio
 import enum
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, MutableMapping
@@ -144,7 +145,7 @@ class LoopLag:
     admission refuses new sockets while it is high.
     """
 
-    __slots__ = ("_due", "_loop", "late_pongs_read", "recent", "total")
+    __slots__ = ("_due", "_loop", "_thread", "late_pongs_read", "recent", "total")
 
     def __init__(self) -> None:
         self.total = 0.0
@@ -153,12 +154,18 @@ class LoopLag:
         self.late_pongs_read = 0
         self._due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread `_loop` runs in
 
     def mark(self) -> float:
         """The lag so far (sampling starts on the first call in a loop)."""
+        loop = self._loop
+        # The loop held, while it runs in this thread: asking asyncio costs a getpid (3.11).
+        if loop is not None and self._thread == threading.get_ident() and loop.is_running():
+            return self.total
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop = loop
+            self._thread = threading.get_ident()
             self._due = loop.time() + _LAG_SAMPLE
             loop.call_at(self._due, self._sample, loop)
         return self.total

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import threading
 from typing import Generic, Protocol, TypeVar
 
 __all__ = ["RESOLUTION", "Deadlines", "Due", "TimerWheel", "deadlines"]
@@ -158,11 +159,12 @@ class Deadlines:
     nothing on the wheel, nothing wakes the loop.
     """
 
-    __slots__ = ("_armed", "_asked", "_handle", "_loop", "_wheel")
+    __slots__ = ("_armed", "_asked", "_handle", "_loop", "_thread", "_wheel")
 
     def __init__(self, resolution: float = RESOLUTION) -> None:
         self._wheel: TimerWheel[Due] = TimerWheel(resolution)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread `_loop` runs in
         self._handle: asyncio.TimerHandle | None = None
         self._armed: int | None = None
         # While the timer's pass runs: the delays its owners asked for (owner: delay),
@@ -178,7 +180,7 @@ class Deadlines:
     def after(self, owner: Due, delay: float) -> None:
         """Call `owner.expire` `delay` seconds from now (at most one slot later)."""
         asked = self._asked
-        if asked is not None and asyncio.get_running_loop() is self._loop:
+        if asked is not None:  # within the pass, so on its loop
             self._wheel.cancel(owner)
             asked[owner] = delay
             return
@@ -195,12 +197,18 @@ class Deadlines:
                 self._asked.pop(owner, None)
 
     def _running(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        # The loop held, while it runs in this thread (a thread runs one loop at a
+        # time): asking asyncio costs a getpid per call on 3.11, and this runs per pong.
+        if loop is not None and self._thread == threading.get_ident() and loop.is_running():
+            return loop
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # Another loop (tests run several in one process): its sockets are gone.
             if self._handle is not None:
                 self._handle.cancel()
             self._loop, self._handle, self._armed = loop, None, None
+            self._thread = threading.get_ident()
             self._wheel = TimerWheel(self._wheel.resolution)
         return loop
 
