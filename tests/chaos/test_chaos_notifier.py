@@ -70,7 +70,9 @@ def count_arrivals(tally: Tally, receiver: Receiver) -> None:
     tally.duplicated = sum(seen.values()) - len(seen)
 
 
-def one_group_per_alert(receiver: Receiver, tmp_path: Path, group_wait: str = "200ms") -> str:
+def one_group_per_alert(
+    receiver: Receiver, tmp_path: Path, group_wait: str = "200ms", timeout: int = 2
+) -> str:
     return routes_file(
         tmp_path,
         f"""
@@ -81,7 +83,7 @@ route:
   group_interval: 1h
   repeat_interval: 4h
 receivers:
-  - {{name: hook, type: webhook, url: "{receiver.url}", timeout_seconds: 2}}
+  - {{name: hook, type: webhook, url: "{receiver.url}", timeout_seconds: {timeout}}}
 """,
     )
 
@@ -140,6 +142,54 @@ def test_notifier_killed_inside_accept_flush_or_send_loses_no_page(
     count_arrivals(tally, receiver)
     tally.report()
     tally.assert_clean()
+
+
+def test_notifier_killed_while_claimed_sends_wait_for_a_slot_sends_each_once(
+    chaos_redis: ChaosRedis, stack: Stack, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The send step claims a send (and schedules its guard) before handing it over, so
+    sends waiting on the loop for a slot hold their claims: killed there, each is sent
+    once by its guard after its lease; only the one on the wire may repeat (same id)."""
+    tally = Tally("notifier/killed-while-sends-wait", sent=6 if LONG else 3)
+    # A lease of 9 s (the timeout + 5): 4 s in which to see the sends waiting.
+    routes = one_group_per_alert(receiver, tmp_path, timeout=4)
+    # One slot: the first send is held on the wire, the others wait for the slot.
+    receiver.hold = 30.0
+    doomed = stack.start(
+        "notifier", TOCSIN_ROUTES_FILE=routes, TOCSIN_RECEIVER_CONCURRENCY="1", **FAST
+    )
+    tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, "waiting")
+    client = chaos_redis.client()
+
+    def claims_sending() -> int:
+        values = [client.get(key) for key in client.scan_iter("tocsin:notify:claim:*")]
+        return sum(1 for value in values if value and value.startswith(b"sending|"))
+
+    settle(
+        lambda: len(receiver.arrivals) == 1 and claims_sending() == tally.accepted,
+        30,
+        "one send on the wire and every other one claimed, waiting for the slot",
+    )
+    stack.kill(doomed)
+    killed_at = time.monotonic()
+    receiver.hold = 0.0
+    stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
+    settle(
+        lambda: len(firing_fingerprints(receiver)) == tally.accepted,
+        60,
+        "every alert's page after the restart",
+    )
+    tally.settle_seconds = time.monotonic() - killed_at
+    time.sleep(1.0)  # room for a duplicate to show up
+    with receiver.lock:
+        first, *later = [arrival.json() for arrival in receiver.arrivals]
+    count_arrivals(tally, receiver)
+    tally.report()
+    assert tally.lost == 0
+    # The send that was on the wire comes again with its notification id; no other repeats.
+    repeats = [body for body in later if body["id"] == first["id"]]
+    assert tally.duplicated == len(repeats) <= 1
+    assert len({body["id"] for body in later}) == len(later)
 
 
 def test_redis_sigkill_with_aof_during_notification_flow_strands_no_notification(

@@ -15,6 +15,7 @@ import json
 import pathlib
 import threading
 import time
+from typing import Any
 
 import httpx
 import jwt
@@ -198,6 +199,13 @@ def _token(scope: str, **claims: object) -> str:
     return jwt.encode(payload, TEST_JWT_SECRET, algorithm="HS256")
 
 
+@pytest.fixture(scope="module")
+def default_gateway(start_module_service: Any) -> Any:
+    """One default gateway for the token cases: each is refused before it holds anything
+    (no session, no subscription), so no case sees another's."""
+    return start_module_service("gateway")
+
+
 @pytest.mark.parametrize(
     ("token", "code", "status"),
     [
@@ -210,9 +218,9 @@ def _token(scope: str, **claims: object) -> str:
     ids=["ingest_only", "no_scope", "channels_string", "channels_not_strings"],
 )
 def test_sockets_need_the_read_scope_and_a_list_of_channels_like_the_rest_api(
-    start_service, token: str, code: int, status: int
+    default_gateway: Any, token: str, code: int, status: int
 ) -> None:
-    gateway = start_service("gateway")
+    gateway = default_gateway
     answer = httpx.get(
         f"{gateway.url}/v1/alerts", headers={"authorization": f"Bearer {token}"}, timeout=10
     )

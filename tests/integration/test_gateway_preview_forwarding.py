@@ -53,7 +53,12 @@ def test_gateway_answers_503_problems_when_the_notifier_is_down_or_hanging(
         httpx.post(url, headers=auth, json=SLACK, timeout=30), 503, "notifier-unavailable"
     )
     assert notifier.url in down["detail"]
-    hanging = start_service("gateway", TOCSIN_NOTIFIER_URL=f"http://127.0.0.1:{silent_listener}")
+    # A short wait: the silent notifier never answers, however long the gateway waits.
+    hanging = start_service(
+        "gateway",
+        TOCSIN_NOTIFIER_URL=f"http://127.0.0.1:{silent_listener}",
+        TOCSIN_NOTIFIER_TIMEOUT="1",
+    )
     answer = httpx.post(hanging.url + PREVIEW_PATH, headers=auth, json=SLACK, timeout=60)
     assert "ReadTimeout" in _problem(answer, 503, "notifier-unavailable")["detail"]
     assert "Traceback" not in gateway.log() + hanging.log()

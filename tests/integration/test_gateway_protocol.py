@@ -139,8 +139,15 @@ async def test_each_bad_token_is_refused_with_its_documented_close_code(
         assert (await recv(socket))["type"] == "welcome"
 
 
-async def test_every_auth_path_yields_a_welcome(start_service, user_token) -> None:
-    gateway = start_service("gateway")
+@pytest.fixture(scope="module")
+def default_gateway(start_module_service: Any) -> Any:
+    """One default gateway for the tests that change nothing it keeps: each closes its
+    sockets, and none reads a counter another test moves."""
+    return start_module_service("gateway")
+
+
+async def test_every_auth_path_yields_a_welcome(default_gateway: Any, user_token) -> None:
+    gateway = default_gateway
     token = user_token()
     async with websockets.connect(
         gateway.ws_url, additional_headers={"authorization": f"Bearer {token}"}
@@ -163,9 +170,9 @@ async def test_every_auth_path_yields_a_welcome(start_service, user_token) -> No
 
 
 async def test_a_channel_outside_the_token_grant_is_refused_as_forbidden(
-    start_service, user_token
+    default_gateway: Any, user_token
 ) -> None:
-    gateway = start_service("gateway")
+    gateway = default_gateway
     token = user_token(channels=["alerts", "alerts.team.*"])
     async with websockets.connect(
         gateway.ws_url, additional_headers={"authorization": f"Bearer {token}"}
@@ -266,8 +273,8 @@ async def test_limits_each_have_their_close_code_or_error_and_a_metric(
     assert 'tocsin_ws_disconnects_total{code="slow_consumer"}' not in metrics
 
 
-async def test_the_browser_sdk_is_served_at_a_stable_path(start_service) -> None:
-    gateway = start_service("gateway")
+async def test_the_browser_sdk_is_served_at_a_stable_path(default_gateway: Any) -> None:
+    gateway = default_gateway
     response = await asyncio.to_thread(httpx.get, f"{gateway.url}/sdk/tocsin-client.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")

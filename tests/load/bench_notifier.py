@@ -209,8 +209,10 @@ receivers:
                 enqueue(f"burst-{index}")
             notifier = start_notifier()
             cpu_at_ready = cpu_seconds(notifier.pid)
+            redis_at_ready = cpu_seconds(server.pid or 0)
             complete = wait_for(arrivals, "burst-", BURST, 60)
             burst_cpu = cpu_seconds(notifier.pid) - cpu_at_ready
+            redis_cpu = cpu_seconds(server.pid or 0) - redis_at_ready
             busy = busy_put_backs(port)
             with arrivals.lock:
                 burst = [item for item in arrivals.items if item[2].startswith("burst-")]
@@ -233,6 +235,7 @@ receivers:
     )
     print(
         f"burst: notifier CPU {burst_cpu * 1000 / max(1, len(burst)):.2f} ms per notification, "
+        f"Redis CPU {redis_cpu * 1000 / max(1, len(burst)):.2f} ms, "
         f"{busy / max(1, len(burst)):.2f} busy put-backs per notification"
     )
 

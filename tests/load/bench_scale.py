@@ -43,8 +43,12 @@ full-survivors storm at a small size), BENCH_SCALE_VICTIM (0: sockets spread eve
 N: the first N on the gateway the storm kills, the rest on the others),
 BENCH_SCALE_SOURCES (8 loopback source addresses; 1: no bind),
 BENCH_SCALE_ADMISSION_LAG (the gateways' TOCSIN_ADMISSION_LAG; unset: their default),
-BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten). A smoke run:
-`BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`.
+BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten), BENCH_SCALE_PHASES
+(`connect,idle,broadcast,targeted,storm`: the phases run, connect always). A smoke run:
+`BENCH_SCALE_SOCKETS=5000 BENCH_SCALE_IDLE_SECONDS=5 make bench BENCH=scale`. The
+heartbeat's cost on one gateway (CPU per ping cycle, printed in the idle phase):
+`BENCH_SCALE_SOCKETS=15000 BENCH_SCALE_GATEWAYS=1 BENCH_SCALE_HEARTBEAT=2
+BENCH_SCALE_PHASES=idle make bench BENCH=scale`.
 """
 
 from __future__ import annotations
@@ -111,6 +115,9 @@ class Params:
     victim: int = int(_env("VICTIM", 0))
     # The gateways' TOCSIN_ADMISSION_LAG (empty: the gateway's default).
     admission_lag: str = os.environ.get("BENCH_SCALE_ADMISSION_LAG", "")
+    phases: frozenset[str] = frozenset(
+        os.environ.get("BENCH_SCALE_PHASES", "connect,idle,broadcast,targeted,storm").split(",")
+    )
 
     @property
     def worker_count(self) -> int:
@@ -796,12 +803,18 @@ class Run:
             flush=True,
         )
         await self.connect_phase()
-        await self.idle_phase()
-        await self.traffic_phase("broadcast on `alerts`", p.broadcast_rate, 0, p.broadcast_seconds)
-        await self.traffic_phase(
-            f"targeted, {p.teams} team channels", 0, p.targeted_rate, p.targeted_seconds
-        )
-        await self.storm_phase()
+        if "idle" in p.phases:
+            await self.idle_phase()
+        if "broadcast" in p.phases:
+            await self.traffic_phase(
+                "broadcast on `alerts`", p.broadcast_rate, 0, p.broadcast_seconds
+            )
+        if "targeted" in p.phases:
+            await self.traffic_phase(
+                f"targeted, {p.teams} team channels", 0, p.targeted_rate, p.targeted_seconds
+            )
+        if "storm" in p.phases:
+            await self.storm_phase()
         await self.ask_all("stop")
         print("\nUnit costs measured by this run (docs/capacity.md; guide's value in brackets)")
         for name, value in self.measured.items():
@@ -918,7 +931,7 @@ class Run:
             f"   sockets still subscribed {sockets:,}; closes "
             f"{_merge(f['closes'] for f in figures)}"
         )
-        _pong_line(figures, p.heartbeat_timeout)
+        answered = _pong_line(figures, p.heartbeat_timeout)
         load = capacity.Load(sockets=sockets, alerts_per_second=0, subscribers_per_event=0)
         _compare(
             "all gateways at idle, % of a core",
@@ -932,6 +945,15 @@ class Run:
         )
         self.measured["gateway_idle_per_1000_sockets"] = (
             (sum(per_gateway) - base) / max(sockets, 1) * 1000
+        )
+        # A socket's ping cycle is the interval plus the pong's round trip and the wheel's
+        # rounding (the next ping is counted from the pong): cycles are the pings the
+        # clients answered, and the heartbeat's cost per cycle has the base taken out.
+        cycles = answered / elapsed
+        self.measured["gateway_ping_cycle_us"] = (sum(per_gateway) - base) / max(cycles, 1) * 1e6
+        print(
+            f"   gateway CPU per ping cycle (base {base * 100:.2f} % of a core taken out): "
+            f"{self.measured['gateway_ping_cycle_us']:.1f} us ({cycles:,.0f} cycles/s)"
         )
         _compare(
             "gateway idle per 1,000 sockets, % of a core",
@@ -1156,9 +1178,9 @@ def _cpu_line(before: dict[str, float], after: dict[str, float], elapsed: float)
     )
 
 
-def _pong_line(figures: list[dict[str, Any]], timeout: float) -> None:
+def _pong_line(figures: list[dict[str, Any]], timeout: float) -> int:
     """The pings the clients answered, by their own delay, and whom each heartbeat
-    close is on."""
+    close is on; returns how many they answered."""
     ledger = PongLedger(PROMPT_ANSWER, timeout)
     for f in figures:
         ledger.merge(PongLedger.from_json(f["pongs"], PROMPT_ANSWER, timeout))
@@ -1174,6 +1196,7 @@ def _pong_line(figures: list[dict[str, Any]], timeout: float) -> None:
         f"the gateway read the pong late; after {timeout:g} s: the client's loop starved): "
         f"{ledger.closes or 'none'}"
     )
+    return answered.total
 
 
 # The gateway metrics a storm is judged by (`Run.gateway_counts`), by line prefix.

@@ -7,17 +7,22 @@ was ever enforced. Here a worker process runs an actor that outruns its limit.
 
 from __future__ import annotations
 
+import logging
+import math
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import dramatiq
 import pytest
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 from redis import Redis
 from tests.support import wait_until
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common.queue import dead_letter_keys, enqueue
+from tocsin.common.queue._time_limit import _DeadlineWatcher
 
 QUEUE = "limits"
 
@@ -80,3 +85,32 @@ def test_an_actor_over_its_time_limit_is_stopped_and_failed_and_its_thread_runs_
     finally:
         worker.kill()
         worker.wait(10)
+
+
+def test_a_deadline_earlier_than_the_one_the_watcher_waits_for_is_still_enforced() -> None:
+    # The watcher is woken only by a deadline before the one it waits for: a job with a
+    # short limit starting while a long one runs must still be stopped on time.
+    watcher = _DeadlineWatcher(logging.getLogger(__name__))
+    watcher.start()
+    stopped: list[str] = []
+    done = threading.Event()
+
+    def job(name: str, limit_ms: float) -> None:
+        watcher.add_timeout(threading.get_ident(), limit_ms)
+        try:
+            while not done.wait(0.01):
+                pass
+        except TimeLimitExceeded:
+            stopped.append(name)
+        finally:
+            watcher.remove_timeout(threading.get_ident())
+
+    long = threading.Thread(target=job, args=("long", 600_000), daemon=True)
+    long.start()
+    wait_until(lambda: watcher._wake_at < math.inf, 10, "the watcher waiting for the long job")
+    short = threading.Thread(target=job, args=("short", 200), daemon=True)
+    short.start()
+    short.join(30)
+    done.set()
+    long.join(10)
+    assert stopped == ["short"]

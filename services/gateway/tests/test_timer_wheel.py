@@ -189,3 +189,48 @@ async def test_arming_and_rearming_deadlines_allocates_no_tracked_object_per_own
     assert after - before < 10
     for owner in owners:
         deadlines.cancel(owner)
+
+
+def test_setting_many_at_once_agrees_with_setting_each() -> None:
+    rng = random.Random(7)
+    one_by_one: TimerWheel[int] = TimerWheel(0.1)
+    together: TimerWheel[int] = TimerWheel(0.1)
+    for _ in range(50):
+        base = rng.uniform(0, 100)
+        delays = {rng.randrange(300): rng.choice((0.0, 0.05, 2.0, 10.0)) for _ in range(40)}
+        for owner, delay in delays.items():
+            one_by_one.set(owner, base + delay)
+        together.set_all(base, delays)
+        for owner in rng.sample(range(300), 5):
+            one_by_one.cancel(owner)
+            together.cancel(owner)
+        assert len(one_by_one) == len(together)
+        assert one_by_one.next_slot() == together.next_slot()
+    assert one_by_one.expire(1e6) == together.expire(1e6)
+
+
+async def test_a_deadline_rearmed_during_a_pass_and_cancelled_in_it_never_fires() -> None:
+    deadlines = Deadlines(0.02)
+    fired: list[str] = []
+
+    class Pinger:
+        def expire(self, lateness: float) -> None:
+            fired.append("pinger")
+            deadlines.after(self, 0.02)  # its pong's deadline, gathered till the pass ends
+
+    class Closer:
+        def expire(self, lateness: float) -> None:
+            fired.append("closer")
+            deadlines.cancel(pinger)  # the socket went meanwhile
+
+    pinger, closer = Pinger(), Closer()
+    deadlines.after(pinger, 0.0)
+    deadlines.after(closer, 0.0)
+    for _ in range(50):
+        if len(fired) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert sorted(fired) == ["closer", "pinger"]
+    assert pinger not in deadlines
+    assert len(deadlines) == 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
-import httpx
+import httpcore
 import pytest
 
 from tocsin.common.models import StoredAlert
@@ -45,9 +48,23 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_seconds("soon") is None
 
 
-async def post_once(transport: httpx.AsyncBaseTransport) -> None:
-    async with httpx.AsyncClient(transport=transport) as http:
-        await post(http, "http://receiver.test/", b"{}", {}, 1.0)
+class OneAnswer:
+    """httpcore's pool interface answering every request with one response, or raising:
+    the outcome mapping is pure logic (the wire is tested in test_sendloop)."""
+
+    def __init__(self, status: int = 200, error: Exception | None = None) -> None:
+        self.status = status
+        self.error = error
+
+    @contextlib.asynccontextmanager
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[httpcore.Response]:
+        if self.error is not None:
+            raise self.error
+        yield httpcore.Response(self.status, headers=[(b"Retry-After", b"3")], content=b"answer")
+
+
+def post_once(pool: OneAnswer) -> None:
+    asyncio.run(post(pool, "http://receiver.test/", b"{}", {}, 1.0))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -62,23 +79,24 @@ async def post_once(transport: httpx.AsyncBaseTransport) -> None:
     ],
 )
 def test_5xx_and_429_are_temporary_and_other_4xx_permanent(status: int, outcome: type) -> None:
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(
-            status, headers={"retry-after": "3"}, stream=httpx.ByteStream(b"answer")
-        )
-    )
     with pytest.raises(outcome) as caught:
-        asyncio.run(post_once(transport))
+        post_once(OneAnswer(status))
     if outcome is TemporaryDeliveryError:
         assert caught.value.retry_after == 3.0
 
 
-def test_a_timeout_is_temporary() -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+def test_a_2xx_is_delivered() -> None:
+    post_once(OneAnswer(204))
 
+
+def test_a_timeout_is_temporary() -> None:
     with pytest.raises(TemporaryDeliveryError, match="timeout"):
-        asyncio.run(post_once(httpx.MockTransport(slow)))
+        post_once(OneAnswer(error=httpcore.ReadTimeout("slow")))
+
+
+def test_a_connection_error_is_temporary() -> None:
+    with pytest.raises(TemporaryDeliveryError, match="transport error"):
+        post_once(OneAnswer(error=httpcore.ConnectError("refused")))
 
 
 def test_signature_verifies_only_the_signed_body_with_the_right_secret_while_fresh() -> None:

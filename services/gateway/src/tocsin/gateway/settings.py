@@ -22,6 +22,11 @@ class GatewaySettings(TlsSettings, HttpServerSettings):
         "Base URL of the notifier's HTTP server (its ops port), which renders template "
         "previews; empty: previews answer 503.",
     )
+    notifier_timeout: float = setting(
+        10.0,
+        "Seconds to wait for the notifier's answer to a forwarded template preview "
+        "before answering 503 (a render takes at most 1 s of CPU; the rest is a loaded host).",
+    )
     outbound_queue_frames: int = setting(1000, "Most frames queued for one socket.")
     outbound_queue_bytes: int = setting(
         4 * 1024 * 1024, "Most bytes queued for one socket before it is a slow consumer."

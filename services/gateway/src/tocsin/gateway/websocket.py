@@ -48,6 +48,7 @@ import asyncio
 import enum
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, MutableMapping
@@ -130,6 +131,8 @@ _ABORT_DUE = 2
 # The pong's deadline passed: it is judged after the loop has polled its sockets (and
 # parsed what it read) once more, by when it was readable, not when the loop got to it.
 _PONG_LAST_LOOK = 3
+# Every heartbeat ping is the same bytes: built once.
+_PING_FRAME = frame(PING)
 
 
 class LoopLag:
@@ -142,7 +145,7 @@ class LoopLag:
     admission refuses new sockets while it is high.
     """
 
-    __slots__ = ("_due", "_loop", "late_pongs_read", "recent", "total")
+    __slots__ = ("_due", "_loop", "_thread", "late_pongs_read", "recent", "total")
 
     def __init__(self) -> None:
         self.total = 0.0
@@ -151,12 +154,18 @@ class LoopLag:
         self.late_pongs_read = 0
         self._due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread `_loop` runs in
 
     def mark(self) -> float:
         """The lag so far (sampling starts on the first call in a loop)."""
+        loop = self._loop
+        # The loop held, while it runs in this thread: asking asyncio costs a getpid (3.11).
+        if loop is not None and self._thread == threading.get_ident() and loop.is_running():
+            return self.total
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._loop = loop
+            self._thread = threading.get_ident()
             self._due = loop.time() + _LAG_SAMPLE
             loop.call_at(self._due, self._sample, loop)
         return self.total
@@ -203,7 +212,11 @@ class TurnShare:
     def spend(self, units: int) -> None:
         """Take `units` off this turn's share (after `share`, in the same turn)."""
         self.left -= units
-        self._schedule()
+        # The share is renewed in the turn after it ran half down, not after every
+        # turn: a turn still does at most `per_turn` (only a turn's end renews it),
+        # and the idle gateway's pongs, a few per turn, schedule no renewal per turn.
+        if self.left <= self.per_turn >> 1:
+            self._schedule()
 
     def wait(self, resume: Callable[[], None]) -> None:
         """Call `resume` in a later turn, in line (after `share`, in the same turn)."""
@@ -263,6 +276,10 @@ class SocketState(enum.Enum):
     """Our close frame went (or the peer's was answered); nothing more is sent."""
     CLOSED = "closed"
     """Closed after it was accepted; the application has been told."""
+
+    # Members are singletons: hashed by identity, every read's `state in _UNACCEPTED`
+    # skips `Enum.__hash__` (a Python call per read).
+    __hash__ = object.__hash__
 
 
 _UNACCEPTED = frozenset({SocketState.CONNECTING, SocketState.REFUSED, SocketState.ABORTED})
@@ -685,7 +702,7 @@ class SocketProtocol(asyncio.Protocol):
     def _send_ping(self) -> None:
         if self.close_sent:
             return
-        self._write_now(frame(PING))
+        self._write_now(_PING_FRAME)
         self._lag_mark = self.lag.mark()
         self._due = _PONG_DUE
         self.deadlines.after(self, self._timings.pong_timeout)

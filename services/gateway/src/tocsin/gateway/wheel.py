@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import threading
 from typing import Generic, Protocol, TypeVar
 
 __all__ = ["RESOLUTION", "Deadlines", "Due", "TimerWheel", "deadlines"]
@@ -95,15 +96,52 @@ class TimerWheel(Generic[Owner]):
 
     def expire(self, now: float) -> list[tuple[Owner, int]]:
         """Take every deadline due at `now` off the wheel: (owner, its slot), earliest first."""
-        due: list[tuple[Owner, int]] = []
+        return [(owner, slot) for slot, owners in self.expire_slots(now) for owner in owners]
+
+    def expire_slots(self, now: float) -> list[tuple[int, dict[Owner, None]]]:
+        """Take every slot due at `now` off the wheel: (slot, its owners), earliest first.
+
+        A slot's owners come as the wheel held them (nothing built per owner): the
+        driver's pass over thousands of heartbeats due at once stays a plain loop.
+        """
+        due: list[tuple[int, dict[Owner, None]]] = []
         heap, slots, slot_of = self._heap, self._slots, self._slot_of
         last = int(now // self.resolution)
         while heap and heap[0] <= last:
             slot = heapq.heappop(heap)
-            for owner in slots.pop(slot):
-                del slot_of[owner]
-                due.append((owner, slot))
+            owners = slots.pop(slot)
+            if owners:
+                for owner in owners:
+                    del slot_of[owner]
+                due.append((slot, owners))
         return due
+
+    def set_all(self, base: float, delays: dict[Owner, float]) -> None:
+        """`set(owner, base + delay)` for many owners at once (owner: delay).
+
+        Owners asking the same delay (a heartbeat pass asks one for all of them)
+        cost one slot computation between them, and nothing is built per owner.
+        """
+        slots, slot_of, resolution = self._slots, self._slot_of, self.resolution
+        last_delay = float("nan")
+        slot = 0
+        entries: dict[Owner, None] = {}
+        for owner, delay in delays.items():
+            if delay != last_delay:
+                last_delay = delay
+                slot = -int(-(base + delay) // resolution)
+                got = slots.get(slot)
+                if got is None:
+                    got = slots[slot] = {}
+                    heapq.heappush(self._heap, slot)
+                entries = got
+            old = slot_of.get(owner)
+            if old is not None:
+                if old == slot:
+                    continue
+                del slots[old][owner]
+            slot_of[owner] = slot
+            entries[owner] = None
 
 
 class Due(Protocol):
@@ -121,22 +159,31 @@ class Deadlines:
     nothing on the wheel, nothing wakes the loop.
     """
 
-    __slots__ = ("_armed", "_handle", "_loop", "_wheel")
+    __slots__ = ("_armed", "_asked", "_handle", "_loop", "_thread", "_wheel")
 
     def __init__(self, resolution: float = RESOLUTION) -> None:
         self._wheel: TimerWheel[Due] = TimerWheel(resolution)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0  # the thread `_loop` runs in
         self._handle: asyncio.TimerHandle | None = None
         self._armed: int | None = None
+        # While the timer's pass runs: the delays its owners asked for (owner: delay),
+        # set on the wheel together when the pass ends (see `_tick`).
+        self._asked: dict[Due, float] | None = None
 
     def __len__(self) -> int:
-        return len(self._wheel)
+        return len(self._wheel) + (len(self._asked) if self._asked else 0)
 
     def __contains__(self, owner: object) -> bool:
-        return owner in self._wheel
+        return owner in self._wheel or (self._asked is not None and owner in self._asked)
 
     def after(self, owner: Due, delay: float) -> None:
         """Call `owner.expire` `delay` seconds from now (at most one slot later)."""
+        asked = self._asked
+        if asked is not None:  # within the pass, so on its loop
+            self._wheel.cancel(owner)
+            asked[owner] = delay
+            return
         loop = self._running()
         slot = self._wheel.set(owner, loop.time() + delay)
         if self._armed is None or slot < self._armed:
@@ -146,14 +193,22 @@ class Deadlines:
         """Forget `owner`'s deadline (the loop timer stays armed; it finds nothing)."""
         if self._loop is not None:
             self._wheel.cancel(owner)
+            if self._asked:
+                self._asked.pop(owner, None)
 
     def _running(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        # The loop held, while it runs in this thread (a thread runs one loop at a
+        # time): asking asyncio costs a getpid per call on 3.11, and this runs per pong.
+        if loop is not None and self._thread == threading.get_ident() and loop.is_running():
+            return loop
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # Another loop (tests run several in one process): its sockets are gone.
             if self._handle is not None:
                 self._handle.cancel()
             self._loop, self._handle, self._armed = loop, None, None
+            self._thread = threading.get_ident()
             self._wheel = TimerWheel(self._wheel.resolution)
         return loop
 
@@ -171,13 +226,25 @@ class Deadlines:
         wheel = self._wheel
         # The loop runs a timer up to its clock's resolution early: the slot is due anyway.
         now = max(loop.time(), wheel.slot_time(armed))
-        for owner, slot in wheel.expire(now):
-            try:
-                owner.expire(now - wheel.slot_time(slot))
-            except Exception as exc:  # one owner's fault must not cost the others their turn
-                loop.call_exception_handler(
-                    {"message": "a deadline's owner failed", "exception": exc}
-                )
+        # Owners re-arming while they fire (a ping sent, its pong's deadline next) are
+        # gathered, and set after the pass from the clock read once then: no earlier
+        # than each asked, and thousands due in one slot cost one slot computation.
+        asked: dict[Due, float] = {}
+        self._asked = asked
+        try:
+            for slot, owners in wheel.expire_slots(now):
+                lateness = now - wheel.slot_time(slot)
+                for owner in owners:
+                    try:
+                        owner.expire(lateness)
+                    except Exception as exc:  # one owner's fault must not cost the others
+                        loop.call_exception_handler(
+                            {"message": "a deadline's owner failed", "exception": exc}
+                        )
+        finally:
+            self._asked = None
+        if asked:
+            wheel.set_all(loop.time(), asked)
         upcoming = wheel.next_slot()
         if upcoming is not None and (self._armed is None or upcoming < self._armed):
             self._arm(loop, upcoming)

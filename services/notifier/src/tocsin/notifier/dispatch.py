@@ -5,11 +5,11 @@
     flush_notification_group
                            flush: inhibit, apply time mutes, decide (plan_flush), compose
                            the notification (a digest for big groups), hand it to send
-    send_notification      send: rate-limit, render, and hand the send to the send loop
-                           (`sendloop`), which claims it in the notification log once a
-                           slot of its receiver is free, sends, and settles it: retry
-                           with backoff while the retry budget lasts, dead-letter, or
-                           record it sent
+    send_notification      send: rate-limit, render, claim it in the notification log
+                           (its guard scheduled in the same step) and hand the send to
+                           the send loop (`sendloop`), which sends once a slot of its
+                           receiver is free and settles it: retry with backoff while
+                           the retry budget lasts, dead-letter, or record it sent
 
 All three are messages on the `notifications` queue, so any replica does any
 step and a crash at any point leaves a message that is delivered again. Every
@@ -57,7 +57,7 @@ from tocsin.notifier.grouping import (
 )
 from tocsin.notifier.inhibition import FiringIndex
 from tocsin.notifier.message import GroupedAlert, Notification
-from tocsin.notifier.notificationlog import ClaimOutcome, NotificationLog
+from tocsin.notifier.notificationlog import Guard, NotificationLog
 from tocsin.notifier.ratelimit import RateLimiter
 from tocsin.notifier.receivers import PermanentDeliveryError, TemporaryDeliveryError
 from tocsin.notifier.routesource import RoutingSource
@@ -79,16 +79,17 @@ SEND_ACTOR = "send_notification"
 # Retry-After above this is treated as this: a page must not wait a day on a header.
 _MAX_RETRY_AFTER = 3600.0
 # How long a send that found its receiver's slots all taken waits before it looks again
-# (up to twice this, jittered), and a send whose claim Redis did not answer.
+# (up to twice this, jittered).
 _BUSY_RETRY_SECONDS = 1.0
 # Longest a worker thread waits for room in a backlogged receiver's waiting room before
 # it puts the send back (a receiver that hangs is never waited on this long).
 _ROOM_WAIT_SECONDS = 1.0
 # A claim's lease covers the send's deadline and this much for settling.
 _SETTLE_MARGIN_SECONDS = 5.0
-# What a send's slot wait leaves of its lease beyond its timeout (for the claim and the
-# settle): with the default lease, a send waits up to 4 s for a slot.
-_SLOT_WAIT_MARGIN_SECONDS = 1.0
+# What a send's slot wait leaves of its lease beyond its timeout, for the settle to be
+# written before the lease lapses and the guard runs it again: with the default lease,
+# a send waits up to 3 s for a slot.
+_SLOT_WAIT_MARGIN_SECONDS = 2.0
 # A send's guard is due this long after its claim's lease lapses.
 _GUARD_AFTER_LEASE_SECONDS = 0.5
 # Fault injection for the crash tests: the environment variable names a point of the
@@ -152,7 +153,6 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         crash_at: str = "",
     ) -> None:
-        self._redis = redis
         self._routing = routing
         self._due = due
         self._groups = Groups(redis, due)
@@ -323,13 +323,14 @@ class Notifier:
         delivery's first attempt ran (0: now).
 
         The retry budget runs from `since`, so a dead letter an operator retries gets
-        a whole budget again. The step returns once the send is handed over; the loop
-        claims it in the notification log once a slot of its receiver is free
-        (`_claim`), sends, and settles it (`_settle`). Before the hand-over a guard,
-        this same message, is made due just after the claim's lease: if the process
-        dies before the send settles, the guard runs it again; once settled, the guard
-        is dropped with the final outcome's record, or becomes the retry (a temporary
-        failure, a busy receiver, a claim held elsewhere).
+        a whole budget again. The step claims the send in the notification log and,
+        in the same round trip, makes a guard (this same message) due just after the
+        claim's lease; then it hands the send to the loop and returns. The loop sends
+        once a slot of its receiver is free, within the lease, and settles it
+        (`_settle`). If the process dies before the send settles, the guard runs it
+        again once the lease lapses; once settled, the guard is dropped with the final
+        outcome's record, or becomes the retry (a temporary failure, a busy receiver).
+        A claim held by another send makes the guard the look again after its lease.
         """
         since = since or self._clock()
         active = self._routing.current()
@@ -368,18 +369,28 @@ class Notifier:
                 error = f"{type(exc).__name__}: {exc}"
                 self._dead_letter(notification, "error", error, attempt + 1)
             return
-        guard = self._due.schedule(SEND_ACTOR, tuple(args), lease + _GUARD_AFTER_LEASE_SECONDS)
+        guard = self._handoff(SEND_ACTOR, args)
+        claim = self._log.claim(
+            notification,
+            lease,
+            Guard(self._due.keys, guard.message_id, guard.data, _GUARD_AFTER_LEASE_SECONDS),
+        )
+        if not claim.acquired:
+            if claim.state != "busy":  # busy: its guard looks again after the holder's lease
+                # Sent, or settled by another send: this one is a repeat.
+                metrics.DUPLICATES_SUPPRESSED.inc()
+            return
         self._crash_point("send")
-        send = _Send(notification, attempt, since, guard, time.perf_counter())
+        send = _Send(notification, attempt, since, guard.message_id, time.perf_counter())
         self._sends.submit(
             notification.receiver,
             kind,
             outbound,
             receiver.timeout,
-            lambda: self._claim(notification, lease),
             lambda result: self._settle(send, result),
-            # It holds no claim while it waits, and stops waiting in time to be done
-            # before its guard is due: the guard runs only for a send whose process died.
+            # The lease runs from the claim: the send stops waiting for a slot in time
+            # to be sent and settled before it lapses, so the guard runs only for a
+            # send whose process died.
             slot_wait=lease - receiver.timeout - _SLOT_WAIT_MARGIN_SECONDS,
             trace={"tocsin.notification.id": notification.id},
         )
@@ -393,17 +404,6 @@ class Notifier:
         elif not outcome.acquired:
             metrics.DUPLICATES_SUPPRESSED.inc()
         return outcome.acquired
-
-    def _claim(self, notification: Notification, lease: float) -> ClaimOutcome | None:
-        """The send loop's go-ahead, once a slot is held: None if this send holds the
-        claim, else what the claim found."""
-        try:
-            outcome = self._log.claim(notification, lease)
-        except Exception:
-            # Redis unreachable: look again a little later (or the guard will).
-            log.warning("claiming a send failed", exc_info=True)
-            return ClaimOutcome("unavailable", _BUSY_RETRY_SECONDS)
-        return None if outcome.acquired else outcome
 
     def _settle(self, send: _Send, outcome: object) -> None:
         """Record how a send ended (on a settle thread of the send loop)."""
@@ -419,22 +419,12 @@ class Notifier:
             metrics.SENT.labels(kind).inc()
             return
         if isinstance(outcome, ReceiverBusyError):
-            # Its slots are held by slower sends (and it took no claim): look again soon,
-            # holding nothing meanwhile; jittered, so a burst put back together does not
-            # come back together.
+            # Its slots are held by slower sends and it was not tried: its claim is let
+            # go (the retry, the same notification, takes it again) and it looks again
+            # soon; jittered, so a burst put back together does not come back together.
             metrics.RECEIVER_BUSY.labels(kind).inc()
+            self._log.settle(notification, "retrying")
             self._reschedule(send.guard, args, _BUSY_RETRY_SECONDS * (1 + random.random()))
-            return
-        if isinstance(outcome, ClaimOutcome):
-            claim = outcome
-            if claim.state in ("busy", "unavailable"):
-                # Another send holds the lease (if its worker died, the lease lapses and
-                # this takes it), or Redis did not answer.
-                self._reschedule(send.guard, args, claim.wait + 0.05)
-            else:
-                # Sent, or settled by another send: this one is a repeat.
-                metrics.DUPLICATES_SUPPRESSED.inc()
-                self._drop_guard(send.guard)
             return
         if isinstance(outcome, TemporaryDeliveryError):
             metrics.ATTEMPT_SECONDS.labels(kind).observe(elapsed)
@@ -472,12 +462,6 @@ class Notifier:
             log.error("send to %s raised", notification.receiver, exc_info=failure)
             reason, error = "error", f"{type(outcome).__name__}: {outcome}"
         self._dead_letter(notification, reason, error, attempt + 1, send.guard)
-
-    def _drop_guard(self, guard: str) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zrem(self._due.keys.entries, guard)
-        pipe.hdel(self._due.keys.messages, guard)
-        pipe.execute()
 
     def _reschedule(self, guard: str, args: list[Any], delay: float) -> None:
         """Make the send's guard the retry: same message id, so it replaces, not adds."""

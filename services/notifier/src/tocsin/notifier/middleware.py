@@ -23,21 +23,28 @@ __all__ = ["DeliveryLimit"]
 
 log = logging.getLogger(__name__)
 
+# One command per message instead of a pipeline of two: this runs before every step.
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+# How long a message's delivery count is kept.
+_KEEP_SECONDS = 86400
+
 
 class DeliveryLimit(Middleware):
     """Dead-letters a message delivered more than `max_deliveries` times."""
 
     def __init__(self, redis: Redis, dead_letters: DeadLetters, max_deliveries: int) -> None:
-        self._redis = redis
+        self._count = redis.register_script(_COUNT)
         self._dead_letters = dead_letters
         self._max = max_deliveries
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
-        key = keys.notify_deliveries(message.message_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, 86400)
-        count, _ = pipe.execute()
+        count = self._count(keys=[keys.notify_deliveries(message.message_id)], args=[_KEEP_SECONDS])
         if int(count) <= self._max:
             return
         log.error(

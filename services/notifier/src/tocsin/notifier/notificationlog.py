@@ -4,7 +4,9 @@ A send is claimed first with an atomic set-if-absent on receiver + group key +
 group sequence + state hash. The claim is a lease while the send runs, so a
 replica that dies mid-send leaves a claim that lapses and the redelivered
 message sends it; a second replica, or a duplicate flush, finds the claim
-and sends nothing.
+and sends nothing. A send handed over to the send loop outlives its queue
+message, so its claim schedules a guard in the same round trip: the message
+that runs the send again if nothing settles it before the lease lapses.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import msgspec
 from redis import Redis
 
 from tocsin.common import keys
-from tocsin.common.queue.due import DueKeys
+from tocsin.common.queue import WAKEUP_TOKENS_KEPT
+from tocsin.common.queue.due import DueKeys, script_with_functions
 from tocsin.notifier.message import Notification
 
-__all__ = ["Attempt", "ClaimOutcome", "NotificationLog"]
+__all__ = ["Attempt", "ClaimOutcome", "Guard", "NotificationLog"]
 
-_CLAIM = (Path(__file__).parent / "notificationlog" / "claim.lua").read_text()
+_CLAIM = script_with_functions((Path(__file__).parent / "notificationlog/claim.lua").read_text())
 _encoder = msgspec.json.Encoder()
 
 Final = Literal["sent", "retrying", "failed", "dead"]
@@ -39,6 +42,17 @@ class ClaimOutcome:
     @property
     def acquired(self) -> bool:
         return self.state == "acquired"
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A send's guard: a message of the send queue, due `after` s past the lease that
+    holds the notification (this send's, or the other send's when busy)."""
+
+    due: DueKeys
+    message_id: str
+    data: bytes
+    after: float
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -76,10 +90,21 @@ class NotificationLog:
         """The configured lease of an in-progress claim, in seconds."""
         return self._lease_ms / 1000
 
-    def claim(self, notification: Notification, lease: float | None = None) -> ClaimOutcome:
-        """Claim `notification` for a send, leased for `lease` s (default: the configured)."""
+    def claim(
+        self, notification: Notification, lease: float | None = None, guard: Guard | None = None
+    ) -> ClaimOutcome:
+        """Claim `notification` for a send, leased for `lease` s (default: the configured).
+
+        With a `guard`, it is scheduled in the same step unless the send is redundant
+        (acquired: due after this lease; busy: after the holder's).
+        """
         lease_ms = self._lease_ms if lease is None else max(1, int(lease * 1000))
-        state, pttl = self._claim(keys=[claim_key(notification)], args=[notification.id, lease_ms])
+        keys_: list[str] = [claim_key(notification)]
+        args: list[str | int | bytes] = [notification.id, lease_ms]
+        if guard is not None:
+            keys_ += guard.due.as_list()
+            args += [guard.message_id, guard.data, int(guard.after * 1000), WAKEUP_TOKENS_KEPT]
+        state, pttl = self._claim(keys=keys_, args=args)
         state = state.decode() if isinstance(state, bytes) else str(state)
         return ClaimOutcome(state, max(0, int(pttl)) / 1000)
 

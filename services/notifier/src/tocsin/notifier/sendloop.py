@@ -8,22 +8,20 @@ an HTTP client whose pool is as big) and each send one deadline
 hangs holds its own slots, each for at most its timeout, and nothing of any
 other receiver's.
 
-A send waits at most `slot_wait` seconds for a slot and at most
-`max_waiting` sends wait per receiver; beyond either it ends as
-`ReceiverBusyError` without having been tried (the pipeline looks again later,
-from a durable due-time). Once it holds a slot, the caller's `claim` runs (the
-notification log's claim: only a send about to go out takes a lease, so a wait
-for a slot never eats into it); a refusal ends the send untried, with the
-refusal as its outcome. A worker thread about to hand over a send to a receiver
+A send waits for a slot at most `slot_wait` seconds from its hand-over (the
+caller's claim, a lease, runs from then) and at most `max_waiting` sends wait
+per receiver; beyond either it ends as `ReceiverBusyError` without having been
+tried (the pipeline looks again later, from a durable due-time). A worker
+thread about to hand over a send to a receiver
 whose waiting room is nearly full waits for room (`wait_for_room`), bounded, and
 only while that room drains: a receiver that is merely backlogged slows its own
 producers instead of bouncing each send off a full room (a put-back costs a Redis
 write, a second render and a second hand-over); a receiver that hangs frees no
 room, so nobody waits on it for longer than `_STALL_SECONDS`. When a send ends, its
 outcome (None when delivered, else the exception) goes to the caller's `settle`
-callback. Claims and settles
-write to Redis with a blocking client, which must not stall the loop: they run
-on a few threads of their own.
+callback. Settles write to
+Redis with a blocking client, which must not stall the loop: they run on a few
+threads of their own.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
+import httpcore
 import httpx
 
 from tocsin.common.errors import RemoteError
@@ -50,17 +49,16 @@ __all__ = ["Outcome", "ReceiverBusyError", "SendLoop"]
 log = logging.getLogger(__name__)
 
 # None: delivered; otherwise what the send raised (a DeliveryError, ReceiverBusyError, a
-# bug), or the claim's refusal (whatever the caller's claim returned).
-Outcome = object
-# Threads that run claims and settle callbacks (Redis calls of a millisecond or so each).
-_CLAIM_THREADS = 4
+# bug).
+Outcome = BaseException | None
+# Threads that run settle callbacks (Redis calls of a millisecond or so each).
 _SETTLE_THREADS = 2
 # A worker waits for room only while the room frees at least this often: a receiver
 # whose room freed no place for this long is stalled (hanging), and waiting on it would
 # delay other receivers' sends on that worker.
 _STALL_SECONDS = 0.25
-# A claim: None to go ahead, or the reason not to send (the send's outcome).
-Claim = Callable[[], object]
+# An idle connection to a receiver is closed after this long (httpx's default).
+_KEEPALIVE_SECONDS = 5.0
 
 
 class ReceiverBusyError(RemoteError):
@@ -79,10 +77,11 @@ class _Gate:
         self.room_waiters = 0
         self.freed_at = 0.0
         # Its own pool, as big as its slots: a receiver that hangs fills only its own.
-        self.http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            follow_redirects=False,
-            verify=tls,
+        self.http = httpcore.AsyncConnectionPool(
+            ssl_context=tls,
+            max_connections=concurrency,
+            max_keepalive_connections=concurrency,
+            keepalive_expiry=_KEEPALIVE_SECONDS,
         )
 
 
@@ -99,7 +98,6 @@ class SendLoop:
         self._max_waiting = max(0, max_waiting)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="send-loop", daemon=True)
-        self._claimers = ThreadPoolExecutor(_CLAIM_THREADS, thread_name_prefix="send-claim")
         self._settlers = ThreadPoolExecutor(_SETTLE_THREADS, thread_name_prefix="send-settle")
         self._gates: dict[str, _Gate] = {}
         # One TLS context (httpx's default trust) for every receiver's client: each
@@ -132,15 +130,14 @@ class SendLoop:
         kind: str,
         outbound: Outbound,
         timeout: float,
-        claim: Claim,
         settle: Callable[[Outcome], None],
         *,
         slot_wait: float | None = None,
         trace: Mapping[str, str] | None = None,
     ) -> None:
-        """Send `outbound` to `receiver` within `timeout` s once `claim()` allows it;
-        `settle(outcome)` runs after. It waits at most `slot_wait` s for a slot (default:
-        the loop's).
+        """Send `outbound` to `receiver` within `timeout` s once one of its slots is
+        free; `settle(outcome)` runs after. It waits for a slot until `slot_wait` s
+        (default: the loop's) from now.
 
         Returns at once. The caller's context (its trace) goes with the send, which
         is a CLIENT span `send {kind}` with `trace` among its attributes.
@@ -148,6 +145,9 @@ class SendLoop:
         with self._lock:
             self._pending += 1
         context = contextvars.copy_context()
+        # The loop's clock is time.monotonic (asyncio's default), so the deadline holds
+        # however long the loop takes to pick the send up.
+        slot_deadline = time.monotonic() + (self._slot_wait if slot_wait is None else slot_wait)
 
         def start() -> None:
             self._loop.create_task(
@@ -155,8 +155,7 @@ class SendLoop:
                     receiver,
                     kind,
                     outbound,
-                    (self._slot_wait if slot_wait is None else slot_wait, timeout),
-                    claim,
+                    (slot_deadline, timeout),
                     settle,
                     trace or {},
                 ),
@@ -175,14 +174,13 @@ class SendLoop:
         kind: str,
         outbound: Outbound,
         waits: tuple[float, float],
-        claim: Claim,
         settle: Callable[[Outcome], None],
         trace: Mapping[str, str],
     ) -> None:
         outcome: Outcome = None
         try:
             with client_span(f"send {kind}", {"tocsin.receiver": receiver, **trace}):
-                outcome = await self._attempt(receiver, kind, outbound, waits, claim)
+                outcome = await self._attempt(receiver, kind, outbound, waits)
         except BaseException as exc:  # a bug in a receiver must still settle its send
             outcome = exc
         self._settlers.submit(self._settle, settle, outcome)
@@ -193,10 +191,9 @@ class SendLoop:
         kind: str,
         outbound: Outbound,
         waits: tuple[float, float],
-        claim: Claim,
     ) -> Outcome:
-        """Wait for a slot (at most `waits[0]` s), claim, send (within `waits[1]` s)."""
-        slot_wait, deadline = waits
+        """Wait for a slot (until `waits[0]`, loop time), send (within `waits[1]` s)."""
+        slot_deadline, deadline = waits
         gate = self._gates.get(receiver)
         if gate is None:
             gate = self._gates[receiver] = _Gate(self._concurrency, self._room_lock, self._tls)
@@ -204,7 +201,7 @@ class SendLoop:
             return ReceiverBusyError(receiver)
         gate.waiting += 1
         try:
-            async with asyncio.timeout(slot_wait):
+            async with asyncio.timeout_at(slot_deadline):
                 await gate.slots.acquire()
         except TimeoutError:
             return ReceiverBusyError(receiver)
@@ -216,9 +213,6 @@ class SendLoop:
                     gate.room.notify()
         metrics.SENDS_OPEN.labels(kind).inc()
         try:
-            refused = await self._loop.run_in_executor(self._claimers, claim)
-            if refused is not None:
-                return refused
             async with asyncio.timeout(deadline):
                 await outbound.send(gate.http)
         except TimeoutError:
@@ -289,5 +283,4 @@ class SendLoop:
                 log.debug("closing the receivers' HTTP clients failed", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=2)
-        self._claimers.shutdown(wait=False, cancel_futures=True)
         self._settlers.shutdown(wait=False, cancel_futures=True)

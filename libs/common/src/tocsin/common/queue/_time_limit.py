@@ -10,6 +10,7 @@ thread, which fails the message like any error.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -41,11 +42,17 @@ class _DeadlineWatcher(threading.Thread):
         self._logger = logger
         self._deadlines: dict[int, float] = {}  # thread id -> monotonic deadline
         self._changed = threading.Condition()
+        self._wake_at = math.inf  # when the watcher's current wait ends (monotonic)
 
     def add_timeout(self, thread_id: int, ttl: float) -> None:
+        deadline = time.monotonic() + ttl / 1000
         with self._changed:
-            self._deadlines[thread_id] = time.monotonic() + ttl / 1000
-            self._changed.notify()
+            self._deadlines[thread_id] = deadline
+            # Only a deadline before the watcher's wake-up needs it now: jobs of one
+            # limit start in deadline order, and waking a thread per job is a context
+            # switch per message.
+            if deadline < self._wake_at:
+                self._changed.notify()
 
     def remove_timeout(self, thread_id: int) -> None:
         # No need to wake the watcher: at the removed deadline it finds nothing due.
@@ -66,4 +73,6 @@ class _DeadlineWatcher(threading.Thread):
                             thread_id, TimeLimitExceeded
                         )
                 earliest = min(self._deadlines.values(), default=now + _LONGEST_WAIT_SECONDS)
-                self._changed.wait(min(earliest - now, _LONGEST_WAIT_SECONDS))
+                wait = min(earliest - now, _LONGEST_WAIT_SECONDS)
+                self._wake_at = now + wait
+                self._changed.wait(wait)

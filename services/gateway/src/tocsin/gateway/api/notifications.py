@@ -9,7 +9,7 @@ Body: `{"receiver_type": "slack", "templates": {"title": "..."}, "alert": {...},
 "status": "firing"}`; only `receiver_type` is required, `alert` fields override
 a built-in sample alert.
 
-A notifier that does not answer within `NOTIFIER_TIMEOUT` (or refuses the
+A notifier that does not answer within `TOCSIN_NOTIFIER_TIMEOUT` (or refuses the
 connection) is a 503 problem; so is a gateway with no `TOCSIN_NOTIFIER_URL`.
 """
 
@@ -24,10 +24,8 @@ from tocsin.common.preview import PREVIEW_PATH, read_preview
 from tocsin.common.problems import problem
 from tocsin.gateway.api.context import ApiContext, Unauthorized
 
-__all__ = ["FORWARDS", "NOTIFIER_TIMEOUT", "routes"]
+__all__ = ["FORWARDS", "routes"]
 
-# A render takes at most 1 s of CPU in the notifier; the rest is a loaded machine.
-NOTIFIER_TIMEOUT = httpx.Timeout(10.0, connect=2.0, pool=1.0)
 # Previews forwarded at once; the notifier renders two at a time and answers 429 beyond.
 FORWARDS = 8
 # What of the notifier's answer the client gets besides the status and body.
@@ -37,7 +35,8 @@ _RELAYED_HEADERS = ("content-type", "retry-after")
 def routes(context: ApiContext) -> list[BaseRoute]:
     notifier_url = context.settings.notifier_url.rstrip("/")
     http = httpx.AsyncClient(
-        timeout=NOTIFIER_TIMEOUT,
+        # Waiting for a free connection is short: beyond FORWARDS the client is told to retry.
+        timeout=httpx.Timeout(context.settings.notifier_timeout, connect=2.0, pool=1.0),
         limits=httpx.Limits(max_connections=FORWARDS, max_keepalive_connections=FORWARDS),
     )
     context.resources.push_async_callback(http.aclose)

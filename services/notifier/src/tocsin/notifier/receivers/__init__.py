@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import httpx
+import httpcore
 
 from tocsin.notifier.message import Notification
 from tocsin.notifier.receivers._errors import (
@@ -40,7 +40,7 @@ __all__ = [
 class Outbound(Protocol):
     """A rendered notification, ready to go out; `send` raises a `DeliveryError` on failure."""
 
-    async def send(self, http: httpx.AsyncClient) -> None:
+    async def send(self, http: httpcore.AsyncConnectionPool) -> None:
         """Deliver it, using `http` (the receiver's own client) if it speaks HTTP."""
         ...
 

@@ -1,4 +1,14 @@
-"""The HTTP POSTs every HTTP receiver makes, with httpx errors translated to outcomes.
+"""The HTTP POSTs every HTTP receiver makes, with transport errors translated to outcomes.
+
+A POST goes straight to httpcore's connection pool (httpx's own transport
+core: HTTP/1.1 through h11, keep-alive, TLS), not through an `httpx.AsyncClient`,
+whose layers (request building, auth, redirects, cookies, the response model)
+cost as much CPU again as the request itself on the send loop. What those layers
+did that a receiver needs is done here: the URL is read by `httpx.URL` (IDNA,
+percent-encoding), credentials in it become Basic auth, and the Host and
+Content-Length headers are set. Redirects are not followed and no cookie is
+kept, as before; proxies from the environment are not used (sends go to the
+receiver directly).
 
 A receiver's answer is read only as far as `MAX_ANSWER_BYTES` (its status and
 headers, and the start of its body for the error message), as raw bytes with
@@ -9,11 +19,14 @@ bounded by the send loop's deadline around the whole send.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
 from tocsin.notifier.receivers._errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -30,6 +43,31 @@ __all__ = [
 # Most of a receiver's answer body read: enough for an error message, and small enough
 # that a receiver cannot make a send hold memory.
 MAX_ANSWER_BYTES = 16 * 1024
+_USER_AGENT = b"tocsin-notifier"
+# Replaced by the request's own: identity, so the bounded read is the whole cost of an answer.
+_OWN_HEADERS = frozenset({"host", "content-length", "accept-encoding", "connection"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a URL's requests go, and the headers it implies (read once per URL)."""
+
+    url: httpcore.URL
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(url: str) -> _Target:
+    parsed = httpx.URL(url)
+    headers = [(b"Host", parsed.netloc)]
+    if parsed.userinfo:
+        # As httpx does with credentials in the URL.
+        credentials = f"{parsed.username}:{parsed.password}".encode()
+        headers.append((b"Authorization", b"Basic " + base64.b64encode(credentials)))
+    target = httpcore.URL(
+        scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+    )
+    return _Target(target, tuple(headers))
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -48,18 +86,25 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-async def _answer_start(response: httpx.Response) -> bytes:
+async def _answer_start(response: httpcore.Response) -> bytes:
     """At most `MAX_ANSWER_BYTES` of the answer's body, as sent (never decompressed)."""
     kept = bytearray()
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_stream():
         kept += chunk
         if len(kept) >= MAX_ANSWER_BYTES:
             break
     return bytes(kept[:MAX_ANSWER_BYTES])
 
 
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
 async def post(
-    http: httpx.AsyncClient,
+    http: httpcore.AsyncConnectionPool,
     url: str,
     content: bytes,
     headers: Mapping[str, str],
@@ -67,28 +112,48 @@ async def post(
 ) -> None:
     """POST; return on a 2xx answer, raise Temporary/PermanentDeliveryError otherwise.
 
-    `seconds` is httpx's timeout of each phase; the caller bounds the whole send.
+    `seconds` is the timeout of each phase (connect, write, read, a pooled
+    connection); the caller bounds the whole send.
     """
+    target = _target(url)
+    request_headers = [
+        *target.headers,
+        (b"Accept", b"*/*"),
+        (b"Accept-Encoding", b"identity"),
+        (b"Connection", b"keep-alive"),
+        (b"User-Agent", _USER_AGENT),
+        (b"Content-Length", b"%d" % len(content)),
+        *(
+            (name.encode("ascii"), value.encode("ascii"))
+            for name, value in headers.items()
+            if name.lower() not in _OWN_HEADERS
+        ),
+    ]
+    timeouts = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
     try:
         async with http.stream(
-            "POST",
-            url,
+            b"POST",
+            target.url,
+            headers=request_headers,
             content=content,
-            # Identity, so the bounded read above is the whole cost of an answer.
-            headers={**headers, "accept-encoding": "identity"},
-            timeout=seconds,
+            extensions={"timeout": timeouts},
         ) as response:
             start = await _answer_start(response)
-    except httpx.TimeoutException as exc:
+    except httpcore.TimeoutException as exc:
         raise TemporaryDeliveryError(f"timeout after {seconds}s: {type(exc).__name__}") from None
-    except httpx.TransportError as exc:
+    except (
+        httpcore.NetworkError,
+        httpcore.ProtocolError,
+        httpcore.ProxyError,
+        httpcore.UnsupportedProtocol,
+    ) as exc:
         raise TemporaryDeliveryError(f"transport error: {exc}") from None
-    status = response.status_code
+    status = response.status
     if 200 <= status < 300:
         return
     detail = f"HTTP {status}: {start[:200].decode('utf-8', 'replace')}"
     if status == 429 or status >= 500:
-        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        retry_after = retry_after_seconds(_header(response.headers, b"retry-after"))
         raise TemporaryDeliveryError(detail, retry_after)
     raise PermanentDeliveryError(detail)
 
@@ -109,7 +174,7 @@ class HttpPosts:
     posts: Sequence[HttpPost]
     timeout: float
 
-    async def send(self, http: httpx.AsyncClient) -> None:
+    async def send(self, http: httpcore.AsyncConnectionPool) -> None:
         for request in self.posts:
             await post(http, request.url, request.body, request.headers, self.timeout)
 

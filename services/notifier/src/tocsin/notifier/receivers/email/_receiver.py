@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
-import httpx
+import httpcore
 
 from tocsin.notifier.message import Notification
 from tocsin.notifier.receivers._base import TemplatedReceiver
@@ -100,7 +100,7 @@ class SmtpSend:
     password: str
     timeout: float
 
-    async def send(self, http: httpx.AsyncClient) -> None:
+    async def send(self, http: httpcore.AsyncConnectionPool) -> None:
         try:
             await aiosmtplib.send(
                 self.message,
