@@ -302,9 +302,14 @@ class Consumer:
             free = 1
             while free < self._threads and self._free.acquire(blocking=False):
                 free += 1
-            messages = self.worker.fetch(queue, free)
-            for _ in range(free - len(messages)):
-                self._free.release()
+            messages = []
+            try:
+                messages = self.worker.fetch(queue, free)
+            finally:
+                # Also when the fetch raises (Redis killed): a slot kept here is a thread
+                # lost for good, and with none left the loop waits for ever.
+                for _ in range(free - len(messages)):
+                    self._free.release()
             taken += len(messages)
             for message in messages:
                 self._submit(queue, message)
