@@ -64,12 +64,12 @@ class UnitCosts:
 
 UNIT_COSTS = UnitCosts(
     gateway_connect_us=340.0,
-    gateway_connect_contended_us=843.0,
+    gateway_connect_contended_us=618.0,
     gateway_event_us=360.0,
     gateway_delivery_us=12.5,
-    gateway_idle_base=0.002,
-    gateway_idle_per_1000_sockets=0.0015,
-    gateway_kib_per_socket=7.8,
+    gateway_idle_base=0.0012,
+    gateway_idle_per_1000_sockets=0.001,
+    gateway_kib_per_socket=7.5,
     gateway_base_mib=65.0,
     gateway_sockets_per_process=19_800,
     ingest_alert_us=88.0,
@@ -82,9 +82,9 @@ UNIT_COSTS = UnitCosts(
     redis_kib_per_alert=2.0,
     redis_kib_per_stream_entry=1.0,
     redis_core_budget=0.7,
-    client_connect_us=180.0,
-    client_delivery_us=5.2,
-    box_connect_us=3384.0,
+    client_connect_us=2059.0,
+    client_delivery_us=6.6,
+    box_connect_us=3258.0,
 )
 
 
