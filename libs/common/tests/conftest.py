@@ -8,8 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from tocsin.client.devserver import RedisServer, free_port
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[Redis]:
+    """A client of the test's own Redis server."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

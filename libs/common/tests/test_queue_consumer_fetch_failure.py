@@ -8,11 +8,9 @@ a free thread for ever: nothing more ran after Redis came back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
-import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from tests.support import wait_until
@@ -22,13 +20,6 @@ from tocsin.common.broker import build_broker
 from tocsin.common.queue import Consumer, enqueue
 
 QUEUE = "fetchfail"
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> Iterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    client.close()
 
 
 def test_messages_run_after_a_fetch_that_redis_cut_off(

@@ -46,13 +46,6 @@ QUEUE = "contract"
 
 
 @pytest.fixture
-def redis(redis_server: RedisServer) -> Iterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def broker(redis_server: RedisServer) -> Iterator[RedisBroker]:
     broker = build_broker(redis_server.url, queues=(QUEUE,))
     yield broker
@@ -352,15 +345,21 @@ def test_killed_consumers_messages_run_again_on_another_consumer_within_the_reco
     assert time.monotonic() - started < 20
 
 
-def test_batch_handler_gets_each_message_with_its_own_consumer_span_when_tracing_is_on(
-    broker: RedisBroker, redis: Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def exporter(broker: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
+    """Tracing on for `broker`: its spans end up in the returned exporter."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(telemetry.setup, "_enabled", True)
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
     broker.add_middleware(telemetry.TracingMiddleware(provider))
+    return exporter
+
+
+def test_batch_handler_gets_each_message_with_its_own_consumer_span_when_tracing_is_on(
+    broker: RedisBroker, redis: Redis, exporter: InMemorySpanExporter
+) -> None:
     _declare(broker, Calls())
     seen: list[list[str]] = []
 
@@ -385,14 +384,8 @@ def test_batch_handler_gets_each_message_with_its_own_consumer_span_when_tracing
 
 
 def test_batch_handler_unchanged_messages_share_one_batch_span_linked_to_their_senders(
-    broker: RedisBroker, redis: Redis, monkeypatch: pytest.MonkeyPatch
+    broker: RedisBroker, redis: Redis, exporter: InMemorySpanExporter
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(telemetry.setup, "_enabled", True)
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
-    broker.add_middleware(telemetry.TracingMiddleware(provider))
     _declare(broker, Calls())
     senders = {n: f"00-{n + 1:032x}-{n + 1:016x}-01" for n in range(3)}
     handled: list[int] = []

@@ -12,10 +12,8 @@ import math
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
 import dramatiq
-import pytest
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from redis import Redis
 from tests.support import wait_until
@@ -54,13 +52,6 @@ consumer.start()
 print("ready", flush=True)
 time.sleep(600)
 """
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> Iterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    client.close()
 
 
 def test_an_actor_over_its_time_limit_is_stopped_and_failed_and_its_thread_runs_the_next(
