@@ -40,6 +40,14 @@ def _start_dev(tmp_path: Path, *args: str, **extra: str) -> subprocess.Popen[str
     )
 
 
+def _command(pid: int) -> str:
+    """`pid`'s command line, to name a process that outlived its parent."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return f"pid {pid} (gone)"
+
+
 def _state(tmp_path: Path) -> dict:
     try:
         return json.loads((tmp_path / "dev.json").read_text())
@@ -132,7 +140,12 @@ def test_no_child_outlives_dev_closed_or_killed_and_send_watch_then_say_not_runn
             _the_preview_renders(state)
         dev.send_signal(signum)
         dev.wait(60)
-        wait_until(lambda: not [p for p in children if process_alive(p)], 30, "every child to exit")
+        try:
+            wait_until(lambda: not [p for p in children if process_alive(p)], 30, "")
+        except AssertionError:
+            survivors = [_command(p) for p in children if process_alive(p)]
+            message = f"still running 30 s after dev's {signum.name}: {survivors}"
+            raise AssertionError(message) from None
         with socket.socket() as probe:  # nothing listens on the Redis server's port
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
             probe.bind(("127.0.0.1", redis_port))
