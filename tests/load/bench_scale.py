@@ -41,7 +41,9 @@ _SECONDS (10), BENCH_SCALE_TEAMS (100), BENCH_SCALE_TARGETED_RATE (100) and _SEC
 BENCH_SCALE_CAPACITY (19,800 sockets admitted per gateway; lower it to try the
 full-survivors storm at a small size), BENCH_SCALE_VICTIM (0: sockets spread evenly;
 N: the first N on the gateway the storm kills, the rest on the others),
-BENCH_SCALE_SOURCES (8 loopback source addresses; 1: no bind),
+BENCH_SCALE_SOURCES (1: no bind; N: N loopback source addresses, each worker binding
+every connect to one, whose kernel port search starves the workers at scale, see
+docs/capacity.md),
 BENCH_SCALE_ADMISSION_LAG (the gateways' TOCSIN_ADMISSION_LAG; unset: their default),
 BENCH_SCALE_SAMPLE_EVERY (10: latency on one socket in ten), BENCH_SCALE_PHASES
 (`connect,idle,broadcast,targeted,storm`: the phases run, connect always). A smoke run:
@@ -108,7 +110,7 @@ class Params:
     targeted_seconds: float = _env("TARGETED_SECONDS", 10)
     storm_seconds: float = _env("STORM_SECONDS", 20)
     storm_rate: float = _env("STORM_RATE", 20)
-    sources: int = int(_env("SOURCES", 8))
+    sources: int = int(_env("SOURCES", 1))
     sample_every: int = int(_env("SAMPLE_EVERY", 10))
     # Sockets a gateway admits: its descriptors less 200 for Redis connections and refusals.
     capacity: int = int(_env("CAPACITY", FD_LIMIT - 200))
@@ -158,11 +160,13 @@ class LoopWatch:
 
     def __init__(self) -> None:
         self.before_last = self.last = time.monotonic()
+        self.longest = 0.0  # the longest gap between two ticks since `reset`
         self._loop = asyncio.get_running_loop()
         self._loop.call_later(WATCH_PERIOD, self._tick)
 
     def _tick(self) -> None:
         self.before_last, self.last = self.last, time.monotonic()
+        self.longest = max(self.longest, self.last - self.before_last)
         self._loop.call_later(WATCH_PERIOD, self._tick)
 
     def read_delay(self) -> float:
@@ -229,6 +233,7 @@ class Connection(SocketClient):
     _upgraded: bool = False
     _pending: int = 2
     close_code: int = 0
+    refused: str = ""  # the HTTP status of a refused upgrade
     # How long, at most, the last ping sat unread in this client's loop (None: no ping yet).
     ping_delay: float | None = None
 
@@ -241,7 +246,8 @@ class Connection(SocketClient):
                 return
             if not buffer.startswith(b"HTTP/1.1 101"):
                 assert self.fleet is not None
-                self.fleet.refusals[buffer[9:12].decode(errors="replace")] += 1
+                self.refused = buffer[9:12].decode(errors="replace")
+                self.fleet.refusals[self.refused] += 1
                 if self.subscriber is not None:
                     self.subscriber.retry_after = _retry_after(buffer[:end])
                 self._buffer = b""
@@ -382,6 +388,11 @@ class Fleet:
         self.errors: Counter[str] = Counter()
         self.closes: Counter[int] = Counter()
         self.failed_attempts: Counter[str] = Counter()
+        # Each reconnect attempt: (wall clock, "replacement" or "survivor", outcome), and
+        # the attempts each reconnect took: where a storm's time goes.
+        self.replacement = 0  # the port of the gateway the storm kills and restarts
+        self.attempts: list[tuple[float, str, str]] = []
+        self.attempts_per_reconnect: list[int] = []
         self.connect_failures = 0
         self.down = 0  # subscribers not subscribed (kept as they change: status is polled)
         self.running = True
@@ -393,6 +404,7 @@ class Fleet:
         started = time.perf_counter()
         request = upgrade_request(f"/ws?token={subscriber.token}")
         local = (self.source, 0) if self.source else None
+        target = "replacement" if port == self.replacement else "survivor"
         try:
             _, connection = await loop.create_connection(
                 lambda: Connection(request, sample=False, subscriber=subscriber, fleet=self),
@@ -401,17 +413,32 @@ class Fleet:
                 local_addr=local,
             )
         except OSError as exc:
-            self.failed_attempts[type(exc).__name__] += 1
+            self._failed(target, type(exc).__name__)
             raise
         subscriber.connection = connection
         subscriber.port = port
         try:
             done = await asyncio.wait_for(connection.subscribed, within)
-        except BaseException:
-            self.failed_attempts[str(connection.close_code or "timeout or reset")] += 1
+        except TimeoutError:
+            self._failed(target, f"no answer within {within:g} s")
             connection._close()
             raise
+        except BaseException:
+            if connection.refused:
+                outcome = f"refused {connection.refused}"
+            elif connection.close_code:
+                outcome = f"closed {connection.close_code}"
+            else:
+                outcome = "reset before subscribing"
+            self._failed(target, outcome)
+            connection._close()
+            raise
+        self.attempts.append((time.time(), target, "subscribed"))
         return float(done) - started
+
+    def _failed(self, target: str, outcome: str) -> None:
+        self.failed_attempts[f"{outcome} ({target})"] += 1
+        self.attempts.append((time.time(), target, outcome))
 
     async def connect(self, specs: list[dict[str, Any]], in_flight: int) -> None:
         slots = asyncio.Semaphore(in_flight)
@@ -452,6 +479,7 @@ class Fleet:
             port = subscriber.ports[subscriber.attempt % len(subscriber.ports)]
             try:
                 self.reconnect_handshakes.append(await self.open(subscriber, port))
+                self.attempts_per_reconnect.append(backoff.attempt)
                 return
             except (OSError, ConnectionError, TimeoutError):
                 continue
@@ -508,6 +536,9 @@ class Fleet:
             "errors": dict(self.errors),
             "closes": {str(k): v for k, v in self.closes.items()},
             "failed_attempts": dict(self.failed_attempts),
+            "attempts": self.attempts,
+            "attempts_per_reconnect": self.attempts_per_reconnect,
+            "longest_stall": self.watch.longest,
             "pongs": self.pongs.to_json(),
         }
         self.reset()
@@ -523,6 +554,9 @@ class Fleet:
         self.errors.clear()
         self.closes.clear()
         self.failed_attempts.clear()
+        self.attempts = []
+        self.attempts_per_reconnect = []
+        self.watch.longest = 0.0
         self.connect_failures = 0
         self.pongs = PongLedger(PROMPT_ANSWER, self.pong_timeout)
         for subscriber in self.subscribers:
@@ -557,6 +591,7 @@ async def worker(source: str | None, sample_every: int, pong_timeout: float) -> 
             answer = fleet.collect(command["heads"])
         elif op == "reset":
             fleet.reset()
+            fleet.replacement = command.get("replacement", 0)
         elif op == "stop":
             fleet.stop()
             await asyncio.sleep(0.2)
@@ -616,6 +651,12 @@ class Worker:
         self.process.stdin.write((json.dumps({"op": op, **fields}) + "\n").encode())
         await self.process.stdin.drain()
         return json.loads(await self.process.stdout.readline())
+
+
+def _system_cpu(pid: int) -> float:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return float(psutil.Process(pid).cpu_times().system)
+    return 0.0
 
 
 def _cpu(pid: int) -> float:
@@ -758,6 +799,8 @@ class Run:
         for i, w in enumerate(self.workers):
             figures[f"load-{i}"] = _cpu(w.process.pid)
         figures["load"] = sum(figures[f"load-{i}"] for i in range(len(self.workers)))
+        # The kernel's share of the workers' time (binds, connects, closes).
+        figures["load system"] = sum(_system_cpu(w.process.pid) for w in self.workers)
         # The whole machine's busy time: the kernel's loopback work is charged to no
         # process (and on a shared machine, others' work shows here too).
         machine = psutil.cpu_times()
@@ -1064,20 +1107,27 @@ class Run:
         )
         publisher = await self.publish(0, p.storm_rate, p.storm_seconds)
         await asyncio.sleep(2.0)
-        await self.ask_all("reset")
+        await self.ask_all("reset", replacement=victim.port)
         held = sum(await self.ask_all("held_by", port=victim.port))
         counted = self.gateway_counts()
         before = self.cpu()
         reads = self.history_reads()
+        kernel = tcp_counters()
         started = time.perf_counter()
+        killed_at = time.time()
         os.kill(victim.pid, signal.SIGKILL)
         victim.alive = False
         heads = self.heads()
-        restarting = (
-            asyncio.create_task(asyncio.to_thread(self.start_gateway, victim.port))
-            if respawn
-            else None
-        )
+        serving: list[float] = []
+
+        def restart() -> Gateway:
+            gateway = self.start_gateway(victim.port)
+            serving.append(time.perf_counter() - started)
+            return gateway
+
+        restarting = asyncio.create_task(asyncio.to_thread(restart)) if respawn else None
+        queue = ListenQueue(victim.port)
+        sampling = asyncio.create_task(queue.sample())
         # The clock runs from the kill; the wait starts once the clients have seen it.
         seen = time.perf_counter() + 10.0
         while time.perf_counter() < seen:
@@ -1088,8 +1138,12 @@ class Run:
         waited = await self.wait_caught_up(heads, 120.0)
         caught_up = time.perf_counter() - started
         after = self.cpu()
+        kernel = {k: v - kernel.get(k, 0) for k, v in tcp_counters().items()}
+        sampling.cancel()
+        replacement_cpu = 0.0
         if restarting is not None:
             self.gateways[0] = await restarting
+            replacement_cpu = _cpu(self.gateways[0].pid)
         read_delta = {k: v - reads[k] for k, v in self.history_reads().items()}
         await publisher.communicate()
         final = self.heads()
@@ -1120,6 +1174,22 @@ class Run:
             f"   reconnect handshake+resume p50 {percentile(handshakes, 0.5) * 1000:.1f} ms, "
             f"p99 {percentile(handshakes, 0.99) * 1000:.1f} ms"
         )
+        if respawn:
+            print(
+                "   the replacement served /readyz "
+                + (f"{serving[0]:.2f} s after the kill" if serving else "never")
+                + f"; its accept queue at most {queue.longest:,} of {queue.bound:,}"
+                f" ({queue.samples} looks); its CPU until caught up {replacement_cpu:.1f} s"
+            )
+        tries = [n for f in figures for n in f["attempts_per_reconnect"]]
+        print(
+            f"   attempts per reconnect (the SDK's back-off: full jitter, 0.5 s x2, cap 20 s, "
+            f"plus a 503's Retry-After): p50 {percentile(tries, 0.5):g}, "
+            f"p99 {percentile(tries, 0.99):g}, max {max(tries, default=0)}; the workers' "
+            f"loops stalled at most {max(f['longest_stall'] for f in figures):.2f} s"
+        )
+        _attempt_timeline([a for f in figures for a in f["attempts"]], killed_at)
+        print(f"   kernel TCP counters over the storm: {kernel}")
         print(
             f"   sockets that stayed: latency p50 {steady.percentile(0.5) * 1000:.1f} ms, "
             f"p99 {steady.percentile(0.99) * 1000:.1f} ms, max {steady.maximum * 1000:.1f} ms "
@@ -1131,6 +1201,11 @@ class Run:
             f"{after['redis'] - before['redis']:.2f} s; commands {read_delta}"
         )
         _cpu_line(before, after, caught_up)
+        print(
+            f"   of the load workers' CPU, in the kernel: "
+            f"{after['load system'] - before['load system']:.1f} s of "
+            f"{after['load'] - before['load']:.1f} s"
+        )
         _pong_line(figures, p.heartbeat_timeout)
         counts = self.gateway_counts()
         counts.subtract(counted)
@@ -1147,6 +1222,71 @@ class Run:
                 len(handshakes) * capacity.UNIT_COSTS.gateway_connect_us / 1e6
                 + capacity.gateway_cpu(load, len(self.gateways) - 1) * caught_up,
             )
+
+
+_TCP_COUNTERS = (
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPReqQFullDrop",
+    "TCPReqQFullDoCookies",
+    "SyncookiesSent",
+    "TCPSynRetrans",
+    "TCPTimeouts",
+    "TCPAbortOnData",
+    "TCPAbortOnClose",
+    "TCPTimeWaitOverflow",
+    "TW",
+)
+
+
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TcpExt counters a storm may move (/proc/net/netstat, as `nstat`
+    reads them): listen-queue overflows and drops, SYN-queue drops, retransmitted SYNs."""
+    counters: dict[str, int] = {}
+    with contextlib.suppress(OSError), open("/proc/net/netstat") as netstat:
+        lines = netstat.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+                counters = {k: int(table[k]) for k in _TCP_COUNTERS if k in table}
+    return counters
+
+
+class ListenQueue:
+    """The longest accept queue seen on a listening port (`ss -ltn`: Recv-Q, of Send-Q)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.longest = 0
+        self.bound = 0
+        self.samples = 0
+
+    async def sample(self, period: float = 0.25) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                process = await asyncio.create_subprocess_exec(
+                    "ss", "-ltnH", f"sport = :{self.port}", stdout=asyncio.subprocess.PIPE
+                )
+                out, _ = await process.communicate()
+                for line in out.decode().splitlines():
+                    fields = line.split()
+                    if len(fields) >= 3:
+                        self.samples += 1
+                        self.longest = max(self.longest, int(fields[1]))
+                        self.bound = int(fields[2])
+            await asyncio.sleep(period)
+
+
+def _attempt_timeline(attempts: list[list[Any]], killed_at: float, step: float = 10.0) -> None:
+    """The reconnect attempts by outcome and target, in `step`-second windows after the kill."""
+    windows: dict[int, Counter[str]] = {}
+    for at, target, outcome in attempts:
+        window = int((at - killed_at) // step)
+        windows.setdefault(window, Counter())[f"{outcome} ({target})"] += 1
+    print(f"   reconnect attempts by {step:g} s after the kill (outcome, target):")
+    for window in sorted(windows):
+        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(windows[window].items()))
+        print(f"     {window * step:>5.0f}-{(window + 1) * step:<4.0f} s  {parts}")
 
 
 def traffic_load(sockets: int, broadcast: float, targeted: float, teams: int) -> capacity.Load:
