@@ -283,9 +283,11 @@ def openapi_document() -> dict[str, Any]:
         ref_template=_REF,
     )
     page = _page(summary, full)
+    # What any operation may answer before it runs: the server's URL bound, then the token.
     denied = {
         "401": _refused("no bearer token, or an invalid or expired one"),
         "403": _refused("the token lacks the scope this operation needs"),
+        "414": _refused("a request URL over `TOCSIN_HTTP_MAX_URL_BYTES` (8,192 by default)"),
     }
     read: list[dict[str, list[str]]] = [{"bearerJwt": ["read"]}]
     write: list[dict[str, list[str]]] = [{"bearerJwt": ["write"]}]
