@@ -64,7 +64,7 @@ class UnitCosts:
 
 UNIT_COSTS = UnitCosts(
     gateway_connect_us=340.0,
-    gateway_connect_contended_us=618.0,
+    gateway_connect_contended_us=513.0,
     gateway_event_us=360.0,
     gateway_delivery_us=12.5,
     gateway_idle_base=0.0012,
@@ -82,9 +82,9 @@ UNIT_COSTS = UnitCosts(
     redis_kib_per_alert=2.0,
     redis_kib_per_stream_entry=1.0,
     redis_core_budget=0.7,
-    client_connect_us=2059.0,
+    client_connect_us=1012.0,
     client_delivery_us=6.6,
-    box_connect_us=3258.0,
+    box_connect_us=1708.0,
 )
 
 
