@@ -22,7 +22,8 @@ The API (stable; other scenario files build on it):
   "outcome unknown") and client timeouts; `outcomes` counts final outcomes,
   `answers` every answer, `answers_by_key` each alert's answers in order.
 - `Tally(scenario, ...)`: the figures; `report()` prints them, `assert_clean()`.
-- `settle(check, timeout, what) -> seconds`, `stored_counts(redis, keys)`,
+- `settle(check, timeout, what) -> seconds`, `settle_stored(redis, producer, timeout,
+  when)`, `whereabouts(redis, keys)`, `stored_counts(redis, keys)`,
   `alert_ids(redis, keys)` and `created_events(redis, channel)`.
 
 Scenarios have a short form (seconds, run by `make test`) and a long form,
@@ -66,7 +67,9 @@ __all__ = [
     "created_events",
     "long_chaos",
     "settle",
+    "settle_stored",
     "stored_counts",
+    "whereabouts",
 ]
 
 T = TypeVar("T")
@@ -227,15 +230,68 @@ class Stack:
         self.close()
 
 
-def settle(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> float:
-    """Seconds until `check()` is truthy; fails the scenario after `timeout` s."""
+def settle(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    explain: Callable[[], object] | None = None,
+) -> float:
+    """Seconds until `check()` is truthy; fails the scenario after `timeout` s, with
+    what `explain()` returns (where the missing work is) in the failure."""
     started = time.monotonic()
     while True:
         if check():
             return time.monotonic() - started
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"did not settle within {timeout:.0f} s: {what}")
+            detail = f"; {explain()}" if explain is not None else ""
+            raise AssertionError(f"did not settle within {timeout:.0f} s: {what}{detail}")
         time.sleep(interval)
+
+
+def settle_stored(redis: redis_lib.Redis, producer: Producer, timeout: float, when: str) -> float:
+    """`settle` until every alert `producer` had accepted is stored; a failure names
+    the missing alerts and where their messages are (`whereabouts`)."""
+
+    def missing() -> list[str]:
+        stored = stored_counts(redis, producer.accepted_keys)
+        return [key for key in producer.accepted_keys if key not in stored]
+
+    return settle(
+        lambda: not missing(),
+        timeout,
+        f"every accepted alert stored {when}".rstrip(),
+        explain=lambda: {
+            "missing": whereabouts(redis, missing()),
+            "answers": {key: producer.answers_by_key.get(key) for key in missing()},
+        },
+    )
+
+
+def whereabouts(redis: redis_lib.Redis, dedup_keys: Iterable[str]) -> dict[str, list[str]]:
+    """Where each producer dedup key's traces are in Redis: its keys (dedup record,
+    idempotency record) and each message that carries it, by where the message is
+    (queued, fetched by a worker, due later, dead-lettered). What a failed settle
+    prints, so that a lost alert says where it stopped."""
+    found: dict[str, list[str]] = {key: [] for key in dedup_keys}
+    if not found:
+        return found
+    for key in found:
+        found[key] += [name.decode() for name in redis.scan_iter(match=f"*{key}", count=1000)]
+    acks = {name.decode(): {m.decode() for m in redis.smembers(name)}
+            for name in redis.scan_iter(match=f"{keys.DRAMATIQ_NAMESPACE}:__acks__.*")}  # fmt: skip
+    for hash_name in [*redis.scan_iter(match="*.msgs"), *redis.scan_iter(match="*:msgs")]:
+        pending = hash_name.decode().removesuffix(".msgs").removesuffix(":msgs")
+        queued = {m.decode() for m in redis.lrange(pending, 0, -1)} if redis.type(
+            pending) == b"list" else set()  # fmt: skip
+        for message_id, data in redis.hgetall(hash_name).items():
+            text, mid = data.decode(errors="replace"), message_id.decode()
+            holders = [name for name, ids in acks.items() if mid in ids]
+            place = "queued" if mid in queued else f"fetched by {holders}" if holders else "held"
+            for key in found:
+                if f'"{key}"' in text:
+                    found[key].append(f"message {mid} in {hash_name.decode()} ({place})")
+    return found
 
 
 def stored_counts(redis: redis_lib.Redis, dedup_keys: Iterable[str]) -> dict[str, int]:

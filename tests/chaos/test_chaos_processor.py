@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import LONG, Producer, Stack, Tally, long_chaos, settle, stored_counts
+from tests.chaos.harness import LONG, Producer, Stack, Tally, long_chaos, settle, settle_stored
 from tocsin.common import keys
 from tocsin.common.queue import queue_keys
 
@@ -35,11 +35,7 @@ def test_processor_sigkill_loop_loses_and_doubles_nothing(
             time.sleep(seconds / (kills + 1))
             stack.restart(processor)
         last_kill = time.monotonic()
-    settled = settle(
-        lambda: len(stored_counts(redis, producer.accepted_keys)) == len(producer.accepted_keys),
-        60,
-        "every accepted alert stored",
-    )
+    settled = settle_stored(redis, producer, 60, "")
     tally = Tally.of_alerts(
         f"processor SIGKILL x{kills}", producer, redis,
         settle_seconds=max(settled, settled + last_kill - time.monotonic()),
@@ -88,11 +84,7 @@ def test_killed_processors_messages_run_again_on_another_within_15_s(
             "the killed worker's messages applied",
         )
         rerun_after.append(time.monotonic() - killed_at)
-    settled = settle(
-        lambda: len(stored_counts(redis, producer.accepted_keys)) == len(producer.accepted_keys),
-        60,
-        "every accepted alert stored",
-    )
+    settled = settle_stored(redis, producer, 60, "")
     tally = Tally.of_alerts("processor killed holding messages", producer, redis,
                             settle_seconds=settled)  # fmt: skip
     tally.notes["rerun_within_s"] = f"{max(rerun_after):.1f}"

@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from tests.chaos.harness import Producer, Stack, Tally, long_chaos, settle, stored_counts
+from tests.chaos.harness import Producer, Stack, Tally, long_chaos, settle_stored, stored_counts
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +57,7 @@ def test_frozen_redis_gets_truthful_ingest_answers_and_prompt_readyz(
                 for service in (ingest, *others):
                     status, took = _readyz(service.url)
                     readyz.append((service.name, status, took))
-    settled = settle(
-        lambda: len(stored_counts(redis, producer.accepted_keys)) == len(producer.accepted_keys),
-        60,
-        "every accepted alert stored after the thaw",
-    )
+    settled = settle_stored(redis, producer, 60, "after the thaw")
     stored = stored_counts(redis, truthful.sent_keys)
     refused_yet_stored = [
         key for key, answers in truthful.answers_by_key.items()
@@ -97,11 +93,7 @@ def test_redis_sigkill_with_aof_during_flow_loses_and_doubles_nothing(
             stack.redis.restart()
     restarted_at = time.monotonic()
     redis = stack.redis.client()
-    settle(
-        lambda: len(stored_counts(redis, producer.accepted_keys)) == len(producer.accepted_keys),
-        60,
-        "every accepted alert stored after the restart",
-    )
+    settle_stored(redis, producer, 60, "after the restart")
     tally = Tally.of_alerts(
         f"Redis SIGKILL (AOF) x{kills}", producer, redis,
         settle_seconds=time.monotonic() - restarted_at,

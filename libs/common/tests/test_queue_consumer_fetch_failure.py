@@ -36,12 +36,12 @@ def test_messages_run_after_a_fetch_that_redis_cut_off(
     fetch = consumer.worker.fetch
     failed = threading.Event()
 
-    def fetch_cut_off_once(queue: str, count: int) -> list[Any]:
+    def fetch_cut_off_once(queue: str, count: int, **options: Any) -> list[Any]:
         # The connection a killed Redis leaves: the fetch's round trip raises.
         if not failed.is_set():
             failed.set()
             raise RedisConnectionError("Connection closed by server.")
-        return fetch(queue, count)
+        return fetch(queue, count, **options)
 
     consumer.worker.fetch = fetch_cut_off_once  # type: ignore[method-assign]
     consumer.start()

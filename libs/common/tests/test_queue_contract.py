@@ -550,6 +550,66 @@ def test_messages_a_lost_fetch_reply_left_in_a_live_workers_ack_set_run_after_an
         consumer.stop()
 
 
+def test_a_fetch_hands_back_what_the_ack_set_holds_beyond_the_held_ids_first(
+    broker: RedisBroker, redis: Redis
+) -> None:
+    for n in range(5):
+        enqueue(redis, QUEUE, "record", (n,), message_id=f"m{n}")
+    worker = QueueWorker(redis)
+    lost = worker.fetch(QUEUE, 3)  # a reply that never arrived: m0..m2 held, unknown
+    assert [m.args for m in lost] == [(0,), (1,), (2,)]
+    # The caller runs m1; of the rest, two fit: the lost ones come before new ones.
+    again = worker.fetch(QUEUE, 2, held=["m1"])
+    assert sorted(m.message_id for m in again) == ["m0", "m2"]
+    assert [m.message_id for m in worker.fetch(QUEUE, 5, held=["m0", "m1", "m2"])] == ["m3", "m4"]
+    assert redis.scard(worker.acks_key(QUEUE)) == 5
+    # An id acked elsewhere (its data gone) leaves the ack set instead of coming back.
+    redis.hdel(queue_keys(QUEUE).messages, "m4")
+    assert [m.message_id for m in worker.fetch(QUEUE, 5, held=["m0", "m1", "m2"])] == ["m3"]
+    assert redis.scard(worker.acks_key(QUEUE)) == 4
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batch", "threads"])
+def test_a_lost_fetch_that_redis_runs_late_strands_nothing_in_a_live_idle_worker(
+    broker: RedisBroker, redis: Redis, batched: bool
+) -> None:
+    # Found by the Redis-SIGSTOP chaos scenario: the processor's fetch reached a
+    # frozen Redis, its reply timed out, redis-py retried it on a new connection
+    # (so the consumer saw no error) and the retry found nothing. The first fetch
+    # still ran, after the thaw, into the live worker's ack set, where it sat while
+    # the worker went idle. Here that late fetch is run from outside, while the
+    # consumer idles with a wait far longer than the test allows.
+    calls = Calls()
+    actor = _declare(broker, calls)
+
+    def handle(deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        for delivery in deliveries:
+            calls.add(delivery.message.args[0])
+        return [None] * len(deliveries)
+
+    consumer = Consumer(
+        broker, [QUEUE], idle_wait=60, batch_handler=handle if batched else None, batch_size=10
+    )
+    consumer.start()
+    try:
+        time.sleep(0.5)  # idle: blocked on the wake-up list
+        # Written without a wake-up token (the late fetch dropped it), then fetched.
+        names = queue_keys(QUEUE)
+        for n in range(3):
+            message_id = f"late-{n}"
+            redis.hset(
+                names.messages,
+                message_id,
+                encode_message(QUEUE, actor.actor_name, (n,), message_id=message_id),
+            )
+            redis.rpush(names.pending, message_id)
+        QueueWorker(redis, worker_id=consumer.worker.worker_id).fetch(QUEUE, 10)
+        wait_until(lambda: sorted(calls.args) == [0, 1, 2], 15, "the stranded messages")
+        assert redis.scard(consumer.worker.acks_key(QUEUE)) == 0
+    finally:
+        consumer.stop()
+
+
 def test_idle_wait_longer_than_the_socket_timeout_neither_reconnects_nor_misses_a_wakeup(
     redis_server: RedisServer, redis: Redis
 ) -> None:

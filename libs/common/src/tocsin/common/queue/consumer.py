@@ -116,10 +116,6 @@ class Consumer:
         self._busy = False
         self._outstanding: dict[str, list[str]] = {}  # queue -> fetched, not yet settled
         self._outstanding_lock = threading.Lock()
-        # Set by an error: a fetch whose reply was lost may have moved messages into this
-        # worker's ack set without this process knowing their ids. Set at start too, which
-        # costs one read and lets a worker id be reused.
-        self._reclaim = True
         self._in_flight: dict[Future[None], tuple[str, str]] = {}
         self._free = threading.Semaphore(self._threads)
         self._pool: ThreadPoolExecutor | None = None
@@ -218,7 +214,7 @@ class Consumer:
         interval = self.worker.recovery.interval
         while True:
             try:
-                recovered = self.worker.beat(self.queues)
+                recovered = self.worker.beat(self.queues, idle=self._holds_nothing())
                 if recovered:
                     log.warning("requeued %d messages of dead workers", recovered)
             except Exception as exc:
@@ -233,8 +229,6 @@ class Consumer:
         while not self._stop.is_set():
             try:
                 self._busy = True
-                if self._reclaim:
-                    self._reclaim_unknown()
                 self._give_back()
                 handled = self._step()
                 self._busy = False
@@ -245,7 +239,6 @@ class Consumer:
                 if self._stop.is_set():
                     return
                 count_redis_error(exc)
-                self._reclaim = True
                 log.exception("consuming %s failed; retrying shortly", ",".join(self.queues))
                 self._stop.wait(_ERROR_PAUSE)
 
@@ -261,22 +254,21 @@ class Consumer:
                 self._hold(queue, ids)
                 raise
 
-    def _reclaim_unknown(self) -> None:
-        """Give back what this worker's ack sets hold beyond the messages it is running.
+    def _held(self, queue: str) -> list[str]:
+        """The redis ids of `queue` this process holds: running, or kept to give back.
 
-        A fetch runs in Redis even when its reply is lost (a restart, a broken
-        connection): its messages sit in this live worker's ack set, where no
-        recovery looks. Whatever is there and not running here goes back.
+        A fetch hands back whatever else the worker's ack set holds: messages of a
+        fetch whose reply was lost (see `worker/fetch.lua`).
         """
-        running = {redis_id for _, redis_id in list(self._in_flight.values())}
-        for queue in self.queues:
-            members = self.worker.redis.smembers(self.worker.acks_key(queue))
-            held = {m.decode() if isinstance(m, bytes) else m for m in members}
-            unknown = sorted(held - running)
-            if unknown:
-                log.warning("giving back %d messages fetched by a lost reply", len(unknown))
-                self.worker.requeue(queue, unknown)
-        self._reclaim = False
+        held = [redis_id for q, redis_id in list(self._in_flight.values()) if q == queue]
+        with self._outstanding_lock:
+            held.extend(self._outstanding.get(queue, ()))
+        return held
+
+    def _holds_nothing(self) -> bool:
+        """Whether the fetch loop is idle with nothing running or kept: then anything in
+        the worker's ack sets was fetched by a lost reply, and the beat wakes the loop."""
+        return not self._busy and not self._in_flight and not self._outstanding
 
     def _hold(self, queue: str, ids: Sequence[str]) -> None:
         with self._outstanding_lock:
@@ -287,7 +279,7 @@ class Consumer:
         taken = 0
         for queue in self.queues:
             if self._batch_handler is not None:
-                messages = self.worker.fetch(queue, self._batch_size)
+                messages = self.worker.fetch(queue, self._batch_size, held=self._held(queue))
                 if messages:
                     taken += len(messages)
                     self._run_batch(queue, messages)
@@ -304,7 +296,7 @@ class Consumer:
                 free += 1
             messages = []
             try:
-                messages = self.worker.fetch(queue, free)
+                messages = self.worker.fetch(queue, free, held=self._held(queue))
             finally:
                 # Also when the fetch raises (Redis killed): a slot kept here is a thread
                 # lost for good, and with none left the loop waits for ever.

@@ -89,9 +89,11 @@ class QueueWorker:
         return f"{self.namespace}:__acks__.{self.worker_id}.{queue}"
 
     def fetch(
-        self, queue: str, count: int, *, drop_wakeups: bool = True
+        self, queue: str, count: int, *, drop_wakeups: bool = True, held: Iterable[str] = ()
     ) -> list[dramatiq.Message[Any]]:
-        """Up to `count` waiting messages of `queue`, moved into this worker's ack set."""
+        """Up to `count` messages of `queue`: first those this worker's ack set holds
+        beyond `held` (the redis ids its caller is running or keeps), fetched by a
+        call whose reply was lost; then waiting ones, moved into the ack set."""
         names = queue_keys(queue)
         raw: list[bytes] = self._fetch(
             keys=[
@@ -103,7 +105,7 @@ class QueueWorker:
                 names.weights,
                 names.backlog,
             ],
-            args=[current_millis(), self.worker_id, count, "1" if drop_wakeups else "0"],
+            args=[current_millis(), self.worker_id, count, "1" if drop_wakeups else "0", *held],
         )
         return [dramatiq.Message.decode(raw[i]) for i in range(1, len(raw), 2)]
 
@@ -155,8 +157,13 @@ class QueueWorker:
             )
         )
 
-    def beat(self, queues: Iterable[str] = ()) -> int:
-        """Refresh this worker's heartbeat and recover dead workers' messages; how many."""
+    def beat(self, queues: Iterable[str] = (), *, idle: bool = False) -> int:
+        """Refresh this worker's heartbeat and recover dead workers' messages; how many.
+
+        `idle`: the caller runs and keeps nothing, so whatever this worker's ack sets
+        of `queues` hold was fetched by a call whose reply was lost; a wake-up token
+        is pushed for each such queue, and the next fetch takes them back.
+        """
         return int(
             self._recover(
                 keys=[self._heartbeats],
@@ -168,6 +175,7 @@ class QueueWorker:
                     keys.queue_wakeup(""),
                     WAKEUP_TOKENS_KEPT,
                     self.recovery.dead_letter_ttl_ms,
+                    "1" if idle else "0",
                     *queues,
                 ],
             )

@@ -8,12 +8,16 @@
 -- leaves the heartbeats set. This is Dramatiq's maintenance step, run on a
 -- clock by every consumer instead of on a random share of commands. Ack set
 -- names are found with KEYS, as Dramatiq does: only when a worker has died.
--- Expired dead letters of the listed queues are dropped too.
+-- Expired dead letters of the listed queues are dropped too. A caller that is
+-- idle (runs and keeps nothing) and still has messages in its own ack set of a
+-- listed queue was sent them by a fetch whose reply was lost: a wake-up token
+-- is pushed for that queue, and its next fetch takes them back.
 --
 -- KEYS[1]  {ns}:__heartbeats__                sorted set: worker id by last beat (ms)
 -- ARGV[1]  now, epoch ms   ARGV[2] this worker's id   ARGV[3] heartbeat timeout, ms
 -- ARGV[4]  namespace        ARGV[5] wake-up key prefix   ARGV[6] tokens kept
--- ARGV[7]  dead-letter TTL, ms   ARGV[8..] queues whose dead letters expire here
+-- ARGV[7]  dead-letter TTL, ms   ARGV[8] "1": this worker is idle
+-- ARGV[9..] this worker's queues (dead letters expire here; idle: its ack sets are looked at)
 --
 -- Returns the number of messages requeued.
 local now = tonumber(ARGV[1])
@@ -49,7 +53,13 @@ for _, worker in ipairs(dead) do
     redis.call("ZREM", KEYS[1], worker)
 end
 local expired_before = now - tonumber(ARGV[7])
-for i = 8, #ARGV do
+local idle = ARGV[8] == "1"
+for i = 9, #ARGV do
+    if idle and redis.call("SCARD", ns .. ":__acks__." .. ARGV[2] .. "." .. ARGV[i]) > 0 then
+        local wake = ARGV[5] .. ARGV[i]
+        redis.call("RPUSH", wake, "1")
+        redis.call("LTRIM", wake, -tonumber(ARGV[6]), -1)
+    end
     local xq = ns .. ":" .. ARGV[i] .. ".XQ"
     local old = redis.call("ZRANGEBYSCORE", xq, 0, expired_before, "LIMIT", 0, 100)
     if #old > 0 then
