@@ -1,13 +1,18 @@
-"""A fetch cut off by Redis (killed, restarted) gives back the worker threads it reserved.
+"""Fetches that Redis cut off or froze lose nothing.
 
-Found by the notifier's Redis-SIGKILL chaos scenario: the fetch loop reserved its free
-threads, the fetch raised, the threads were never given back, and the loop then waited for
-a free thread for ever: nothing more ran after Redis came back.
+- Found by the notifier's Redis-SIGKILL chaos scenario: the fetch loop reserved its free
+  threads, the fetch raised, the threads were never given back, and the loop then waited
+  for a free thread for ever: nothing more ran after Redis came back.
+- Found by the Redis-SIGSTOP chaos scenario: a fetch that redis-py retried ran twice, and
+  the first run's messages were stranded in the live worker's ack set.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
@@ -17,7 +22,7 @@ from tests.support import wait_until
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common.broker import build_broker
-from tocsin.common.queue import Consumer, enqueue
+from tocsin.common.queue import Consumer, Delivery, enqueue
 
 QUEUE = "fetchfail"
 
@@ -51,3 +56,45 @@ def test_messages_run_after_a_fetch_that_redis_cut_off(
         wait_until(ran.is_set, 30, "the message enqueued after the failed fetch to run")
     finally:
         consumer.stop(timeout=5)
+
+
+def test_a_fetch_sent_into_a_frozen_redis_loses_nothing_when_redis_py_retries_it(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    # Found by the Redis-SIGSTOP chaos scenario. The fetch reaches a frozen Redis;
+    # after its 5 s socket timeout redis-py sends it again on a new connection, and
+    # after the thaw Redis runs both: the first takes the message into this worker's
+    # ack set, its reply goes nowhere, and the retry, the only reply the consumer
+    # sees, finds the queue empty. No error reaches the consumer.
+    broker = build_broker(redis_server.url, queues=(QUEUE,))
+    handled: list[str] = []
+
+    def handle(deliveries: Sequence[Delivery]) -> list[BaseException | None]:
+        if not handled:
+            # While the first batch runs, the next message arrives.
+            enqueue(redis, QUEUE, "probe", (), message_id="sent-as-redis-froze")
+        handled.extend(d.message.message_id for d in deliveries)
+        return [None] * len(deliveries)
+
+    consumer = Consumer(broker, [QUEUE], batch_handler=handle, batch_size=10, idle_wait=60)
+    fetch = consumer.worker.fetch
+    thawed = threading.Event()
+
+    def fetch_as_redis_freezes(queue: str, count: int, **options: Any) -> list[Any]:
+        if handled and not thawed.is_set():
+            os.kill(redis_server.pid, signal.SIGSTOP)
+            threading.Timer(7.0, lambda: (os.kill(redis_server.pid, signal.SIGCONT),
+                                          thawed.set())).start()  # fmt: skip
+        return fetch(queue, count, **options)
+
+    consumer.worker.fetch = fetch_as_redis_freezes  # type: ignore[method-assign]
+    consumer.start()
+    try:
+        enqueue(redis, QUEUE, "probe", (), message_id="first")
+        wait_until(thawed.is_set, 20, "Redis frozen and thawed under the second fetch")
+        wait_until(lambda: handled == ["first", "sent-as-redis-froze"], 20, "both messages")
+        wait_until(lambda: redis.scard(consumer.worker.acks_key(QUEUE)) == 0, 10, "both acked")
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+        consumer.stop(timeout=5)
+        broker.close()
