@@ -154,6 +154,36 @@ def test_notification_claim_is_taken_once_across_replicas_and_lapses_after_a_cra
     assert log.claim(second).state == "sent"
 
 
+def test_a_claim_that_redis_runs_twice_is_acquired_both_times_and_busy_for_another_call(
+    redis_server: Any,
+) -> None:
+    # Redis frozen past the client's 5 s socket timeout: redis-py sends the claim again,
+    # and after the thaw Redis runs both, in either order. When the first runs first, the
+    # second (whose answer is the one that arrives) must not find the claim "busy":
+    # nothing would send the page until the lease lapsed and the guard ran (15 s later by
+    # default). Both runs carry the call's guard; run twice here in that order.
+    from tocsin.common.queue.due import due_keys
+    from tocsin.notifier.message import Notification
+    from tocsin.notifier.notificationlog import Guard, NotificationLog
+
+    client = redis.Redis.from_url(redis_server.url)
+    log = NotificationLog(client, lease=60, retention=60, keep_claims=60)
+    notification = Notification(
+        id="token-twice", receiver="hook", receiver_type="webhook", group_key="g1",
+        group_labels={}, state_hash="s1", status="firing", alerts=[], firing_count=0,
+        resolved_count=0, truncated=False, created_at=0.0,
+    )  # fmt: skip
+
+    def guard(message_id: str) -> Guard:
+        return Guard(due_keys("notify-test"), message_id, b"{}", 0.5)
+
+    assert log.claim(notification, guard=guard("call-1")).state == "acquired"
+    assert log.claim(notification, guard=guard("call-1")).state == "acquired"
+    # A redelivered copy of the message is another call: it finds the claim held.
+    assert log.claim(notification, guard=guard("call-2")).state == "busy"
+    assert client.zcard(due_keys("notify-test").entries) == 2  # each call's guard, once
+
+
 def test_routes_test_command_prints_the_receivers_an_alert_reaches(tmp_path: Path) -> None:
     path = routes_file(
         tmp_path,

@@ -12,6 +12,7 @@ that runs the send again if nothing settles it before the lease lapses.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -100,7 +101,10 @@ class NotificationLog:
         """
         lease_ms = self._lease_ms if lease is None else max(1, int(lease * 1000))
         keys_: list[str] = [claim_key(notification)]
-        args: list[str | int | bytes] = [notification.id, lease_ms]
+        # The call's own id, so that the script's second run of this call, when redis-py
+        # sends it again after a reply timed out, answers "acquired" as the first did.
+        call = guard.message_id if guard is not None else uuid.uuid4().hex
+        args: list[str | int | bytes] = [notification.id, lease_ms, call]
         if guard is not None:
             keys_ += guard.due.as_list()
             args += [guard.message_id, guard.data, int(guard.after * 1000), WAKEUP_TOKENS_KEPT]
