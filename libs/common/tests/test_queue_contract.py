@@ -551,7 +551,7 @@ def test_messages_a_lost_fetch_reply_left_in_a_live_workers_ack_set_run_after_an
 
 
 def test_a_fetch_hands_back_what_the_ack_set_holds_beyond_the_held_ids_first(
-    broker: RedisBroker, redis: Redis
+    broker: RedisBroker, redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     for n in range(5):
         enqueue(redis, QUEUE, "record", (n,), message_id=f"m{n}")
@@ -561,6 +561,7 @@ def test_a_fetch_hands_back_what_the_ack_set_holds_beyond_the_held_ids_first(
     # The caller runs m1; of the rest, two fit: the lost ones come before new ones.
     again = worker.fetch(QUEUE, 2, held=["m1"])
     assert sorted(m.message_id for m in again) == ["m0", "m2"]
+    assert f"took back 2 messages of {QUEUE}" in caplog.text
     assert [m.message_id for m in worker.fetch(QUEUE, 5, held=["m0", "m1", "m2"])] == ["m3", "m4"]
     assert redis.scard(worker.acks_key(QUEUE)) == 5
     # An id acked elsewhere (its data gone) leaves the ack set instead of coming back.

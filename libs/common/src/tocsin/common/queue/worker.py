@@ -15,6 +15,7 @@ entries in a consumer's memory, where a reconnect used to strand them.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -31,6 +32,8 @@ from tocsin.common import keys
 from tocsin.common.queue._layout import WAKEUP_TOKENS_KEPT, dead_letter_keys, queue_keys
 
 __all__ = ["QueueWorker", "Recovery"]
+
+log = logging.getLogger(__name__)
 
 
 def _script(redis: Redis, name: str) -> Any:
@@ -107,7 +110,13 @@ class QueueWorker:
             ],
             args=[current_millis(), self.worker_id, count, "1" if drop_wakeups else "0", *held],
         )
-        return [dramatiq.Message.decode(raw[i]) for i in range(1, len(raw), 2)]
+        if raw[0]:
+            log.warning(
+                "took back %d messages of %s that a fetch whose reply was lost left held",
+                raw[0],
+                queue,
+            )
+        return [dramatiq.Message.decode(raw[i]) for i in range(2, len(raw), 2)]
 
     def ack(self, queue: str, ids: Sequence[str]) -> int:
         """Settle `ids` (redis message ids) of `queue`; how many were still held."""

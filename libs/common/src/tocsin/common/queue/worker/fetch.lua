@@ -20,14 +20,15 @@
 -- ARGV[1]  now, epoch ms   ARGV[2] worker id   ARGV[3] most messages   ARGV[4] "1": drop tokens
 -- ARGV[5..] ids the caller holds (running, or kept to give back): not handed back
 --
--- Returns a flat list {id1, data1, id2, data2, ...}; an id whose data is gone
--- (acked by a worker it was requeued away from) is dropped from the ack set.
+-- Returns a flat list {taken back, id1, data1, id2, data2, ...}: how many of the
+-- messages were taken back from the ack set, then the messages; an id whose data is
+-- gone (acked by a worker it was requeued away from) is dropped from the ack set.
 redis.call("ZADD", KEYS[4], ARGV[1], ARGV[2])
 if ARGV[4] == "1" then
     redis.call("DEL", KEYS[5])
 end
 local most = tonumber(ARGV[3])
-local out = {}
+local out = {0}
 local taken = 0
 if redis.call("SCARD", KEYS[3]) > #ARGV - 4 then
     local held = {}
@@ -50,6 +51,7 @@ if redis.call("SCARD", KEYS[3]) > #ARGV - 4 then
         end
     end
 end
+out[1] = taken
 if taken >= most then
     return out
 end
