@@ -72,3 +72,41 @@ def test_a_redelivered_flush_hands_nothing_over_twice_and_starts_no_second_chain
     assert due_ids(client, due) == {b"flush-2"}
     assert client.get("tocsin:notify:group:g:pending") == b"flush-2"
     assert client.lrange(queue.pending, 0, -1) == [b"send-1"]
+
+
+def test_a_commit_that_redis_runs_twice_leaves_a_new_group_under_its_key_alone(
+    redis_server: RedisServer,
+) -> None:
+    # Redis frozen past the client's socket timeout: redis-py sends the commit again and
+    # Redis runs both after the thaw, with other replicas' steps between them. The first
+    # run forgot the group's last alert and removed it; another alert then started a new
+    # group under the key. The second run must not mark that group notified (its first
+    # page would wait group_interval instead of group_wait) nor hand the send over again.
+    client = redis.Redis.from_url(redis_server.url)
+    due = DueTimes(client, "notifications")
+    groups = Groups(client, due)
+    resolved = GroupedAlert(
+        transition="resolved", status="resolved", alert=alert("A", "fp-a"), at=1.0
+    )
+    groups.add("g", resolved, TIMERS, Handoff("flush-1", b"{}"), 1.0)
+    snapshot = groups.read("g", "flush-1")
+
+    def commit() -> int:
+        return groups.commit(
+            "g",
+            send=Handoff("send-1", b"{}"),
+            firing_hash="h1",
+            now=2.0,
+            forget={"fp-a": snapshot.raw["fp-a"]},
+            timers=TIMERS,
+            next_flush=Handoff("flush-2", b"{}"),
+        )
+
+    assert commit() == 0
+    assert not client.exists("tocsin:notify:group:g")
+    firing = GroupedAlert(transition="firing", status="firing", alert=alert("B", "fp-b"), at=3.0)
+    groups.add("g", firing, TIMERS, Handoff("flush-9", b"{}"), 3.0)
+    assert commit() == 1  # the second run: the new group's one alert, untouched
+    assert groups.read("g", "flush-9").state.seq == 0
+    assert not client.hexists("tocsin:notify:group:g", "last_sent_at")
+    assert client.lrange(queue_keys("notifications").pending, 0, -1) == [b"send-1"]

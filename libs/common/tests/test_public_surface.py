@@ -129,6 +129,7 @@ SURFACE: dict[str, list[str]] = {
         "notify_deliveries",
         "notify_group",
         "notify_group_alerts",
+        "notify_group_commit",
         "notify_group_pending",
         "notify_pause",
         "notify_pause_told",

@@ -85,6 +85,7 @@ __all__ = [
     "notify_deliveries",
     "notify_group",
     "notify_group_alerts",
+    "notify_group_commit",
     "notify_group_pending",
     "notify_pause",
     "notify_pause_told",
@@ -351,6 +352,11 @@ def notify_group(group_key: str) -> str:
 
 def notify_group_alerts(group_key: str) -> str:
     return f"{PREFIX}notify:group:{group_key}:alerts"
+
+
+def notify_group_commit(token: str) -> str:
+    """Marks a group flush's commit done, for a minute: a second run of it changes nothing."""
+    return f"{PREFIX}notify:commit:{token}"
 
 
 def notify_group_pending(group_key: str) -> str:

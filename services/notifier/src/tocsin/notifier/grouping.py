@@ -245,6 +245,7 @@ class Groups:
                     keys.notify_group_pending(key),
                     *self._due.keys.as_list(),
                     *queue_keys(self._due.queue).as_list(),
+                    keys.notify_group_commit(next_flush.message_id),
                 ],
                 args=args,
             )

@@ -1,12 +1,16 @@
 -- Record a group's flush, hand its notification to the queue, forget the resolved
 -- alerts it dealt with, and schedule the next flush while alerts are left: one atomic
--- step, so a crash leaves either none or all of it done.
+-- step, so a crash leaves either none or all of it done. A second run of the same call
+-- (redis-py sends a command again when its reply times out, and Redis may run both)
+-- changes nothing: the first may have removed the group, and another replica's alert may
+-- have started a new one under the same key, which must not look notified.
 --
 -- KEYS[1]  tocsin:notify:group:{group}           hash: seq, last_firing, last_sent_at
 -- KEYS[2]  tocsin:notify:group:{group}:alerts    hash: fingerprint -> GroupedAlert JSON
 -- KEYS[3]  tocsin:notify:group:{group}:pending   the token of the scheduled flush
 -- KEYS[4..6] due_keys(queue): due entries, their messages, the movers' wake-up list
 -- KEYS[7..9] queue_keys(queue): waiting ids, messages, consumers' wake-up list
+-- KEYS[10] tocsin:notify:commit:{next flush token}   set for a minute: this call ran
 -- ARGV[1]  send message id, empty when nothing is sent   ARGV[2] the encoded send message
 -- ARGV[3]  state hash of the firing alerts now notified   ARGV[4] now, unix seconds
 -- ARGV[5]  next flush token (its message id)   ARGV[6] the encoded next flush message
@@ -15,6 +19,9 @@
 --            read it (an alert that fired again meanwhile stays)
 --
 -- Returns the number of alerts left; the group record goes when none is left.
+if not redis.call('SET', KEYS[10], '1', 'NX', 'PX', 60000) then
+  return redis.call('HLEN', KEYS[2])
+end
 if ARGV[1] ~= '' then
   queue_push(KEYS[7], KEYS[8], KEYS[9], ARGV[1], ARGV[2], ARGV[9])
   redis.call('HINCRBY', KEYS[1], 'seq', 1)

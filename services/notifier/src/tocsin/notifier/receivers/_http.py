@@ -131,14 +131,24 @@ async def post(
     ]
     timeouts = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
     try:
-        async with http.stream(
-            b"POST",
-            target.url,
-            headers=request_headers,
-            content=content,
-            extensions={"timeout": timeouts},
-        ) as response:
-            start = await _answer_start(response)
+        for attempt in range(2):
+            try:
+                async with http.stream(
+                    b"POST",
+                    target.url,
+                    headers=request_headers,
+                    content=content,
+                    extensions={"timeout": timeouts},
+                ) as response:
+                    start = await _answer_start(response)
+                break
+            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+                # Closed by the server with no answer: most often a kept-alive connection
+                # it had just closed (HTTP lets it close one at any time), so the POST never
+                # reached it. Once more at once on a fresh connection, as Go's client (and
+                # so Alertmanager) does; a repeat failure is the receiver's.
+                if attempt:
+                    raise
     except httpcore.TimeoutException as exc:
         raise TemporaryDeliveryError(f"timeout after {seconds}s: {type(exc).__name__}") from None
     except (
