@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import redis
 from tests.integration.test_notifier_delivery import alert
 
@@ -14,16 +17,26 @@ from tocsin.notifier.message import GroupedAlert
 TIMERS = GroupTimers(group_wait=30, group_interval=300)
 
 
+Steps = tuple[redis.Redis, DueTimes, Groups]
+
+
+@pytest.fixture
+def steps(redis_server: RedisServer) -> Iterator[Steps]:
+    """A client of the test's server, the notifications queue's due-times, the groups."""
+    client = redis.Redis.from_url(redis_server.url)
+    due = DueTimes(client, "notifications")
+    yield client, due, Groups(client, due)
+    client.close()
+
+
 def due_ids(client: redis.Redis, due: DueTimes) -> set[bytes]:
     return set(client.zrange(due.keys.entries, 0, -1))
 
 
 def test_adding_an_alert_and_scheduling_its_groups_flush_are_one_step(
-    redis_server: RedisServer,
+    steps: Steps,
 ) -> None:
-    client = redis.Redis.from_url(redis_server.url)
-    due = DueTimes(client, "notifications")
-    groups = Groups(client, due)
+    client, due, groups = steps
     item = GroupedAlert(transition="firing", status="firing", alert=alert("A", "fp-a"), at=1.0)
     scheduled, _ = groups.add("g", item, TIMERS, Handoff("flush-1", b"{}"), 1.0)
     assert scheduled
@@ -35,11 +48,9 @@ def test_adding_an_alert_and_scheduling_its_groups_flush_are_one_step(
 
 
 def test_a_redelivered_flush_hands_nothing_over_twice_and_starts_no_second_chain(
-    redis_server: RedisServer,
+    steps: Steps,
 ) -> None:
-    client = redis.Redis.from_url(redis_server.url)
-    due = DueTimes(client, "notifications")
-    groups = Groups(client, due)
+    client, due, groups = steps
     item = GroupedAlert(transition="firing", status="firing", alert=alert("A", "fp-a"), at=1.0)
     groups.add("g", item, TIMERS, Handoff("flush-1", b"{}"), 1.0)
     client.delete(due.keys.entries, due.keys.messages)  # as if the mover took it
@@ -75,16 +86,14 @@ def test_a_redelivered_flush_hands_nothing_over_twice_and_starts_no_second_chain
 
 
 def test_a_commit_that_redis_runs_twice_leaves_a_new_group_under_its_key_alone(
-    redis_server: RedisServer,
+    steps: Steps,
 ) -> None:
     # Redis frozen past the client's socket timeout: redis-py sends the commit again and
     # Redis runs both after the thaw, with other replicas' steps between them. The first
     # run forgot the group's last alert and removed it; another alert then started a new
     # group under the key. The second run must not mark that group notified (its first
     # page would wait group_interval instead of group_wait) nor hand the send over again.
-    client = redis.Redis.from_url(redis_server.url)
-    due = DueTimes(client, "notifications")
-    groups = Groups(client, due)
+    client, _, groups = steps
     resolved = GroupedAlert(
         transition="resolved", status="resolved", alert=alert("A", "fp-a"), at=1.0
     )
