@@ -105,7 +105,7 @@ class RunLedger(Middleware):
         outcome = self._start(
             keys=[keys.schedule_run(run.run_id), keys.schedule_leases(), keys.schedule_pending()],
             args=[
-                self._mark,
+                f"{self._mark} {message.message_id}",
                 self._running_ttl_ms,
                 self._lease_ms,
                 run.run_id,
