@@ -52,7 +52,8 @@ def test_a_start_that_redis_runs_twice_runs_the_job_and_keeps_its_lease_renewed(
 
     ledger._start = runs_twice
     run = Run(run_id="tick@1", schedule="tick", job="tick", fire=1)
-    ledger.before_process_message(None, _message(run, "m1"))  # type: ignore[arg-type]
+    started = _message(run, "m1")
+    ledger.before_process_message(None, started)  # type: ignore[arg-type]
     # Renewed while it runs: the lease's end moves on (renewals every 0.2 s).
     first = redis.zscore(keys.schedule_leases(), "tick@1")
     assert first is not None
@@ -61,4 +62,7 @@ def test_a_start_that_redis_runs_twice_runs_the_job_and_keeps_its_lease_renewed(
     # Another message of the same run (a re-dispatched copy) is another call: busy.
     with pytest.raises(SkipMessage):
         ledger.before_process_message(None, _message(run, "m2"))  # type: ignore[arg-type]
+    # The run ends (its lease renewer has nothing left to renew): recorded done.
+    ledger.after_process_message(None, started, result=None)  # type: ignore[arg-type]
+    assert redis.get(keys.schedule_run("tick@1")) == b"done"
     redis.close()
