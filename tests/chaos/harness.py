@@ -262,8 +262,8 @@ def settle_stored(redis: redis_lib.Redis, producer: Producer, timeout: float, wh
         timeout,
         f"every accepted alert stored {when}".rstrip(),
         explain=lambda: {
-            "missing": whereabouts(redis, missing()),
-            "answers": {key: producer.answers_by_key.get(key) for key in missing()},
+            key: {"answers": producer.answers_by_key.get(key), "in Redis": places}
+            for key, places in whereabouts(redis, missing()).items()
         },
     )
 

@@ -62,6 +62,24 @@ def latencies(receiver: Receiver, count: int, timeout: float) -> list[float]:
     return sorted(seen.values())
 
 
+def settle_pages(
+    tally: Tally,
+    receiver: Receiver,
+    timeout: float,
+    what: str,
+    *,
+    since: float | None = None,
+    quiet: float = 1.0,
+) -> None:
+    """Wait until every accepted alert's page reached `receiver`, set the settle time
+    (from `since`, default now), leave `quiet` s for a repeat to show up, then count."""
+    started = time.monotonic() if since is None else since
+    settle(lambda: len(firing_fingerprints(receiver)) >= tally.accepted, timeout, what)
+    tally.settle_seconds = time.monotonic() - started
+    time.sleep(quiet)
+    count_arrivals(tally, receiver)
+
+
 def count_arrivals(tally: Tally, receiver: Receiver) -> None:
     seen = firing_fingerprints(receiver)
     tally.stored = tally.accepted
@@ -133,13 +151,7 @@ def test_notifier_killed_inside_accept_flush_or_send_loses_no_page(
     assert crashing.process is not None
     assert crashing.process.wait(timeout=30) == 137
     stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
-    tally.settle_seconds = settle(
-        lambda: len(firing_fingerprints(receiver)) == tally.accepted,
-        60,
-        "every alert's page after the restart",
-    )
-    time.sleep(1.0)  # room for a duplicate to show up
-    count_arrivals(tally, receiver)
+    settle_pages(tally, receiver, 60, "every alert's page after the restart")
     tally.report()
     tally.assert_clean()
 
@@ -174,16 +186,9 @@ def test_notifier_killed_while_claimed_sends_wait_for_a_slot_sends_each_once(
     killed_at = time.monotonic()
     receiver.hold = 0.0
     stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
-    settle(
-        lambda: len(firing_fingerprints(receiver)) == tally.accepted,
-        60,
-        "every alert's page after the restart",
-    )
-    tally.settle_seconds = time.monotonic() - killed_at
-    time.sleep(1.0)  # room for a duplicate to show up
+    settle_pages(tally, receiver, 60, "every alert's page after the restart", since=killed_at)
     with receiver.lock:
         first, *later = [arrival.json() for arrival in receiver.arrivals]
-    count_arrivals(tally, receiver)
     tally.report()
     assert tally.lost == 0
     # The send that was on the wire comes again with its notification id; no other repeats.
@@ -213,14 +218,7 @@ def test_redis_sigkill_with_aof_during_notification_flow_strands_no_notification
     restarted = time.monotonic()
     producer.join(timeout=120)
     tally.accepted = results[0]
-    settle(
-        lambda: len(firing_fingerprints(receiver)) >= tally.accepted,
-        90,
-        "every accepted alert's notification",
-    )
-    tally.settle_seconds = time.monotonic() - restarted
-    time.sleep(1.0)
-    count_arrivals(tally, receiver)
+    settle_pages(tally, receiver, 90, "every accepted alert's notification", since=restarted)
     tally.report()
     # A send cut off by the kill may be repeated (same notification id): reported, allowed.
     assert tally.lost == 0, tally.report()
@@ -366,14 +364,7 @@ receivers:
         )
         started = time.monotonic()
         tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, "slow")
-        settle(
-            lambda: len(firing_fingerprints(slow)) == tally.accepted,
-            120,
-            "every page to the slow receiver",
-        )
-        tally.settle_seconds = time.monotonic() - started
-        time.sleep(1.5)  # room for a duplicate to show up
-        count_arrivals(tally, slow)
+        settle_pages(tally, slow, 120, "every page to the slow receiver", since=started, quiet=1.5)
         tally.notes["put_back_busy"] = int(
             metric(notifier.url, "tocsin_notifier_receiver_busy_total")
         )
@@ -409,13 +400,9 @@ def test_a_receiver_outage_shorter_than_the_retry_budget_loses_nothing(
         receiver.answers.clear()
         refused = len(receiver.arrivals)
         receiver.arrivals.clear()
-    tally.settle_seconds = settle(
-        lambda: len(firing_fingerprints(receiver)) == tally.accepted,
-        120 if LONG else 60,
-        "every notification once the receiver is back",
+    settle_pages(
+        tally, receiver, 120 if LONG else 60, "every notification once the receiver is back"
     )
-    time.sleep(1.0)
-    count_arrivals(tally, receiver)
     tally.notes["outage_s"] = f"{outage:g}"
     tally.notes["refused_attempts"] = refused
     tally.report()

@@ -324,6 +324,7 @@ SURFACE: dict[str, list[str]] = {
         "W3C_PROPAGATOR",
         "client_span",
         "current_traceparent",
+        "own_traceparent",
         "producer_span",
         "remote_context",
         "start_producer_span",

@@ -25,6 +25,7 @@ __all__ = [
     "W3C_PROPAGATOR",
     "client_span",
     "current_traceparent",
+    "own_traceparent",
     "producer_span",
     "remote_context",
     "start_producer_span",
@@ -44,6 +45,15 @@ _NO_TRACE = "0" * 32
 _NO_SPAN_ID = "0" * 16
 
 
+def own_traceparent(value: str) -> tuple[str, str, str] | None:
+    """(trace id, span id, flags) of a `traceparent` in the form Tocsin writes (version
+    00, lower-case hex, nothing around it) with real ids; None for anything else."""
+    match = _OWN_TRACEPARENT.fullmatch(value)
+    if match is None or match[1] == _NO_TRACE or match[2] == _NO_SPAN_ID:
+        return None
+    return match[1], match[2], match[3]
+
+
 def remote_context(traceparent: str, tracestate: str | None = None) -> Context:
     """The context `W3C_PROPAGATOR.extract` makes of these two values, for a span's parent.
 
@@ -54,15 +64,14 @@ def remote_context(traceparent: str, tracestate: str | None = None) -> Context:
     """
     # Message options may hold anything: only a str is matched here.
     own = tracestate is None and type(traceparent) is str
-    match = _OWN_TRACEPARENT.fullmatch(traceparent) if own else None
-    if match is None:
+    parts = own_traceparent(traceparent) if own else None
+    if parts is None:
+        # The propagator also turns all-zero ids into an empty context.
         carrier = {TRACEPARENT: traceparent}
         if tracestate is not None:
             carrier[TRACESTATE] = tracestate
         return W3C_PROPAGATOR.extract(carrier)
-    trace_id, span_id, flags = match.groups()
-    if trace_id == _NO_TRACE or span_id == _NO_SPAN_ID:
-        return Context()
+    trace_id, span_id, flags = parts
     parent = SpanContext(
         int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(int(flags, 16))
     )

@@ -96,6 +96,20 @@ async def _answer_start(response: httpcore.Response) -> bytes:
     return bytes(kept[:MAX_ANSWER_BYTES])
 
 
+async def _exchange(
+    http: httpcore.AsyncConnectionPool,
+    url: httpcore.URL,
+    headers: list[tuple[bytes, bytes]],
+    content: bytes,
+    timeouts: dict[str, float],
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One POST on the pool: the answer's status, headers and the start of its body."""
+    async with http.stream(
+        b"POST", url, headers=headers, content=content, extensions={"timeout": timeouts}
+    ) as response:
+        return response.status, response.headers, await _answer_start(response)
+
+
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -130,25 +144,16 @@ async def post(
         ),
     ]
     timeouts = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
+    request = (target.url, request_headers, content, timeouts)
     try:
-        for attempt in range(2):
-            try:
-                async with http.stream(
-                    b"POST",
-                    target.url,
-                    headers=request_headers,
-                    content=content,
-                    extensions={"timeout": timeouts},
-                ) as response:
-                    start = await _answer_start(response)
-                break
-            except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
-                # Closed by the server with no answer: most often a kept-alive connection
-                # it had just closed (HTTP lets it close one at any time), so the POST never
-                # reached it. Once more at once on a fresh connection, as Go's client (and
-                # so Alertmanager) does; a repeat failure is the receiver's.
-                if attempt:
-                    raise
+        try:
+            status, response_headers, start = await _exchange(http, *request)
+        except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
+            # Closed by the server with no answer: most often a kept-alive connection it
+            # had just closed (HTTP lets it close one at any time), so the POST never
+            # reached it. Once more at once on a fresh connection, as Go's client (and so
+            # Alertmanager) does; a repeat failure is the receiver's.
+            status, response_headers, start = await _exchange(http, *request)
     except httpcore.TimeoutException as exc:
         raise TemporaryDeliveryError(f"timeout after {seconds}s: {type(exc).__name__}") from None
     except (
@@ -158,12 +163,11 @@ async def post(
         httpcore.UnsupportedProtocol,
     ) as exc:
         raise TemporaryDeliveryError(f"transport error: {exc}") from None
-    status = response.status
     if 200 <= status < 300:
         return
     detail = f"HTTP {status}: {start[:200].decode('utf-8', 'replace')}"
     if status == 429 or status >= 500:
-        retry_after = retry_after_seconds(_header(response.headers, b"retry-after"))
+        retry_after = retry_after_seconds(_header(response_headers, b"retry-after"))
         raise TemporaryDeliveryError(detail, retry_after)
     raise PermanentDeliveryError(detail)
 
