@@ -7,7 +7,9 @@ app of their own, serve `ops_app` from a background thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable
@@ -181,8 +183,27 @@ def redis_ready(redis: Redis) -> ReadyCheck:
 
 def shutdown_event() -> threading.Event:
     """An event that SIGTERM or SIGINT sets; a worker's main thread waits on it, then stops
-    its parts in order (Kubernetes sends SIGTERM, a terminal Ctrl-C)."""
+    its parts in order (Kubernetes sends SIGTERM, a terminal Ctrl-C).
+
+    The handler only writes a byte to a pipe, and a thread sets the event. A handler
+    runs between two bytecodes of the main thread, even inside an `Event.set()` an
+    earlier signal started: setting the event there waited for the lock that the
+    interrupted `set()` held, for ever (a processor hung on the SIGTERMs that kept
+    coming while it stopped; `test_shutdown_signal`).
+    """
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+
+    def asked(_signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a byte is already waiting
+            os.write(write_end, b"\0")
+
+    def relay() -> None:
+        os.read(read_end, 1)
+        stop.set()
+
+    threading.Thread(target=relay, name="shutdown-signal", daemon=True).start()
+    signal.signal(signal.SIGTERM, asked)
+    signal.signal(signal.SIGINT, asked)
     return stop
