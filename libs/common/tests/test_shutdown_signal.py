@@ -19,6 +19,7 @@ import threading
 import time
 
 _WORKER = """
+import sys
 import time
 from tocsin.common.ops import shutdown_event
 
@@ -30,18 +31,21 @@ deadline = time.monotonic() + 3
 while time.monotonic() < deadline:
     stop.set()
 print("stopped", flush=True)
+# Exit only once the test has stopped signalling: a signal that lands while the
+# interpreter finalizes meets the default handlers, as in any exiting process.
+sys.stdin.read()
 """
 
 
 def test_signals_that_keep_coming_while_a_worker_stops_do_not_hang_it() -> None:
-    worker = subprocess.Popen([sys.executable, "-c", _WORKER], stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     stopped = threading.Event()
     sent = 0
 
     def bombard() -> None:
         nonlocal sent
-        # Until the worker has stopped: a signal after its main code ends meets Python's
-        # default handlers again, as in any process that is exiting.
         while not stopped.is_set() and worker.poll() is None:
             os.kill(worker.pid, signal.SIGTERM if sent % 2 else signal.SIGINT)
             sent += 1
@@ -57,6 +61,8 @@ def test_signals_that_keep_coming_while_a_worker_stops_do_not_hang_it() -> None:
         stopped.set()
         sender.join()
         assert line == "stopped", f"after {sent} signals: {line!r}, exit {worker.poll()}"
+        assert worker.stdin is not None
+        worker.stdin.close()
         assert worker.wait(10) == 0
         assert sent > 100
     finally:
