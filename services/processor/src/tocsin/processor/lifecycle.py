@@ -75,6 +75,7 @@ def apply_script(config: LifecycleConfig) -> str:
     constants = (
         f"local LIVE_PREFIX = '{keys.live('')}'\n"
         f"local STATE_FIELDS = {{{', '.join(repr(name) for name in FingerprintState.FIELDS)}}}\n"
+        f"local VERSION_FIELD = {FingerprintState.FIELDS.index('v') + 1}\n"
         f"local APPLIED_TTL = {int(config.applied_ttl)}\n"
         f"local TIMELINE_CAP = {int(config.timeline_cap)}\n"
         f"local STREAM_CAP = {int(config.stream_cap)}\n"
@@ -458,10 +459,17 @@ class AlertLifecycle:
         ]
         outcomes: list[Outcome | None] = [None] * len(batch)
         pending = list(range(len(batch)))
+        conflicted: dict[int, tuple[_Call, set[str]]] = {}
         for attempt in range(_MAX_ATTEMPTS):
             # A retry re-reads only the conflicted messages' fingerprints, and asks
             # whether each was applied meanwhile (by another process, say).
             view = self._read(list(dict.fromkeys(batch[n].fingerprint for n in pending)))
+            for n, (call, chain) in conflicted.items():
+                if view[call.fingerprint].state.version in chain:
+                    # The batch ran twice (a reply lost to a timeout, docs/queues.md):
+                    # a version from this call on is in Redis, so its first run applied it.
+                    outcomes[n] = self._outcome(call, "applied")
+            pending = [n for n in pending if outcomes[n] is None]
             applied = self._applied([batch[n] for n in pending]) if attempt else set()
             calls: list[tuple[int, _Call]] = []
             for n in pending:
@@ -483,12 +491,20 @@ class AlertLifecycle:
                 if batch[n].id not in applied
             )
             results = self._apply(decided)
-            pending = []
+            pending, conflicted = [], {}
             for (n, call), result in zip(calls, results, strict=True):
                 if result == "conflict":
                     pending.append(n)
+                    if call.decision.state is not None:
+                        conflicted[n] = (call, set())
                 else:
                     outcomes[n] = self._outcome(call, result)
+                # The versions this call and the later ones on its fingerprint write:
+                # each can be written only after the one before it.
+                if call.decision.state is not None:
+                    for earlier, chain in conflicted.values():
+                        if earlier.fingerprint == call.fingerprint:
+                            chain.add(call.decision.state.version)
             if not pending:
                 return [outcome for outcome in outcomes if outcome is not None]
             _back_off(attempt)

@@ -10,7 +10,7 @@ sends a batch here: written as it is packed, then the replies read in order.
 Failures behave as a redis-py pipeline's: a connection error disconnects and the
 whole batch is sent again under the client's retry policy (the lifecycle's calls
 are guarded by version and message id, so a call that ran before the failure
-answers `conflict` or `replayed` the second time), and an error reply raises the
+changes nothing the second time: docs/queues.md, "Lost replies"), and an error reply raises the
 first error once every reply has been read, so the connection stays in step.
 `tests/test_wire.py` checks the replies against redis-py's own pipeline.
 """

@@ -27,17 +27,28 @@
 --   10 alert id, then: f state values (in STATE_FIELDS order), e timeline
 --   entries, n notification id/message pairs, s set members, and for c > 0:
 --   event data, traceparent, c channel names.
--- The constants (LIVE_PREFIX, STATE_FIELDS, APPLIED_TTL, TIMELINE_CAP,
--- STREAM_CAP, WAKEUP_TOKENS_KEPT) are prepended by the loader.
+-- The constants (LIVE_PREFIX, STATE_FIELDS, VERSION_FIELD, APPLIED_TTL,
+-- TIMELINE_CAP, STREAM_CAP, WAKEUP_TOKENS_KEPT) are prepended by the loader.
 --
--- Returns the outcome of the check: `applied`, `replayed` (message id seen),
+-- Returns the outcome of the check: `applied` (now, or by this call's earlier run),
+-- `replayed` (message id seen),
 -- `conflict` (the fingerprint changed since it was read: decide again) or
 -- `stale` (the silences changed since the verdict).
 
+local version = redis.call('HGET', KEYS[1], 'v') or ''
+if version ~= ARGV[1] then
+  -- This very call ran before: its reply was lost to a timeout and redis-py sent it
+  -- again (docs/queues.md, "Lost replies"). Each call that writes the state writes a
+  -- version of its own, so finding that version means its first run applied it.
+  local nvalues = tonumber(string.match(ARGV[9], '^%d+ %d+ %d+ %d+ (%d+)'))
+  if nvalues >= VERSION_FIELD and version == ARGV[10 + VERSION_FIELD] then
+    return 'applied'
+  end
+end
 if ARGV[3] ~= '-' and (redis.call('GET', KEYS[3]) or '') ~= ARGV[3] then
   return 'stale'
 end
-if (redis.call('HGET', KEYS[1], 'v') or '') ~= ARGV[1] then
+if version ~= ARGV[1] then
   return 'conflict'
 end
 if ARGV[2] ~= '' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', APPLIED_TTL) then
