@@ -11,12 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from tests.support import wait_until_serving
 
 from tocsin.client.devserver import RedisServer, free_port, stop_process
 from tocsin.client.devtoken import mint_token
 
 TEST_JWT_SECRET = "test-secret-for-tocsin-integration-tests"
+
+# No wall-clock bound on a property example: on a loaded machine one example can pause
+# past Hypothesis's 200 ms default, and how fast code runs is for tests/load to measure.
+settings.register_profile("tocsin", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tocsin")
 
 
 @pytest.fixture

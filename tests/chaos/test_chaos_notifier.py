@@ -163,12 +163,15 @@ def test_notifier_killed_while_claimed_sends_wait_for_a_slot_sends_each_once(
     sends waiting on the loop for a slot hold their claims: killed there, each is sent
     once by its guard after its lease; only the one on the wire may repeat (same id)."""
     tally = Tally("notifier/killed-while-sends-wait", sent=6 if LONG else 3)
-    # A lease of 9 s (the timeout + 5): 4 s in which to see the sends waiting.
-    routes = one_group_per_alert(receiver, tmp_path, timeout=4)
+    # Waiters give up their wait for the slot 2 s before the send could no longer settle
+    # within its lease: with a lease of 15 s and a timeout of 8 s, 5 s in which to see
+    # every send waiting (and the guards after a kill run 15 s later, within the 20 s goal).
+    routes = one_group_per_alert(receiver, tmp_path, timeout=8)
+    lease = {"TOCSIN_CLAIM_LEASE_SECONDS": "15"}
     # One slot: the first send is held on the wire, the others wait for the slot.
     receiver.hold = 30.0
     doomed = stack.start(
-        "notifier", TOCSIN_ROUTES_FILE=routes, TOCSIN_RECEIVER_CONCURRENCY="1", **FAST
+        "notifier", TOCSIN_ROUTES_FILE=routes, TOCSIN_RECEIVER_CONCURRENCY="1", **lease, **FAST
     )
     tally.accepted = send_alerts(Enqueuer(chaos_redis.url), tally.sent, "waiting")
     client = chaos_redis.client()
@@ -185,7 +188,7 @@ def test_notifier_killed_while_claimed_sends_wait_for_a_slot_sends_each_once(
     stack.kill(doomed)
     killed_at = time.monotonic()
     receiver.hold = 0.0
-    stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **FAST)
+    stack.start("notifier", TOCSIN_ROUTES_FILE=routes, **lease, **FAST)
     settle_pages(tally, receiver, 60, "every alert's page after the restart", since=killed_at)
     with receiver.lock:
         first, *later = [arrival.json() for arrival in receiver.arrivals]
@@ -296,7 +299,7 @@ route:
     - {{receiver: healthy}}
 receivers:
   - {{name: healthy, type: webhook, url: "{receiver.url}", timeout_seconds: 8}}
-  - {{name: hanging, type: slack, url: "{hanging.url}", timeout_seconds: 8}}
+  - {{name: hanging, type: slack, url: "{hanging.url}", timeout_seconds: 30}}
 """,
         )
         # Short form: one worker thread for the whole process, so a send that held a
@@ -317,7 +320,7 @@ receivers:
         healthy = latencies(receiver, tally.accepted, timeout=60)
         tally.settle_seconds = time.monotonic() - started
         # Every healthy page arrived before a single send to the hanging receiver had
-        # even timed out (8 s): none of them waited behind it.
+        # even timed out (30 s): none of them waited behind it.
         timed_out = metric(notifier.url, "tocsin_notifier_failed_total", receiver_type="slack")
         hanging_open = metric(notifier.url, "tocsin_notifier_sends_open", receiver_type="slack")
         held_connections = hanging.open_connections()

@@ -119,6 +119,7 @@ def _the_preview_renders(state: dict) -> None:
     assert answer.json()["rendered"]["payload"]["blocks"][0]["text"]["text"] == "42"
 
 
+@pytest.mark.timeout(300)  # its waits add up to more than the suite's 120 s per test
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
 def test_no_child_outlives_dev_closed_or_killed_and_send_watch_then_say_not_running(
     tmp_path: Path, signum: signal.Signals

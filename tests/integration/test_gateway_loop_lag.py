@@ -23,6 +23,11 @@ pytestmark = pytest.mark.integration
 _HEARTBEAT_CLOSES = 'tocsin_ws_disconnects_total{code="heartbeat_timeout"}'
 
 
+# The held socket is a raw one that never answers a ping: no ping comes while the test
+# runs, however long a loaded machine makes it.
+_NO_PINGS = {"TOCSIN_HEARTBEAT_INTERVAL": "600"}
+
+
 def test_a_pong_that_came_while_the_gateway_loop_lagged_past_its_deadline_keeps_the_socket(
     start_service, user_token
 ) -> None:
@@ -65,7 +70,7 @@ def test_a_pong_that_came_while_the_gateway_loop_lagged_past_its_deadline_keeps_
 def test_while_the_gateway_loop_lags_new_sockets_get_503_with_retry_after_then_get_in(
     start_service, user_token
 ) -> None:
-    gateway = start_service("gateway", TOCSIN_ADMISSION_LAG="0.1")
+    gateway = start_service("gateway", TOCSIN_ADMISSION_LAG="0.1", **_NO_PINGS)
     pid = gateway.process.pid
     held = RawWebSocket(gateway.port, f"/ws?token={user_token()}")
     held.next_message("welcome")
@@ -126,7 +131,7 @@ async def _upgrade(port: int, token: str) -> tuple[str, asyncio.StreamWriter]:
 async def test_a_storm_of_upgrades_is_spread_by_503_retry_after_and_every_client_gets_in(
     start_service, user_token
 ) -> None:
-    gateway = start_service("gateway", TOCSIN_ADMISSION_LAG="0.1")
+    gateway = start_service("gateway", TOCSIN_ADMISSION_LAG="0.1", **_NO_PINGS)
     held = RawWebSocket(gateway.port, f"/ws?token={user_token()}")
     held.next_message("welcome")
     clients = 300

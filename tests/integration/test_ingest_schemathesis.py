@@ -41,7 +41,7 @@ def test_every_endpoint_answers_within_its_documented_schema(
             case=operation.as_strategy(GenerationMode.POSITIVE)
             | operation.as_strategy(GenerationMode.NEGATIVE)
         )
-        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck),
+        @settings(max_examples=10, suppress_health_check=list(HealthCheck),
                   database=None)  # fmt: skip
         def conforms(case: schemathesis.Case) -> None:
             body = case.body

@@ -19,7 +19,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tocsin.client.devtoken import mint_token
@@ -243,9 +243,7 @@ def _verifier(config: tuple[str, str]) -> TokenVerifier:
     )
 
 
-DIFFERENTIAL = settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+DIFFERENTIAL = settings(max_examples=400)
 
 
 @DIFFERENTIAL

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tocsin.common.httplimits import HttpLimits, LimitedHttpToolsProtocol
@@ -215,7 +215,7 @@ def _mostly(plain: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> st.Se
     return st.integers(0, 3).flatmap(lambda n: odd if n == 0 else plain)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(
     first=_mostly(st.just(b"GET /ws?token=a.b.c HTTP/1.1"), _FIRST_LINES),
     headers=_mostly(st.lists(_BENIGN, max_size=3), _HEADERS),

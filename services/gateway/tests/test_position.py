@@ -26,7 +26,7 @@ def recovered(position: Position, history: list[int]) -> list[int]:
     return sent + [f.offset for f in position.finish() if position.merge(f) is Step.SEND]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     start=st.integers(min_value=0, max_value=50),
     missed=st.integers(min_value=0, max_value=30),

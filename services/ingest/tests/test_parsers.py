@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tocsin.common.models import (
@@ -289,7 +289,7 @@ def _outcome(parse: Any, *args: Any) -> tuple[Any, list[Any]]:
         return None, exc.errors
 
 
-_examples = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_examples = settings(max_examples=150)
 
 
 def _body(document: Any) -> bytes:

@@ -27,7 +27,7 @@ samples = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @pytest.mark.filterwarnings("ignore::lifelines.exceptions.ApproximationWarning")
 @given(samples)
 def test_survival_matches_lifelines_at_every_time(sample: list[tuple[float, bool]]) -> None:
@@ -40,7 +40,7 @@ def test_survival_matches_lifelines_at_every_time(sample: list[tuple[float, bool
         assert ours.survival_at(t) == pytest.approx(expected, abs=1e-9), t
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @pytest.mark.filterwarnings("ignore::lifelines.exceptions.ApproximationWarning")
 @given(samples, st.sampled_from([0.5, 0.9]))
 def test_quantiles_match_lifelines(sample: list[tuple[float, bool]], share: float) -> None:
