@@ -38,6 +38,7 @@ from tocsin.client.devserver import RESTING_HZ, RedisServer, free_port
 from tocsin.client.devtoken import mint_token
 from tocsin.common.apikeys import ApiKeyStore
 from tocsin.common.errors import TocsinError
+from tocsin.common.ops import on_signals
 from tocsin.common.redis import sync_client
 
 __all__ = ["SERVICES", "DevStartError", "run_dev"]
@@ -217,13 +218,12 @@ def run_dev(base_port: int | None = None, out: Callable[[str], None] = print) ->
     # instead of polling the children.
     wake = threading.Event()
 
-    def on_stop(*_: object) -> None:
-        stop.set()
+    def on_signal(signum: int) -> None:
+        if signum != signal.SIGCHLD:
+            stop.set()
         wake.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_stop)
-    signal.signal(signal.SIGCHLD, lambda *_: wake.set())
+    on_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD), on_signal)
 
     supervisor = Supervisor(colour=sys.stdout.isatty(), out=out)
     host = os.environ.get("TOCSIN_HOST") or "127.0.0.1"

@@ -12,7 +12,7 @@ import gc
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import FrameType
 
 import uvicorn
@@ -28,6 +28,7 @@ __all__ = [
     "ReadyCheck",
     "RestingServer",
     "metrics_app",
+    "on_signals",
     "ops_app",
     "ops_routes",
     "redis_ready",
@@ -181,29 +182,35 @@ def redis_ready(redis: Redis) -> ReadyCheck:
     return ready
 
 
-def shutdown_event() -> threading.Event:
-    """An event that SIGTERM or SIGINT sets; a worker's main thread waits on it, then stops
-    its parts in order (Kubernetes sends SIGTERM, a terminal Ctrl-C).
+def on_signals(signums: Iterable[int], react: Callable[[int], None]) -> None:
+    """Call `react(signum)` on a thread of its own for each of `signums` that arrives.
 
-    The handler only writes a byte to a pipe, and a thread sets the event. A handler
-    runs between two bytecodes of the main thread, even inside an `Event.set()` an
-    earlier signal started: setting the event there waited for the lock that the
-    interrupted `set()` held, for ever (a processor hung on the SIGTERMs that kept
-    coming while it stopped; `test_shutdown_signal`).
+    A Python signal handler runs between two bytecodes of the main thread, even inside
+    an `Event.set()` or `Event.wait()` that holds the event's lock, so a handler that
+    sets an event can wait for that lock for ever (a processor hung on the SIGTERMs
+    that kept coming while it stopped; `test_shutdown_signal`). The handler here only
+    writes the signal's number to a pipe; a thread reads it and reacts.
     """
-    stop = threading.Event()
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
 
-    def asked(_signum: int, _frame: FrameType | None) -> None:
-        with contextlib.suppress(BlockingIOError):  # full: a byte is already waiting
-            os.write(write_end, b"\0")
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: the thread has plenty to read
+            os.write(write_end, bytes([signum]))
 
     def relay() -> None:
-        os.read(read_end, 1)
-        stop.set()
+        while True:
+            for signum in os.read(read_end, 64):
+                react(signum)
 
-    threading.Thread(target=relay, name="shutdown-signal", daemon=True).start()
-    signal.signal(signal.SIGTERM, asked)
-    signal.signal(signal.SIGINT, asked)
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+    for signum in signums:
+        signal.signal(signum, handler)
+
+
+def shutdown_event() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets; a worker's main thread waits on it, then stops
+    its parts in order (Kubernetes sends SIGTERM, a terminal Ctrl-C)."""
+    stop = threading.Event()
+    on_signals((signal.SIGTERM, signal.SIGINT), lambda _signum: stop.set())
     return stop
