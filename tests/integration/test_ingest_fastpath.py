@@ -785,6 +785,9 @@ def test_an_idle_connection_closes_after_the_keep_alive_timeout_on_both_paths(
             for turn in range(6):
                 if turn:
                     time.sleep(keepalive / 4)
+                # Before the server's idle timer starts (once it has answered), however
+                # late this thread reads the answer.
+                idle_from = time.monotonic()
                 conn.sendall(request(side, auth="token"))
                 data = b""
                 while len(_parse(data)) == 0:
@@ -792,7 +795,6 @@ def test_an_idle_connection_closes_after_the_keep_alive_timeout_on_both_paths(
                     assert chunk, f"{side.name}: closed while requests kept coming"
                     data += chunk
                 answers += 1
-            idle_from = time.monotonic()
             assert conn.recv(65536) == b"", f"{side.name}: not closed when idle"
             assert time.monotonic() - idle_from >= keepalive * 0.9, side.name
         return answers
@@ -890,12 +892,14 @@ def _slowed(delay: float) -> Callable[..., Any]:
     return slow
 
 
-def _slowed_admission(delay: float) -> Callable[..., Any]:
-    """`Admission.send` (what uvicorn's path awaits) with the reply `delay` s late."""
+def _slowed_admission(delay: float, waiting: threading.Event) -> Callable[..., Any]:
+    """`Admission.send` (what uvicorn's path awaits) with the reply `delay` s late;
+    `waiting` is set while a reply is held back."""
     original = Admission.send
 
     async def slow(self: Admission, command: bytes, *, cached: bool = True) -> Any:
         result = await original(self, command, cached=cached)
+        waiting.set()
         await asyncio.sleep(delay)
         return result
 
@@ -933,12 +937,14 @@ def test_a_request_waiting_for_redis_at_shutdown_is_answered_then_closed_on_both
     """uvicorn's graceful shutdown: what was admitted is answered (`connection: close`),
     then the connection closes; nothing is cut off unanswered."""
     with _pair(redis_server) as (fast, plain):
-        monkeypatch.setattr(Admission, "send", _slowed_admission(0.5))
+        waiting = threading.Event()
+        monkeypatch.setattr(Admission, "send", _slowed_admission(2.0, waiting))
         got = {}
         for side in (fast, plain):
+            waiting.clear()
             conn = socket.create_connection(("127.0.0.1", side.port), timeout=30)
             conn.sendall(request(side, auth="token"))
-            time.sleep(0.2)  # the request is waiting for Redis's (delayed) reply
+            assert waiting.wait(10), "the request never waited for Redis's (delayed) reply"
             assert side.server is not None
             side.server.should_exit = True
             data = b""

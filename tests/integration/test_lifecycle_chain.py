@@ -211,8 +211,11 @@ def test_direct_push_and_alertmanager_are_one_alert_resolved_at_ends_at(
 
 
 def test_slow_resends_of_one_incident_page_once(chain: Chain) -> None:
-    body = [{"labels": chain.labels, "startsAt": "2026-01-01T00:00:00Z"}]
     for _ in range(3):
+        # As Prometheus sends them: an endsAt ahead (here a minute), so the chain's 2 s
+        # resolve timeout does not race the 1.5 s between resends.
+        ends_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+        body = [{"labels": chain.labels, "startsAt": "2026-01-01T00:00:00Z", "endsAt": ends_at}]
         chain.post("/api/v2/alerts", body, 200)
         time.sleep(1.5)  # beyond the 1 s dedup window
     wait_until(lambda: (chain.alert() or {}).get("count") == 3, 30, "three occurrences")

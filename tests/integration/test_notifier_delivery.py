@@ -663,7 +663,12 @@ receivers:
 """,
     )
     notifier = start_service(
-        "notifier", TOCSIN_ROUTES_FILE=routes, TOCSIN_SHUTDOWN_TIMEOUT_SECONDS="20", **FAST
+        "notifier",
+        TOCSIN_ROUTES_FILE=routes,
+        TOCSIN_SHUTDOWN_TIMEOUT_SECONDS="20",
+        # Well beyond the receiver's 1 s hold: a pause of this process (the receiver's)
+        # must not turn the in-flight send into a timed-out one.
+        **(FAST | {"TOCSIN_SEND_TIMEOUT_SECONDS": "10"}),
     )
     Enqueuer(redis_server.url).transition(alert("Draining", "fp-drain"))
     hook.wait_for(1)  # the send is on the wire; the receiver answers a second later

@@ -195,6 +195,7 @@ SURFACE: dict[str, list[str]] = {
         "ReadyCheck",
         "RestingServer",
         "metrics_app",
+        "on_signals",
         "ops_app",
         "ops_routes",
         "redis_ready",
