@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket as sockets
 import subprocess
 import threading
@@ -38,6 +39,7 @@ __all__ = [
     "debian_binary",
     "descendants",
     "enqueue_alert",
+    "freeze_for",
     "metric",
     "next_frame",
     "process_alive",
@@ -60,6 +62,21 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         time.sleep(0.02)
+
+
+def freeze_for(pid: int, seconds: float) -> threading.Event:
+    """SIGSTOP process `pid` now and SIGCONT it after `seconds`; the event is set once it
+    runs again. Longer than a client's socket timeout, a command sent meanwhile is sent
+    again by redis-py, and Redis runs both after the thaw (docs/queues.md, "Lost replies")."""
+    thawed = threading.Event()
+
+    def thaw() -> None:
+        os.kill(pid, signal.SIGCONT)
+        thawed.set()
+
+    os.kill(pid, signal.SIGSTOP)
+    threading.Timer(seconds, thaw).start()
+    return thawed
 
 
 def wait_until_serving(

@@ -96,7 +96,7 @@ def test_every_dashboard_operation_answers_within_its_documented_schema(
         positive = mode is GenerationMode.POSITIVE
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck),
+        @settings(max_examples=6, suppress_health_check=list(HealthCheck),
                   database=None)  # fmt: skip
         def conforms(case: schemathesis.Case) -> None:
             calls.append(case)

@@ -762,7 +762,7 @@ def _generated(draw: st.DrawFn) -> tuple[Callable[[Side], list[bytes]], int]:
     return build, 2 if split in ("pipelined", "behind") else 1
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, suppress_health_check=list(HealthCheck))
 @given(case=_generated())
 def test_generated_requests_get_the_same_answers_on_both_paths(
     pair: tuple[Side, Side], case: tuple[Callable[[Side], list[bytes]], int]

@@ -70,7 +70,7 @@ def test_no_body_gets_a_5xx_or_enqueues_a_malformed_message(
     # with nothing to enqueue), so one alert that must be queued is always among them.
     @given(_bodies)
     @example(("/v1/alerts", {"name": "disk", "severity": "critical"}))
-    @settings(max_examples=120, deadline=None, database=None,
+    @settings(max_examples=120, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     def post(case: tuple[str, Any]) -> None:
         path, document = case

@@ -18,7 +18,7 @@ from typing import Any
 import dramatiq
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from tests.support import wait_until
+from tests.support import freeze_for, wait_until
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common.broker import build_broker
@@ -78,20 +78,19 @@ def test_a_fetch_sent_into_a_frozen_redis_loses_nothing_when_redis_py_retries_it
 
     consumer = Consumer(broker, [QUEUE], batch_handler=handle, batch_size=10, idle_wait=60)
     fetch = consumer.worker.fetch
-    thawed = threading.Event()
+    thaws: list[threading.Event] = []
 
     def fetch_as_redis_freezes(queue: str, count: int, **options: Any) -> list[Any]:
-        if handled and not thawed.is_set():
-            os.kill(redis_server.pid, signal.SIGSTOP)
-            threading.Timer(7.0, lambda: (os.kill(redis_server.pid, signal.SIGCONT),
-                                          thawed.set())).start()  # fmt: skip
+        if handled and not thaws:
+            thaws.append(freeze_for(redis_server.pid or 0, 7.0))
         return fetch(queue, count, **options)
 
     consumer.worker.fetch = fetch_as_redis_freezes  # type: ignore[method-assign]
     consumer.start()
     try:
         enqueue(redis, QUEUE, "probe", (), message_id="first")
-        wait_until(thawed.is_set, 20, "Redis frozen and thawed under the second fetch")
+        wait_until(lambda: thaws and thaws[0].is_set(), 20,
+                   "Redis frozen and thawed under the second fetch")  # fmt: skip
         wait_until(lambda: handled == ["first", "sent-as-redis-froze"], 20, "both messages")
         wait_until(lambda: redis.scard(consumer.worker.acks_key(QUEUE)) == 0, 10, "both acked")
     finally:

@@ -531,7 +531,7 @@ def test_stopped_consumer_takes_nothing_more_and_hands_back_the_job_it_could_not
     assert redis.scard(consumer.worker.acks_key(QUEUE)) == 0
 
 
-def test_messages_a_lost_fetch_reply_left_in_a_live_workers_ack_set_run_after_an_error(
+def test_messages_a_lost_fetch_reply_left_in_a_live_workers_ack_set_run_at_its_first_fetch(
     broker: RedisBroker, redis: Redis
 ) -> None:
     calls = Calls()
@@ -545,7 +545,7 @@ def test_messages_a_lost_fetch_reply_left_in_a_live_workers_ack_set_run_after_an
     QueueWorker(redis, worker_id=consumer.worker.worker_id).fetch(QUEUE, 10)
     consumer.start()
     try:
-        wait_until(lambda: sorted(calls.args) == [0, 1, 2], 15, "the reclaimed messages")
+        wait_until(lambda: sorted(calls.args) == [0, 1, 2], 15, "the messages taken back")
     finally:
         consumer.stop()
 

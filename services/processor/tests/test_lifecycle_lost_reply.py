@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 
 import pytest
 from redis import Redis
+from tests.support import freeze_for
 
 from tocsin.client.devserver import RedisServer
 from tocsin.common.models import AlertAction, AlertIn, QueuedAlert
@@ -36,20 +37,20 @@ def server() -> Iterator[RedisServer]:
         os.kill(server.pid or 0, signal.SIGCONT)
 
 
-def _freeze_under_the_next_apply(lifecycle: AlertLifecycle, server: RedisServer) -> threading.Event:
-    thawed = threading.Event()
+def _freeze_under_the_next_apply(
+    lifecycle: AlertLifecycle, server: RedisServer
+) -> list[threading.Event]:
+    """Freeze Redis as the next apply is sent; the list gets the freeze's thaw event."""
+    thaws: list[threading.Event] = []
     apply = lifecycle._apply
 
     def frozen_apply(calls: Iterable[object]) -> list[str]:
-        if not thawed.is_set():
-            pid = server.pid or 0
-            os.kill(pid, signal.SIGSTOP)
-            threading.Timer(_FROZEN_SECONDS, lambda: (os.kill(pid, signal.SIGCONT),
-                                                      thawed.set())).start()  # fmt: skip
+        if not thaws:
+            thaws.append(freeze_for(server.pid or 0, _FROZEN_SECONDS))
         return apply(calls)  # type: ignore[arg-type]
 
     lifecycle._apply = frozen_apply  # type: ignore[method-assign]
-    return thawed
+    return thaws
 
 
 def _message(message_id: str, fingerprint: str) -> QueuedAlert:
@@ -65,11 +66,11 @@ def _message(message_id: str, fingerprint: str) -> QueuedAlert:
 def test_a_batch_that_ran_twice_reports_its_new_incidents(server: RedisServer) -> None:
     redis: Redis = sync_client(server.url)
     lifecycle = AlertLifecycle(redis, LifecycleConfig())
-    thawed = _freeze_under_the_next_apply(lifecycle, server)
+    thaws = _freeze_under_the_next_apply(lifecycle, server)
     # Two messages of one fingerprint: the second's version is the one left in Redis.
     batch = [_message("a1", "fa"), _message("a2", "fa"), _message("b1", "fb")]
     outcomes = lifecycle.apply_alerts(batch, SilenceSet())
-    assert thawed.is_set()
+    assert thaws[0].is_set()
     assert [o.outcome for o in outcomes] == ["created", "duplicate", "created"]
     assert [o.notified for o in outcomes] == [("firing",), (), ("firing",)]
 
@@ -78,10 +79,10 @@ def test_an_acknowledgement_that_ran_twice_reports_it(server: RedisServer) -> No
     redis: Redis = sync_client(server.url)
     lifecycle = AlertLifecycle(redis, LifecycleConfig())
     [created] = lifecycle.apply_alerts([_message("a1", "fa")], SilenceSet())
-    thawed = _freeze_under_the_next_apply(lifecycle, server)
+    thaws = _freeze_under_the_next_apply(lifecycle, server)
     acked = lifecycle.apply_action(
         AlertAction(id="ack-1", action="acknowledge", alert_id=created.alert_id, by="u"),
         time.time(),
     )
-    assert thawed.is_set()
+    assert thaws[0].is_set()
     assert acked.outcome == "acknowledged"

@@ -88,7 +88,6 @@ def test_six_field_cron_has_seconds_first() -> None:
     assert every_15s.latest_at_or_before(start + 14) == start + 14
 
 
-# No per-example deadline: the machine is shared and a slow example is not a failure.
 @settings(max_examples=50)
 @given(st.integers(min_value=1_700_000_000, max_value=1_900_000_000))
 def test_latest_fire_at_or_before_is_the_one_before_the_next(moment: int) -> None:

@@ -7,7 +7,8 @@ apply (`lifecycle/apply.lua`). The apply step checks that the fingerprint's
 version is still the one the decision was made from and that the message was
 not applied before, then writes the decision; a version conflict (another
 process wrote the fingerprint meanwhile) re-reads and re-decides just that
-message.
+message, unless the re-read finds that this batch's own earlier run applied it
+(a reply lost to a timeout: docs/queues.md, "Lost replies").
 
 Keys and Redis Cluster: every key the apply step touches is in its KEYS. The
 per-alert keys (`dedup`, `applied`, `alert`, `timeline`) carry the
@@ -94,8 +95,9 @@ _NO_SILENCE_CHECK = "-"
 _FIXED_KEYS = 12
 # Bound on the (service, severity, team) channel sets kept encoded: producers choose them.
 _CACHED_CHANNEL_SETS = 10_000
-# A conflict means another writer changed the fingerprint between read and apply;
-# each retry re-reads, so more than a few in a row means something is wrong.
+# A conflict means another writer (or this batch's own earlier run) changed the
+# fingerprint between read and apply; each retry re-reads, so more than a few in a
+# row means something is wrong.
 _MAX_ATTEMPTS = 20
 
 

@@ -151,7 +151,7 @@ async def post(
         except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
             # Closed by the server with no answer: most often a kept-alive connection it
             # had just closed (HTTP lets it close one at any time), so the POST never
-            # reached it. Once more at once on a fresh connection, as Go's client (and so
+            # reached it. Once more at once on another connection, as Go's client (and so
             # Alertmanager) does; a repeat failure is the receiver's.
             status, response_headers, start = await _exchange(http, *request)
     except httpcore.TimeoutException as exc:

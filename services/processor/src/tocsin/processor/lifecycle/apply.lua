@@ -35,15 +35,16 @@
 -- `conflict` (the fingerprint changed since it was read: decide again) or
 -- `stale` (the silences changed since the verdict).
 
+local counts = {}
+for n in string.gmatch(ARGV[9], '%d+') do counts[#counts + 1] = tonumber(n) end
+local r, a, s, c, nvalues, nentries, nnotes = unpack(counts)
+
 local version = redis.call('HGET', KEYS[1], 'v') or ''
-if version ~= ARGV[1] then
-  -- This very call ran before: its reply was lost to a timeout and redis-py sent it
-  -- again (docs/queues.md, "Lost replies"). Each call that writes the state writes a
-  -- version of its own, so finding that version means its first run applied it.
-  local nvalues = tonumber(string.match(ARGV[9], '^%d+ %d+ %d+ %d+ (%d+)'))
-  if nvalues >= VERSION_FIELD and version == ARGV[10 + VERSION_FIELD] then
-    return 'applied'
-  end
+-- This very call ran before: its reply was lost to a timeout and redis-py sent it
+-- again (docs/queues.md, "Lost replies"). Each call that writes the state writes a
+-- version of its own, so finding that version means its first run applied it.
+if version ~= ARGV[1] and nvalues >= VERSION_FIELD and version == ARGV[10 + VERSION_FIELD] then
+  return 'applied'
 end
 if ARGV[3] ~= '-' and (redis.call('GET', KEYS[3]) or '') ~= ARGV[3] then
   return 'stale'
@@ -58,9 +59,6 @@ if ARGV[8] == '1' and redis.call('INCR', KEYS[8]) == 1 then
   redis.call('EXPIRE', KEYS[8], 7200)
 end
 
-local counts = {}
-for n in string.gmatch(ARGV[9], '%d+') do counts[#counts + 1] = tonumber(n) end
-local r, a, s, c, nvalues, nentries, nnotes = unpack(counts)
 local id = ARGV[10]
 local at = 11
 

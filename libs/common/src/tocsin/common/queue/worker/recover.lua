@@ -22,6 +22,12 @@
 -- Returns the number of messages requeued.
 local now = tonumber(ARGV[1])
 local ns = ARGV[4]
+
+local function wake(queue)
+    redis.call("RPUSH", ARGV[5] .. queue, "1")
+    redis.call("LTRIM", ARGV[5] .. queue, -tonumber(ARGV[6]), -1)
+end
+
 redis.call("ZADD", KEYS[1], now, ARGV[2])
 local requeued = 0
 local dead = redis.call("ZRANGEBYSCORE", KEYS[1], 0, now - tonumber(ARGV[3]))
@@ -44,9 +50,7 @@ for _, worker in ipairs(dead) do
             if string.sub(queue, -3) == ".DQ" then
                 canonical = string.sub(queue, 1, -4)
             end
-            local wake = ARGV[5] .. canonical
-            redis.call("RPUSH", wake, "1")
-            redis.call("LTRIM", wake, -tonumber(ARGV[6]), -1)
+            wake(canonical)
             requeued = requeued + moved
         end
     end
@@ -56,9 +60,7 @@ local expired_before = now - tonumber(ARGV[7])
 local idle = ARGV[8] == "1"
 for i = 9, #ARGV do
     if idle and redis.call("SCARD", ns .. ":__acks__." .. ARGV[2] .. "." .. ARGV[i]) > 0 then
-        local wake = ARGV[5] .. ARGV[i]
-        redis.call("RPUSH", wake, "1")
-        redis.call("LTRIM", wake, -tonumber(ARGV[6]), -1)
+        wake(ARGV[i])
     end
     local xq = ns .. ":" .. ARGV[i] .. ".XQ"
     local old = redis.call("ZRANGEBYSCORE", xq, 0, expired_before, "LIMIT", 0, 100)
